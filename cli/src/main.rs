@@ -1,0 +1,259 @@
+//! The `cohort` command: parses arguments, calls the library crates, prints.
+//!
+//! It owns no logic of its own beyond presentation and exit codes: 0 success, 1 a check found
+//! problems (`cohort topo doctor`), 2 an error (bad option, unreadable or malformed file).
+//! Errors are one line on stderr, `cohort: ...`; a closed pipe (`cohort topo | head`) is not
+//! an error.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cohort_topology::{LiveOptions, SysfsRoot, Topology};
+
+/// Cohort: a deep-learning layer for Slurm GPU clusters.
+#[derive(Debug, Parser)]
+#[command(name = "cohort", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show this node's GPU / NIC / PCIe / NUMA topology and the GPU -> NIC assignment.
+    Topo(TopoArgs),
+    /// Measure Cohort's own operations.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct TopoArgs {
+    #[command(subcommand)]
+    command: Option<TopoCommand>,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Print the versioned JSON document instead of the matrix.
+    #[arg(long)]
+    json: bool,
+    /// Write the topology in NCCL's format (for NCCL_TOPO_FILE) to FILE.
+    #[arg(long, value_name = "FILE")]
+    export_nccl: Option<PathBuf>,
+    /// Plan for these GPUs only (for example the GPUs a job was granted): `0,2,3` or `0-3`.
+    #[arg(long, value_name = "LIST", value_parser = parse_gpu_list)]
+    gpus: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopoCommand {
+    /// Check the topology for what costs bandwidth; exits 1 when it finds anything.
+    Doctor(SourceArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct SourceArgs {
+    /// Read the topology from an hwloc XML or NCCL XML file instead of this machine.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// Directory standing for / when reading sysfs (for replaying a captured tree).
+    #[arg(long, value_name = "DIR", hide = true, default_value = "/")]
+    sysfs_root: PathBuf,
+    /// Do not load NVML even if the NVIDIA driver is installed.
+    #[arg(long)]
+    no_nvml: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time topology discovery (or loading a file) in-process over several runs.
+    Topo {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Number of timed runs (after one warm-up run).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        runs: u32,
+    },
+}
+
+fn parse_gpu_list(text: &str) -> Result<Vec<u32>, String> {
+    let mut gpus = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let bad = || format!("{part:?} is not a GPU index or range (use 0,2,3 or 0-3)");
+        match part.split_once('-') {
+            Some((start, end)) => {
+                let start: u32 = start.trim().parse().map_err(|_| bad())?;
+                let end: u32 = end.trim().parse().map_err(|_| bad())?;
+                if start > end || end - start > 4096 {
+                    return Err(bad());
+                }
+                gpus.extend(start..=end);
+            }
+            None => gpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(gpus)
+}
+
+fn load(source: &SourceArgs) -> Result<Topology> {
+    match &source.from {
+        Some(path) => Ok(Topology::from_file(path)?),
+        None => Ok(Topology::discover(&LiveOptions {
+            sysfs_root: SysfsRoot(source.sysfs_root.clone()),
+            nvml: !source.no_nvml,
+        })?),
+    }
+}
+
+fn write_out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn topo(args: &TopoArgs) -> Result<ExitCode> {
+    if let Some(TopoCommand::Doctor(source)) = &args.command {
+        return doctor(source);
+    }
+    let topo = load(&args.source)?;
+    let assignment = topo.assign_nics(args.gpus.as_deref()).context("--gpus")?;
+    if let Some(path) = &args.export_nccl {
+        write_file(path, &cohort_topology::to_nccl_xml(&topo))?;
+    }
+    if args.json {
+        let mut text = topo.to_doc(&assignment).to_json_pretty();
+        text.push('\n');
+        write_out(&text)?;
+    } else {
+        let mut text = summary(&topo);
+        text.push('\n');
+        text.push_str(&topo.render_matrix());
+        text.push('\n');
+        text.push_str(&topo.render_assignment(&assignment));
+        if let Some(path) = &args.export_nccl {
+            text.push_str(&format!(
+                "\nNCCL topology written to {} (use it as NCCL_TOPO_FILE)\n",
+                path.display()
+            ));
+        }
+        write_out(&text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary(topo: &Topology) -> String {
+    let mut text = String::new();
+    let host = topo.hostname.as_deref().unwrap_or("(unknown host)");
+    text.push_str(&format!(
+        "Node {host}: {} NUMA node(s), {} GPU(s), {} RDMA NIC(s)\n",
+        topo.numa_nodes.len(),
+        topo.gpus.len(),
+        topo.nics.len()
+    ));
+    text.push_str(&topo.render_sources());
+    for note in &topo.notes {
+        text.push_str(&format!("Note: {note}\n"));
+    }
+    text
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    // Written beside the target and renamed, so a reader never sees half a file.
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "cohort-topo".into())
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}
+
+fn doctor(source: &SourceArgs) -> Result<ExitCode> {
+    let topo = load(source)?;
+    let findings = topo.doctor();
+    let mut text = summary(&topo);
+    text.push('\n');
+    if topo.gpus.is_empty() && topo.nics.is_empty() {
+        text.push_str("No GPU and no RDMA NIC found: nothing to check.\n");
+    } else if findings.is_empty() {
+        text.push_str("No problem found.\n");
+    } else {
+        text.push_str(&format!("{} problem(s) found:\n", findings.len()));
+        for finding in &findings {
+            text.push_str(&format!(
+                "\n  {}: {}\n    {}\n",
+                finding.subject, finding.problem, finding.explanation
+            ));
+        }
+    }
+    write_out(&text)?;
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn bench_topo(source: &SourceArgs, runs: u32) -> Result<ExitCode> {
+    load(source)?;
+    let mut times: Vec<Duration> = Vec::with_capacity(runs as usize);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let topo = load(source)?;
+        let _ = topo.assign_nics(None)?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let what = match &source.from {
+        Some(path) => format!("load {}", path.display()),
+        None => "discover this machine".to_owned(),
+    };
+    write_out(&format!(
+        "{what}: {runs} runs, median {:.2} ms, min {:.2} ms, max {:.2} ms\n",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Topo(args) => topo(args),
+        Command::Bench(BenchCommand::Topo { source, runs }) => bench_topo(source, *runs),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) => {
+            let broken_pipe = err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("cohort: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
