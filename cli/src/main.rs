@@ -48,8 +48,12 @@ struct TopoArgs {
     export_nccl: Option<PathBuf>,
     /// Plan for these GPUs only (for example the GPUs a job was granted): `0,2,3` or `0-3`.
     #[arg(long, value_name = "LIST", value_parser = parse_gpu_list)]
-    gpus: Option<Vec<u32>>,
+    gpus: Option<GpuList>,
 }
+
+/// GPU indices given on the command line.
+#[derive(Debug, Clone)]
+struct GpuList(Vec<u32>);
 
 #[derive(Debug, Subcommand)]
 enum TopoCommand {
@@ -62,9 +66,10 @@ struct SourceArgs {
     /// Read the topology from an hwloc XML or NCCL XML file instead of this machine.
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
-    /// Directory standing for / when reading sysfs (for replaying a captured tree).
-    #[arg(long, value_name = "DIR", hide = true, default_value = "/")]
-    sysfs_root: PathBuf,
+    /// Directory standing for / when reading sysfs (replays a captured tree; with --from, its
+    /// RDMA port details are added to the file's topology).
+    #[arg(long, value_name = "DIR", hide = true)]
+    sysfs_root: Option<PathBuf>,
     /// Do not load NVML even if the NVIDIA driver is installed.
     #[arg(long)]
     no_nvml: bool,
@@ -82,7 +87,7 @@ enum BenchCommand {
     },
 }
 
-fn parse_gpu_list(text: &str) -> Result<Vec<u32>, String> {
+fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
     let mut gpus = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
@@ -99,14 +104,23 @@ fn parse_gpu_list(text: &str) -> Result<Vec<u32>, String> {
             None => gpus.push(part.parse().map_err(|_| bad())?),
         }
     }
-    Ok(gpus)
+    Ok(GpuList(gpus))
 }
 
 fn load(source: &SourceArgs) -> Result<Topology> {
     match &source.from {
-        Some(path) => Ok(Topology::from_file(path)?),
+        Some(path) => {
+            let mut topo = Topology::from_file(path)?;
+            if let Some(root) = &source.sysfs_root {
+                topo.apply_sysfs(&SysfsRoot(root.clone()));
+            }
+            Ok(topo)
+        }
         None => Ok(Topology::discover(&LiveOptions {
-            sysfs_root: SysfsRoot(source.sysfs_root.clone()),
+            sysfs_root: source
+                .sysfs_root
+                .clone()
+                .map_or_else(SysfsRoot::default, SysfsRoot),
             nvml: !source.no_nvml,
         })?),
     }
@@ -124,7 +138,9 @@ fn topo(args: &TopoArgs) -> Result<ExitCode> {
         return doctor(source);
     }
     let topo = load(&args.source)?;
-    let assignment = topo.assign_nics(args.gpus.as_deref()).context("--gpus")?;
+    let assignment = topo
+        .assign_nics(args.gpus.as_ref().map(|list| list.0.as_slice()))
+        .context("--gpus")?;
     if let Some(path) = &args.export_nccl {
         write_file(path, &cohort_topology::to_nccl_xml(&topo))?;
     }

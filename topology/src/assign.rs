@@ -104,7 +104,10 @@ impl Topology {
         }
         // Unused NICs become rails of the GPUs that have them among their closest, those with
         // the fewest rails first.
-        let mut spare: Vec<usize> = (0..self.nics.len()).filter(|&nic| load[nic] == 0).collect();
+        // A NIC whose ports are all down is no use as an extra rail.
+        let mut spare: Vec<usize> = (0..self.nics.len())
+            .filter(|&nic| load[nic] == 0 && !self.nics[nic].is_down())
+            .collect();
         spare.sort_by(|&a, &b| prefer(a, b));
         for nic in spare {
             let taker = (0..positions.len())

@@ -72,15 +72,25 @@ impl Topology {
         }
     }
 
+    /// Kind, vendor and device id of a NIC: NICs that share them are siblings.
+    fn nic_model(&self, nic: &crate::model::Nic) -> (crate::model::NicKind, Option<(u16, u16)>) {
+        let ids = nic
+            .pci
+            .and_then(|idx| Some((self.pci[idx].vendor?, self.pci[idx].device?)));
+        (nic.kind, ids)
+    }
+
     fn check_ports(&self, findings: &mut Vec<Finding>) {
-        let fastest = self
-            .nics
-            .iter()
-            .filter_map(|nic| nic.best_rate_gbps())
-            .fold(None, |best: Option<f64>, rate| {
-                Some(best.map_or(rate, |b| b.max(rate)))
-            });
         for nic in &self.nics {
+            // A slower management or storage NIC of another model is not a fault.
+            let fastest = self
+                .nics
+                .iter()
+                .filter(|other| self.nic_model(other) == self.nic_model(nic))
+                .filter_map(|other| other.best_rate_gbps())
+                .fold(None, |best: Option<f64>, rate| {
+                    Some(best.map_or(rate, |b| b.max(rate)))
+                });
             for port in &nic.ports {
                 if matches!(
                     port.state,
@@ -101,7 +111,7 @@ impl Topology {
                     findings.push(Finding {
                         subject: nic.name.clone(),
                         problem: format!(
-                            "runs at {rate} Gb/s while other NICs run at {fastest} Gb/s"
+                            "runs at {rate} Gb/s while its siblings run at {fastest} Gb/s"
                         ),
                         explanation: "a link that trained at a lower rate (bad cable, wrong \
                                       switch port setting) slows every collective to its pace"

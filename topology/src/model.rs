@@ -402,13 +402,16 @@ impl Nic {
         })
     }
 
-    /// Whether any port is known and none is active.
+    /// Whether ports are known and every one is in a state that carries no traffic. Ports of
+    /// unknown state (topology files) do not count as down.
     pub fn is_down(&self) -> bool {
         !self.ports.is_empty()
-            && self
-                .ports
-                .iter()
-                .all(|port| port.state != PortState::Active)
+            && self.ports.iter().all(|port| {
+                matches!(
+                    port.state,
+                    PortState::Down | PortState::Init | PortState::Armed
+                )
+            })
     }
 }
 

@@ -398,25 +398,40 @@ pub fn to_nccl_xml(topo: &Topology) -> String {
     devices.extend(topo.nics.iter().filter_map(|nic| nic.pci));
     devices.sort_unstable();
     devices.dedup();
+    let ancestors = |device: PciIdx| {
+        let mut chain = Vec::new();
+        let mut cursor = topo.pci[device].parent;
+        while let Some(parent) = cursor {
+            if chain.len() > topo.pci.len() {
+                break;
+            }
+            chain.push(parent);
+            cursor = topo.pci[parent].parent;
+        }
+        chain
+    };
+    // A root port shared by several exported devices (functions of one card) is written as a
+    // switch, so that NCCL sees them one bridge apart as they are, not through the CPU.
+    let shared_root_port = |idx: PciIdx| {
+        topo.pci[idx].kind == PciKind::RootPort
+            && devices
+                .iter()
+                .filter(|&&device| ancestors(device).contains(&idx))
+                .count()
+                > 1
+    };
     let mut cpus: BTreeMap<u32, ExportTree> = BTreeMap::new();
     for &device in &devices {
         let node = &topo.pci[device];
         let numa = node.locality.numa_nodes.first().copied().unwrap_or(0);
         let mut chain = vec![device];
-        let mut cursor = node.parent;
-        while let Some(parent) = cursor {
-            if chain.len() > topo.pci.len() {
-                break;
-            }
-            if matches!(
-                topo.pci[parent].kind,
-                PciKind::SwitchUpstream | PciKind::Switch
-            ) && topo.pci[parent].bus_id.is_some()
-            {
-                chain.push(parent);
-            }
-            cursor = topo.pci[parent].parent;
-        }
+        chain.extend(ancestors(device).into_iter().filter(|&parent| {
+            topo.pci[parent].bus_id.is_some()
+                && (matches!(
+                    topo.pci[parent].kind,
+                    PciKind::SwitchUpstream | PciKind::Switch
+                ) || shared_root_port(parent))
+        }));
         let mut tree = cpus.entry(numa).or_default();
         for &idx in chain.iter().rev() {
             tree = tree
@@ -455,10 +470,15 @@ pub fn to_nccl_xml(topo: &Topology) -> String {
             .iter()
             .filter(|nic| nic.locality.numa_nodes.first().copied().unwrap_or(0) == *numa)
         {
+            let dev = topo
+                .nics
+                .iter()
+                .position(|other| std::ptr::eq(other, *nic))
+                .unwrap_or(0);
             let _ = writeln!(
                 out,
-                "    <nic>\n      <net name=\"{}\"/>\n    </nic>",
-                escape(&nic.name)
+                "    <nic>\n      {}\n    </nic>",
+                net_element(nic, dev)
             );
         }
         out.push_str("  </cpu>\n");
@@ -493,12 +513,39 @@ fn write_tree(topo: &Topology, tree: &ExportTree, depth: usize, out: &mut String
         if let Some(width) = node.link.width {
             let _ = write!(out, " link_width=\"{width}\"");
         }
-        if child.children.is_empty() {
+        let nics: Vec<(usize, &Nic)> = topo
+            .nics
+            .iter()
+            .enumerate()
+            .filter(|(_, nic)| nic.pci == Some(*idx))
+            .collect();
+        if child.children.is_empty() && nics.is_empty() {
             out.push_str("/>\n");
-        } else {
-            out.push_str(">\n");
-            write_tree(topo, child, depth + 1, out);
-            let _ = writeln!(out, "{indent}</pci>");
+            continue;
         }
+        out.push_str(">\n");
+        write_tree(topo, child, depth + 1, out);
+        if !nics.is_empty() {
+            let _ = writeln!(out, "{indent}  <nic>");
+            for (dev, nic) in nics {
+                let _ = writeln!(out, "{indent}    {}", net_element(nic, dev));
+            }
+            let _ = writeln!(out, "{indent}  </nic>");
+        }
+        let _ = writeln!(out, "{indent}</pci>");
     }
+}
+
+/// A `<net>` as NCCL's own dumps write it. `dev` is the NIC's position in name order, which is
+/// how NCCL numbers devices too; NCCL overwrites it (and fills the rest) for NICs it finds.
+fn net_element(nic: &Nic, dev: usize) -> String {
+    let mut net = format!("<net name=\"{}\" dev=\"{dev}\"", escape(&nic.name));
+    if let Some(rate) = nic.best_rate_gbps() {
+        let _ = write!(net, " speed=\"{:.0}\"", rate * 1000.0);
+    }
+    if let Some(port) = nic.ports.first() {
+        let _ = write!(net, " port=\"{}\"", port.number);
+    }
+    net.push_str("/>");
+    net
 }

@@ -1,0 +1,140 @@
+//! Real machines' topology files (third-party data in `../shared/fixtures/topologies`, beside
+//! the checkout; see PROVENANCE.md there): snapshots of what `cohort topo` prints, and the
+//! public facts about each machine. Skipped, with the reason printed, where the folder is absent.
+
+mod common;
+
+use cohort_topology::{Device, PathClass, Topology};
+use expect_test::expect_file;
+
+use common::{gpu_nic_pairs_at, real_fixture, render_all, round_trip_through_nccl};
+
+#[test]
+fn juwels_booster_has_four_gpu_nic_pairs_at_pix() {
+    let Some(topo) = real_fixture("juwels-booster_4xA100_4xHDR.hwloc.xml") else {
+        return;
+    };
+    assert_eq!(topo.gpus.len(), 4);
+    assert_eq!(topo.nics.len(), 4);
+    assert_eq!(topo.numa_nodes.len(), 8);
+    assert_eq!(gpu_nic_pairs_at(&topo, PathClass::Pix), 4);
+    let assignment = topo.assign_nics(None).unwrap();
+    let mut primaries: Vec<usize> = assignment.iter().map(|a| a.nics[0]).collect();
+    assert!(assignment
+        .iter()
+        .all(|a| a.path == Some(PathClass::Pix) && a.nics.len() == 1));
+    primaries.sort_unstable();
+    primaries.dedup();
+    assert_eq!(primaries.len(), 4, "every GPU has its own HCA");
+    assert!(topo
+        .nics
+        .iter()
+        .all(|nic| nic.kind.as_str() == "infiniband"));
+    assert!(topo.doctor().is_empty(), "{:?}", topo.doctor());
+    expect_file!["snapshots/juwels-booster.txt"].assert_eq(&render_all(&topo));
+    round_trip_through_nccl(&topo);
+}
+
+#[test]
+fn azure_ndv5_has_eight_gpu_nic_pairs_at_pix() {
+    let Some(topo) = real_fixture("azure-ndv5_8xH100_8xNDR.nccl.xml") else {
+        return;
+    };
+    assert_eq!(topo.gpus.len(), 8);
+    assert_eq!(topo.nics.len(), 8);
+    assert_eq!(gpu_nic_pairs_at(&topo, PathClass::Pix), 8);
+    let assignment = topo.assign_nics(None).unwrap();
+    assert!(assignment.iter().all(|a| a.path == Some(PathClass::Pix)));
+    assert!(topo.doctor().is_empty(), "{:?}", topo.doctor());
+    expect_file!["snapshots/azure-ndv5.txt"].assert_eq(&render_all(&topo));
+    round_trip_through_nccl(&topo);
+}
+
+#[test]
+fn dgx2_connects_every_gpu_pair_with_six_nvlinks() {
+    let Some(topo) = real_fixture("dgx2_16xV100.hwloc.xml") else {
+        return;
+    };
+    assert_eq!(topo.gpus.len(), 16);
+    for a in 0..16 {
+        for b in 0..16 {
+            if a != b {
+                assert_eq!(
+                    topo.path_class(Device::Gpu(a), Device::Gpu(b)),
+                    PathClass::NvLink(6),
+                    "GPU{a} - GPU{b}"
+                );
+            }
+        }
+    }
+    assert!(topo.nics.is_empty(), "the file has its NICs trimmed");
+    assert_eq!(
+        topo.gpus[0].model.as_deref(),
+        Some("Tesla V100-SXM3-32GB-H")
+    );
+    assert!(topo.doctor().is_empty(), "{:?}", topo.doctor());
+    expect_file!["snapshots/dgx2.txt"].assert_eq(&render_all(&topo));
+    round_trip_through_nccl(&topo);
+}
+
+#[test]
+fn power8_pairs_gpus_by_nvlink_within_a_socket() {
+    let Some(topo) = real_fixture("power8_4xP100.hwloc.xml") else {
+        return;
+    };
+    assert_eq!(topo.gpus.len(), 4);
+    let class = |a, b| topo.path_class(Device::Gpu(a), Device::Gpu(b));
+    assert_eq!(class(0, 1), PathClass::NvLink(2));
+    assert_eq!(class(2, 3), PathClass::NvLink(2));
+    assert_eq!(class(0, 2), PathClass::Sys);
+    assert_eq!(class(1, 3), PathClass::Sys);
+    expect_file!["snapshots/power8.txt"].assert_eq(&render_all(&topo));
+    round_trip_through_nccl(&topo);
+}
+
+#[test]
+fn supermicro_x9_has_three_nvidia_gpus_and_one_hca() {
+    let Some(topo) = real_fixture("supermicro-x9_2s_3gpu_1ib.hwloc.xml") else {
+        return;
+    };
+    // The Radeon and the BMC's Matrox are graphics functions, not training GPUs.
+    assert_eq!(topo.gpus.len(), 3);
+    assert!(topo.gpus.iter().all(|gpu| gpu.vendor.as_str() == "nvidia"));
+    assert_eq!(topo.nics.len(), 1);
+    assert_eq!(topo.nics[0].name, "mlx5_0");
+    assert_eq!(topo.nics[0].netdevs[0].name, "ib0");
+    assert_eq!(topo.plain_netdevs, ["eth0", "eth1"]);
+    let findings = topo.doctor();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].subject, "GPU0");
+    assert!(findings[0].problem.contains("SYS"), "{findings:?}");
+    expect_file!["snapshots/supermicro-x9.txt"].assert_eq(&render_all(&topo));
+    round_trip_through_nccl(&topo);
+}
+
+#[test]
+fn every_real_machine_loads_within_a_sane_model() {
+    let Some(dir) = common::real_fixture_dir() else {
+        return;
+    };
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("xml") {
+            continue;
+        }
+        let topo = Topology::from_file(&path).unwrap();
+        // Every device's parent precedes it, so walks up the tree terminate.
+        for (idx, node) in topo.pci.iter().enumerate() {
+            assert!(
+                node.parent.is_none_or(|parent| parent < idx),
+                "{}",
+                path.display()
+            );
+        }
+        let json = topo
+            .to_doc(&topo.assign_nics(None).unwrap())
+            .to_json_pretty();
+        let back = cohort_proto::topology::TopologyDoc::from_json(json.as_bytes()).unwrap();
+        assert_eq!(back.gpus.len(), topo.gpus.len());
+    }
+}
