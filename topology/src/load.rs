@@ -70,6 +70,16 @@ pub enum LoadError {
         /// The version attribute found.
         version: String,
     },
+    /// An hwloc file with an object that lacks a set hwloc needs (hwloc 2.9 would crash).
+    #[error("{path}:{line}: this <object> has no {attribute} attribute; the file is not a complete hwloc export")]
+    HwlocIncomplete {
+        /// The file.
+        path: String,
+        /// Line of the object.
+        line: u32,
+        /// The missing attribute.
+        attribute: &'static str,
+    },
     /// hwloc refused the content.
     #[error("{path}: {source}")]
     Hwloc {
@@ -132,6 +142,7 @@ impl Topology {
                         version: version.to_owned(),
                     });
                 }
+                check_hwloc_sets(&doc, &path)?;
                 crate::hwloc::load_xml(text, origin)
                     .map_err(|source| LoadError::Hwloc { path, source })
             }
@@ -144,6 +155,39 @@ impl Topology {
             }),
         }
     }
+}
+
+/// hwloc 2.9 dereferences a null set when an object of an XML file has a `cpuset` without a
+/// `complete_cpuset` (or the same for node sets), or when the root object lacks them (it
+/// segfaults, as `lstopo -i` does on such a file). Every hwloc export writes them, so a file
+/// without them is refused before hwloc sees it.
+fn check_hwloc_sets(doc: &roxmltree::Document<'_>, path: &str) -> Result<(), LoadError> {
+    let incomplete =
+        |node: roxmltree::Node<'_, '_>, attribute: &'static str| LoadError::HwlocIncomplete {
+            path: path.to_owned(),
+            line: doc.text_pos_at(node.range().start).row,
+            attribute,
+        };
+    let root = doc
+        .root_element()
+        .children()
+        .find(|node| node.has_tag_name("object"));
+    if let Some(root) = root {
+        for attribute in ["cpuset", "complete_cpuset", "nodeset", "complete_nodeset"] {
+            if root.attribute(attribute).is_none() {
+                return Err(incomplete(root, attribute));
+            }
+        }
+    }
+    for object in doc.descendants().filter(|node| node.has_tag_name("object")) {
+        if object.attribute("cpuset").is_some() && object.attribute("complete_cpuset").is_none() {
+            return Err(incomplete(object, "complete_cpuset"));
+        }
+        if object.attribute("nodeset").is_some() && object.attribute("complete_nodeset").is_none() {
+            return Err(incomplete(object, "complete_nodeset"));
+        }
+    }
+    Ok(())
 }
 
 fn detect(doc: &roxmltree::Document<'_>) -> Option<FileFormat> {

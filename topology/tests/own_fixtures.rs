@@ -2,6 +2,9 @@
 //! `test_data/README.md`), a captured sysfs tree, small inline topologies for the assignment
 //! rules, and discovery of the machine the tests run on.
 
+// Integration test binaries are test-only crates; the lint is for unit tests in library code.
+#![allow(clippy::tests_outside_test_module)]
+
 mod common;
 
 use cohort_proto::topology::TopologyDoc;

@@ -2,6 +2,9 @@
 //! the checkout; see PROVENANCE.md there): snapshots of what `cohort topo` prints, and the
 //! public facts about each machine. Skipped, with the reason printed, where the folder is absent.
 
+// Integration test binaries are test-only crates; the lint is for unit tests in library code.
+#![allow(clippy::tests_outside_test_module)]
+
 mod common;
 
 use cohort_topology::{Device, PathClass, Topology};
