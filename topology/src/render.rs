@@ -25,6 +25,19 @@ impl Topology {
         }
     }
 
+    /// Path classes between every pair of devices, `X` on the diagonal.
+    fn class_matrix(&self, devices: &[(String, Device)]) -> Vec<Vec<String>> {
+        devices
+            .iter()
+            .map(|(_, a)| {
+                devices
+                    .iter()
+                    .map(|(_, b)| self.class_text(*a, *b))
+                    .collect()
+            })
+            .collect()
+    }
+
     fn affinity(&self, device: Device) -> (String, String) {
         let locality = match device {
             Device::Gpu(pos) => self.gpu_locality(&self.gpus[pos]),
@@ -80,15 +93,7 @@ impl Topology {
             out.push_str(".\n");
             return out;
         }
-        let cells: Vec<Vec<String>> = devices
-            .iter()
-            .map(|(_, a)| {
-                devices
-                    .iter()
-                    .map(|(_, b)| self.class_text(*a, *b))
-                    .collect()
-            })
-            .collect();
+        let cells = self.class_matrix(&devices);
         let width = devices
             .iter()
             .map(|(label, _)| label.len())
@@ -301,15 +306,7 @@ impl Topology {
                 .collect(),
             paths: doc::PathMatrixDoc {
                 labels: devices.iter().map(|(label, _)| label.clone()).collect(),
-                classes: devices
-                    .iter()
-                    .map(|(_, a)| {
-                        devices
-                            .iter()
-                            .map(|(_, b)| self.class_text(*a, *b))
-                            .collect()
-                    })
-                    .collect(),
+                classes: self.class_matrix(&devices),
             },
             assignment: assignment
                 .iter()
