@@ -5,7 +5,8 @@
 //! `sys/class/infiniband/<dev>/node_type` (`1: CA`, `4: RNIC`),
 //! `sys/class/infiniband/<dev>/ports/<n>/{state,rate,link_layer}` (`4: ACTIVE`,
 //! `200 Gb/sec (4X HDR)`, `InfiniBand`), `sys/class/infiniband/<dev>/device` (a link to the PCI
-//! function, whose name is its bus id) and `sys/class/infiniband/<dev>/device/net/<ifname>`.
+//! function, whose name is its bus id), `sys/class/infiniband/<dev>/device/net/<ifname>`, and
+//! `sys/bus/pci/devices/<bus id>/current_link_{speed,width}` (`16.0 GT/s PCIe`, `16`).
 
 use std::path::{Path, PathBuf};
 
@@ -216,7 +217,40 @@ impl Topology {
                 .retain(|name| !nic.netdevs.iter().any(|dev| &dev.name == name));
         }
         self.sort_nics();
-        self.record_source(SourceKind::Sysfs, true, detail);
+        let links = self.apply_pci_links(root);
+        self.record_source(
+            SourceKind::Sysfs,
+            true,
+            format!("{detail}; PCIe link speed and width of {links} device(s)"),
+        );
+    }
+
+    /// Reads `current_link_speed` (`16.0 GT/s PCIe`) and `current_link_width` (`16`) of every
+    /// PCI function with a bus id from `sys/bus/pci/devices/<bus id>/`; returns how many had
+    /// them.
+    fn apply_pci_links(&mut self, root: &SysfsRoot) -> usize {
+        let devices = root.path("sys/bus/pci/devices");
+        let mut found = 0;
+        for node in &mut self.pci {
+            let Some(bus_id) = node.bus_id else { continue };
+            let dir = devices.join(bus_id.to_string());
+            let speed = read_trimmed(&dir.join("current_link_speed")).and_then(|text| {
+                text.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<f32>().ok())
+            });
+            let width = read_trimmed(&dir.join("current_link_width"))
+                .and_then(|text| text.parse::<u16>().ok());
+            // Root complex functions report 0 or "Unknown"; those are not links.
+            if let (Some(speed), Some(width)) = (speed, width) {
+                if speed > 0.0 && width > 0 {
+                    node.link.speed_gts = Some(speed);
+                    node.link.width = Some(width);
+                    found += 1;
+                }
+            }
+        }
+        found
     }
 }
 

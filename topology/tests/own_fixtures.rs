@@ -102,6 +102,12 @@ fn sysfs_replay_adds_port_state_rate_and_link_layer() {
     assert_eq!(port(2).state, PortState::Down);
     assert_eq!(topo.nics[2].kind, NicKind::Roce);
     assert!(topo.nics[0].sources.iter().any(|s| s.as_str() == "sysfs"));
+    let link = |nic: usize| topo.pci[topo.nics[nic].pci.unwrap()].link;
+    assert_eq!((link(0).speed_gts, link(0).width), (Some(32.0), Some(16)));
+    assert_eq!((link(2).speed_gts, link(2).width), (Some(16.0), Some(8)));
+    assert!(cohort_topology::to_nccl_xml(&topo).contains(
+        r#"busid="0000:42:00.0" class="0x020000" vendor="0x15b3" device="0x101d" link_speed="16.0 GT/s PCIe" link_width="8""#
+    ));
     let findings: Vec<(String, String)> = topo
         .doctor()
         .into_iter()
