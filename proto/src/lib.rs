@@ -9,4 +9,5 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod plan;
 pub mod topology;

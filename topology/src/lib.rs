@@ -20,6 +20,7 @@ pub mod model;
 pub mod nccl;
 mod nvml;
 pub mod path;
+pub mod plan;
 mod render;
 pub mod sysfs;
 
@@ -32,4 +33,5 @@ pub use load::{FileFormat, LoadError};
 pub use model::Topology;
 pub use nccl::{to_nccl_xml, NcclImportError};
 pub use path::{Device, PathClass};
+pub use plan::LocalPlanOptions;
 pub use sysfs::SysfsRoot;

@@ -1,0 +1,446 @@
+//! The algorithms: ring reduce-scatter and allgather (large messages), recursive doubling
+//! (small messages), a pipelined ring broadcast, and the operations built from them.
+//!
+//! Every reduced value is computed once, by one rank, in an order fixed by the ring or by rank
+//! numbers (recursive doubling always combines the lower rank's side first), and then copied to
+//! the others; so every rank ends with bit-identical results.
+
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dtype::{Element, ReduceOp};
+use crate::engine::{exchange, Incoming, OpCtx, Peer};
+use crate::error::CommError;
+
+/// Which allreduce algorithm to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Chosen by the cost model from the message size, the world size and the transports.
+    Auto,
+    /// Ring reduce-scatter then allgather: bandwidth-optimal, 2(n-1) steps.
+    Ring,
+    /// Recursive doubling: log2(n) steps of whole-message exchanges, latency-optimal.
+    RecursiveDoubling,
+}
+
+impl Algorithm {
+    /// Parses `auto`, `ring`, `rd` / `recursive-doubling` (the values of `COHORT_ALGO`).
+    pub fn parse(text: &str) -> Option<Algorithm> {
+        match text {
+            "auto" => Some(Algorithm::Auto),
+            "ring" => Some(Algorithm::Ring),
+            "rd" | "recursive-doubling" => Some(Algorithm::RecursiveDoubling),
+            _ => None,
+        }
+    }
+}
+
+/// The ranks, links and settings one communicator runs on.
+#[derive(Debug)]
+pub(crate) struct Mesh {
+    pub(crate) rank: u32,
+    pub(crate) size: u32,
+    /// Links indexed by rank (`None` for this rank).
+    pub(crate) peers: Vec<Option<Peer>>,
+    /// Ring order of ranks.
+    pub(crate) ring: Vec<u32>,
+    pub(crate) abort: Arc<AtomicBool>,
+    pub(crate) timeout: Duration,
+    pub(crate) algorithm: Algorithm,
+    /// Whether any link is TCP (changes the cost model).
+    pub(crate) any_tcp: bool,
+}
+
+/// Where received elements go.
+#[derive(Clone, Copy)]
+enum Into {
+    Copy,
+    Reduce(ReduceOp),
+}
+
+/// The context of one operation: its name and deadline.
+fn op_ctx<'a>(op: &'static str, timeout: Duration, abort: &'a AtomicBool) -> OpCtx<'a> {
+    let start = Instant::now();
+    OpCtx {
+        op,
+        start,
+        deadline: start + timeout,
+        abort,
+    }
+}
+
+fn block(count: usize, blocks: usize, index: usize) -> Range<usize> {
+    count * index / blocks..count * (index + 1) / blocks
+}
+
+/// Borrows one range for reading and another, disjoint one for writing.
+fn split<T>(data: &mut [T], read: Range<usize>, write: Range<usize>) -> (&[T], &mut [T]) {
+    if read.start >= write.end {
+        let (low, high) = data.split_at_mut(read.start);
+        (&high[..read.len()], &mut low[write])
+    } else {
+        let (low, high) = data.split_at_mut(write.start);
+        (&low[read], &mut high[..write.len()])
+    }
+}
+
+impl Mesh {
+    fn position(&self) -> usize {
+        self.ring.iter().position(|&r| r == self.rank).unwrap_or(0)
+    }
+
+    fn ring_neighbours(&self) -> (usize, usize, usize) {
+        let n = self.ring.len();
+        let pos = self.position();
+        let right = self.ring[(pos + 1) % n] as usize;
+        let left = self.ring[(pos + n - 1) % n] as usize;
+        (pos, left, right)
+    }
+
+    /// Sends `send` to a peer while receiving into `recv` (copied or reduced) from another.
+    fn send_recv<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        send: Option<(usize, &[T])>,
+        recv: Option<(usize, &mut [T], Into)>,
+    ) -> Result<(), CommError> {
+        let unit = std::mem::size_of::<T>();
+        let outgoing = send.map(|(to, data)| (to, bytemuck::cast_slice::<T, u8>(data), unit));
+        match recv {
+            None => exchange(&mut self.peers, ctx, outgoing, None),
+            Some((from, dst, mode)) => {
+                let len = std::mem::size_of_val(dst);
+                let mut offset = 0usize; // in elements
+                let mut sink = |bytes: &[u8]| -> usize {
+                    let n = bytes.len() / unit;
+                    let target = &mut dst[offset..offset + n];
+                    match mode {
+                        Into::Copy => {
+                            bytemuck::cast_slice_mut::<T, u8>(target).copy_from_slice(bytes);
+                        }
+                        Into::Reduce(op) => match bytemuck::try_cast_slice::<u8, T>(bytes) {
+                            Ok(src) => T::reduce_into(target, src, op),
+                            // Misaligned bytes (never expected): copy to an aligned buffer.
+                            Err(_) => {
+                                let mut src = vec![T::zeroed(); bytes.len() / unit];
+                                bytemuck::cast_slice_mut::<T, u8>(&mut src).copy_from_slice(bytes);
+                                T::reduce_into(target, &src, op);
+                            }
+                        },
+                    }
+                    offset += n;
+                    n * unit
+                };
+                exchange(
+                    &mut self.peers,
+                    ctx,
+                    outgoing,
+                    Some(Incoming {
+                        from,
+                        len,
+                        unit,
+                        sink: &mut sink,
+                    }),
+                )
+            }
+        }
+    }
+
+    /// Ring reduce-scatter in place: afterwards the rank at ring position `p` holds the fully
+    /// reduced block `owner(p)`.
+    fn ring_reduce_scatter<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        data: &mut [T],
+        op: ReduceOp,
+        owner: &dyn Fn(usize) -> usize,
+    ) -> Result<(), CommError> {
+        let n = self.ring.len();
+        let (pos, left, right) = self.ring_neighbours();
+        for step in 0..n - 1 {
+            let send_block = block(data.len(), n, owner((pos + n - step - 1) % n));
+            let recv_block = block(data.len(), n, owner((pos + n - step - 2) % n));
+            let (send, recv) = split(data, send_block, recv_block);
+            self.send_recv(
+                ctx,
+                Some((right, send)),
+                Some((left, recv, Into::Reduce(op))),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Ring allgather in place: the rank at position `p` starts with block `owner(p)`.
+    fn ring_allgather<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        data: &mut [T],
+        owner: &dyn Fn(usize) -> usize,
+    ) -> Result<(), CommError> {
+        let n = self.ring.len();
+        let (pos, left, right) = self.ring_neighbours();
+        for step in 0..n - 1 {
+            let send_block = block(data.len(), n, owner((pos + n - step) % n));
+            let recv_block = block(data.len(), n, owner((pos + n - step - 1) % n));
+            let (send, recv) = split(data, send_block, recv_block);
+            self.send_recv(ctx, Some((right, send)), Some((left, recv, Into::Copy)))?;
+        }
+        Ok(())
+    }
+
+    /// Recursive doubling allreduce, folding the ranks beyond the largest power of two first.
+    fn rd_allreduce<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        data: &mut [T],
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        let n = self.size as usize;
+        let rank = self.rank as usize;
+        let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
+        let extra = n - p;
+        let mut scratch = data.to_vec();
+        // Fold: among the first 2*extra ranks, even ones hand their data to the next odd one.
+        let virtual_rank = if rank < 2 * extra {
+            if rank % 2 == 0 {
+                self.send_recv::<T>(ctx, Some((rank + 1, data)), None)?;
+                self.send_recv::<T>(ctx, None, Some((rank + 1, data, Into::Copy)))?;
+                return Ok(());
+            }
+            self.send_recv::<T>(ctx, None, Some((rank - 1, &mut scratch, Into::Copy)))?;
+            // The lower rank's side first.
+            T::reduce_into(&mut scratch, data, op);
+            data.copy_from_slice(&scratch);
+            rank / 2
+        } else {
+            rank - extra
+        };
+        let real = |v: usize| if v < extra { v * 2 + 1 } else { v + extra };
+        let mut mask = 1;
+        while mask < p {
+            let partner = real(virtual_rank ^ mask);
+            self.send_recv::<T>(
+                ctx,
+                Some((partner, data)),
+                Some((partner, &mut scratch, Into::Copy)),
+            )?;
+            if rank < partner {
+                T::reduce_into(data, &scratch, op);
+            } else {
+                T::reduce_into(&mut scratch, data, op);
+                data.copy_from_slice(&scratch);
+            }
+            mask <<= 1;
+        }
+        if rank < 2 * extra {
+            self.send_recv::<T>(ctx, Some((rank - 1, data)), None)?;
+        }
+        Ok(())
+    }
+
+    /// Whether recursive doubling is cheaper for this message (a simple latency-bandwidth
+    /// model: it sends the whole message log2(n) times, the ring sends 2(n-1)/n of it in
+    /// 2(n-1) steps; per-step latency is about 1 us on shared memory and 30 us over TCP,
+    /// bandwidth a few GB/s on either).
+    fn prefer_recursive_doubling(&self, bytes: usize) -> bool {
+        match self.algorithm {
+            Algorithm::Ring => false,
+            Algorithm::RecursiveDoubling => true,
+            Algorithm::Auto => {
+                let n = self.size as f64;
+                let (latency_us, gb_per_s) = if self.any_tcp {
+                    (30.0, 1.0)
+                } else {
+                    (1.0, 4.0)
+                };
+                #[allow(clippy::cast_precision_loss)]
+                let bytes = bytes as f64;
+                let per_byte_us = 1.0 / (gb_per_s * 1e3);
+                let rd = n.log2().ceil() * (latency_us + bytes * per_byte_us);
+                let ring = 2.0 * (n - 1.0) * latency_us + 2.0 * (n - 1.0) / n * bytes * per_byte_us;
+                rd <= ring
+            }
+        }
+    }
+
+    pub(crate) fn allreduce<T: Element>(
+        &mut self,
+        data: &mut [T],
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        let abort = Arc::clone(&self.abort);
+        let ctx = op_ctx("allreduce", self.timeout, &abort);
+        if self.size > 1 && !data.is_empty() {
+            if self.prefer_recursive_doubling(std::mem::size_of_val(data))
+                || data.len() < self.size as usize
+            {
+                self.rd_allreduce(&ctx, data, op)?;
+            } else {
+                let n = self.ring.len();
+                self.ring_reduce_scatter(&ctx, data, op, &|p| p)?;
+                if op == ReduceOp::Avg {
+                    let own = block(data.len(), n, self.position());
+                    T::divide(&mut data[own], self.size as usize);
+                }
+                self.ring_allgather(&ctx, data, &|p| p)?;
+                return Ok(());
+            }
+        }
+        if op == ReduceOp::Avg {
+            T::divide(data, self.size as usize);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn broadcast<T: Element>(
+        &mut self,
+        data: &mut [T],
+        root: u32,
+    ) -> Result<(), CommError> {
+        self.check_root(root)?;
+        let abort = Arc::clone(&self.abort);
+        let ctx = op_ctx("broadcast", self.timeout, &abort);
+        let n = self.ring.len();
+        if n == 1 {
+            return Ok(());
+        }
+        let (pos, left, right) = self.ring_neighbours();
+        let root_pos = self.ring.iter().position(|&r| r == root).unwrap_or(0);
+        let relative = (pos + n - root_pos) % n;
+        // Pipelined in chunks of 256 KiB so every hop of the ring is busy at once.
+        let chunk = (256 * 1024 / std::mem::size_of::<T>()).max(1);
+        let chunks = data.len().div_ceil(chunk).max(1);
+        let total = data.len();
+        let range = |k: usize| (k * chunk).min(total)..((k + 1) * chunk).min(total);
+        if relative == 0 {
+            for k in 0..chunks {
+                self.send_recv::<T>(&ctx, Some((right, &data[range(k)])), None)?;
+            }
+        } else if relative == n - 1 {
+            for k in 0..chunks {
+                let r = range(k);
+                self.send_recv::<T>(&ctx, None, Some((left, &mut data[r], Into::Copy)))?;
+            }
+        } else {
+            for k in 0..=chunks {
+                let send = (k > 0).then(|| range(k - 1));
+                let recv = (k < chunks).then(|| range(k));
+                match (send, recv) {
+                    (Some(s), Some(r)) => {
+                        let (s, r) = split(data, s, r);
+                        self.send_recv(&ctx, Some((right, s)), Some((left, r, Into::Copy)))?;
+                    }
+                    (Some(s), None) => {
+                        self.send_recv::<T>(&ctx, Some((right, &data[s])), None)?;
+                    }
+                    (None, Some(r)) => {
+                        self.send_recv::<T>(&ctx, None, Some((left, &mut data[r], Into::Copy)))?;
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reduce<T: Element>(
+        &mut self,
+        data: &mut [T],
+        op: ReduceOp,
+        root: u32,
+    ) -> Result<(), CommError> {
+        self.check_root(root)?;
+        let abort = Arc::clone(&self.abort);
+        let ctx = op_ctx("reduce", self.timeout, &abort);
+        let n = self.ring.len();
+        if n > 1 && !data.is_empty() {
+            self.ring_reduce_scatter(&ctx, data, op, &|p| p)?;
+            // Gather the reduced blocks at the root.
+            let pos = self.position();
+            if self.rank == root {
+                for p in 0..n {
+                    if p != pos {
+                        let from = self.ring[p] as usize;
+                        let r = block(data.len(), n, p);
+                        self.send_recv::<T>(&ctx, None, Some((from, &mut data[r], Into::Copy)))?;
+                    }
+                }
+            } else {
+                let r = block(data.len(), n, pos);
+                self.send_recv::<T>(&ctx, Some((root as usize, &data[r])), None)?;
+            }
+        }
+        if op == ReduceOp::Avg && self.rank == root {
+            T::divide(data, self.size as usize);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn allgather<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+    ) -> Result<(), CommError> {
+        let n = self.size as usize;
+        if recv.len() != send.len() * n {
+            return Err(CommError::Invalid(format!(
+                "allgather needs a receive buffer of {} x {} elements, got {}",
+                n,
+                send.len(),
+                recv.len()
+            )));
+        }
+        let me = self.rank as usize;
+        recv[me * send.len()..(me + 1) * send.len()].copy_from_slice(send);
+        if n == 1 || send.is_empty() {
+            return Ok(());
+        }
+        let abort = Arc::clone(&self.abort);
+        let ctx = op_ctx("allgather", self.timeout, &abort);
+        let ring = self.ring.clone();
+        self.ring_allgather(&ctx, recv, &|p| ring[p] as usize)
+    }
+
+    pub(crate) fn reduce_scatter<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        let n = self.size as usize;
+        if send.len() != recv.len() * n {
+            return Err(CommError::Invalid(format!(
+                "reduce_scatter needs a send buffer of {} x {} elements, got {}",
+                n,
+                recv.len(),
+                send.len()
+            )));
+        }
+        let mut work = send.to_vec();
+        if n > 1 && !recv.is_empty() {
+            let abort = Arc::clone(&self.abort);
+            let ctx = op_ctx("reduce_scatter", self.timeout, &abort);
+            let ring = self.ring.clone();
+            self.ring_reduce_scatter(&ctx, &mut work, op, &|p| ring[p] as usize)?;
+        }
+        let me = self.rank as usize;
+        recv.copy_from_slice(&work[me * recv.len()..(me + 1) * recv.len()]);
+        if op == ReduceOp::Avg {
+            T::divide(recv, n);
+        }
+        Ok(())
+    }
+
+    fn check_root(&self, root: u32) -> Result<(), CommError> {
+        if root < self.size {
+            Ok(())
+        } else {
+            Err(CommError::Invalid(format!(
+                "root {root} is not a rank (world size {})",
+                self.size
+            )))
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! The `Communicator`: set-up from the environment or explicit options, rendezvous through the
+//! store, links to every peer, and the operations (blocking and asynchronous).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cohort_proto::plan::Plan;
+
+use crate::algo::{Algorithm, Mesh};
+use crate::auth::handshake;
+use crate::dtype::{Element, ReduceOp};
+use crate::engine::Peer;
+use crate::error::{CommError, InitError};
+use crate::link::shm::{self, ShmLink};
+use crate::link::tcp::TcpLink;
+use crate::link::Link;
+use crate::store::{StoreClient, StoreServer};
+
+/// Default deadline of every blocking operation (`COHORT_TIMEOUT`, seconds): long enough for
+/// the largest allreduce of a real model over a slow network, short enough that a stuck job
+/// ends the same hour. Dead peers are detected within seconds regardless.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Which transports may carry data between ranks on one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Shared memory on one host, TCP between hosts.
+    Auto,
+    /// TCP everywhere (`COHORT_TRANSPORT=tcp`), for testing or where /dev/shm is unusable.
+    Tcp,
+}
+
+/// Everything a communicator needs; [`CommOptions::from_env`] reads it from `COHORT_*`.
+#[derive(Debug, Clone)]
+pub struct CommOptions {
+    /// This rank.
+    pub rank: u32,
+    /// Number of ranks.
+    pub world_size: u32,
+    /// Rank among this host's ranks.
+    pub local_rank: u32,
+    /// Number of ranks on this host.
+    pub local_world_size: u32,
+    /// Rendezvous store address (`host:port`), served by rank 0.
+    pub store: String,
+    /// The job secret every connection proves.
+    pub secret: Vec<u8>,
+    /// The plan, when there is one (ring order, addresses).
+    pub plan: Option<Plan>,
+    /// Deadline of every blocking operation.
+    pub timeout: Duration,
+    /// Transports allowed.
+    pub transport: Transport,
+    /// Allreduce algorithm.
+    pub algorithm: Algorithm,
+}
+
+fn env_var(var: &'static str) -> Result<String, InitError> {
+    std::env::var(var).map_err(|e| InitError::Env {
+        var,
+        problem: match e {
+            std::env::VarError::NotPresent => {
+                "not set (start ranks with `cohort run` or under Slurm with --cohort)".into()
+            }
+            std::env::VarError::NotUnicode(_) => "not valid UTF-8".into(),
+        },
+    })
+}
+
+fn env_u32(var: &'static str) -> Result<u32, InitError> {
+    let text = env_var(var)?;
+    text.trim().parse().map_err(|_| InitError::Env {
+        var,
+        problem: format!("{text:?} is not a non-negative integer"),
+    })
+}
+
+impl CommOptions {
+    /// Reads `COHORT_RANK`, `COHORT_WORLD_SIZE`, `COHORT_LOCAL_RANK`,
+    /// `COHORT_LOCAL_WORLD_SIZE`, `COHORT_STORE`, `COHORT_SECRET`, and the optional
+    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT` (`auto`/`tcp`) and
+    /// `COHORT_ALGO` (`auto`/`ring`/`rd`). Errors name the variable.
+    pub fn from_env() -> Result<CommOptions, InitError> {
+        let rank = env_u32("COHORT_RANK")?;
+        let world_size = env_u32("COHORT_WORLD_SIZE")?;
+        let local_rank = env_u32("COHORT_LOCAL_RANK")?;
+        let local_world_size = env_u32("COHORT_LOCAL_WORLD_SIZE")?;
+        let store = env_var("COHORT_STORE")?;
+        let secret = env_var("COHORT_SECRET")?;
+        if secret.len() < 16 {
+            return Err(InitError::Env {
+                var: "COHORT_SECRET",
+                problem: "shorter than 16 characters".into(),
+            });
+        }
+        let plan = match std::env::var("COHORT_PLAN") {
+            Ok(path) => Some(read_plan(Path::new(&path))?),
+            Err(_) => None,
+        };
+        let timeout = match std::env::var("COHORT_TIMEOUT") {
+            Ok(text) => {
+                let seconds: f64 = text.trim().parse().map_err(|_| InitError::Env {
+                    var: "COHORT_TIMEOUT",
+                    problem: format!("{text:?} is not a number of seconds"),
+                })?;
+                if !(seconds > 0.0 && seconds < 1e9) {
+                    return Err(InitError::Env {
+                        var: "COHORT_TIMEOUT",
+                        problem: format!("{text:?} must be a positive number of seconds"),
+                    });
+                }
+                Duration::from_secs_f64(seconds)
+            }
+            Err(_) => DEFAULT_TIMEOUT,
+        };
+        let transport = match std::env::var("COHORT_TRANSPORT").as_deref() {
+            Err(_) | Ok("auto") => Transport::Auto,
+            Ok("tcp") => Transport::Tcp,
+            Ok(other) => {
+                return Err(InitError::Env {
+                    var: "COHORT_TRANSPORT",
+                    problem: format!("{other:?} is not one of auto, tcp"),
+                })
+            }
+        };
+        let algorithm = match std::env::var("COHORT_ALGO") {
+            Err(_) => Algorithm::Auto,
+            Ok(text) => Algorithm::parse(&text).ok_or_else(|| InitError::Env {
+                var: "COHORT_ALGO",
+                problem: format!("{text:?} is not one of auto, ring, rd"),
+            })?,
+        };
+        let options = CommOptions {
+            rank,
+            world_size,
+            local_rank,
+            local_world_size,
+            store,
+            secret: secret.into_bytes(),
+            plan,
+            timeout,
+            transport,
+            algorithm,
+        };
+        options.check()?;
+        Ok(options)
+    }
+
+    fn check(&self) -> Result<(), InitError> {
+        let bad = |var: &'static str, problem: String| Err(InitError::Env { var, problem });
+        if self.world_size == 0 {
+            return bad("COHORT_WORLD_SIZE", "must be at least 1".into());
+        }
+        if self.rank >= self.world_size {
+            return bad(
+                "COHORT_RANK",
+                format!(
+                    "{} is not below the world size {}",
+                    self.rank, self.world_size
+                ),
+            );
+        }
+        if self.local_rank >= self.local_world_size.max(1) {
+            return bad(
+                "COHORT_LOCAL_RANK",
+                format!(
+                    "{} is not below the local world size {}",
+                    self.local_rank, self.local_world_size
+                ),
+            );
+        }
+        if let Some(plan) = &self.plan {
+            if plan.ranks.len() != self.world_size as usize {
+                return Err(InitError::Plan {
+                    path: "COHORT_PLAN".into(),
+                    problem: format!(
+                        "{} ranks, but COHORT_WORLD_SIZE is {}",
+                        plan.ranks.len(),
+                        self.world_size
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_plan(path: &Path) -> Result<Plan, InitError> {
+    let fail = |problem: String| InitError::Plan {
+        path: path.display().to_string(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    Plan::from_json(&bytes).map_err(|e| fail(e.to_string()))
+}
+
+/// What each rank publishes in the store.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    host: String,
+    boot_id: String,
+    pid: i32,
+    address: SocketAddr,
+}
+
+impl Endpoint {
+    fn encode(&self) -> Vec<u8> {
+        format!(
+            "{}\n{}\n{}\n{}",
+            self.host, self.boot_id, self.pid, self.address
+        )
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Endpoint> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        Some(Endpoint {
+            host: lines.next()?.to_owned(),
+            boot_id: lines.next()?.to_owned(),
+            pid: lines.next()?.parse().ok()?,
+            address: lines.next()?.parse().ok()?,
+        })
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A short tag that names this job's shared-memory files.
+fn job_tag(secret: &[u8], store: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(secret)
+        .chain_update(store.as_bytes())
+        .finalize();
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn shm_dir() -> PathBuf {
+    let dev_shm = PathBuf::from("/dev/shm");
+    if dev_shm.is_dir() {
+        dev_shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// A job in the asynchronous queue.
+type Job = Box<dyn FnOnce(&mut Mesh) + Send>;
+
+#[derive(Debug, Default)]
+struct Pending {
+    count: Mutex<usize>,
+    drained: Condvar,
+}
+
+/// A group of ranks that run collectives together.
+///
+/// Operations must be called in the same order on every rank. Blocking operations run on the
+/// calling thread; `*_async` ones run, in submission order, on the communicator's worker
+/// thread, and a blocking call first waits for earlier asynchronous ones.
+#[derive(Debug)]
+pub struct Communicator {
+    mesh: Arc<Mutex<Mesh>>,
+    abort: Arc<AtomicBool>,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    pending: Arc<Pending>,
+    rank: u32,
+    size: u32,
+    transports: Vec<&'static str>,
+}
+
+/// Lets any thread abort a communicator's pending and future operations.
+#[derive(Debug, Clone)]
+pub struct AbortHandle(Arc<AtomicBool>);
+
+impl AbortHandle {
+    /// Makes every pending and future operation fail with [`CommError::Aborted`].
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The result of an asynchronous operation.
+#[derive(Debug)]
+pub struct Handle<R> {
+    receiver: mpsc::Receiver<Result<R, CommError>>,
+}
+
+impl<R> Handle<R> {
+    /// Waits for the operation.
+    pub fn wait(self) -> Result<R, CommError> {
+        self.receiver.recv().unwrap_or(Err(CommError::Aborted))
+    }
+
+    /// Waits at most `timeout`; gives the handle back if the operation is still running.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<R, CommError>, Handle<R>> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(result) => Ok(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(Err(CommError::Aborted)),
+        }
+    }
+}
+
+fn lock(mesh: &Mutex<Mesh>) -> std::sync::MutexGuard<'_, Mesh> {
+    mesh.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Communicator {
+    /// Creates a communicator from the `COHORT_*` environment.
+    pub fn from_env() -> Result<Communicator, InitError> {
+        Communicator::new(CommOptions::from_env()?)
+    }
+
+    /// Creates a communicator: rendezvous, then links to every peer (shared memory on this
+    /// host unless TCP is asked for, TCP otherwise).
+    pub fn new(options: CommOptions) -> Result<Communicator, InitError> {
+        options.check()?;
+        let deadline = Instant::now() + options.timeout;
+        let rank = options.rank;
+        let size = options.world_size;
+        let my_plan = options.plan.as_ref().map(|plan| &plan.ranks[rank as usize]);
+        let host = my_plan.map_or_else(hostname, |p| p.host.clone());
+        let bind_ip = my_plan.map_or("127.0.0.1", |p| p.address.as_str());
+        if rank == 0 {
+            let listener = TcpListener::bind(&options.store).map_err(|e| {
+                CommError::io(format!("rank 0 serving the store on {}", options.store), e)
+            })?;
+            StoreServer::spawn(listener, options.secret.clone())?;
+        }
+        let mut store = StoreClient::connect(&options.store, &options.secret, rank, deadline)?;
+        let listener = TcpListener::bind((bind_ip, 0))
+            .map_err(|e| CommError::io(format!("listening on {bind_ip}"), e))?;
+        let me = Endpoint {
+            host: host.clone(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            address: listener
+                .local_addr()
+                .map_err(|e| CommError::io("listener address", e))?,
+        };
+        store.set(&format!("endpoint/{rank}"), &me.encode(), deadline)?;
+        let mut endpoints = Vec::with_capacity(size as usize);
+        for peer in 0..size {
+            let bytes = store.get(&format!("endpoint/{peer}"), deadline)?;
+            let endpoint = Endpoint::decode(&bytes).ok_or_else(|| CommError::Store {
+                address: options.store.clone(),
+                detail: format!("rank {peer} published a malformed endpoint"),
+            })?;
+            endpoints.push(endpoint);
+        }
+        let same_host = |peer: usize| {
+            options.transport == Transport::Auto
+                && endpoints[peer].host == me.host
+                && endpoints[peer].boot_id == me.boot_id
+        };
+        let mut peers: Vec<Option<Peer>> = (0..size).map(|_| None).collect();
+
+        // Shared memory: create the rings this rank reads, open each pair once both exist,
+        // then unlink the files (the mappings stay) so nothing is left in /dev/shm.
+        let tag = job_tag(&options.secret, &options.store);
+        let dir = shm_dir();
+        let local: Vec<u32> = (0..size)
+            .filter(|&p| p != rank && same_host(p as usize))
+            .collect();
+        let mut created = Vec::new();
+        for &peer in &local {
+            let path = shm::ring_path(&dir, &tag, peer, rank);
+            shm::create_inbound(&path)
+                .map_err(|e| CommError::io(format!("creating {}", path.display()), e))?;
+            created.push(path);
+        }
+        store.set(&format!("shm-created/{rank}"), b"1", deadline)?;
+        for &peer in &local {
+            store.get(&format!("shm-created/{peer}"), deadline)?;
+            let outbound = shm::ring_path(&dir, &tag, rank, peer);
+            let inbound = shm::ring_path(&dir, &tag, peer, rank);
+            let link = ShmLink::open(&outbound, &inbound, endpoints[peer as usize].pid)
+                .map_err(|e| CommError::io(format!("opening {}", outbound.display()), e))?;
+            peers[peer as usize] = Some(Peer {
+                rank: peer,
+                host: endpoints[peer as usize].host.clone(),
+                link: Box::new(link),
+            });
+        }
+        store.set(&format!("shm-opened/{rank}"), b"1", deadline)?;
+        for &peer in &local {
+            store.get(&format!("shm-opened/{peer}"), deadline)?;
+        }
+        for path in created {
+            let _ = std::fs::remove_file(path);
+        }
+
+        // TCP: connect to lower ranks, accept higher ones; each connection proves the secret.
+        let remote: Vec<u32> = (0..size)
+            .filter(|&p| p != rank && peers[p as usize].is_none())
+            .collect();
+        for &peer in remote.iter().filter(|&&p| p < rank) {
+            let endpoint = &endpoints[peer as usize];
+            let mut stream = connect_with_retry(endpoint.address, deadline).map_err(|e| {
+                CommError::PeerGone {
+                    rank: peer,
+                    host: endpoint.host.clone(),
+                    detail: format!("cannot connect to {}: {e}", endpoint.address),
+                }
+            })?;
+            let who = format!("rank {peer} at {}", endpoint.address);
+            let id = handshake(&mut stream, &options.secret, rank, true, deadline, &who)?;
+            if id != peer {
+                return Err(CommError::Auth {
+                    who,
+                    detail: format!("answered as rank {id}"),
+                }
+                .into());
+            }
+            peers[peer as usize] = Some(tcp_peer(stream, peer, &endpoint.host)?);
+        }
+        let mut waiting: Vec<u32> = remote.iter().copied().filter(|&p| p > rank).collect();
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| CommError::io("listener", e))?;
+        while !waiting.is_empty() {
+            match listener.accept() {
+                Ok((mut stream, from)) => {
+                    let _ = stream.set_nonblocking(false);
+                    let who = format!("a connection from {from}");
+                    match handshake(&mut stream, &options.secret, rank, false, deadline, &who) {
+                        Ok(id) if waiting.contains(&id) => {
+                            waiting.retain(|&p| p != id);
+                            let host = endpoints[id as usize].host.clone();
+                            peers[id as usize] = Some(tcp_peer(stream, id, &host)?);
+                        }
+                        Ok(id) => {
+                            eprintln!("cohort: rank {rank} refused {who}: unexpected rank {id}")
+                        }
+                        Err(e) => eprintln!("cohort: rank {rank} refused {e}"),
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        let peer = waiting[0];
+                        return Err(CommError::Timeout {
+                            op: "connecting ranks",
+                            rank: peer,
+                            host: endpoints[peer as usize].host.clone(),
+                            elapsed: options.timeout,
+                        }
+                        .into());
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(CommError::io("accepting a peer", e).into()),
+            }
+        }
+
+        let ring = options
+            .plan
+            .as_ref()
+            .and_then(|plan| plan.rings.first().cloned())
+            .unwrap_or_else(|| (0..size).collect());
+        let transports = peers
+            .iter()
+            .flatten()
+            .map(|peer| peer.link.kind())
+            .collect::<Vec<_>>();
+        let abort = Arc::new(AtomicBool::new(false));
+        let mesh = Mesh {
+            rank,
+            size,
+            any_tcp: transports.contains(&"tcp"),
+            peers,
+            ring,
+            abort: Arc::clone(&abort),
+            timeout: options.timeout,
+            algorithm: options.algorithm,
+        };
+        let communicator = Communicator {
+            mesh: Arc::new(Mutex::new(mesh)),
+            abort,
+            queue: Mutex::new(None),
+            pending: Arc::new(Pending::default()),
+            rank,
+            size,
+            transports,
+        };
+        // Everyone is connected before anyone returns, so the first operation cannot race
+        // a slow peer's set-up.
+        communicator.barrier()?;
+        Ok(communicator)
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// How many peers are reached over each transport, e.g. `shm:3 tcp:4`.
+    pub fn transport_summary(&self) -> String {
+        let shm = self.transports.iter().filter(|&&t| t == "shm").count();
+        let tcp = self.transports.iter().filter(|&&t| t == "tcp").count();
+        format!("shm:{shm} tcp:{tcp}")
+    }
+
+    /// A handle that aborts this communicator from any thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(Arc::clone(&self.abort))
+    }
+
+    /// Makes every pending and future operation fail with [`CommError::Aborted`].
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    fn check_aborted(&self) -> Result<(), CommError> {
+        if self.abort.load(Ordering::Relaxed) {
+            Err(CommError::Aborted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on the mesh after every earlier asynchronous operation has finished.
+    fn blocking<R>(
+        &self,
+        f: impl FnOnce(&mut Mesh) -> Result<R, CommError>,
+    ) -> Result<R, CommError> {
+        self.check_aborted()?;
+        let mut count = self
+            .pending
+            .count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *count > 0 {
+            count = self
+                .pending
+                .drained
+                .wait(count)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(count);
+        let mut mesh = lock(&self.mesh);
+        f(&mut mesh)
+    }
+
+    fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Mesh) -> Result<R, CommError> + Send + 'static,
+    ) -> Handle<R> {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        let handle = Handle { receiver };
+        if let Err(e) = self.check_aborted() {
+            let _ = sender.send(Err(e));
+            return handle;
+        }
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if queue.is_none() {
+            let (jobs, incoming) = mpsc::channel::<Job>();
+            let mesh = Arc::clone(&self.mesh);
+            let spawned = std::thread::Builder::new()
+                .name(format!("cohort-comm-{}", self.rank))
+                .spawn(move || {
+                    for job in incoming {
+                        let mut guard = lock(&mesh);
+                        job(&mut guard);
+                    }
+                });
+            if let Err(e) = spawned {
+                let _ = sender.send(Err(CommError::io("starting the worker thread", e)));
+                return handle;
+            }
+            *queue = Some(jobs);
+        }
+        *self
+            .pending
+            .count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        let pending = Arc::clone(&self.pending);
+        let job: Job = Box::new(move |mesh: &mut Mesh| {
+            let _ = sender.send(f(mesh));
+            let mut count = pending
+                .count
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *count -= 1;
+            pending.drained.notify_all();
+        });
+        if let Some(jobs) = queue.as_ref() {
+            let _ = jobs.send(job);
+        }
+        handle
+    }
+
+    /// Reduces `data` across all ranks in place; every rank gets the same bits.
+    pub fn allreduce<T: Element>(&self, data: &mut [T], op: ReduceOp) -> Result<(), CommError> {
+        self.blocking(|mesh| mesh.allreduce(data, op))
+    }
+
+    /// Reduces `send` across all ranks into `recv` (same length).
+    pub fn allreduce_into<T: Element>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        if send.len() != recv.len() {
+            return Err(CommError::Invalid(format!(
+                "allreduce_into: send has {} elements, recv {}",
+                send.len(),
+                recv.len()
+            )));
+        }
+        recv.copy_from_slice(send);
+        self.allreduce(recv, op)
+    }
+
+    /// Reduces `data` across all ranks into `root`'s `data` (others' buffers are scratch).
+    pub fn reduce<T: Element>(
+        &self,
+        data: &mut [T],
+        op: ReduceOp,
+        root: u32,
+    ) -> Result<(), CommError> {
+        self.blocking(|mesh| mesh.reduce(data, op, root))
+    }
+
+    /// Copies `root`'s `data` to every rank.
+    pub fn broadcast<T: Element>(&self, data: &mut [T], root: u32) -> Result<(), CommError> {
+        self.blocking(|mesh| mesh.broadcast(data, root))
+    }
+
+    /// Gathers every rank's `send` into `recv` (world size x `send.len()`), in rank order.
+    pub fn allgather<T: Element>(&self, send: &[T], recv: &mut [T]) -> Result<(), CommError> {
+        self.blocking(|mesh| mesh.allgather(send, recv))
+    }
+
+    /// Reduces `send` (world size x `recv.len()`) and leaves block `rank` in `recv`.
+    pub fn reduce_scatter<T: Element>(
+        &self,
+        send: &[T],
+        recv: &mut [T],
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        self.blocking(|mesh| mesh.reduce_scatter(send, recv, op))
+    }
+
+    /// Returns when every rank has called it.
+    pub fn barrier(&self) -> Result<(), CommError> {
+        let mut token = [0u8];
+        self.blocking(|mesh| mesh.allreduce(&mut token, ReduceOp::Max))
+    }
+
+    /// [`Communicator::allreduce`] on the worker thread; the buffer comes back in the handle.
+    pub fn allreduce_async<T: Element>(&self, mut data: Vec<T>, op: ReduceOp) -> Handle<Vec<T>> {
+        self.submit(move |mesh| mesh.allreduce(&mut data, op).map(|()| data))
+    }
+
+    /// [`Communicator::broadcast`] on the worker thread.
+    pub fn broadcast_async<T: Element>(&self, mut data: Vec<T>, root: u32) -> Handle<Vec<T>> {
+        self.submit(move |mesh| mesh.broadcast(&mut data, root).map(|()| data))
+    }
+
+    /// [`Communicator::reduce`] on the worker thread.
+    pub fn reduce_async<T: Element>(
+        &self,
+        mut data: Vec<T>,
+        op: ReduceOp,
+        root: u32,
+    ) -> Handle<Vec<T>> {
+        self.submit(move |mesh| mesh.reduce(&mut data, op, root).map(|()| data))
+    }
+
+    /// [`Communicator::allgather`] on the worker thread; returns the gathered buffer.
+    pub fn allgather_async<T: Element>(&self, send: Vec<T>) -> Handle<Vec<T>> {
+        self.submit(move |mesh| {
+            let mut recv = vec![T::zeroed(); send.len() * mesh.size as usize];
+            mesh.allgather(&send, &mut recv).map(|()| recv)
+        })
+    }
+
+    /// [`Communicator::reduce_scatter`] on the worker thread; returns this rank's block.
+    pub fn reduce_scatter_async<T: Element>(&self, send: Vec<T>, op: ReduceOp) -> Handle<Vec<T>> {
+        self.submit(move |mesh| {
+            let mut recv = vec![T::zeroed(); send.len() / mesh.size.max(1) as usize];
+            mesh.reduce_scatter(&send, &mut recv, op).map(|()| recv)
+        })
+    }
+
+    /// [`Communicator::barrier`] on the worker thread.
+    pub fn barrier_async(&self) -> Handle<()> {
+        self.submit(|mesh| mesh.allreduce(&mut [0u8], ReduceOp::Max))
+    }
+}
+
+impl Drop for Communicator {
+    fn drop(&mut self) {
+        // Closing the queue ends the worker thread after the jobs already submitted.
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.take();
+        }
+    }
+}
+
+fn tcp_peer(stream: TcpStream, rank: u32, host: &str) -> Result<Peer, CommError> {
+    let link = TcpLink::new(stream).map_err(|e| CommError::io("configuring a TCP link", e))?;
+    Ok(Peer {
+        rank,
+        host: host.to_owned(),
+        link: Box::new(link) as Box<dyn Link>,
+    })
+}
+
+fn connect_with_retry(address: SocketAddr, deadline: Instant) -> std::io::Result<TcpStream> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match TcpStream::connect_timeout(
+            &address,
+            left.min(Duration::from_secs(1))
+                .max(Duration::from_millis(1)),
+        ) {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Collectives for distributed training: allreduce, reduce, broadcast, allgather,
+//! reduce-scatter and barrier between the ranks of a job, over shared memory on one host and
+//! TCP between hosts.
+//!
+//! This crate owns the data path: the rendezvous store (served by rank 0, every connection
+//! authenticated with the job secret), the links, the progress engine with its deadlines and
+//! dead-peer detection, and the algorithms. It must never go through the daemon, never block
+//! without a deadline, and never let a dead or stalled peer hang a rank: every error names the
+//! rank and host it concerns. Unsafe code is confined to `link/shm.rs`, which maps the
+//! shared-memory rings.
+
+#![deny(missing_docs)]
+
+mod algo;
+mod auth;
+mod comm;
+mod dtype;
+mod engine;
+mod error;
+mod link;
+pub mod store;
+
+pub use algo::Algorithm;
+pub use auth::generate_secret;
+pub use comm::{AbortHandle, CommOptions, Communicator, Handle, Transport, DEFAULT_TIMEOUT};
+pub use dtype::{DataType, Element, ReduceOp};
+pub use error::{CommError, InitError};
+pub use half::{bf16, f16};

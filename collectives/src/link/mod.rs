@@ -1,0 +1,35 @@
+//! Point-to-point links between two ranks: shared memory on one host, TCP between hosts.
+//!
+//! Both are driven the same way by the progress engine (`engine.rs`): non-blocking sends of
+//! whole elements, receives that hand readable bytes to a sink (which copies or reduces them
+//! in place), and a liveness check of the peer. Chunking, flow control and ordering live in the
+//! engine and the algorithms, so every transport shares them.
+
+pub(crate) mod shm;
+pub(crate) mod tcp;
+
+use std::os::fd::BorrowedFd;
+
+/// A bidirectional byte link to one peer.
+pub(crate) trait Link: Send + std::fmt::Debug {
+    /// Copies as much of `data` as fits without blocking, in whole `unit`s; returns the number
+    /// of bytes taken.
+    fn try_send(&mut self, data: &[u8], unit: usize) -> std::io::Result<usize>;
+    /// Offers readable bytes (whole `unit`s, aligned to `unit`) to `sink`, which returns how
+    /// many it consumed; returns that number.
+    fn try_recv(
+        &mut self,
+        unit: usize,
+        sink: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> std::io::Result<usize>;
+    /// Marks the end of an outgoing message.
+    fn end_send(&mut self);
+    /// Marks the end of an incoming message.
+    fn end_recv(&mut self);
+    /// A descriptor that becomes readable or writable when the link can progress, if any.
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// `Err` with a reason when the peer is known to be gone.
+    fn peer_alive(&mut self) -> Result<(), String>;
+    /// `shm` or `tcp`.
+    fn kind(&self) -> &'static str;
+}

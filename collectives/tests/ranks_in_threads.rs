@@ -1,0 +1,249 @@
+//! Every operation, type and reduction against a naive reference, for world sizes 1 to 8, over
+//! shared memory and over TCP, with each rank a thread of this process (fast; the same
+//! operations run in real processes in the CLI's tests).
+
+// Integration test binaries are test-only crates; the lint is for unit tests in library code.
+#![allow(clippy::tests_outside_test_module)]
+// Rank numbers in tests are tiny.
+#![allow(clippy::cast_possible_truncation)]
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use cohort_collectives::{
+    bf16, f16, Algorithm, CommError, CommOptions, Communicator, Element, ReduceOp, Transport,
+};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn options(
+    rank: u32,
+    size: u32,
+    store: &str,
+    transport: Transport,
+    algorithm: Algorithm,
+) -> CommOptions {
+    CommOptions {
+        rank,
+        world_size: size,
+        local_rank: rank,
+        local_world_size: size,
+        store: store.to_owned(),
+        secret: b"0123456789abcdef-test".to_vec(),
+        plan: None,
+        timeout: Duration::from_secs(60),
+        transport,
+        algorithm,
+    }
+}
+
+/// Runs `f` on `size` ranks (threads) and returns what each rank returned.
+fn with_ranks<R: Send + 'static>(
+    size: u32,
+    transport: Transport,
+    algorithm: Algorithm,
+    f: impl Fn(Communicator) -> R + Send + Sync + Copy + 'static,
+) -> Vec<R> {
+    let store = format!("127.0.0.1:{}", free_port());
+    let threads: Vec<_> = (0..size)
+        .map(|rank| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let comm = Communicator::new(options(rank, size, &store, transport, algorithm))
+                    .unwrap_or_else(|e| panic!("rank {rank}: {e}"));
+                f(comm)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn reference<T: Element>(size: usize, count: usize, op: ReduceOp) -> Vec<T> {
+    let mut acc: Vec<T> = (0..count).map(|i| T::test_value(0, i)).collect();
+    for rank in 1..size {
+        let other: Vec<T> = (0..count).map(|i| T::test_value(rank, i)).collect();
+        T::reduce_into(&mut acc, &other, op);
+    }
+    if op == ReduceOp::Avg {
+        T::divide(&mut acc, size);
+    }
+    acc
+}
+
+fn check_allreduce<T: Element>(size: u32, transport: Transport, algorithm: Algorithm) {
+    let results = with_ranks(size, transport, algorithm, |comm| {
+        let mut out = Vec::new();
+        for op in ReduceOp::ALL {
+            for count in [0usize, 1, 7, 1023, 100_003] {
+                let rank = comm.rank() as usize;
+                let mut data: Vec<T> = (0..count).map(|i| T::test_value(rank, i)).collect();
+                comm.allreduce(&mut data, op).unwrap();
+                out.push((op, count, data));
+            }
+        }
+        out
+    });
+    for rank_results in &results {
+        for (op, count, data) in rank_results {
+            let want = reference::<T>(size as usize, *count, *op);
+            assert!(
+                data == &want,
+                "{:?} {op:?} count {count} size {size} {transport:?} {algorithm:?}",
+                T::TYPE
+            );
+        }
+    }
+}
+
+#[test]
+fn allreduce_matches_the_reference_for_every_type_op_and_size() {
+    for size in 1..=8 {
+        for transport in [Transport::Auto, Transport::Tcp] {
+            check_allreduce::<f32>(size, transport, Algorithm::Auto);
+        }
+    }
+    for size in [2, 3, 5] {
+        for algorithm in [Algorithm::Ring, Algorithm::RecursiveDoubling] {
+            check_allreduce::<f64>(size, Transport::Auto, algorithm);
+            check_allreduce::<f16>(size, Transport::Auto, algorithm);
+            check_allreduce::<bf16>(size, Transport::Auto, algorithm);
+            check_allreduce::<i32>(size, Transport::Auto, algorithm);
+            check_allreduce::<i64>(size, Transport::Tcp, algorithm);
+            check_allreduce::<u8>(size, Transport::Auto, algorithm);
+        }
+    }
+}
+
+#[test]
+fn broadcast_reduce_allgather_reduce_scatter_and_barrier() {
+    for size in [1u32, 2, 3, 4, 7] {
+        for transport in [Transport::Auto, Transport::Tcp] {
+            with_ranks(size, transport, Algorithm::Auto, move |comm| {
+                let rank = comm.rank() as usize;
+                let n = comm.size() as usize;
+                for count in [0usize, 1, 7, 1023, 300_001] {
+                    for root in [0, n as u32 - 1] {
+                        let mut data: Vec<f32> = if rank == root as usize {
+                            (0..count).map(|i| f32::test_value(9, i)).collect()
+                        } else {
+                            vec![0.0; count]
+                        };
+                        comm.broadcast(&mut data, root).unwrap();
+                        let want: Vec<f32> = (0..count).map(|i| f32::test_value(9, i)).collect();
+                        assert!(data == want, "broadcast root {root} count {count}");
+
+                        let mut data: Vec<i64> =
+                            (0..count).map(|i| i64::test_value(rank, i)).collect();
+                        comm.reduce(&mut data, ReduceOp::Sum, root).unwrap();
+                        if rank == root as usize {
+                            assert!(data == reference::<i64>(n, count, ReduceOp::Sum), "reduce");
+                        }
+                    }
+                    let send: Vec<u8> = (0..count).map(|i| u8::test_value(rank, i)).collect();
+                    let mut gathered = vec![0u8; count * n];
+                    comm.allgather(&send, &mut gathered).unwrap();
+                    for r in 0..n {
+                        for i in 0..count {
+                            assert_eq!(gathered[r * count + i], u8::test_value(r, i));
+                        }
+                    }
+                    let send: Vec<f64> = (0..count * n).map(|i| f64::test_value(rank, i)).collect();
+                    let mut mine = vec![0.0f64; count];
+                    comm.reduce_scatter(&send, &mut mine, ReduceOp::Max)
+                        .unwrap();
+                    let full = reference::<f64>(n, count * n, ReduceOp::Max);
+                    assert!(
+                        mine[..] == full[rank * count..(rank + 1) * count],
+                        "reduce_scatter"
+                    );
+                }
+                comm.barrier().unwrap();
+            });
+        }
+    }
+}
+
+#[test]
+fn async_operations_overlap_and_keep_their_order() {
+    with_ranks(3, Transport::Auto, Algorithm::Auto, |comm| {
+        let rank = comm.rank() as usize;
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                let data: Vec<f32> = (0..10_000).map(|i| f32::test_value(rank + k, i)).collect();
+                comm.allreduce_async(data, ReduceOp::Sum)
+            })
+            .collect();
+        // A blocking call after asynchronous ones waits for them.
+        let mut token = vec![rank as i32];
+        comm.allreduce(&mut token, ReduceOp::Sum).unwrap();
+        assert_eq!(token, [3]);
+        for (k, handle) in handles.into_iter().enumerate() {
+            let data = handle.wait().unwrap();
+            let mut want: Vec<f32> = (0..10_000).map(|i| f32::test_value(k, i)).collect();
+            for r in 1..3 {
+                let other: Vec<f32> = (0..10_000).map(|i| f32::test_value(r + k, i)).collect();
+                f32::reduce_into(&mut want, &other, ReduceOp::Sum);
+            }
+            assert!(data == want);
+        }
+        let gathered = comm.allgather_async(vec![rank as u8]).wait().unwrap();
+        assert_eq!(gathered, [0, 1, 2]);
+        comm.barrier_async()
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[test]
+fn abort_unblocks_a_waiting_operation() {
+    let results = with_ranks(2, Transport::Auto, Algorithm::Auto, |comm| {
+        if comm.rank() == 0 {
+            // Rank 1 never joins this allreduce; aborting must end the wait.
+            let abort = comm.abort_handle();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                abort.abort();
+            });
+            let mut data = vec![1.0f32; 1000];
+            let started = std::time::Instant::now();
+            let result = comm.allreduce(&mut data, ReduceOp::Sum);
+            assert!(started.elapsed() < Duration::from_secs(5));
+            Some(result)
+        } else {
+            std::thread::sleep(Duration::from_secs(1));
+            None
+        }
+    });
+    assert!(
+        matches!(results[0], Some(Err(CommError::Aborted))),
+        "{:?}",
+        results[0]
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_refused() {
+    let store = format!("127.0.0.1:{}", free_port());
+    let store2 = store.clone();
+    let good = std::thread::spawn(move || {
+        let mut options = options(0, 2, &store2, Transport::Auto, Algorithm::Auto);
+        options.timeout = Duration::from_secs(2);
+        Communicator::new(options)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut bad = options(1, 2, &store, Transport::Auto, Algorithm::Auto);
+    bad.secret = b"not-the-job-secret".to_vec();
+    let err = Communicator::new(bad).unwrap_err();
+    assert!(err.to_string().contains("authentication failed"), "{err}");
+    assert!(
+        good.join().unwrap().is_err(),
+        "rank 0 cannot complete without rank 1"
+    );
+}

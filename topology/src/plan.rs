@@ -1,0 +1,174 @@
+//! Planning ranks onto hardware: which GPU, NICs and CPUs each rank gets, and the ring orders.
+//!
+//! The same functions serve `cohort run` on one machine and the daemons at gang start: ranks
+//! of a host are ordered so ring neighbours are as close as the topology allows, hosts so that
+//! neighbours share a switch where Slurm's topology address says so, and ring `r` uses NIC `r`.
+
+use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
+
+use crate::assign::AssignError;
+use crate::model::Topology;
+use crate::path::Device;
+use crate::CpuList;
+
+/// Orders a host's GPUs (by index) into a chain where each step is as short as possible:
+/// start at the lowest index, then always go to the closest GPU not yet in the chain (ties by
+/// index). With NVLink all-to-all this is index order; over PCIe it keeps switch-mates adjacent.
+pub fn order_gpus(topo: &Topology, gpus: &[u32]) -> Vec<u32> {
+    let position = |index: u32| topo.gpus.iter().position(|gpu| gpu.index == index);
+    let mut left: Vec<u32> = gpus.to_vec();
+    left.sort_unstable();
+    left.dedup();
+    let mut chain = Vec::with_capacity(left.len());
+    if left.is_empty() {
+        return chain;
+    }
+    chain.push(left.remove(0));
+    while !left.is_empty() {
+        let last = *chain.last().unwrap_or(&0);
+        let next = (0..left.len())
+            .min_by_key(|&i| {
+                let class = match (position(last), position(left[i])) {
+                    (Some(a), Some(b)) => Some(topo.path_class(Device::Gpu(a), Device::Gpu(b))),
+                    _ => None,
+                };
+                (class.is_none(), class, left[i])
+            })
+            .unwrap_or(0);
+        chain.push(left.remove(next));
+    }
+    chain
+}
+
+/// Orders hosts so that hosts under the same switches are adjacent: by Slurm topology address
+/// (`s0.s1.node`, compared component by component), hosts without one last, then by name.
+pub fn order_hosts(hosts: &[(String, Option<String>)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..hosts.len()).collect();
+    order.sort_by(|&a, &b| {
+        let key = |i: usize| {
+            let (name, address) = &hosts[i];
+            let parts: Vec<String> = address
+                .as_deref()
+                .map(|a| a.split('.').map(str::to_owned).collect())
+                .unwrap_or_default();
+            (address.is_none(), parts, name.clone())
+        };
+        key(a).cmp(&key(b))
+    });
+    order
+}
+
+/// Options for planning ranks on this one machine.
+#[derive(Debug, Clone)]
+pub struct LocalPlanOptions {
+    /// Number of ranks.
+    pub n_ranks: u32,
+    /// GPUs to use (all when `None`); rank `i` gets the `i`-th GPU of the ring order, modulo
+    /// their number.
+    pub gpus: Option<Vec<u32>>,
+    /// Host name written into the plan.
+    pub host: String,
+    /// Address the ranks listen on.
+    pub address: String,
+}
+
+impl Topology {
+    /// Plans `n_ranks` ranks on this machine: GPUs (if any) in ring order, the NICs closest to
+    /// each rank's GPU, and CPUs local to the GPU or, without GPUs, an even split of all CPUs.
+    pub fn local_plan(&self, options: &LocalPlanOptions) -> Result<Plan, AssignError> {
+        let wanted: Vec<u32> = match &options.gpus {
+            Some(list) => list.clone(),
+            None => self.gpus.iter().map(|gpu| gpu.index).collect(),
+        };
+        let assignment = self.assign_nics(Some(&wanted))?;
+        let ordered = order_gpus(self, &wanted);
+        let all_cpus = self
+            .numa_nodes
+            .iter()
+            .fold(CpuList::default(), |acc, node| acc.union(&node.cpus));
+        let n = options.n_ranks;
+        let ranks = (0..n)
+            .map(|rank| {
+                let gpu = (!ordered.is_empty()).then(|| ordered[rank as usize % ordered.len()]);
+                let (nics, cpus) = match gpu {
+                    Some(index) => {
+                        let nics = assignment
+                            .iter()
+                            .find(|a| a.gpu == index)
+                            .map(|a| a.nics.iter().map(|&n| self.nics[n].name.clone()).collect())
+                            .unwrap_or_default();
+                        let cpus = self
+                            .gpu(index)
+                            .map(|gpu| self.gpu_locality(gpu).cpus.clone())
+                            .unwrap_or_default();
+                        (nics, cpus)
+                    }
+                    None => (Vec::new(), split_cpus(&all_cpus, rank, n)),
+                };
+                RankPlan {
+                    rank,
+                    host: options.host.clone(),
+                    local_rank: rank,
+                    gpu,
+                    nics,
+                    address: options.address.clone(),
+                    cpus: cpus.to_string(),
+                }
+            })
+            .collect();
+        Ok(Plan {
+            format: PLAN_FORMAT.to_owned(),
+            version: PLAN_VERSION,
+            ranks,
+            rings: vec![(0..n).collect()],
+        })
+    }
+}
+
+/// The `part`-th of `parts` nearly equal slices of a CPU set (all CPUs when there are more
+/// parts than CPUs, so no rank is left without one).
+fn split_cpus(cpus: &CpuList, part: u32, parts: u32) -> CpuList {
+    let all = cpus.indices();
+    let parts = parts.max(1) as usize;
+    if all.len() < parts {
+        return cpus.clone();
+    }
+    let part = part as usize;
+    let start = all.len() * part / parts;
+    let end = all.len() * (part + 1) / parts;
+    CpuList::from_indices(all[start..end].iter().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_sharing_switches_are_adjacent() {
+        let hosts = vec![
+            ("n4".to_owned(), Some("s1.s3.n4".to_owned())),
+            ("n1".to_owned(), Some("s1.s2.n1".to_owned())),
+            ("n9".to_owned(), None),
+            ("n3".to_owned(), Some("s1.s3.n3".to_owned())),
+            ("n2".to_owned(), Some("s1.s2.n2".to_owned())),
+        ];
+        let order: Vec<&str> = order_hosts(&hosts)
+            .into_iter()
+            .map(|i| hosts[i].0.as_str())
+            .collect();
+        assert_eq!(order, ["n1", "n2", "n3", "n4", "n9"]);
+    }
+
+    #[test]
+    fn cpus_split_evenly() {
+        let cpus = CpuList::parse_list("0-7").unwrap();
+        let parts: Vec<String> = (0..3)
+            .map(|p| split_cpus(&cpus, p, 3).to_string())
+            .collect();
+        assert_eq!(parts, ["0-1", "2-4", "5-7"]);
+        assert_eq!(
+            split_cpus(&CpuList::parse_list("0-1").unwrap(), 2, 4).to_string(),
+            "0-1"
+        );
+    }
+}
