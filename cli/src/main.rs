@@ -7,6 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
+mod run;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,9 +31,38 @@ struct Cli {
 enum Command {
     /// Show this node's GPU / NIC / PCIe / NUMA topology and the GPU -> NIC assignment.
     Topo(TopoArgs),
+    /// Start N ranks of a program on this machine, as Slurm would across nodes.
+    Run(RunArgs),
     /// Measure Cohort's own operations.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Number of ranks.
+    #[arg(short = 'n', long = "ranks", value_name = "N")]
+    ranks: u32,
+    /// GPUs to give the ranks (rank i gets the i-th, in ring order): `0,2,3` or `0-3`.
+    #[arg(long, value_name = "LIST", value_parser = parse_gpu_list)]
+    gpus: Option<GpuList>,
+    /// Deadline of every blocking collective, in seconds (COHORT_TIMEOUT; default 300).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Carry data between ranks of this machine over TCP instead of shared memory.
+    #[arg(long)]
+    tcp: bool,
+    /// Do not prefix output lines with the rank.
+    #[arg(long)]
+    no_prefix: bool,
+    /// The program and its arguments.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM"
+    )]
+    program: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -85,9 +117,17 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         runs: u32,
     },
+    /// Allreduce bandwidth and latency, nccl-tests style (ranks from `cohort run`, or --ranks).
+    Allreduce(bench::CollArgs),
+    /// Broadcast from rank 0.
+    Broadcast(bench::CollArgs),
+    /// Allgather (sizes are the gathered totals).
+    Allgather(bench::CollArgs),
+    /// Reduce-scatter (sizes are what each rank sends).
+    ReduceScatter(bench::CollArgs),
 }
 
-fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
+pub(crate) fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
     let mut gpus = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
@@ -253,6 +293,37 @@ fn run() -> Result<ExitCode> {
     match &cli.command {
         Command::Topo(args) => topo(args),
         Command::Bench(BenchCommand::Topo { source, runs }) => bench_topo(source, *runs),
+        Command::Bench(BenchCommand::Allreduce(args)) => {
+            bench::collective(cohort_collectives::bench::BenchOp::Allreduce, args)
+        }
+        Command::Bench(BenchCommand::Broadcast(args)) => {
+            bench::collective(cohort_collectives::bench::BenchOp::Broadcast, args)
+        }
+        Command::Bench(BenchCommand::Allgather(args)) => {
+            bench::collective(cohort_collectives::bench::BenchOp::Allgather, args)
+        }
+        Command::Bench(BenchCommand::ReduceScatter(args)) => {
+            bench::collective(cohort_collectives::bench::BenchOp::ReduceScatter, args)
+        }
+        Command::Run(args) => {
+            let mut env = Vec::new();
+            if let Some(seconds) = args.timeout {
+                if seconds.is_nan() || seconds <= 0.0 {
+                    anyhow::bail!("--timeout must be a positive number of seconds");
+                }
+                env.push(("COHORT_TIMEOUT".to_owned(), seconds.to_string()));
+            }
+            if args.tcp {
+                env.push(("COHORT_TRANSPORT".to_owned(), "tcp".to_owned()));
+            }
+            run::run(&run::RunSpec {
+                ranks: args.ranks,
+                gpus: args.gpus.as_ref().map(|list| list.0.clone()),
+                program: args.program.clone(),
+                env,
+                prefix: !args.no_prefix,
+            })
+        }
     }
 }
 

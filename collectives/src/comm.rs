@@ -107,7 +107,7 @@ impl CommOptions {
                     var: "COHORT_TIMEOUT",
                     problem: format!("{text:?} is not a number of seconds"),
                 })?;
-                if !(seconds > 0.0 && seconds < 1e9) {
+                if seconds.is_nan() || seconds <= 0.0 || seconds >= 1e9 {
                     return Err(InitError::Env {
                         var: "COHORT_TIMEOUT",
                         problem: format!("{text:?} must be a positive number of seconds"),

@@ -13,6 +13,7 @@
 
 mod algo;
 mod auth;
+pub mod bench;
 mod comm;
 mod dtype;
 mod engine;

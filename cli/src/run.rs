@@ -1,0 +1,259 @@
+//! `cohort run -n N -- PROGRAM ARGS`: the same ranks Slurm and the plugin would start, on this
+//! one machine.
+//!
+//! It plans the ranks on the local topology, writes the plan, picks the store address and a
+//! fresh job secret, starts the ranks with the `COHORT_*` and torch variables, prefixes every
+//! output line with its rank, forwards SIGINT and SIGTERM, and when a rank fails stops the
+//! others within seconds and exits non-zero naming the rank.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cohort_topology::{LiveOptions, LocalPlanOptions, Topology};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub(crate) struct RunSpec {
+    pub(crate) ranks: u32,
+    pub(crate) gpus: Option<Vec<u32>>,
+    pub(crate) program: Vec<String>,
+    /// Extra environment for every rank (`COHORT_TIMEOUT`, `COHORT_TRANSPORT`, ...).
+    pub(crate) env: Vec<(String, String)>,
+    /// Whether to prefix output lines with `[rank] `.
+    pub(crate) prefix: bool,
+}
+
+/// How long ranks get to exit after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .context("finding a free port for the rendezvous store")?
+        .local_addr()?
+        .port())
+}
+
+fn signal_all(children: &[(u32, Child)], signal: Signal) {
+    for (_, child) in children {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // Each rank leads its own process group; signal the group so its children stop too.
+            let _ = kill(Pid::from_raw(-pid), signal);
+        }
+    }
+}
+
+fn signal_running(children: &[(u32, Child)], statuses: &[Option<ExitStatus>], signal: Signal) {
+    for ((_, child), status) in children.iter().zip(statuses) {
+        if status.is_none() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(-pid), signal);
+            }
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => {
+            let name = Signal::try_from(signal)
+                .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned());
+            format!("signal {name}")
+        }
+        _ => "unknown status".to_owned(),
+    }
+}
+
+fn pump(
+    stream: impl std::io::Read + Send + 'static,
+    rank: Option<u32>,
+    to_stderr: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let reader = BufReader::new(stream);
+        for line in reader.split(b'\n') {
+            let Ok(line) = line else { break };
+            let mut text = rank
+                .map(|r| format!("[{r}] ").into_bytes())
+                .unwrap_or_default();
+            text.extend_from_slice(&line);
+            text.push(b'\n');
+            // A closed stdout (`| head`) must not stop the ranks; drop the output instead.
+            if to_stderr {
+                let _ = std::io::stderr().lock().write_all(&text);
+            } else {
+                let _ = std::io::stdout().lock().write_all(&text);
+            }
+        }
+    })
+}
+
+/// Starts the ranks and waits for them; returns the exit code for `cohort run`.
+pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
+    if spec.ranks == 0 {
+        bail!("-n must be at least 1");
+    }
+    let Some((program, args)) = spec.program.split_first() else {
+        bail!("no program given (cohort run -n N -- PROGRAM ARGS)");
+    };
+    let topo = Topology::discover(&LiveOptions {
+        nvml: true,
+        ..LiveOptions::default()
+    })?;
+    let host = topo.hostname.clone().unwrap_or_else(|| "localhost".into());
+    let plan = topo
+        .local_plan(&LocalPlanOptions {
+            n_ranks: spec.ranks,
+            gpus: spec.gpus.clone(),
+            host,
+            address: "127.0.0.1".into(),
+        })
+        .context("--gpus")?;
+    let dir = tempfile::Builder::new()
+        .prefix("cohort-run-")
+        .tempdir()
+        .context("creating a directory for the plan")?;
+    let plan_path: PathBuf = dir.path().join("plan.json");
+    std::fs::write(&plan_path, plan.to_json_pretty())
+        .with_context(|| format!("{}: cannot write the plan", plan_path.display()))?;
+    let secret = cohort_collectives::generate_secret()?;
+    let store = format!("127.0.0.1:{}", free_port()?);
+    let master_port = free_port()?.to_string();
+    let world = spec.ranks.to_string();
+
+    // Signals arrive as a counter so the wait loop can forward them.
+    let interrupts = Arc::new(AtomicUsize::new(0));
+    let terms = Arc::new(AtomicUsize::new(0));
+    signal_hook::flag::register_usize(signal_hook::consts::SIGINT, Arc::clone(&interrupts), 1)
+        .context("installing the SIGINT handler")?;
+    signal_hook::flag::register_usize(signal_hook::consts::SIGTERM, Arc::clone(&terms), 1)
+        .context("installing the SIGTERM handler")?;
+
+    let mut children: Vec<(u32, Child)> = Vec::new();
+    let mut pumps = Vec::new();
+    for rank_plan in &plan.ranks {
+        let rank = rank_plan.rank.to_string();
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("COHORT_RANK", &rank)
+            .env("COHORT_WORLD_SIZE", &world)
+            .env("COHORT_LOCAL_RANK", rank_plan.local_rank.to_string())
+            .env("COHORT_LOCAL_WORLD_SIZE", &world)
+            .env("COHORT_STORE", &store)
+            .env("COHORT_SECRET", &secret)
+            .env("COHORT_PLAN", &plan_path)
+            .env("RANK", &rank)
+            .env("WORLD_SIZE", &world)
+            .env("LOCAL_RANK", rank_plan.local_rank.to_string())
+            .env("LOCAL_WORLD_SIZE", &world)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &master_port)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        if let Some(nic) = rank_plan.nics.first() {
+            command.env("COHORT_NIC", nic);
+        }
+        if let Some(gpu) = rank_plan.gpu {
+            command.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                signal_all(&children, Signal::SIGKILL);
+                for (_, child) in &mut children {
+                    let _ = child.wait();
+                }
+                bail!("cannot start {program}: {e}");
+            }
+        };
+        if let Some(out) = child.stdout.take() {
+            pumps.push(pump(out, spec.prefix.then_some(rank_plan.rank), false));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(pump(err, spec.prefix.then_some(rank_plan.rank), true));
+        }
+        children.push((rank_plan.rank, child));
+    }
+
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    let mut failure: Option<(u32, ExitStatus)> = None;
+    let mut stopping_since: Option<Instant> = None;
+    let (mut seen_int, mut seen_term) = (0, 0);
+    loop {
+        let int_now = interrupts.load(Ordering::Relaxed);
+        let term_now = terms.load(Ordering::Relaxed);
+        if int_now > seen_int {
+            seen_int = int_now;
+            signal_running(&children, &statuses, Signal::SIGINT);
+            stopping_since.get_or_insert_with(Instant::now);
+        }
+        if term_now > seen_term {
+            seen_term = term_now;
+            signal_running(&children, &statuses, Signal::SIGTERM);
+            stopping_since.get_or_insert_with(Instant::now);
+        }
+        let mut stop_others = false;
+        for (index, (rank, child)) in children.iter_mut().enumerate() {
+            if statuses[index].is_some() {
+                continue;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                statuses[index] = Some(status);
+                if !status.success() && failure.is_none() && stopping_since.is_none() {
+                    failure = Some((*rank, status));
+                    eprintln!(
+                        "cohort: rank {rank} failed ({}); stopping the other ranks",
+                        describe(status)
+                    );
+                    stopping_since = Some(Instant::now());
+                    stop_others = true;
+                }
+            }
+        }
+        if stop_others {
+            signal_running(&children, &statuses, Signal::SIGTERM);
+        }
+        if statuses.iter().all(Option::is_some) {
+            break;
+        }
+        if stopping_since.is_some_and(|t| t.elapsed() > GRACE) {
+            signal_running(&children, &statuses, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pump in pumps {
+        let _ = pump.join();
+    }
+    drop(dir);
+    if let Some((rank, status)) = failure {
+        eprintln!(
+            "cohort: run failed: rank {rank} ended with {}",
+            describe(status)
+        );
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(1);
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)));
+    }
+    if let Some(status) = statuses.iter().flatten().find(|s| !s.success()) {
+        eprintln!(
+            "cohort: run interrupted; ranks ended with {}",
+            describe(*status)
+        );
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
