@@ -124,6 +124,7 @@ enum BenchCommand {
     /// Allgather (sizes are the gathered totals).
     Allgather(bench::CollArgs),
     /// Reduce-scatter (sizes are what each rank sends).
+    #[command(name = "reduce_scatter", alias = "reduce-scatter")]
     ReduceScatter(bench::CollArgs),
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::dtype::{Element, ReduceOp};
 use crate::engine::{exchange, Incoming, OpCtx, Peer};
 use crate::error::CommError;
+use crate::store::StoreClient;
 
 /// Which allreduce algorithm to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,16 @@ pub(crate) struct Mesh {
     pub(crate) algorithm: Algorithm,
     /// Whether any link is TCP (changes the cost model).
     pub(crate) any_tcp: bool,
+    /// The rendezvous store, kept to find the culprit of a timeout.
+    pub(crate) store: Option<StoreClient>,
+    /// Host of every rank.
+    pub(crate) hosts: Vec<String>,
+    /// Operations run so far (every rank runs the same sequence).
+    pub(crate) op_seq: u64,
 }
+
+/// How long ranks that timed out spend finding out which rank stalled.
+const DIAGNOSIS: Duration = Duration::from_secs(2);
 
 /// Where received elements go.
 #[derive(Clone, Copy)]
@@ -87,6 +97,74 @@ fn split<T>(data: &mut [T], read: Range<usize>, write: Range<usize>) -> (&[T], &
 }
 
 impl Mesh {
+    /// Runs one operation; a timeout is followed by a short diagnosis through the store.
+    pub(crate) fn run_op<R>(
+        &mut self,
+        f: impl FnOnce(&mut Mesh) -> Result<R, CommError>,
+    ) -> Result<R, CommError> {
+        self.op_seq += 1;
+        match f(self) {
+            Err(CommError::Timeout {
+                op,
+                rank,
+                host,
+                elapsed,
+                culprit: None,
+            }) => {
+                let culprit = self.find_stalled(rank);
+                Err(CommError::Timeout {
+                    op,
+                    rank,
+                    host,
+                    elapsed,
+                    culprit,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Every rank that times out publishes whom it waited on; following that chain from our
+    /// own peer ends at the rank that published nothing: the one that is stopped or stuck.
+    fn find_stalled(&mut self, waited_on: u32) -> Option<String> {
+        let me = self.rank;
+        let store = self.store.as_mut()?;
+        let deadline = Instant::now() + DIAGNOSIS;
+        // Not keyed by operation: ranks a ring step apart can be in different operations.
+        let key = |rank: u32| format!("stalled/{rank}");
+        if store
+            .set(&key(me), waited_on.to_string().as_bytes(), deadline)
+            .is_err()
+        {
+            return Some(
+                "the rendezvous store on rank 0 does not answer either: rank 0 is probably stopped or stuck"
+                    .to_owned(),
+            );
+        }
+        let mut current = waited_on;
+        let mut seen = vec![me];
+        loop {
+            if seen.contains(&current) {
+                return None;
+            }
+            seen.push(current);
+            match store.get(&key(current), deadline) {
+                Ok(value) => {
+                    current = std::str::from_utf8(&value).ok()?.parse().ok()?;
+                }
+                Err(_) => {
+                    let host = self
+                        .hosts
+                        .get(current as usize)
+                        .cloned()
+                        .unwrap_or_default();
+                    return Some(format!(
+                        "rank {current} on {host} is the one not progressing (stopped, or stuck outside collectives)"
+                    ));
+                }
+            }
+        }
+    }
     fn position(&self) -> usize {
         self.ring.iter().position(|&r| r == self.rank).unwrap_or(0)
     }

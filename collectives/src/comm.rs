@@ -457,6 +457,7 @@ impl Communicator {
                             rank: peer,
                             host: endpoints[peer as usize].host.clone(),
                             elapsed: options.timeout,
+                            culprit: None,
                         }
                         .into());
                     }
@@ -486,6 +487,9 @@ impl Communicator {
             abort: Arc::clone(&abort),
             timeout: options.timeout,
             algorithm: options.algorithm,
+            store: Some(store),
+            hosts: endpoints.iter().map(|e| e.host.clone()).collect(),
+            op_seq: 0,
         };
         let communicator = Communicator {
             mesh: Arc::new(Mutex::new(mesh)),
@@ -557,7 +561,7 @@ impl Communicator {
         }
         drop(count);
         let mut mesh = lock(&self.mesh);
-        f(&mut mesh)
+        mesh.run_op(f)
     }
 
     fn submit<R: Send + 'static>(
@@ -598,7 +602,7 @@ impl Communicator {
             .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
         let pending = Arc::clone(&self.pending);
         let job: Job = Box::new(move |mesh: &mut Mesh| {
-            let _ = sender.send(f(mesh));
+            let _ = sender.send(mesh.run_op(f));
             let mut count = pending
                 .count
                 .lock()

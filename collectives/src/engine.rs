@@ -41,6 +41,32 @@ const SPINS: u32 = 2_000;
 const YIELDS: u32 = 200;
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
+/// Adds to a `PeerGone` error every other peer that is gone too: when one rank dies, its
+/// neighbours stop with errors and their sockets close as well, so the first failure a rank
+/// notices may be a neighbour's, not the dead rank's. Naming all of them names the dead one.
+fn with_others_gone(peers: &mut [Option<Peer>], error: CommError) -> CommError {
+    let CommError::PeerGone { rank, host, detail } = error else {
+        return error;
+    };
+    let others: Vec<String> = peers
+        .iter_mut()
+        .flatten()
+        .filter(|peer| peer.rank != rank)
+        .filter_map(|peer| {
+            peer.link
+                .peer_alive()
+                .err()
+                .map(|why| format!("rank {} on {} ({why})", peer.rank, peer.host))
+        })
+        .collect();
+    let detail = if others.is_empty() {
+        detail
+    } else {
+        format!("{detail}; also gone: {}", others.join(", "))
+    };
+    CommError::PeerGone { rank, host, detail }
+}
+
 fn gone(peer: &Peer, detail: impl Into<String>) -> CommError {
     CommError::PeerGone {
         rank: peer.rank,
@@ -52,6 +78,15 @@ fn gone(peer: &Peer, detail: impl Into<String>) -> CommError {
 /// Sends `outgoing` (to a peer index) while receiving `incoming`, both optional; returns when
 /// both are complete.
 pub(crate) fn exchange(
+    peers: &mut [Option<Peer>],
+    ctx: &OpCtx<'_>,
+    outgoing: Option<(usize, &[u8], usize)>,
+    incoming: Option<Incoming<'_>>,
+) -> Result<(), CommError> {
+    progress(peers, ctx, outgoing, incoming).map_err(|e| with_others_gone(peers, e))
+}
+
+fn progress(
     peers: &mut [Option<Peer>],
     ctx: &OpCtx<'_>,
     outgoing: Option<(usize, &[u8], usize)>,
@@ -152,6 +187,7 @@ pub(crate) fn exchange(
                     rank: peer.rank,
                     host: peer.host.clone(),
                     elapsed: now.duration_since(ctx.start),
+                    culprit: None,
                 });
             }
         }

@@ -32,7 +32,7 @@ pub enum InitError {
 pub enum CommError {
     /// The deadline passed while waiting on a peer that is alive but not progressing
     /// (stopped, overloaded, or stuck in other work).
-    #[error("{op} timed out after {:.1} s waiting for rank {rank} on {host}", elapsed.as_secs_f64())]
+    #[error("{op} timed out after {:.1} s waiting for rank {rank} on {host}{}", elapsed.as_secs_f64(), culprit.as_deref().map(|c| format!("; {c}")).unwrap_or_default())]
     Timeout {
         /// The operation.
         op: &'static str,
@@ -42,6 +42,9 @@ pub enum CommError {
         host: String,
         /// How long the operation ran.
         elapsed: Duration,
+        /// Which rank the ranks that timed out found to be the one not progressing, when
+        /// they could tell (it is often not the direct peer).
+        culprit: Option<String>,
     },
     /// A peer is gone: its process exited or was killed, or its host stopped answering.
     #[error("rank {rank} on {host} is gone: {detail}")]

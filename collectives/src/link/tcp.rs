@@ -128,10 +128,19 @@ impl Link for TcpLink {
     }
 
     fn peer_alive(&mut self) -> Result<(), String> {
-        // Death shows up as an error or end of stream on the socket itself.
-        match self.stream.take_error() {
-            Ok(None) => Ok(()),
-            Ok(Some(e)) | Err(e) => Err(e.to_string()),
+        // Death shows up on the socket itself: a pending error, or the end of the stream.
+        if self.closed {
+            return Err("its connection was closed".into());
+        }
+        if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
+            return Err(e.to_string());
+        }
+        let mut byte = [0u8; 1];
+        match self.stream.peek(&mut byte) {
+            Ok(0) => Err("its connection was closed".into()),
+            Ok(_) => Ok(()),
+            Err(e) if would_block(&e) => Ok(()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
