@@ -58,6 +58,27 @@ pub(crate) struct Mesh {
     pub(crate) hosts: Vec<String>,
     /// Operations run so far (every rank runs the same sequence).
     pub(crate) op_seq: u64,
+    /// Working memory reused across operations (kept as u64 so any element type fits
+    /// aligned); it grows to the largest message that needed it and is never freed early, so
+    /// large operations do not pay page faults on every call.
+    pub(crate) scratch: Vec<u64>,
+    /// Busy-wait rounds before yielding (see `engine::SPINS`).
+    pub(crate) spins: u32,
+}
+
+/// Takes the reusable working buffer, sized for `len` elements of `T`.
+fn take_scratch<T: Element>(store: &mut Vec<u64>, len: usize) -> Vec<u64> {
+    let words = (len * std::mem::size_of::<T>()).div_ceil(8);
+    let mut buffer = std::mem::take(store);
+    if buffer.len() < words {
+        buffer.resize(words, 0);
+    }
+    buffer
+}
+
+/// Views the first `len` elements of a scratch buffer as `T`.
+fn typed<T: Element>(buffer: &mut [u64], len: usize) -> &mut [T] {
+    &mut bytemuck::cast_slice_mut::<u64, T>(buffer)[..len]
 }
 
 /// How long ranks that timed out spend finding out which rank stalled.
@@ -70,14 +91,15 @@ enum Into {
     Reduce(ReduceOp),
 }
 
-/// The context of one operation: its name and deadline.
-fn op_ctx<'a>(op: &'static str, timeout: Duration, abort: &'a AtomicBool) -> OpCtx<'a> {
+/// The context of one operation: its name, deadline and waiting policy.
+fn op_ctx<'a>(op: &'static str, mesh: &Mesh, abort: &'a AtomicBool) -> OpCtx<'a> {
     let start = Instant::now();
     OpCtx {
         op,
         start,
-        deadline: start + timeout,
+        deadline: start + mesh.timeout,
         abort,
+        spins: mesh.spins,
     }
 }
 
@@ -276,10 +298,26 @@ impl Mesh {
         op: ReduceOp,
     ) -> Result<(), CommError> {
         let n = self.size as usize;
-        let rank = self.rank as usize;
         let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
         let extra = n - p;
-        let mut scratch = data.to_vec();
+        let mut buffer = take_scratch::<T>(&mut self.scratch, data.len());
+        let result =
+            self.rd_allreduce_with(ctx, data, op, typed(&mut buffer, data.len()), p, extra);
+        self.scratch = buffer;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rd_allreduce_with<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        data: &mut [T],
+        op: ReduceOp,
+        scratch: &mut [T],
+        p: usize,
+        extra: usize,
+    ) -> Result<(), CommError> {
+        let rank = self.rank as usize;
         // Fold: among the first 2*extra ranks, even ones hand their data to the next odd one.
         let virtual_rank = if rank < 2 * extra {
             if rank % 2 == 0 {
@@ -287,10 +325,10 @@ impl Mesh {
                 self.send_recv::<T>(ctx, None, Some((rank + 1, data, Into::Copy)))?;
                 return Ok(());
             }
-            self.send_recv::<T>(ctx, None, Some((rank - 1, &mut scratch, Into::Copy)))?;
+            self.send_recv::<T>(ctx, None, Some((rank - 1, &mut *scratch, Into::Copy)))?;
             // The lower rank's side first.
-            T::reduce_into(&mut scratch, data, op);
-            data.copy_from_slice(&scratch);
+            T::reduce_into(scratch, data, op);
+            data.copy_from_slice(scratch);
             rank / 2
         } else {
             rank - extra
@@ -302,13 +340,13 @@ impl Mesh {
             self.send_recv::<T>(
                 ctx,
                 Some((partner, data)),
-                Some((partner, &mut scratch, Into::Copy)),
+                Some((partner, &mut *scratch, Into::Copy)),
             )?;
             if rank < partner {
-                T::reduce_into(data, &scratch, op);
+                T::reduce_into(data, scratch, op);
             } else {
-                T::reduce_into(&mut scratch, data, op);
-                data.copy_from_slice(&scratch);
+                T::reduce_into(scratch, data, op);
+                data.copy_from_slice(scratch);
             }
             mask <<= 1;
         }
@@ -327,7 +365,7 @@ impl Mesh {
             Algorithm::Ring => false,
             Algorithm::RecursiveDoubling => true,
             Algorithm::Auto => {
-                let n = self.size as f64;
+                let n = f64::from(self.size);
                 let (latency_us, gb_per_s) = if self.any_tcp {
                     (30.0, 1.0)
                 } else {
@@ -335,9 +373,12 @@ impl Mesh {
                 };
                 #[allow(clippy::cast_precision_loss)]
                 let bytes = bytes as f64;
+                // Moving a byte and reducing it cost about the same on one core.
                 let per_byte_us = 1.0 / (gb_per_s * 1e3);
-                let rd = n.log2().ceil() * (latency_us + bytes * per_byte_us);
-                let ring = 2.0 * (n - 1.0) * latency_us + 2.0 * (n - 1.0) / n * bytes * per_byte_us;
+                // Recursive doubling moves and reduces the whole message at each of its steps;
+                // the ring moves 2(n-1)/n of it and reduces (n-1)/n, in 2(n-1) steps.
+                let rd = n.log2().ceil() * (latency_us + 2.0 * bytes * per_byte_us);
+                let ring = 2.0 * (n - 1.0) * latency_us + 3.0 * (n - 1.0) / n * bytes * per_byte_us;
                 rd <= ring
             }
         }
@@ -349,7 +390,7 @@ impl Mesh {
         op: ReduceOp,
     ) -> Result<(), CommError> {
         let abort = Arc::clone(&self.abort);
-        let ctx = op_ctx("allreduce", self.timeout, &abort);
+        let ctx = op_ctx("allreduce", self, &abort);
         if self.size > 1 && !data.is_empty() {
             if self.prefer_recursive_doubling(std::mem::size_of_val(data))
                 || data.len() < self.size as usize
@@ -379,7 +420,7 @@ impl Mesh {
     ) -> Result<(), CommError> {
         self.check_root(root)?;
         let abort = Arc::clone(&self.abort);
-        let ctx = op_ctx("broadcast", self.timeout, &abort);
+        let ctx = op_ctx("broadcast", self, &abort);
         let n = self.ring.len();
         if n == 1 {
             return Ok(());
@@ -431,7 +472,7 @@ impl Mesh {
     ) -> Result<(), CommError> {
         self.check_root(root)?;
         let abort = Arc::clone(&self.abort);
-        let ctx = op_ctx("reduce", self.timeout, &abort);
+        let ctx = op_ctx("reduce", self, &abort);
         let n = self.ring.len();
         if n > 1 && !data.is_empty() {
             self.ring_reduce_scatter(&ctx, data, op, &|p| p)?;
@@ -476,7 +517,7 @@ impl Mesh {
             return Ok(());
         }
         let abort = Arc::clone(&self.abort);
-        let ctx = op_ctx("allgather", self.timeout, &abort);
+        let ctx = op_ctx("allgather", self, &abort);
         let ring = self.ring.clone();
         self.ring_allgather(&ctx, recv, &|p| ring[p] as usize)
     }
@@ -496,15 +537,20 @@ impl Mesh {
                 send.len()
             )));
         }
-        let mut work = send.to_vec();
+        let mut buffer = take_scratch::<T>(&mut self.scratch, send.len());
+        let work = typed::<T>(&mut buffer, send.len());
+        work.copy_from_slice(send);
+        let mut result = Ok(());
         if n > 1 && !recv.is_empty() {
             let abort = Arc::clone(&self.abort);
-            let ctx = op_ctx("reduce_scatter", self.timeout, &abort);
+            let ctx = op_ctx("reduce_scatter", self, &abort);
             let ring = self.ring.clone();
-            self.ring_reduce_scatter(&ctx, &mut work, op, &|p| ring[p] as usize)?;
+            result = self.ring_reduce_scatter(&ctx, work, op, &|p| ring[p] as usize);
         }
         let me = self.rank as usize;
         recv.copy_from_slice(&work[me * recv.len()..(me + 1) * recv.len()]);
+        self.scratch = buffer;
+        result?;
         if op == ReduceOp::Avg {
             T::divide(recv, n);
         }

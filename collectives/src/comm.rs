@@ -467,6 +467,7 @@ impl Communicator {
             }
         }
 
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let ring = options
             .plan
             .as_ref()
@@ -490,6 +491,12 @@ impl Communicator {
             store: Some(store),
             hosts: endpoints.iter().map(|e| e.host.clone()).collect(),
             op_seq: 0,
+            scratch: Vec::new(),
+            spins: if local.len() + 1 > cores {
+                crate::engine::SPINS_OVERSUBSCRIBED
+            } else {
+                crate::engine::SPINS
+            },
         };
         let communicator = Communicator {
             mesh: Arc::new(Mutex::new(mesh)),

@@ -27,6 +27,9 @@ pub(crate) struct OpCtx<'a> {
     pub(crate) start: Instant,
     pub(crate) deadline: Instant,
     pub(crate) abort: &'a AtomicBool,
+    /// Busy-wait rounds before yielding: many when every rank has a core, few when ranks
+    /// outnumber cores and spinning would only delay the peer being waited for.
+    pub(crate) spins: u32,
 }
 
 /// An incoming message: from which peer, how many bytes, in what unit, and where they go.
@@ -37,7 +40,10 @@ pub(crate) struct Incoming<'s> {
     pub(crate) sink: &'s mut dyn FnMut(&[u8]) -> usize,
 }
 
-const SPINS: u32 = 2_000;
+/// Busy-wait rounds when every local rank has a core of its own.
+pub(crate) const SPINS: u32 = 2_000;
+/// Busy-wait rounds when local ranks outnumber cores.
+pub(crate) const SPINS_OVERSUBSCRIBED: u32 = 20;
 const YIELDS: u32 = 200;
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 
@@ -155,7 +161,7 @@ fn progress(
         if ctx.abort.load(Ordering::Relaxed) {
             return Err(CommError::Aborted);
         }
-        if idle_rounds < SPINS {
+        if idle_rounds < ctx.spins {
             std::hint::spin_loop();
             continue;
         }
@@ -191,7 +197,7 @@ fn progress(
                 });
             }
         }
-        if idle_rounds < SPINS + YIELDS {
+        if idle_rounds < ctx.spins + YIELDS {
             std::thread::yield_now();
         } else {
             wait_a_little(

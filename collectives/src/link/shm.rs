@@ -24,9 +24,14 @@ const HEADER: usize = 4096;
 const HEAD_OFFSET: usize = 128;
 const TAIL_OFFSET: usize = 256;
 
-/// Bytes of data in each ring: enough to keep copies streaming, small enough that eight ranks
-/// stay far under the memory budget.
-pub(crate) const RING_CAPACITY: usize = 4 << 20;
+/// Bytes of data in each ring. Small enough to stay in the shared cache while the writer fills
+/// one part and the reader drains another, so large messages cross through the cache rather
+/// than through memory; large enough to hide scheduling jitter.
+pub(crate) const RING_CAPACITY: usize = 1 << 20;
+
+/// The most bytes one call moves: the pipelining grain, so the reader starts on a chunk while
+/// the writer fills the next.
+const CHUNK: usize = 128 << 10;
 
 /// One mapped ring.
 #[derive(Debug)]
@@ -145,7 +150,7 @@ impl Link for ShmLink {
         let free = ring.capacity.saturating_sub(used);
         let offset = usize::try_from(self.head).unwrap_or(0) % ring.capacity;
         let contiguous = ring.capacity - offset;
-        let n = data.len().min(free).min(contiguous) / unit * unit;
+        let n = data.len().min(free).min(contiguous).min(CHUNK) / unit * unit;
         if n == 0 {
             return Ok(0);
         }
@@ -170,7 +175,7 @@ impl Link for ShmLink {
         let available = usize::try_from(head.saturating_sub(self.tail)).unwrap_or(0);
         let offset = usize::try_from(self.tail).unwrap_or(0) % ring.capacity;
         let contiguous = ring.capacity - offset;
-        let n = available.min(contiguous) / unit * unit;
+        let n = available.min(contiguous).min(CHUNK) / unit * unit;
         if n == 0 {
             return Ok(0);
         }
