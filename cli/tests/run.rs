@@ -12,6 +12,16 @@ use cohort_proto::plan::Plan;
 
 const COHORT: &str = env!("CARGO_BIN_EXE_cohort");
 
+/// These tests start many processes and assert time bounds: one at a time, so they do not
+/// starve each other of this machine's cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn cohort(args: &[&str]) -> Output {
     Command::new(COHORT)
         .args(args)
@@ -25,6 +35,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn ranks_get_their_environment_and_a_plan() {
+    let _serial = serial();
     let out = cohort(&[
         "run",
         "-n",
@@ -55,6 +66,7 @@ fn ranks_get_their_environment_and_a_plan() {
 
 #[test]
 fn a_failing_rank_stops_the_others_and_is_named() {
+    let _serial = serial();
     let started = Instant::now();
     let out = cohort(&[
         "run",
@@ -74,6 +86,7 @@ fn a_failing_rank_stops_the_others_and_is_named() {
 
 #[test]
 fn sigterm_is_forwarded_to_the_ranks() {
+    let _serial = serial();
     let mut child = Command::new(COHORT)
         .args(["run", "-n", "2", "--", "sleep", "60"])
         .stdout(Stdio::null())
@@ -94,6 +107,7 @@ fn sigterm_is_forwarded_to_the_ranks() {
 
 #[test]
 fn a_missing_program_is_a_clear_error() {
+    let _serial = serial();
     let out = cohort(&["run", "-n", "2", "--", "/nonexistent/program"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("cannot start /nonexistent/program"));
@@ -101,6 +115,7 @@ fn a_missing_program_is_a_clear_error() {
 
 #[test]
 fn every_type_and_operation_is_correct_in_real_processes() {
+    let _serial = serial();
     for ranks in ["1", "2", "3", "5", "8"] {
         let mut args = vec!["run", "-n", ranks, "--", COHORT, "bench", "allreduce"];
         args.extend_from_slice(&["-b", "4", "-e", "1M", "-f", "16", "-n", "1", "-w", "0"]);
@@ -224,16 +239,19 @@ fn killed_rank_is_named_within_five_seconds(env: &[(&str, &str)]) {
 
 #[test]
 fn a_killed_rank_is_detected_over_shared_memory() {
+    let _serial = serial();
     killed_rank_is_named_within_five_seconds(&[]);
 }
 
 #[test]
 fn a_killed_rank_is_detected_over_tcp() {
+    let _serial = serial();
     killed_rank_is_named_within_five_seconds(&[("COHORT_TRANSPORT", "tcp")]);
 }
 
 #[test]
 fn a_stopped_rank_is_named_at_the_deadline() {
+    let _serial = serial();
     let mut ranks = start_ranks(3, &[("COHORT_TIMEOUT", "3")]);
     std::thread::sleep(Duration::from_millis(1500));
     let stopped = ranks.remove(2);
@@ -252,6 +270,7 @@ fn a_stopped_rank_is_named_at_the_deadline() {
 
 #[test]
 fn a_bad_environment_names_the_variable() {
+    let _serial = serial();
     let out = Command::new(COHORT)
         .args(["bench", "allreduce"])
         .env("COHORT_RANK", "zero")

@@ -7,7 +7,7 @@
 //! dead-peer detection, and the algorithms. It must never go through the daemon, never block
 //! without a deadline, and never let a dead or stalled peer hang a rank: every error names the
 //! rank and host it concerns. Unsafe code is confined to `link/shm.rs`, which maps the
-//! shared-memory rings.
+//! shared-memory rings, and `torch.rs` (feature `tch`), which views CPU tensors' memory.
 
 #![deny(missing_docs)]
 
@@ -20,6 +20,8 @@ mod engine;
 mod error;
 mod link;
 pub mod store;
+#[cfg(feature = "tch")]
+pub mod torch;
 
 pub use algo::Algorithm;
 pub use auth::generate_secret;
