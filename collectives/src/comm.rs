@@ -467,6 +467,16 @@ impl Communicator {
             }
         }
 
+        if rank == 0
+            && endpoints
+                .iter()
+                .any(|e| e.host != me.host || e.boot_id != me.boot_id)
+        {
+            eprintln!(
+                "cohort: using TCP between hosts: {}",
+                rdma_unavailable_reason()
+            );
+        }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let ring = options
             .plan
@@ -730,6 +740,24 @@ impl Drop for Communicator {
         if let Ok(mut queue) = self.queue.lock() {
             queue.take();
         }
+    }
+}
+
+/// Why data between hosts goes over TCP.
+fn rdma_unavailable_reason() -> String {
+    #[cfg(feature = "rdma")]
+    {
+        match crate::link::rdma::probe() {
+            crate::link::rdma::Availability::None(why) => why,
+            crate::link::rdma::Availability::Devices(names) => format!(
+                "RDMA devices found ({}), but this build has no verbs transport yet",
+                names.join(", ")
+            ),
+        }
+    }
+    #[cfg(not(feature = "rdma"))]
+    {
+        "this build has no RDMA support (cargo feature `rdma`)".to_owned()
     }
 }
 

@@ -19,6 +19,8 @@ mod dtype;
 mod engine;
 mod error;
 mod link;
+#[cfg(feature = "rdma")]
+pub use link::rdma;
 pub mod store;
 #[cfg(feature = "tch")]
 pub mod torch;

@@ -5,6 +5,8 @@
 //! in place), and a liveness check of the peer. Chunking, flow control and ordering live in the
 //! engine and the algorithms, so every transport shares them.
 
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub(crate) mod shm;
 pub(crate) mod tcp;
 
