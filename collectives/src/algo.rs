@@ -24,15 +24,20 @@ pub enum Algorithm {
     Ring,
     /// Recursive doubling: log2(n) steps of whole-message exchanges, latency-optimal.
     RecursiveDoubling,
+    /// Two levels (shared memory within a host, rails across hosts) whenever ranks span
+    /// several hosts with the same number of ranks each; the ring otherwise.
+    Hierarchical,
 }
 
 impl Algorithm {
-    /// Parses `auto`, `ring`, `rd` / `recursive-doubling` (the values of `COHORT_ALGO`).
+    /// Parses `auto`, `ring`, `rd` / `recursive-doubling`, `hier` / `hierarchical` (the values
+    /// of `COHORT_ALGO`).
     pub fn parse(text: &str) -> Option<Algorithm> {
         match text {
             "auto" => Some(Algorithm::Auto),
             "ring" => Some(Algorithm::Ring),
             "rd" | "recursive-doubling" => Some(Algorithm::RecursiveDoubling),
+            "hier" | "hierarchical" => Some(Algorithm::Hierarchical),
             _ => None,
         }
     }
@@ -64,6 +69,50 @@ pub(crate) struct Mesh {
     pub(crate) scratch: Vec<u64>,
     /// Busy-wait rounds before yielding (see `engine::SPINS`).
     pub(crate) spins: u32,
+    /// The two-level layout, when ranks span several hosts with as many ranks on each.
+    pub(crate) hierarchy: Option<Hierarchy>,
+}
+
+/// The groups of the two-level allreduce, for one rank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hierarchy {
+    /// This host's ranks, in ring order.
+    pub(crate) local: Vec<u32>,
+    /// The ranks with this rank's local index on every host, hosts in ring order.
+    pub(crate) rail: Vec<u32>,
+}
+
+impl Hierarchy {
+    /// Derives the layout from the ring and each rank's machine; `None` with one host, one
+    /// rank per host, or hosts with different numbers of ranks.
+    pub(crate) fn new(ring: &[u32], machine_of: &[String], rank: u32) -> Option<Hierarchy> {
+        let mut machines: Vec<&String> = Vec::new();
+        for &r in ring {
+            let machine = machine_of.get(r as usize)?;
+            if !machines.contains(&machine) {
+                machines.push(machine);
+            }
+        }
+        let groups: Vec<Vec<u32>> = machines
+            .iter()
+            .map(|m| {
+                ring.iter()
+                    .copied()
+                    .filter(|&r| &machine_of[r as usize] == *m)
+                    .collect()
+            })
+            .collect();
+        let per_host = groups.first()?.len();
+        if groups.len() < 2 || per_host < 2 || groups.iter().any(|g| g.len() != per_host) {
+            return None;
+        }
+        let mine = groups.iter().position(|g| g.contains(&rank))?;
+        let index = position_in(&groups[mine], rank);
+        Some(Hierarchy {
+            local: groups[mine].clone(),
+            rail: groups.iter().map(|g| g[index]).collect(),
+        })
+    }
 }
 
 /// Takes the reusable working buffer, sized for `len` elements of `T`.
@@ -101,6 +150,22 @@ fn op_ctx<'a>(op: &'static str, mesh: &Mesh, abort: &'a AtomicBool) -> OpCtx<'a>
         abort,
         spins: mesh.spins,
     }
+}
+
+/// Where `rank` is in `ring` (0 when absent, which planning never allows).
+fn position_in(ring: &[u32], rank: u32) -> usize {
+    ring.iter().position(|&r| r == rank).unwrap_or(0)
+}
+
+/// This rank's position in `ring` and the ranks to its left and right.
+fn neighbours(ring: &[u32], rank: u32) -> (usize, usize, usize) {
+    let n = ring.len();
+    let pos = position_in(ring, rank);
+    (
+        pos,
+        ring[(pos + n - 1) % n] as usize,
+        ring[(pos + 1) % n] as usize,
+    )
 }
 
 fn block(count: usize, blocks: usize, index: usize) -> Range<usize> {
@@ -188,15 +253,7 @@ impl Mesh {
         }
     }
     fn position(&self) -> usize {
-        self.ring.iter().position(|&r| r == self.rank).unwrap_or(0)
-    }
-
-    fn ring_neighbours(&self) -> (usize, usize, usize) {
-        let n = self.ring.len();
-        let pos = self.position();
-        let right = self.ring[(pos + 1) % n] as usize;
-        let left = self.ring[(pos + n - 1) % n] as usize;
-        (pos, left, right)
+        position_in(&self.ring, self.rank)
     }
 
     /// Sends `send` to a peer while receiving into `recv` (copied or reduced) from another.
@@ -255,10 +312,11 @@ impl Mesh {
         ctx: &OpCtx<'_>,
         data: &mut [T],
         op: ReduceOp,
+        ring: &[u32],
         owner: &dyn Fn(usize) -> usize,
     ) -> Result<(), CommError> {
-        let n = self.ring.len();
-        let (pos, left, right) = self.ring_neighbours();
+        let n = ring.len();
+        let (pos, left, right) = neighbours(ring, self.rank);
         for step in 0..n - 1 {
             let send_block = block(data.len(), n, owner((pos + n - step - 1) % n));
             let recv_block = block(data.len(), n, owner((pos + n - step - 2) % n));
@@ -277,10 +335,11 @@ impl Mesh {
         &mut self,
         ctx: &OpCtx<'_>,
         data: &mut [T],
+        ring: &[u32],
         owner: &dyn Fn(usize) -> usize,
     ) -> Result<(), CommError> {
-        let n = self.ring.len();
-        let (pos, left, right) = self.ring_neighbours();
+        let n = ring.len();
+        let (pos, left, right) = neighbours(ring, self.rank);
         for step in 0..n - 1 {
             let send_block = block(data.len(), n, owner((pos + n - step) % n));
             let recv_block = block(data.len(), n, owner((pos + n - step - 1) % n));
@@ -290,59 +349,59 @@ impl Mesh {
         Ok(())
     }
 
-    /// Recursive doubling allreduce, folding the ranks beyond the largest power of two first.
+    /// Recursive doubling allreduce among `group`, folding the members beyond the largest
+    /// power of two first. Partners combine the lower group index's side first.
     fn rd_allreduce<T: Element>(
         &mut self,
         ctx: &OpCtx<'_>,
         data: &mut [T],
         op: ReduceOp,
+        group: &[u32],
     ) -> Result<(), CommError> {
-        let n = self.size as usize;
-        let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
-        let extra = n - p;
         let mut buffer = take_scratch::<T>(&mut self.scratch, data.len());
-        let result =
-            self.rd_allreduce_with(ctx, data, op, typed(&mut buffer, data.len()), p, extra);
+        let result = self.rd_allreduce_with(ctx, data, op, typed(&mut buffer, data.len()), group);
         self.scratch = buffer;
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn rd_allreduce_with<T: Element>(
         &mut self,
         ctx: &OpCtx<'_>,
         data: &mut [T],
         op: ReduceOp,
         scratch: &mut [T],
-        p: usize,
-        extra: usize,
+        group: &[u32],
     ) -> Result<(), CommError> {
-        let rank = self.rank as usize;
-        // Fold: among the first 2*extra ranks, even ones hand their data to the next odd one.
-        let virtual_rank = if rank < 2 * extra {
-            if rank % 2 == 0 {
-                self.send_recv::<T>(ctx, Some((rank + 1, data)), None)?;
-                self.send_recv::<T>(ctx, None, Some((rank + 1, data, Into::Copy)))?;
+        let n = group.len();
+        let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
+        let extra = n - p;
+        let me = position_in(group, self.rank);
+        let member = |index: usize| group[index] as usize;
+        // Fold: among the first 2*extra members, even ones hand their data to the next odd one.
+        let virtual_index = if me < 2 * extra {
+            if me % 2 == 0 {
+                self.send_recv::<T>(ctx, Some((member(me + 1), data)), None)?;
+                self.send_recv::<T>(ctx, None, Some((member(me + 1), data, Into::Copy)))?;
                 return Ok(());
             }
-            self.send_recv::<T>(ctx, None, Some((rank - 1, &mut *scratch, Into::Copy)))?;
-            // The lower rank's side first.
+            self.send_recv::<T>(ctx, None, Some((member(me - 1), &mut *scratch, Into::Copy)))?;
+            // The lower index's side first.
             T::reduce_into(scratch, data, op);
             data.copy_from_slice(scratch);
-            rank / 2
+            me / 2
         } else {
-            rank - extra
+            me - extra
         };
-        let real = |v: usize| if v < extra { v * 2 + 1 } else { v + extra };
+        let index_of = |v: usize| if v < extra { v * 2 + 1 } else { v + extra };
         let mut mask = 1;
         while mask < p {
-            let partner = real(virtual_rank ^ mask);
+            let partner = index_of(virtual_index ^ mask);
             self.send_recv::<T>(
                 ctx,
-                Some((partner, data)),
-                Some((partner, &mut *scratch, Into::Copy)),
+                Some((member(partner), data)),
+                Some((member(partner), &mut *scratch, Into::Copy)),
             )?;
-            if rank < partner {
+            if me < partner {
                 T::reduce_into(data, scratch, op);
             } else {
                 T::reduce_into(scratch, data, op);
@@ -350,22 +409,44 @@ impl Mesh {
             }
             mask <<= 1;
         }
-        if rank < 2 * extra {
-            self.send_recv::<T>(ctx, Some((rank - 1, data)), None)?;
+        if me < 2 * extra {
+            self.send_recv::<T>(ctx, Some((member(me - 1), data)), None)?;
         }
         Ok(())
+    }
+
+    /// Allreduce among `group` (no averaging): recursive doubling or ring by the cost model.
+    fn group_allreduce<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        data: &mut [T],
+        op: ReduceOp,
+        group: &[u32],
+    ) -> Result<(), CommError> {
+        if group.len() < 2 || data.is_empty() {
+            return Ok(());
+        }
+        if self.prefer_recursive_doubling(std::mem::size_of_val(data), group.len())
+            || data.len() < group.len()
+        {
+            self.rd_allreduce(ctx, data, op, group)
+        } else {
+            self.ring_reduce_scatter(ctx, data, op, group, &|p| p)?;
+            self.ring_allgather(ctx, data, group, &|p| p)
+        }
     }
 
     /// Whether recursive doubling is cheaper for this message (a simple latency-bandwidth
     /// model: it sends the whole message log2(n) times, the ring sends 2(n-1)/n of it in
     /// 2(n-1) steps; per-step latency is about 1 us on shared memory and 30 us over TCP,
     /// bandwidth a few GB/s on either).
-    fn prefer_recursive_doubling(&self, bytes: usize) -> bool {
+    fn prefer_recursive_doubling(&self, bytes: usize, members: usize) -> bool {
         match self.algorithm {
-            Algorithm::Ring => false,
+            Algorithm::Ring | Algorithm::Hierarchical => false,
             Algorithm::RecursiveDoubling => true,
             Algorithm::Auto => {
-                let n = f64::from(self.size);
+                #[allow(clippy::cast_precision_loss)]
+                let n = members as f64;
                 let (latency_us, gb_per_s) = if self.any_tcp {
                     (30.0, 1.0)
                 } else {
@@ -391,24 +472,52 @@ impl Mesh {
     ) -> Result<(), CommError> {
         let abort = Arc::clone(&self.abort);
         let ctx = op_ctx("allreduce", self, &abort);
-        if self.size > 1 && !data.is_empty() {
-            if self.prefer_recursive_doubling(std::mem::size_of_val(data))
-                || data.len() < self.size as usize
+        // Averages are sums divided once at the end, identically on every rank.
+        let sum_op = if op == ReduceOp::Avg {
+            ReduceOp::Sum
+        } else {
+            op
+        };
+        let bytes = std::mem::size_of_val(data);
+        let hierarchy = self.hierarchy.clone();
+        match hierarchy {
+            Some(hierarchy)
+                if self.algorithm == Algorithm::Hierarchical
+                    || (self.algorithm == Algorithm::Auto
+                        && data.len() >= hierarchy.local.len()
+                        && !self.prefer_recursive_doubling(bytes, self.size as usize)) =>
             {
-                self.rd_allreduce(&ctx, data, op)?;
-            } else {
-                let n = self.ring.len();
-                self.ring_reduce_scatter(&ctx, data, op, &|p| p)?;
-                if op == ReduceOp::Avg {
-                    let own = block(data.len(), n, self.position());
-                    T::divide(&mut data[own], self.size as usize);
-                }
-                self.ring_allgather(&ctx, data, &|p| p)?;
-                return Ok(());
+                self.hierarchical_allreduce(&ctx, data, sum_op, &hierarchy)?;
+            }
+            _ => {
+                let ring = self.ring.clone();
+                self.group_allreduce(&ctx, data, sum_op, &ring)?;
             }
         }
         if op == ReduceOp::Avg {
             T::divide(data, self.size as usize);
+        }
+        Ok(())
+    }
+
+    /// Two levels: reduce-scatter among this host's ranks over shared memory, allreduce of
+    /// this rank's block along its rail (the ranks with the same local index on every host,
+    /// which use the same NIC index), then allgather among this host's ranks.
+    fn hierarchical_allreduce<T: Element>(
+        &mut self,
+        ctx: &OpCtx<'_>,
+        data: &mut [T],
+        op: ReduceOp,
+        hierarchy: &Hierarchy,
+    ) -> Result<(), CommError> {
+        let local = &hierarchy.local;
+        let mine = block(data.len(), local.len(), position_in(local, self.rank));
+        if local.len() > 1 {
+            self.ring_reduce_scatter(ctx, data, op, local, &|p| p)?;
+        }
+        self.group_allreduce(ctx, &mut data[mine], op, &hierarchy.rail)?;
+        if local.len() > 1 {
+            self.ring_allgather(ctx, data, local, &|p| p)?;
         }
         Ok(())
     }
@@ -425,7 +534,7 @@ impl Mesh {
         if n == 1 {
             return Ok(());
         }
-        let (pos, left, right) = self.ring_neighbours();
+        let (pos, left, right) = neighbours(&self.ring, self.rank);
         let root_pos = self.ring.iter().position(|&r| r == root).unwrap_or(0);
         let relative = (pos + n - root_pos) % n;
         // Pipelined in chunks of 256 KiB so every hop of the ring is busy at once.
@@ -475,7 +584,13 @@ impl Mesh {
         let ctx = op_ctx("reduce", self, &abort);
         let n = self.ring.len();
         if n > 1 && !data.is_empty() {
-            self.ring_reduce_scatter(&ctx, data, op, &|p| p)?;
+            let ring = self.ring.clone();
+            let sum_op = if op == ReduceOp::Avg {
+                ReduceOp::Sum
+            } else {
+                op
+            };
+            self.ring_reduce_scatter(&ctx, data, sum_op, &ring, &|p| p)?;
             // Gather the reduced blocks at the root.
             let pos = self.position();
             if self.rank == root {
@@ -519,7 +634,7 @@ impl Mesh {
         let abort = Arc::clone(&self.abort);
         let ctx = op_ctx("allgather", self, &abort);
         let ring = self.ring.clone();
-        self.ring_allgather(&ctx, recv, &|p| ring[p] as usize)
+        self.ring_allgather(&ctx, recv, &ring, &|p| ring[p] as usize)
     }
 
     pub(crate) fn reduce_scatter<T: Element>(
@@ -545,7 +660,12 @@ impl Mesh {
             let abort = Arc::clone(&self.abort);
             let ctx = op_ctx("reduce_scatter", self, &abort);
             let ring = self.ring.clone();
-            result = self.ring_reduce_scatter(&ctx, work, op, &|p| ring[p] as usize);
+            let sum_op = if op == ReduceOp::Avg {
+                ReduceOp::Sum
+            } else {
+                op
+            };
+            result = self.ring_reduce_scatter(&ctx, work, sum_op, &ring, &|p| ring[p] as usize);
         }
         let me = self.rank as usize;
         recv.copy_from_slice(&work[me * recv.len()..(me + 1) * recv.len()]);
@@ -566,5 +686,31 @@ impl Mesh {
                 self.size
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hierarchy_groups_hosts_and_rails() {
+        let machines: Vec<String> = ["a", "a", "b", "b", "c", "c"].map(String::from).to_vec();
+        let ring = [0, 1, 2, 3, 4, 5];
+        let h = Hierarchy::new(&ring, &machines, 3).unwrap();
+        assert_eq!(h.local, [2, 3]);
+        assert_eq!(h.rail, [1, 3, 5]);
+        // One host, one rank per host, or uneven hosts: no hierarchy.
+        assert_eq!(Hierarchy::new(&[0, 1], &["a".into(), "a".into()], 0), None);
+        assert_eq!(Hierarchy::new(&[0, 1], &["a".into(), "b".into()], 0), None);
+        let uneven: Vec<String> = ["a", "a", "a", "b"].map(String::from).to_vec();
+        assert_eq!(Hierarchy::new(&[0, 1, 2, 3], &uneven, 0), None);
+    }
+
+    #[test]
+    fn algorithm_names_parse() {
+        assert_eq!(Algorithm::parse("hier"), Some(Algorithm::Hierarchical));
+        assert_eq!(Algorithm::parse("rd"), Some(Algorithm::RecursiveDoubling));
+        assert_eq!(Algorithm::parse("fast"), None);
     }
 }

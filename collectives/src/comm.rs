@@ -131,7 +131,7 @@ impl CommOptions {
             Err(_) => Algorithm::Auto,
             Ok(text) => Algorithm::parse(&text).ok_or_else(|| InitError::Env {
                 var: "COHORT_ALGO",
-                problem: format!("{text:?} is not one of auto, ring, rd"),
+                problem: format!("{text:?} is not one of auto, ring, rd, hier"),
             })?,
         };
         let options = CommOptions {
@@ -483,6 +483,11 @@ impl Communicator {
             .as_ref()
             .and_then(|plan| plan.rings.first().cloned())
             .unwrap_or_else(|| (0..size).collect());
+        let machines: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{}/{}", e.host, e.boot_id))
+            .collect();
+        let ring_order = ring.clone();
         let transports = peers
             .iter()
             .flatten()
@@ -502,6 +507,7 @@ impl Communicator {
             hosts: endpoints.iter().map(|e| e.host.clone()).collect(),
             op_seq: 0,
             scratch: Vec::new(),
+            hierarchy: crate::algo::Hierarchy::new(&ring_order, &machines, rank),
             spins: if local.len() + 1 > cores {
                 crate::engine::SPINS_OVERSUBSCRIBED
             } else {

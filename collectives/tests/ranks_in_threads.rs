@@ -247,3 +247,90 @@ fn a_wrong_secret_is_refused() {
         "rank 0 cannot complete without rank 1"
     );
 }
+
+/// Ranks spread over simulated hosts: the plan gives each rank a host name, so ranks of one
+/// "host" talk over shared memory and the others over TCP, and the two-level allreduce runs.
+fn with_hosts<R: Send + 'static>(
+    hosts: &[usize],
+    algorithm: Algorithm,
+    f: impl Fn(Communicator) -> R + Send + Sync + Copy + 'static,
+) -> Vec<R> {
+    use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
+    let host_of: Vec<usize> = hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(h, &n)| std::iter::repeat_n(h, n))
+        .collect();
+    let size = host_of.len() as u32;
+    let plan = Plan {
+        format: PLAN_FORMAT.into(),
+        version: PLAN_VERSION,
+        ranks: host_of
+            .iter()
+            .enumerate()
+            .map(|(rank, &h)| RankPlan {
+                rank: rank as u32,
+                host: format!("node{h}"),
+                local_rank: host_of[..rank].iter().filter(|&&x| x == h).count() as u32,
+                gpu: None,
+                nics: vec![],
+                address: "127.0.0.1".into(),
+                cpus: String::new(),
+            })
+            .collect(),
+        rings: vec![(0..size).collect()],
+    };
+    let store = format!("127.0.0.1:{}", free_port());
+    let threads: Vec<_> = (0..size)
+        .map(|rank| {
+            let mut options = options(rank, size, &store, Transport::Auto, algorithm);
+            options.plan = Some(plan.clone());
+            std::thread::spawn(move || f(Communicator::new(options).unwrap()))
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn two_level_allreduce_across_simulated_hosts() {
+    for hosts in [&[2usize, 2][..], &[3, 3], &[2, 2, 2], &[3, 1]] {
+        for algorithm in [Algorithm::Auto, Algorithm::Hierarchical] {
+            let size: usize = hosts.iter().sum();
+            let results = with_hosts(hosts, algorithm, |comm| {
+                let summary = comm.transport_summary();
+                let rank = comm.rank() as usize;
+                let mut out = Vec::new();
+                for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Avg] {
+                    for count in [1usize, 5, 1023, 100_003] {
+                        let mut data: Vec<f32> =
+                            (0..count).map(|i| f32::test_value(rank, i)).collect();
+                        comm.allreduce(&mut data, op).unwrap();
+                        out.push((op, count, data));
+                    }
+                }
+                (summary, out)
+            });
+            for (rank, (summary, out)) in results.iter().enumerate() {
+                let host = hosts
+                    .iter()
+                    .scan(0, |acc, &n| {
+                        *acc += n;
+                        Some(*acc)
+                    })
+                    .position(|end| rank < end)
+                    .unwrap();
+                let local_peers = hosts[host] - 1;
+                assert_eq!(
+                    summary,
+                    &format!("shm:{local_peers} tcp:{}", size - 1 - local_peers)
+                );
+                for (op, count, data) in out {
+                    assert!(
+                        data == &reference::<f32>(size, *count, *op),
+                        "{hosts:?} {algorithm:?} {op:?} {count}"
+                    );
+                }
+            }
+        }
+    }
+}
