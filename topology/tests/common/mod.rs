@@ -20,13 +20,19 @@ pub fn real_fixture_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipped: {} is absent (third-party topology files are kept beside the checkout, \
-             never in it)",
+        skipped(&format!(
+            "{} is absent (third-party topology files are kept beside the checkout, never in it)",
             dir.display()
-        );
+        ));
         None
     }
+}
+
+/// Says a check was skipped, on the real stderr (not the test harness's captured output), so
+/// the line shows even when the test passes.
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {reason}");
 }
 
 /// A real machine's topology file, or `None` (with the reason printed).
