@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dtype::{Element, ReduceOp};
-use crate::engine::{exchange, Incoming, OpCtx, Peer};
+use crate::engine::{exchange, Incoming, OpCtx, Peer, Sink};
 use crate::error::CommError;
 use crate::store::StoreClient;
 
@@ -267,25 +267,35 @@ impl Mesh {
         let outgoing = send.map(|(to, data)| (to, bytemuck::cast_slice::<T, u8>(data), unit));
         match recv {
             None => exchange(&mut self.peers, ctx, outgoing, None),
-            Some((from, dst, mode)) => {
+            Some((from, dst, Into::Copy)) => {
+                let len = std::mem::size_of_val(dst);
+                let bytes = bytemuck::cast_slice_mut::<T, u8>(dst);
+                exchange(
+                    &mut self.peers,
+                    ctx,
+                    outgoing,
+                    Some(Incoming {
+                        from,
+                        len,
+                        unit,
+                        sink: Sink::Copy(bytes),
+                    }),
+                )
+            }
+            Some((from, dst, Into::Reduce(op))) => {
                 let len = std::mem::size_of_val(dst);
                 let mut offset = 0usize; // in elements
-                let mut sink = |bytes: &[u8]| -> usize {
+                let mut reduce = |bytes: &[u8]| -> usize {
                     let n = bytes.len() / unit;
                     let target = &mut dst[offset..offset + n];
-                    match mode {
-                        Into::Copy => {
-                            bytemuck::cast_slice_mut::<T, u8>(target).copy_from_slice(bytes);
+                    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+                        Ok(src) => T::reduce_into(target, src, op),
+                        // Misaligned bytes (never expected): copy to an aligned buffer.
+                        Err(_) => {
+                            let mut src = vec![T::zeroed(); n];
+                            bytemuck::cast_slice_mut::<T, u8>(&mut src).copy_from_slice(bytes);
+                            T::reduce_into(target, &src, op);
                         }
-                        Into::Reduce(op) => match bytemuck::try_cast_slice::<u8, T>(bytes) {
-                            Ok(src) => T::reduce_into(target, src, op),
-                            // Misaligned bytes (never expected): copy to an aligned buffer.
-                            Err(_) => {
-                                let mut src = vec![T::zeroed(); bytes.len() / unit];
-                                bytemuck::cast_slice_mut::<T, u8>(&mut src).copy_from_slice(bytes);
-                                T::reduce_into(target, &src, op);
-                            }
-                        },
                     }
                     offset += n;
                     n * unit
@@ -298,7 +308,7 @@ impl Mesh {
                         from,
                         len,
                         unit,
-                        sink: &mut sink,
+                        sink: Sink::With(&mut reduce),
                     }),
                 )
             }

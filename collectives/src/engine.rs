@@ -37,7 +37,15 @@ pub(crate) struct Incoming<'s> {
     pub(crate) from: usize,
     pub(crate) len: usize,
     pub(crate) unit: usize,
-    pub(crate) sink: &'s mut dyn FnMut(&[u8]) -> usize,
+    pub(crate) sink: Sink<'s>,
+}
+
+/// Where received bytes go.
+pub(crate) enum Sink<'s> {
+    /// Straight into this buffer (of exactly the message's length).
+    Copy(&'s mut [u8]),
+    /// Through this function, which consumes whole units and returns how many bytes it took.
+    With(&'s mut dyn FnMut(&[u8]) -> usize),
 }
 
 /// Busy-wait rounds when every local rank has a core of its own.
@@ -124,14 +132,14 @@ fn progress(
             if received < inc.len {
                 let want = inc.len - received;
                 let peer = peer_mut(peers, inc.from)?;
-                let sink = &mut *inc.sink;
-                let n = peer
-                    .link
-                    .try_recv(inc.unit, &mut |bytes: &[u8]| {
+                let n = match &mut inc.sink {
+                    Sink::Copy(dst) => peer.link.try_recv_direct(&mut dst[received..]),
+                    Sink::With(sink) => peer.link.try_recv(inc.unit, &mut |bytes: &[u8]| {
                         let take = bytes.len().min(want);
                         sink(&bytes[..take])
-                    })
-                    .map_err(|e| gone(peer, format!("receiving from it failed: {e}")))?;
+                    }),
+                }
+                .map_err(|e| gone(peer, format!("receiving from it failed: {e}")))?;
                 received += n;
                 progressed |= n > 0;
                 if received == inc.len {

@@ -24,6 +24,15 @@ pub(crate) trait Link: Send + std::fmt::Debug {
         unit: usize,
         sink: &mut dyn FnMut(&[u8]) -> usize,
     ) -> std::io::Result<usize>;
+    /// Copies readable bytes straight into `dst` (for received data that is only copied);
+    /// returns how many.
+    fn try_recv_direct(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        self.try_recv(1, &mut |bytes: &[u8]| {
+            let n = bytes.len().min(dst.len());
+            dst[..n].copy_from_slice(&bytes[..n]);
+            n
+        })
+    }
     /// Marks the end of an outgoing message.
     fn end_send(&mut self);
     /// Marks the end of an incoming message.

@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use super::Link;
 
-/// Receive buffer size, in u64 words (256 KiB).
-const BUFFER_WORDS: usize = 32 * 1024;
+/// Receive buffer size, in u64 words (32 KiB): small reads and writes keep both directions
+/// of an exchange moving and the data in cache for the reduction that follows.
+const BUFFER_WORDS: usize = 4 * 1024;
+
+/// The most bytes one send call hands the kernel.
+const WRITE_CHUNK: usize = 32 << 10;
 
 #[derive(Debug)]
 pub(crate) struct TcpLink {
@@ -35,8 +39,8 @@ impl TcpLink {
             .with_retries(2);
         socket.set_tcp_keepalive(&keepalive)?;
         socket.set_tcp_user_timeout(Some(Duration::from_secs(4)))?;
-        let _ = socket.set_send_buffer_size(4 << 20);
-        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(1 << 20);
+        let _ = socket.set_recv_buffer_size(1 << 20);
         stream.set_nonblocking(true)?;
         Ok(TcpLink {
             stream,
@@ -46,6 +50,13 @@ impl TcpLink {
             closed: false,
         })
     }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the connection was closed (the process exited or was killed)",
+    )
 }
 
 fn would_block(e: &std::io::Error) -> bool {
@@ -60,7 +71,10 @@ impl Link for TcpLink {
         if data.is_empty() {
             return Ok(0);
         }
-        match self.stream.write(data) {
+        // Bounded writes keep this rank reading between them, so both directions of a
+        // full-duplex exchange progress together.
+        let chunk = &data[..data.len().min(WRITE_CHUNK)];
+        match self.stream.write(chunk) {
             Ok(n) => Ok(n),
             Err(e) if would_block(&e) => Ok(0),
             Err(e) => Err(e),
@@ -85,10 +99,7 @@ impl Link for TcpLink {
         let whole = (self.filled - self.start) / unit * unit;
         if whole == 0 {
             if self.closed {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the connection was closed (the process exited or was killed)",
-                ));
+                return Err(closed());
             }
             return Ok(0);
         }
@@ -107,6 +118,37 @@ impl Link for TcpLink {
             self.filled = offset + tail;
         }
         Ok(consumed)
+    }
+
+    fn try_recv_direct(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        // Buffered bytes first, then straight from the socket into the destination.
+        let buffered = self.filled - self.start;
+        if buffered > 0 {
+            let n = buffered.min(dst.len());
+            let bytes: &[u8] = bytemuck::cast_slice(&self.buffer);
+            dst[..n].copy_from_slice(&bytes[self.start..self.start + n]);
+            self.start += n;
+            if self.start == self.filled {
+                self.start = 0;
+                self.filled = 0;
+            }
+            return Ok(n);
+        }
+        if dst.is_empty() {
+            return Ok(0);
+        }
+        if self.closed {
+            return Err(closed());
+        }
+        match self.stream.read(dst) {
+            Ok(0) => {
+                self.closed = true;
+                Err(closed())
+            }
+            Ok(n) => Ok(n),
+            Err(e) if would_block(&e) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     fn end_send(&mut self) {}
