@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod daemon_client;
 mod run;
 
 use std::io::Write;
@@ -33,6 +34,12 @@ enum Command {
     Topo(TopoArgs),
     /// Start N ranks of a program on this machine, as Slurm would across nodes.
     Run(RunArgs),
+    /// This node's cohortd: version, uptime, topology summary.
+    Status {
+        /// cohortd's socket.
+        #[arg(long, value_name = "PATH", default_value = cohort_proto::daemon::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Measure Cohort's own operations.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -81,6 +88,12 @@ struct TopoArgs {
     /// Plan for these GPUs only (for example the GPUs a job was granted): `0,2,3` or `0-3`.
     #[arg(long, value_name = "LIST", value_parser = parse_gpu_list)]
     gpus: Option<GpuList>,
+    /// Show the topology the local cohortd discovered (as JSON with --json).
+    #[arg(long, conflicts_with_all = ["from", "export_nccl", "gpus"])]
+    daemon: bool,
+    /// cohortd's socket, with --daemon.
+    #[arg(long, value_name = "PATH", default_value = cohort_proto::daemon::DEFAULT_SOCKET, requires = "daemon")]
+    socket: PathBuf,
 }
 
 /// GPU indices given on the command line.
@@ -178,6 +191,9 @@ fn topo(args: &TopoArgs) -> Result<ExitCode> {
     if let Some(TopoCommand::Doctor(source)) = &args.command {
         return doctor(source);
     }
+    if args.daemon {
+        return daemon_topology(&args.socket, args.json);
+    }
     let topo = load(&args.source)?;
     let assignment = topo
         .assign_nics(args.gpus.as_ref().map(|list| list.0.as_slice()))
@@ -203,6 +219,77 @@ fn topo(args: &TopoArgs) -> Result<ExitCode> {
         }
         write_out(&text)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon_topology(socket: &Path, json: bool) -> Result<ExitCode> {
+    use cohort_proto::daemon::{Request, Response};
+    let Response::Topology(doc) = daemon_client::ask(socket, &Request::GetTopology)? else {
+        anyhow::bail!("cohortd answered with something other than a topology");
+    };
+    if json {
+        let mut text = doc.to_json_pretty();
+        text.push('\n');
+        return write_out(&text).map(|()| ExitCode::SUCCESS);
+    }
+    let mut text = format!(
+        "Topology from cohortd ({}): {} NUMA node(s), {} GPU(s), {} RDMA NIC(s)\n",
+        doc.hostname.as_deref().unwrap_or("unknown host"),
+        doc.numa_nodes.len(),
+        doc.gpus.len(),
+        doc.nics.len()
+    );
+    for source in &doc.sources {
+        text.push_str(&format!(
+            "  {:<10} {:<12} {}\n",
+            source.kind, source.status, source.detail
+        ));
+    }
+    text.push('\n');
+    let width = doc.paths.labels.iter().map(String::len).max().unwrap_or(4) + 2;
+    text.push_str(&format!("{:<width$}", ""));
+    for label in &doc.paths.labels {
+        text.push_str(&format!("{label:<width$}"));
+    }
+    text.push('\n');
+    for (label, row) in doc.paths.labels.iter().zip(&doc.paths.classes) {
+        text.push_str(&format!("{label:<width$}"));
+        for cell in row {
+            text.push_str(&format!("{cell:<width$}"));
+        }
+        text.push('\n');
+    }
+    text.push_str("\nGPU -> NIC assignment:\n");
+    for item in &doc.assignment {
+        text.push_str(&format!(
+            "  GPU{:<3} {:<20} {}\n",
+            item.gpu,
+            item.nics.join(","),
+            item.path
+        ));
+    }
+    write_out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(socket: &Path) -> Result<ExitCode> {
+    use cohort_proto::daemon::{Request, Response};
+    let Response::Status(status) = daemon_client::ask(socket, &Request::GetStatus)? else {
+        anyhow::bail!("cohortd answered with something other than a status");
+    };
+    write_out(&format!(
+        "cohortd {} on {}, up {} s\ntopology: {} (from {})\nsteps: {}\n",
+        status.daemon_version,
+        status.hostname,
+        status.uptime_seconds,
+        status.topology_summary,
+        status.topology_source,
+        if status.steps.is_empty() {
+            "none".to_owned()
+        } else {
+            status.steps.join(", ")
+        }
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -293,6 +380,7 @@ fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Topo(args) => topo(args),
+        Command::Status { socket } => status(socket),
         Command::Bench(BenchCommand::Topo { source, runs }) => bench_topo(source, *runs),
         Command::Bench(BenchCommand::Allreduce(args)) => {
             bench::collective(cohort_collectives::bench::BenchOp::Allreduce, args)

@@ -1,0 +1,149 @@
+//! The local API on the Unix socket: one task per connection, framed `proto` messages, a
+//! version handshake first. Each request is answered from immutable snapshots; nothing here
+//! holds state of its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cohort_proto::daemon::{ErrorCode, Request, Response, StatusDoc, API_VERSION};
+use cohort_proto::frame::MAX_FRAME;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::topo::Snapshot;
+
+/// What every connection may read.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) started: Instant,
+    pub(crate) topology: watch::Receiver<Option<Arc<Snapshot>>>,
+}
+
+/// Reads one frame; `None` at a clean end of the connection.
+async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, String> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = u32::from_le_bytes(len);
+    if len > MAX_FRAME {
+        return Err(format!("frame of {len} bytes is larger than the limit"));
+    }
+    let mut body = vec![0u8; len as usize];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("malformed request: {e}"))
+}
+
+async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let body = serde_json::to_vec(response).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).await
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Serves one connection until the client closes it or breaks the protocol.
+pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
+    match read_request(&mut stream).await {
+        Ok(Some(Request::Hello {
+            api_version,
+            client,
+        })) => {
+            if api_version != API_VERSION {
+                info!(client, api_version, "refused: API version mismatch");
+                let _ = write_response(
+                    &mut stream,
+                    &error(
+                        ErrorCode::VersionMismatch,
+                        format!(
+                            "this cohortd speaks API version {API_VERSION}, the client {api_version}; install matching versions"
+                        ),
+                    ),
+                )
+                .await;
+                return;
+            }
+            debug!(client, "hello");
+            let hello = Response::Hello {
+                api_version: API_VERSION,
+                daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            if write_response(&mut stream, &hello).await.is_err() {
+                return;
+            }
+        }
+        Ok(None) => return,
+        Ok(Some(_)) => {
+            let _ = write_response(
+                &mut stream,
+                &error(ErrorCode::BadRequest, "the first message must be hello"),
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            warn!("{e}");
+            let _ = write_response(&mut stream, &error(ErrorCode::BadRequest, e)).await;
+            return;
+        }
+    }
+    loop {
+        let response = match read_request(&mut stream).await {
+            Ok(None) => return,
+            Ok(Some(request)) => answer(&shared, request),
+            Err(e) => {
+                warn!("{e}");
+                let _ = write_response(&mut stream, &error(ErrorCode::BadRequest, e)).await;
+                return;
+            }
+        };
+        if write_response(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn answer(shared: &Shared, request: Request) -> Response {
+    let snapshot = shared.topology.borrow().clone();
+    match request {
+        Request::Hello { .. } => error(ErrorCode::BadRequest, "hello was already exchanged"),
+        Request::GetTopology => match snapshot {
+            Some(snapshot) => Response::Topology(Box::new(snapshot.doc.clone())),
+            None => error(
+                ErrorCode::NotReady,
+                "this node's topology could not be discovered; see cohortd's log",
+            ),
+        },
+        Request::GetStatus => Response::Status(StatusDoc {
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: snapshot
+                .as_ref()
+                .and_then(|s| s.doc.hostname.clone())
+                .unwrap_or_default(),
+            uptime_seconds: shared.started.elapsed().as_secs(),
+            topology_source: snapshot
+                .as_ref()
+                .map_or_else(String::new, |s| s.source.clone()),
+            topology_summary: snapshot
+                .as_ref()
+                .map_or_else(|| "not discovered".to_owned(), |s| s.summary.clone()),
+            discovered_at: snapshot.as_ref().map_or(0, |s| s.discovered_at),
+            steps: Vec::new(),
+        }),
+    }
+}

@@ -1,0 +1,117 @@
+//! The daemon's life: discover, bind the socket, serve, rediscover on SIGHUP, and on SIGTERM or
+//! SIGINT stop accepting, give open connections a grace period, and remove the socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn, Instrument};
+
+use crate::api::{self, Shared};
+use crate::config::{Config, TopologySource};
+use crate::topo;
+
+/// How long open connections get to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Binds the socket, replacing a stale one but never a live daemon's.
+fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("{}: another cohortd is already listening", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    // Everyone may connect: topology and health are public, and job operations check the
+    // caller's uid (SO_PEERCRED) themselves.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub(crate) async fn run(config: Config) -> Result<()> {
+    let started = Instant::now();
+    let first = topo::discover_async(config.topology.clone()).await;
+    let snapshot = match (first, &config.topology) {
+        (Ok(snapshot), _) => {
+            info!(source = %snapshot.source, summary = %snapshot.summary, "topology discovered");
+            Some(snapshot)
+        }
+        // A topology file that does not load is a configuration error.
+        (Err(e), TopologySource::File(path)) => bail!("topology file {}: {e}", path.display()),
+        // Live discovery failing removes the topology, not the daemon.
+        (Err(e), TopologySource::Live) => {
+            error!("topology discovery failed: {e}; serving without a topology");
+            None
+        }
+    };
+    let (topology_tx, topology_rx) = watch::channel(snapshot);
+    let listener = bind(&config.socket)?;
+    info!(socket = %config.socket.display(), "listening");
+    let shared = Arc::new(Shared {
+        started,
+        topology: topology_rx,
+    });
+
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut connections = JoinSet::new();
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    next_id += 1;
+                    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+                    let span = tracing::info_span!("conn", id = next_id, peer_uid = ?uid);
+                    connections.spawn(api::serve(stream, Arc::clone(&shared)).instrument(span));
+                }
+                Err(e) => warn!("accept failed: {e}"),
+            },
+            _ = hangup.recv() => {
+                info!("SIGHUP: rediscovering the topology");
+                match topo::discover_async(config.topology.clone()).await {
+                    Ok(snapshot) => {
+                        info!(summary = %snapshot.summary, "topology rediscovered");
+                        topology_tx.send_replace(Some(snapshot));
+                    }
+                    Err(e) => error!("rediscovery failed, keeping the previous topology: {e}"),
+                }
+            },
+            _ = terminate.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = interrupt.recv() => { info!("SIGINT: shutting down"); break; }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&config.socket);
+    if tokio::time::timeout(GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!(
+            "{} connection(s) still open after the grace period; closing them",
+            connections.len()
+        );
+        connections.abort_all();
+    }
+    info!("stopped");
+    Ok(())
+}

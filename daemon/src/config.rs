@@ -1,0 +1,256 @@
+//! `cohortd.toml`: read into `RawConfig` (unknown keys refused, with the key and line named),
+//! then validated into `Config`. Loading has no side effects: it reads the file and nothing
+//! else, binds nothing and creates nothing.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The default location of the configuration file.
+pub(crate) const DEFAULT_PATH: &str = "/etc/cohort/cohortd.toml";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a wrong type; the message names the line.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A value that parses but cannot work.
+    #[error("{path}: {key}: {problem}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    peer: RawPeer,
+    #[serde(default)]
+    topology: RawTopology,
+    #[serde(default)]
+    catalog: RawCatalog,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    listen: Option<IpAddr>,
+    port: Option<u16>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    source: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    root: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    filter: Option<String>,
+    format: Option<String>,
+}
+
+/// Where the topology comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TopologySource {
+    /// This machine, through hwloc, NVML and sysfs.
+    Live,
+    /// A topology file (hwloc XML or NCCL XML): lets test clusters give each simulated node a
+    /// real machine's topology.
+    File(PathBuf),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Config {
+    /// The local API's Unix socket.
+    pub(crate) socket: PathBuf,
+    /// Address the peer protocol listens on.
+    pub(crate) peer_listen: IpAddr,
+    /// Port of the peer protocol.
+    pub(crate) peer_port: u16,
+    /// The cluster key file (readable by root only).
+    pub(crate) key_file: PathBuf,
+    /// Where the topology comes from.
+    pub(crate) topology: TopologySource,
+    /// Root of the experiment catalog on the shared filesystem, if this node has one.
+    pub(crate) catalog_root: Option<PathBuf>,
+    /// Log filter (`info`, `info,cohort_daemon=debug`); `COHORT_LOG` overrides it.
+    pub(crate) log_filter: String,
+    /// Log format; `COHORT_LOG_FORMAT` overrides it.
+    pub(crate) log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            // /run is cleared at boot, so a stale socket never outlives the daemon by a reboot.
+            socket: PathBuf::from(cohort_proto::daemon::DEFAULT_SOCKET),
+            // Peers of a step may be on any interface of the node.
+            peer_listen: IpAddr::from([0, 0, 0, 0]),
+            // Outside the ephemeral range and unused by Slurm (6817-6819) and munge.
+            peer_port: 7107,
+            key_file: PathBuf::from("/etc/cohort/cluster.key"),
+            topology: TopologySource::Live,
+            catalog_root: None,
+            log_filter: "info".to_owned(),
+            log_format: LogFormat::Plain,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        Config::parse(&text, &name)
+    }
+
+    /// Parses and validates configuration text; `name` names it in errors.
+    pub(crate) fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_owned(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let defaults = Config::default();
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid {
+            path: name.to_owned(),
+            key,
+            problem,
+        };
+        let topology = match raw.topology.source.as_deref() {
+            None | Some("live") => TopologySource::Live,
+            Some("") => {
+                return Err(invalid(
+                    "topology.source",
+                    "empty (use \"live\" or a file path)".into(),
+                ))
+            }
+            Some(path) => TopologySource::File(PathBuf::from(path)),
+        };
+        let log_format = match raw.log.format.as_deref() {
+            None | Some("plain") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not plain or json"),
+                ))
+            }
+        };
+        if raw.peer.port == Some(0) {
+            return Err(invalid("peer.port", "0 is not a port".into()));
+        }
+        let socket = raw.socket.unwrap_or(defaults.socket);
+        if socket.is_relative() {
+            return Err(invalid(
+                "socket",
+                format!("{} is not an absolute path", socket.display()),
+            ));
+        }
+        Ok(Config {
+            socket,
+            peer_listen: raw.peer.listen.unwrap_or(defaults.peer_listen),
+            peer_port: raw.peer.port.unwrap_or(defaults.peer_port),
+            key_file: raw.peer.key_file.unwrap_or(defaults.key_file),
+            topology,
+            catalog_root: raw.catalog.root,
+            log_filter: raw.log.filter.unwrap_or(defaults.log_filter),
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_an_empty_one_gives_the_defaults() {
+        let text = r#"
+socket = "/tmp/x/cohortd.sock"
+[peer]
+listen = "10.99.0.11"
+port = 7200
+key_file = "/tmp/x/key"
+[topology]
+source = "/srv/topo.xml"
+[catalog]
+root = "/shared/cohort"
+[log]
+filter = "debug"
+format = "json"
+"#;
+        let config = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(config.peer_port, 7200);
+        assert_eq!(
+            config.topology,
+            TopologySource::File("/srv/topo.xml".into())
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(Config::parse("", "t.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named_with_their_line() {
+        let err = Config::parse("socket = \"/a\"\n[peer]\nprot = 1\n", "c.toml").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("c.toml: "), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert!(text.contains("prot"), "{text}");
+        let err = Config::parse("[log]\nformat = \"xml\"\n", "c.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "c.toml: log.format: \"xml\" is not plain or json"
+        );
+        let err = Config::parse("[peer]\nport = \"x\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = Config::parse("socket = \"relative.sock\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("not an absolute path"), "{err}");
+    }
+}

@@ -1,0 +1,74 @@
+//! cohortd: the per-node daemon. This file only parses arguments, loads the configuration,
+//! sets up logging, builds the runtime and runs the app until a signal; the work is in `app`.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM, SIGINT) or a valid `--check-config`, 1 when
+//! the daemon fails while running, 2 for a bad configuration.
+
+#![forbid(unsafe_code)]
+
+mod api;
+mod app;
+mod config;
+mod topo;
+mod trace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// cohortd: discovers this node's topology and serves it to the SPANK plugin and the CLI.
+#[derive(Debug, Parser)]
+#[command(name = "cohortd", version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Check the configuration (and the topology file it names) and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match config::Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("cohortd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        return match topo::check_source(&config.topology) {
+            Ok(()) => {
+                println!("{}: configuration is valid", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cohortd: {}: {e}", args.config.display());
+                ExitCode::from(2)
+            }
+        };
+    }
+    trace::init(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cohortd")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cohortd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cohortd: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
