@@ -9,16 +9,20 @@ use cohort_proto::daemon::{ErrorCode, Request, Response, StatusDoc, API_VERSION}
 use cohort_proto::frame::MAX_FRAME;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::gang::{GangCommand, NodeContext};
 use tracing::{debug, info, warn};
 
 use crate::topo::Snapshot;
 
-/// What every connection may read.
+/// What every connection may read, and where gang work goes.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) started: Instant,
     pub(crate) topology: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub(crate) gang: mpsc::Sender<GangCommand>,
+    pub(crate) node: NodeContext,
 }
 
 /// Reads one frame; `None` at a clean end of the connection.
@@ -59,6 +63,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 
 /// Serves one connection until the client closes it or breaks the protocol.
 pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
+    let caller_uid = stream.peer_cred().ok().map(|cred| cred.uid());
     match read_request(&mut stream).await {
         Ok(Some(Request::Hello {
             api_version,
@@ -105,7 +110,7 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
     loop {
         let response = match read_request(&mut stream).await {
             Ok(None) => return,
-            Ok(Some(request)) => answer(&shared, request),
+            Ok(Some(request)) => answer(&shared, request, caller_uid).await,
             Err(e) => {
                 warn!("{e}");
                 let _ = write_response(&mut stream, &error(ErrorCode::BadRequest, e)).await;
@@ -118,9 +123,56 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
-fn answer(shared: &Shared, request: Request) -> Response {
+async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> Response {
     let snapshot = shared.topology.borrow().clone();
     match request {
+        Request::Join(join) => {
+            // Job operations are for root and the job's owner.
+            if caller_uid != Some(0) && caller_uid != Some(join.uid) {
+                return error(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "uid {} may not join job {} (owned by uid {})",
+                        caller_uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string()),
+                        join.job_id,
+                        join.uid
+                    ),
+                );
+            }
+            if join.node_index as usize >= join.nodes.len() {
+                return error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "node index {} is not in the step's {} nodes",
+                        join.node_index,
+                        join.nodes.len()
+                    ),
+                );
+            }
+            let result = if join.node_index == 0 {
+                let (respond, answer) = oneshot::channel();
+                if shared
+                    .gang
+                    .send(GangCommand::LeaderJoin {
+                        request: join,
+                        respond,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return error(ErrorCode::Internal, "the gang actor is gone");
+                }
+                answer
+                    .await
+                    .unwrap_or_else(|_| Err("the gang actor dropped the step".into()))
+            } else {
+                crate::gang::follow(shared.node.clone(), join).await
+            };
+            match result {
+                Ok(plan) => Response::Joined(Box::new(plan)),
+                Err(message) => error(ErrorCode::GangFailed, message),
+            }
+        }
         Request::Hello { .. } => error(ErrorCode::BadRequest, "hello was already exchanged"),
         Request::GetTopology => match snapshot {
             Some(snapshot) => Response::Topology(Box::new(snapshot.doc.clone())),

@@ -15,7 +15,13 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::api::{self, Shared};
 use crate::config::{Config, TopologySource};
-use crate::topo;
+use crate::{gang, topo};
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
 
 /// How long open connections get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(5);
@@ -41,8 +47,8 @@ fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
-pub(crate) async fn run(config: Config) -> Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT; `key` is the cluster key.
+pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
     let started = Instant::now();
     let first = topo::discover_async(config.topology.clone()).await;
     let snapshot = match (first, &config.topology) {
@@ -61,9 +67,42 @@ pub(crate) async fn run(config: Config) -> Result<()> {
     let (topology_tx, topology_rx) = watch::channel(snapshot);
     let listener = bind(&config.socket)?;
     info!(socket = %config.socket.display(), "listening");
+    let peer_listener = tokio::net::TcpListener::bind((config.peer_listen, config.peer_port))
+        .await
+        .with_context(|| {
+            format!(
+                "listening for peers on {}:{}",
+                config.peer_listen, config.peer_port
+            )
+        })?;
+    info!(address = %format!("{}:{}", config.peer_listen, config.peer_port), "listening for peers");
+    let key = Arc::new(key);
+    let node = gang::NodeContext {
+        node: config.node_name.clone().unwrap_or_else(hostname),
+        topology: topology_rx.clone(),
+        key: Arc::clone(&key),
+        peer_nodes: config.peer_nodes.clone(),
+        peer_port: config.peer_port,
+    };
+    let (gang_tx, gang_rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(
+        gang::run(node.clone(), gang_rx).instrument(tracing::info_span!("gang", node = %node.node)),
+    );
+    let ticker = gang_tx.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            interval.tick().await;
+            if ticker.send(gang::GangCommand::Tick).await.is_err() {
+                break;
+            }
+        }
+    });
     let shared = Arc::new(Shared {
         started,
         topology: topology_rx,
+        gang: gang_tx.clone(),
+        node,
     });
 
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -82,6 +121,13 @@ pub(crate) async fn run(config: Config) -> Result<()> {
                     connections.spawn(api::serve(stream, Arc::clone(&shared)).instrument(span));
                 }
                 Err(e) => warn!("accept failed: {e}"),
+            },
+            accepted = peer_listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    let span = tracing::info_span!("peer", from = %from);
+                    connections.spawn(gang::serve_peer(stream, Arc::clone(&key), gang_tx.clone()).instrument(span));
+                }
+                Err(e) => warn!("peer accept failed: {e}"),
             },
             _ = hangup.recv() => {
                 info!("SIGHUP: rediscovering the topology");

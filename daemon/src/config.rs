@@ -45,6 +45,7 @@ pub(crate) enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     socket: Option<PathBuf>,
+    node_name: Option<String>,
     #[serde(default)]
     peer: RawPeer,
     #[serde(default)]
@@ -61,6 +62,8 @@ struct RawPeer {
     listen: Option<IpAddr>,
     port: Option<u16>,
     key_file: Option<PathBuf>,
+    #[serde(default)]
+    nodes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +115,11 @@ pub(crate) struct Config {
     pub(crate) peer_port: u16,
     /// The cluster key file (readable by root only).
     pub(crate) key_file: PathBuf,
+    /// The name this node has in Slurm's node lists (`None`: the host name).
+    pub(crate) node_name: Option<String>,
+    /// Peer daemons' addresses by node name, for clusters whose node names do not resolve
+    /// (others are resolved by name, on `peer.port`).
+    pub(crate) peer_nodes: std::collections::BTreeMap<String, std::net::SocketAddr>,
     /// Where the topology comes from.
     pub(crate) topology: TopologySource,
     /// Root of the experiment catalog on the shared filesystem, if this node has one.
@@ -132,6 +140,8 @@ impl Default for Config {
             // Outside the ephemeral range and unused by Slurm (6817-6819) and munge.
             peer_port: 7107,
             key_file: PathBuf::from("/etc/cohort/cluster.key"),
+            node_name: None,
+            peer_nodes: std::collections::BTreeMap::new(),
             topology: TopologySource::Live,
             catalog_root: None,
             log_filter: "info".to_owned(),
@@ -193,7 +203,22 @@ impl Config {
                 format!("{} is not an absolute path", socket.display()),
             ));
         }
+        let mut peer_nodes = std::collections::BTreeMap::new();
+        for (node, address) in raw.peer.nodes {
+            let parsed = address.parse().map_err(|_| {
+                invalid(
+                    "peer.nodes",
+                    format!("{node} = {address:?} is not an address:port"),
+                )
+            })?;
+            peer_nodes.insert(node, parsed);
+        }
+        if raw.node_name.as_deref() == Some("") {
+            return Err(invalid("node_name", "empty".into()));
+        }
         Ok(Config {
+            node_name: raw.node_name,
+            peer_nodes,
             socket,
             peer_listen: raw.peer.listen.unwrap_or(defaults.peer_listen),
             peer_port: raw.peer.port.unwrap_or(defaults.peer_port),

@@ -9,6 +9,8 @@
 mod api;
 mod app;
 mod config;
+mod gang;
+mod peer;
 mod topo;
 mod trace;
 
@@ -27,14 +29,40 @@ struct Args {
     /// Check the configuration (and the topology file it names) and exit.
     #[arg(long)]
     check_config: bool,
+    /// Write a new cluster key to FILE (mode 0600; never overwrites) and exit.
+    #[arg(long, value_name = "FILE")]
+    gen_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.gen_key {
+        return match peer::generate_key(path) {
+            Ok(()) => {
+                println!(
+                    "{}: cluster key written; copy it to every node (mode 0600, owned by root)",
+                    path.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cohortd: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match config::Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("cohortd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Without the cluster key, daemons cannot trust each other: refuse to start.
+    let key = match peer::load_key(&config.key_file) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("cohortd: {}: {e}", args.config.display());
             return ExitCode::from(2);
         }
     };
@@ -63,7 +91,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(app::run(config)) {
+    match runtime.block_on(app::run(config, key)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

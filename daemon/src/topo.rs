@@ -12,6 +12,7 @@ use crate::config::TopologySource;
 /// One discovery's result, shared read-only.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
+    pub(crate) topology: Arc<Topology>,
     pub(crate) doc: TopologyDoc,
     pub(crate) summary: String,
     pub(crate) source: String,
@@ -53,6 +54,7 @@ pub(crate) fn discover(source: &TopologySource) -> Result<Snapshot, String> {
     );
     Ok(Snapshot {
         doc: topo.to_doc(&assignment),
+        topology: Arc::new(topo),
         summary,
         source: source_text,
         discovered_at: SystemTime::now()

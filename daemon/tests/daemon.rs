@@ -18,6 +18,33 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology/test_data/1s-2gpu-rails-roce.hwloc.xml")
 }
 
+/// A fresh cluster key file (mode 0600) in `dir`.
+fn key(dir: &Path) -> PathBuf {
+    let path = dir.join("cluster.key");
+    if !path.exists() {
+        let out = Command::new(COHORTD)
+            .arg("--gen-key")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 struct Daemon {
     child: Child,
     socket: PathBuf,
@@ -32,8 +59,10 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket = {:?}\n[topology]\nsource = {:?}\n",
+                "socket = {:?}\n[peer]\nlisten = \"127.0.0.1\"\nport = {}\nkey_file = {:?}\n[topology]\nsource = {:?}\n",
                 socket.display().to_string(),
+                free_port(),
+                key(dir.path()).display().to_string(),
                 fixture().display().to_string()
             ),
         )
@@ -95,11 +124,15 @@ fn connect(socket: &Path, version: u32) -> (UnixStream, Response) {
 #[test]
 fn check_config_accepts_good_files_and_names_what_is_wrong_in_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
+    let key_line = format!(
+        "[peer]\nkey_file = {:?}\n",
+        key(dir.path()).display().to_string()
+    );
     let good = dir.path().join("good.toml");
     std::fs::write(
         &good,
         format!(
-            "[topology]\nsource = {:?}\n",
+            "{key_line}[topology]\nsource = {:?}\n",
             fixture().display().to_string()
         ),
     )
@@ -133,7 +166,11 @@ fn check_config_accepts_good_files_and_names_what_is_wrong_in_bad_ones() {
     );
 
     let missing = dir.path().join("missing.toml");
-    std::fs::write(&missing, "[topology]\nsource = \"/nonexistent/topo.xml\"\n").unwrap();
+    std::fs::write(
+        &missing,
+        format!("{key_line}[topology]\nsource = \"/nonexistent/topo.xml\"\n"),
+    )
+    .unwrap();
     let out = Command::new(COHORTD)
         .arg("--config")
         .arg(&missing)

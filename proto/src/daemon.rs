@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::plan::Plan;
 use crate::topology::TopologyDoc;
 
 /// Where `cohortd` listens by default (the `socket` key of `cohortd.toml` changes it).
@@ -29,6 +30,53 @@ pub enum Request {
     GetTopology,
     /// The daemon's version, uptime and what it knows.
     GetStatus,
+    /// Join a job step's gang start; answered with the plan once every node has joined, or an
+    /// error naming the missing nodes at the deadline.
+    Join(JoinRequest),
+}
+
+/// What a node contributes to a step's gang start (sent by the SPANK plugin in slurmstepd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// Slurm job id.
+    pub job_id: u32,
+    /// Slurm step id.
+    pub step_id: u32,
+    /// Which launch of the step this is (`SLURM_RESTART_COUNT`: a requeued job runs its steps
+    /// again under the same ids); messages of another attempt are stale.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The step's nodes, in Slurm's order; the first one's daemon leads.
+    pub nodes: Vec<String>,
+    /// This node's position in `nodes`.
+    pub node_index: u32,
+    /// Global ranks of the tasks on this node.
+    pub ranks: Vec<u32>,
+    /// Number of tasks in the step.
+    pub world_size: u32,
+    /// GPUs Slurm granted on this node (indices), empty when none.
+    #[serde(default)]
+    pub gpus: Vec<u32>,
+    /// Slurm's topology address of this node (`SLURM_TOPOLOGY_ADDR`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_addr: Option<String>,
+    /// How long to wait for the other nodes, in milliseconds.
+    pub timeout_ms: u64,
+    /// The job owner's uid (only root and the owner may join a step).
+    pub uid: u32,
+}
+
+/// What every node of a step receives: the same plan, secret and rendezvous address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepPlan {
+    /// The attempt this plan is for (see [`JoinRequest::attempt`]).
+    pub generation: u64,
+    /// Every rank's host, GPU, NICs, address and CPUs, and the ring order.
+    pub plan: Plan,
+    /// The step's secret (fresh per step), for `COHORT_SECRET`.
+    pub secret: String,
+    /// Rendezvous store address (`host:port`), served by rank 0, for `COHORT_STORE`.
+    pub store: String,
 }
 
 /// The daemon's answer to one request.
@@ -46,6 +94,8 @@ pub enum Response {
     Topology(Box<TopologyDoc>),
     /// Answer to `GetStatus`.
     Status(StatusDoc),
+    /// Answer to `Join`: the step's plan.
+    Joined(Box<StepPlan>),
     /// The request failed.
     Error {
         /// What kind of failure, stable across releases.
@@ -68,6 +118,9 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The daemon is still discovering the topology.
     NotReady,
+    /// The gang start failed: nodes missing at the deadline, the leader unreachable, or the
+    /// step aborted; the message names the nodes.
+    GangFailed,
     /// Something failed inside the daemon.
     Internal,
 }

@@ -11,5 +11,6 @@
 
 pub mod daemon;
 pub mod frame;
+pub mod peer;
 pub mod plan;
 pub mod topology;

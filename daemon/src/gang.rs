@@ -1,0 +1,502 @@
+//! The gang start: every node of a step joins; the leader (the step's first node) waits for all
+//! followers' summaries until its deadline, computes one plan, and sends it to all, or fails the
+//! step on every node with one message naming the missing nodes.
+//!
+//! All gang state has one owner: the actor task in `run`, driven by the closed `GangCommand`
+//! enum. Followers talk to the leader from their own tasks (they hold no shared state), and
+//! peer connections forward what they receive to the actor and wait for its answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cohort_proto::daemon::{JoinRequest, StepPlan};
+use cohort_proto::peer::{PeerMsg, Summary};
+use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
+use cohort_topology::{LocalPlanOptions, Topology};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::peer;
+use crate::topo::Snapshot;
+
+/// What the actor is asked to do.
+#[derive(Debug)]
+pub(crate) enum GangCommand {
+    /// The leader node's own join (from its plugin).
+    LeaderJoin {
+        request: JoinRequest,
+        respond: oneshot::Sender<Result<StepPlan, String>>,
+    },
+    /// A follower's summary, with the addresses of the connection it came on.
+    Summary {
+        summary: Summary,
+        peer_ip: IpAddr,
+        local_ip: IpAddr,
+        respond: oneshot::Sender<PeerMsg>,
+    },
+    /// Check deadlines.
+    Tick,
+}
+
+/// What every gang task needs to know about this node.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeContext {
+    pub(crate) node: String,
+    pub(crate) topology: watch::Receiver<Option<Arc<Snapshot>>>,
+    pub(crate) key: Arc<Vec<u8>>,
+    pub(crate) peer_nodes: BTreeMap<String, SocketAddr>,
+    pub(crate) peer_port: u16,
+}
+
+/// Summaries that arrive before the leader's own join wait at most this long.
+const ORPHAN_LIMIT: Duration = Duration::from_secs(120);
+/// Completed steps remembered, so late or duplicate messages are recognised as stale.
+const FINISHED_MEMORY: usize = 4096;
+
+/// A step launch: job, step, attempt.
+type StepKey = (u32, u32, u32);
+
+/// The leader's own join: the request, its deadline, where the answer goes.
+type LeaderJoin = (
+    JoinRequest,
+    Instant,
+    oneshot::Sender<Result<StepPlan, String>>,
+);
+/// A follower's summary, its address, where the answer goes.
+type FollowerJoin = (Summary, IpAddr, oneshot::Sender<PeerMsg>);
+
+#[derive(Debug)]
+struct Gang {
+    generation: u64,
+    created: Instant,
+    leader: Option<LeaderJoin>,
+    followers: BTreeMap<u32, FollowerJoin>,
+    local_ip: Option<IpAddr>,
+}
+
+impl Gang {
+    fn new(key: StepKey) -> Gang {
+        Gang {
+            generation: u64::from(key.2),
+            created: Instant::now(),
+            leader: None,
+            followers: BTreeMap::new(),
+            local_ip: None,
+        }
+    }
+}
+
+/// Places a node's ranks on its own hardware: GPUs in ring order, closest NICs, local CPUs,
+/// and the address peers reach them at (the first assigned NIC's IPv4 address when it has one).
+pub(crate) fn place_ranks(
+    topology: Option<&Topology>,
+    node: &str,
+    ranks: &[u32],
+    gpus: &[u32],
+    fallback_address: IpAddr,
+) -> Result<Vec<RankPlan>, String> {
+    let n_ranks = u32::try_from(ranks.len()).map_err(|_| "too many ranks".to_owned())?;
+    let empty = Topology::default();
+    let topo = topology.unwrap_or(&empty);
+    let local = topo
+        .local_plan(&LocalPlanOptions {
+            n_ranks,
+            gpus: Some(gpus.to_vec()),
+            host: node.to_owned(),
+            address: fallback_address.to_string(),
+        })
+        .map_err(|e| format!("GPUs granted by Slurm: {e}"))?;
+    Ok(local
+        .ranks
+        .into_iter()
+        .zip(ranks)
+        .map(|(mut plan, &global)| {
+            plan.rank = global;
+            if let Some(address) = plan.nics.first().and_then(|name| nic_ipv4(topo, name)) {
+                plan.address = address;
+            }
+            plan
+        })
+        .collect())
+}
+
+fn nic_ipv4(topo: &Topology, name: &str) -> Option<String> {
+    topo.nics
+        .iter()
+        .find(|nic| nic.name == name)?
+        .netdevs
+        .iter()
+        .flat_map(|dev| dev.addresses.iter())
+        .find(|address| address.parse::<std::net::Ipv4Addr>().is_ok())
+        .cloned()
+}
+
+fn free_port(ip: IpAddr) -> Option<u16> {
+    std::net::TcpListener::bind((ip, 0))
+        .or_else(|_| std::net::TcpListener::bind(("0.0.0.0", 0)))
+        .ok()?
+        .local_addr()
+        .ok()
+        .map(|a| a.port())
+}
+
+fn secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the step secret: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn topology_of(ctx: &NodeContext) -> Option<Arc<Snapshot>> {
+    ctx.topology.borrow().clone()
+}
+
+/// Runs the actor until every sender is gone.
+pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangCommand>) {
+    let mut gangs: BTreeMap<StepKey, Gang> = BTreeMap::new();
+    let mut finished: BTreeSet<StepKey> = BTreeSet::new();
+    while let Some(command) = commands.recv().await {
+        match command {
+            GangCommand::LeaderJoin { request, respond } => {
+                let key = (request.job_id, request.step_id, request.attempt);
+                if finished.contains(&key) {
+                    let _ = respond.send(Err(format!(
+                        "step {}.{} attempt {} was already started",
+                        key.0, key.1, key.2
+                    )));
+                    continue;
+                }
+                let gang = gangs.entry(key).or_insert_with(|| Gang::new(key));
+                if let Some((_, _, old)) = gang.leader.take() {
+                    let _ = old.send(Err("superseded by a newer join of the same step".into()));
+                }
+                let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
+                info!(
+                    job = key.0,
+                    step = key.1,
+                    attempt = key.2,
+                    nodes = request.nodes.len(),
+                    "leading a gang start"
+                );
+                gang.leader = Some((request, deadline, respond));
+            }
+            GangCommand::Summary {
+                summary,
+                peer_ip,
+                local_ip,
+                respond,
+            } => {
+                let key = (summary.job_id, summary.step_id, summary.attempt);
+                if finished.contains(&key) {
+                    let _ = respond.send(PeerMsg::Abort {
+                        job_id: key.0,
+                        step_id: key.1,
+                        reason: format!(
+                            "step {}.{} attempt {} already started; this message came too late",
+                            key.0, key.1, key.2
+                        ),
+                    });
+                    continue;
+                }
+                let gang = gangs.entry(key).or_insert_with(|| Gang::new(key));
+                gang.local_ip.get_or_insert(local_ip);
+                if let Some((_, _, old)) = gang.followers.remove(&summary.node_index) {
+                    let _ = old.send(PeerMsg::Abort {
+                        job_id: key.0,
+                        step_id: key.1,
+                        reason: "superseded by a newer message from the same node".into(),
+                    });
+                }
+                gang.followers
+                    .insert(summary.node_index, (summary, peer_ip, respond));
+            }
+            GangCommand::Tick => {}
+        }
+        // Complete or fail whatever can be decided now.
+        let now = Instant::now();
+        let keys: Vec<StepKey> = gangs.keys().copied().collect();
+        for key in keys {
+            let Some(gang) = gangs.get_mut(&key) else {
+                continue;
+            };
+            let decision = decide(&ctx, gang, now);
+            if let Some(outcome) = decision {
+                if let Some(gang) = gangs.remove(&key) {
+                    finish(gang, outcome);
+                }
+                finished.insert(key);
+                while finished.len() > FINISHED_MEMORY {
+                    finished.pop_first();
+                }
+            }
+        }
+    }
+}
+
+/// The end of a gang: a plan for everyone, or a reason for everyone.
+enum Outcome {
+    Plan(Box<StepPlan>),
+    Fail(String),
+}
+
+fn decide(ctx: &NodeContext, gang: &mut Gang, now: Instant) -> Option<Outcome> {
+    let Some((request, deadline, _)) = &gang.leader else {
+        return (now.duration_since(gang.created) > ORPHAN_LIMIT)
+            .then(|| Outcome::Fail("the leader node never joined the step".into()));
+    };
+    let expected: BTreeSet<u32> = (1..u32::try_from(request.nodes.len()).unwrap_or(0)).collect();
+    let present: BTreeSet<u32> = gang.followers.keys().copied().collect();
+    if present.is_superset(&expected) {
+        return Some(match build_plan(ctx, gang) {
+            Ok(plan) => Outcome::Plan(Box::new(plan)),
+            Err(e) => Outcome::Fail(e),
+        });
+    }
+    if now >= *deadline {
+        let missing: Vec<&str> = expected
+            .difference(&present)
+            .filter_map(|&i| request.nodes.get(i as usize).map(String::as_str))
+            .collect();
+        return Some(Outcome::Fail(format!(
+            "nodes missing at the deadline ({:.1} s): {}",
+            Duration::from_millis(request.timeout_ms).as_secs_f64(),
+            missing.join(", ")
+        )));
+    }
+    None
+}
+
+fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
+    let Some((request, _, _)) = &gang.leader else {
+        return Err("no leader join".into());
+    };
+    let snapshot = topology_of(ctx);
+    let own_ip = gang.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let mut by_node: Vec<(String, Option<String>, Vec<RankPlan>)> = Vec::new();
+    by_node.push((
+        ctx.node.clone(),
+        request.topology_addr.clone(),
+        place_ranks(
+            snapshot.as_ref().map(|s| s.topology.as_ref()),
+            &ctx.node,
+            &request.ranks,
+            &request.gpus,
+            own_ip,
+        )?,
+    ));
+    for (summary, peer_ip, _) in gang.followers.values() {
+        let mut ranks = summary.ranks.clone();
+        for rank in &mut ranks {
+            if rank.address.is_empty() {
+                rank.address = peer_ip.to_string();
+            }
+        }
+        by_node.push((summary.node.clone(), summary.topology_addr.clone(), ranks));
+    }
+    // Hosts ordered so neighbours share switches; ranks of a host in their local ring order.
+    let hosts: Vec<(String, Option<String>)> = by_node
+        .iter()
+        .map(|(n, t, _)| (n.clone(), t.clone()))
+        .collect();
+    let order = cohort_topology::plan::order_hosts(&hosts);
+    let ring: Vec<u32> = order
+        .iter()
+        .flat_map(|&i| by_node[i].2.iter().map(|r| r.rank))
+        .collect();
+    let mut ranks: Vec<RankPlan> = by_node.into_iter().flat_map(|(_, _, r)| r).collect();
+    ranks.sort_by_key(|r| r.rank);
+    let world = request.world_size as usize;
+    if ranks.len() != world || ranks.iter().enumerate().any(|(i, r)| r.rank as usize != i) {
+        return Err(format!(
+            "the nodes' ranks do not make 0..{} (got {:?})",
+            world,
+            ranks.iter().map(|r| r.rank).collect::<Vec<_>>()
+        ));
+    }
+    let plan = Plan {
+        format: PLAN_FORMAT.to_owned(),
+        version: PLAN_VERSION,
+        ranks,
+        rings: vec![ring],
+    };
+    plan.check().map_err(|e| e.to_string())?;
+    let rank0 = &plan.ranks[0];
+    let store_port = if request.ranks.contains(&0) {
+        free_port(own_ip).ok_or("no free port for the rendezvous store")?
+    } else {
+        gang.followers
+            .values()
+            .find_map(|(s, _, _)| s.store_port)
+            .ok_or("the node of rank 0 sent no store port")?
+    };
+    Ok(StepPlan {
+        generation: gang.generation,
+        store: format!("{}:{store_port}", rank0.address),
+        secret: secret()?,
+        plan,
+    })
+}
+
+fn finish(gang: Gang, outcome: Outcome) {
+    let (job_id, step_id) = gang
+        .leader
+        .as_ref()
+        .map_or((0, 0), |(r, _, _)| (r.job_id, r.step_id));
+    match outcome {
+        Outcome::Plan(plan) => {
+            info!(
+                job = job_id,
+                step = step_id,
+                generation = plan.generation,
+                "plan sent to every node"
+            );
+            for (_, _, respond) in gang.followers.into_values() {
+                let _ = respond.send(PeerMsg::Plan(plan.clone()));
+            }
+            if let Some((_, _, respond)) = gang.leader {
+                let _ = respond.send(Ok(*plan));
+            }
+        }
+        Outcome::Fail(reason) => {
+            warn!(job = job_id, step = step_id, "gang start failed: {reason}");
+            for (summary, _, respond) in gang.followers.into_values() {
+                let _ = respond.send(PeerMsg::Abort {
+                    job_id: summary.job_id,
+                    step_id: summary.step_id,
+                    reason: reason.clone(),
+                });
+            }
+            if let Some((_, _, respond)) = gang.leader {
+                let _ = respond.send(Err(reason));
+            }
+        }
+    }
+}
+
+/// Resolves a node's daemon: the configured map first, then the node name on the peer port.
+async fn resolve(ctx: &NodeContext, node: &str) -> Result<SocketAddr, String> {
+    if let Some(address) = ctx.peer_nodes.get(node) {
+        return Ok(*address);
+    }
+    tokio::net::lookup_host((node, ctx.peer_port))
+        .await
+        .map_err(|e| format!("cannot resolve node {node}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("node {node} resolves to no address"))
+}
+
+/// A follower's side: send the summary to the leader, wait for the plan or the abort.
+pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<StepPlan, String> {
+    let leader = request
+        .nodes
+        .first()
+        .cloned()
+        .ok_or("the step has no nodes")?;
+    let limit = Duration::from_millis(request.timeout_ms);
+    let deadline = tokio::time::Instant::now() + limit;
+    let address = resolve(&ctx, &leader).await?;
+    let mut last_error = String::from("no attempt");
+    let mut stream = loop {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => break stream,
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => {
+                return Err(format!(
+                    "cannot reach the leader {leader} ({address}) before the deadline: {last_error}"
+                ))
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    peer::handshake(&mut stream, &ctx.key, true, limit)
+        .await
+        .map_err(|e| format!("leader {leader} ({address}): {e}"))?;
+    let local_ip = stream
+        .local_addr()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    let snapshot = topology_of(&ctx);
+    let ranks = place_ranks(
+        snapshot.as_ref().map(|s| s.topology.as_ref()),
+        &ctx.node,
+        &request.ranks,
+        &request.gpus,
+        local_ip,
+    )?;
+    let summary = Summary {
+        job_id: request.job_id,
+        step_id: request.step_id,
+        attempt: request.attempt,
+        node: ctx.node.clone(),
+        node_index: request.node_index,
+        ranks,
+        topology_addr: request.topology_addr.clone(),
+        store_port: if request.ranks.contains(&0) {
+            free_port(local_ip)
+        } else {
+            None
+        },
+        timeout_ms: request.timeout_ms,
+    };
+    peer::send(&mut stream, &PeerMsg::Summary(summary))
+        .await
+        .map_err(|e| format!("leader {leader}: {e}"))?;
+    // The leader decides at its own deadline; allow it a moment to say so.
+    let answer = tokio::time::timeout_at(
+        deadline + Duration::from_secs(2),
+        peer::receive::<PeerMsg>(&mut stream),
+    )
+    .await
+    .map_err(|_| format!("the leader {leader} did not answer before the deadline"))?
+    .map_err(|e| format!("leader {leader}: {e}"))?;
+    match answer {
+        PeerMsg::Plan(plan) => Ok(*plan),
+        PeerMsg::Abort { reason, .. } => Err(reason),
+        PeerMsg::Summary(_) => Err(format!("the leader {leader} answered with a summary")),
+    }
+}
+
+/// Serves one incoming peer connection: authenticate, take a summary, wait for the actor.
+pub(crate) async fn serve_peer(
+    mut stream: TcpStream,
+    key: Arc<Vec<u8>>,
+    commands: mpsc::Sender<GangCommand>,
+) {
+    let peer_address = stream.peer_addr().ok();
+    let who = peer_address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    if let Err(e) = peer::handshake(&mut stream, &key, false, Duration::from_secs(10)).await {
+        warn!("refused peer {who}: {e}");
+        return;
+    }
+    let summary = match peer::receive::<PeerMsg>(&mut stream).await {
+        Ok(PeerMsg::Summary(summary)) => summary,
+        Ok(other) => {
+            warn!("peer {who} sent {other:?} instead of a summary");
+            return;
+        }
+        Err(e) => {
+            warn!("peer {who}: {e}");
+            return;
+        }
+    };
+    let limit =
+        Duration::from_millis(summary.timeout_ms) + Duration::from_secs(ORPHAN_LIMIT.as_secs());
+    let (respond, answer) = oneshot::channel();
+    let command = GangCommand::Summary {
+        summary,
+        peer_ip: peer_address.map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip()),
+        local_ip: stream
+            .local_addr()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip()),
+        respond,
+    };
+    if commands.send(command).await.is_err() {
+        return;
+    }
+    if let Ok(Ok(answer)) = tokio::time::timeout(limit, answer).await {
+        if let Err(e) = peer::send(&mut stream, &answer).await {
+            warn!("peer {who}: {e}");
+        }
+    }
+}

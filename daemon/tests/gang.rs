@@ -1,0 +1,260 @@
+//! Gang start between real cohortd processes on loopback: every node gets the same plan; a
+//! dead node fails the step on the others at the deadline, named; a node without the cluster
+//! key is refused.
+
+// Integration test binaries are test-only crates; the lint is for unit tests in library code.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cohort_proto::daemon::{ErrorCode, JoinRequest, Request, Response, StepPlan, API_VERSION};
+use cohort_proto::frame::{read_frame, write_frame};
+
+const COHORTD: &str = env!("CARGO_BIN_EXE_cohortd");
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology/test_data/1s-2gpu-rails-roce.hwloc.xml")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Cluster {
+    daemons: Vec<Option<Child>>,
+    sockets: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` daemons named node0..; `bad_key` gives one of them a different key.
+    fn start(n: usize, bad_key: Option<usize>) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let good_key = dir.path().join("cluster.key");
+        let other_key = dir.path().join("other.key");
+        for key in [&good_key, &other_key] {
+            assert!(Command::new(COHORTD)
+                .arg("--gen-key")
+                .arg(key)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let nodes: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("node{i} = \"127.0.0.1:{port}\"\n"))
+            .collect();
+        let mut daemons = Vec::new();
+        let mut sockets = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let socket = dir.path().join(format!("node{i}.sock"));
+            let key = if bad_key == Some(i) {
+                &other_key
+            } else {
+                &good_key
+            };
+            let config = dir.path().join(format!("node{i}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "socket = {:?}\nnode_name = \"node{i}\"\n[peer]\nlisten = \"127.0.0.1\"\nport = {port}\nkey_file = {:?}\n[peer.nodes]\n{nodes}[topology]\nsource = {:?}\n",
+                    socket.display().to_string(),
+                    key.display().to_string(),
+                    fixture().display().to_string()
+                ),
+            )
+            .unwrap();
+            let child = Command::new(COHORTD)
+                .arg("--config")
+                .arg(&config)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            daemons.push(Some(child));
+            sockets.push(socket);
+        }
+        let started = Instant::now();
+        for socket in &sockets {
+            while UnixStream::connect(socket).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "cohortd did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Cluster {
+            daemons,
+            sockets,
+            _dir: dir,
+        }
+    }
+
+    fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.daemons[node].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Joins step `job`.0 on the given nodes at once (2 ranks per node, GPUs 0 and 1).
+    fn join(
+        &self,
+        job: u32,
+        nodes: &[usize],
+        all: usize,
+        timeout_ms: u64,
+    ) -> Vec<Result<StepPlan, (ErrorCode, String)>> {
+        self.join_attempt(job, 0, nodes, all, timeout_ms)
+    }
+
+    /// Like `join`, for a given launch attempt of the step.
+    fn join_attempt(
+        &self,
+        job: u32,
+        attempt: u32,
+        nodes: &[usize],
+        all: usize,
+        timeout_ms: u64,
+    ) -> Vec<Result<StepPlan, (ErrorCode, String)>> {
+        let names: Vec<String> = (0..all).map(|i| format!("node{i}")).collect();
+        let threads: Vec<_> = nodes
+            .iter()
+            .map(|&i| {
+                let socket = self.sockets[i].clone();
+                let request = JoinRequest {
+                    job_id: job,
+                    step_id: 0,
+                    attempt,
+                    nodes: names.clone(),
+                    node_index: u32::try_from(i).unwrap(),
+                    ranks: vec![
+                        2 * u32::try_from(i).unwrap(),
+                        2 * u32::try_from(i).unwrap() + 1,
+                    ],
+                    world_size: 2 * u32::try_from(all).unwrap(),
+                    gpus: vec![0, 1],
+                    topology_addr: None,
+                    timeout_ms,
+                    uid: 0,
+                };
+                std::thread::spawn(move || {
+                    let mut stream = UnixStream::connect(&socket).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    write_frame(
+                        &mut stream,
+                        &Request::Hello {
+                            api_version: API_VERSION,
+                            client: "test".into(),
+                        },
+                    )
+                    .unwrap();
+                    let _: Response = read_frame(&mut stream).unwrap();
+                    write_frame(&mut stream, &Request::Join(request)).unwrap();
+                    match read_frame(&mut stream).unwrap() {
+                        Response::Joined(plan) => Ok(*plan),
+                        Response::Error { code, message } => Err((code, message)),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 0..self.daemons.len() {
+            self.kill(node);
+        }
+    }
+}
+
+#[test]
+fn every_node_gets_the_same_plan() {
+    let cluster = Cluster::start(3, None);
+    let results = cluster.join(11, &[0, 1, 2], 3, 5000);
+    let plans: Vec<StepPlan> = results.into_iter().map(|r| r.unwrap()).collect();
+    for plan in &plans[1..] {
+        assert_eq!(
+            plan, &plans[0],
+            "the same plan, secret and store on every node"
+        );
+    }
+    let plan = &plans[0];
+    assert_eq!(plan.plan.ranks.len(), 6);
+    assert_eq!(plan.secret.len(), 64);
+    for (rank, entry) in plan.plan.ranks.iter().enumerate() {
+        assert_eq!(entry.rank as usize, rank);
+        assert_eq!(entry.host, format!("node{}", rank / 2));
+        assert_eq!(entry.gpu, Some(u32::try_from(rank % 2).unwrap()));
+        assert_eq!(entry.address, "127.0.0.1");
+    }
+    // The fixture node: GPU0 shares a switch with two HCAs (rails), GPU1 has the RoCE NIC.
+    assert_eq!(plan.plan.ranks[0].nics, ["mlx5_0", "mlx5_1"]);
+    assert_eq!(plan.plan.ranks[1].nics, ["mlx5_2"]);
+    assert_eq!(plan.plan.rings, [vec![0, 1, 2, 3, 4, 5]]);
+    assert!(plan.store.starts_with("127.0.0.1:"), "{}", plan.store);
+
+    // A requeued job launches the step again: a new attempt, a new plan and secret; the old
+    // attempt is over, and joining it again is refused.
+    let again: Vec<StepPlan> = cluster
+        .join_attempt(11, 1, &[0, 1, 2], 3, 5000)
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(again[0].generation, 1);
+    assert_eq!(again[2], again[0]);
+    assert_ne!(again[0].secret, plans[0].secret);
+    let stale = cluster.join_attempt(11, 0, &[0], 3, 1000);
+    assert!(
+        stale[0].as_ref().unwrap_err().1.contains("already started"),
+        "{stale:?}"
+    );
+}
+
+#[test]
+fn a_missing_node_fails_the_step_everywhere_naming_it() {
+    let mut cluster = Cluster::start(3, None);
+    cluster.kill(2);
+    let started = Instant::now();
+    let results = cluster.join(12, &[0, 1], 3, 1500);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    for result in results {
+        let (code, message) = result.unwrap_err();
+        assert_eq!(code, ErrorCode::GangFailed);
+        assert!(
+            message.contains("nodes missing at the deadline") && message.contains("node2"),
+            "{message}"
+        );
+    }
+    // The healthy nodes still serve the next step.
+    let plans = cluster.join(13, &[0, 1], 2, 5000);
+    assert!(plans.iter().all(Result::is_ok), "{plans:?}");
+}
+
+#[test]
+fn a_node_without_the_cluster_key_is_refused() {
+    let cluster = Cluster::start(2, Some(1));
+    let results = cluster.join(14, &[0, 1], 2, 1500);
+    let (_, leader) = results[0].clone().unwrap_err();
+    assert!(leader.contains("node1"), "{leader}");
+    let (_, follower) = results[1].clone().unwrap_err();
+    assert!(follower.contains("leader node0"), "{follower}");
+}
