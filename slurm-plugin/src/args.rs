@@ -1,0 +1,158 @@
+//! Strict parsing of what users and administrators give the plugin: `plugstack.conf`
+//! arguments (`socket=`, `timeout=`), the `--cohort-bind` value, and Slurm host lists.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings from `plugstack.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// cohortd's socket.
+    pub socket: PathBuf,
+    /// How long the gang start may take.
+    pub timeout: Duration,
+}
+
+impl Default for PluginConfig {
+    fn default() -> PluginConfig {
+        PluginConfig {
+            socket: PathBuf::from(cohort_proto::daemon::DEFAULT_SOCKET),
+            // Long enough for slow nodes to start their step, short enough that a missing
+            // node fails the step within a minute.
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PluginConfig {
+    /// Parses `key=value` arguments; unknown keys and bad values are errors.
+    pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<PluginConfig, String> {
+        let mut config = PluginConfig::default();
+        for arg in args {
+            let Some((key, value)) = arg.split_once('=') else {
+                return Err(format!("plugstack argument {arg:?} is not key=value"));
+            };
+            match key {
+                "socket" if value.starts_with('/') => config.socket = PathBuf::from(value),
+                "socket" => return Err(format!("socket={value}: not an absolute path")),
+                "timeout" => {
+                    let seconds: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|&s| s > 0 && s <= 3600)
+                        .ok_or_else(|| {
+                            format!("timeout={value}: not a number of seconds (1-3600)")
+                        })?;
+                    config.timeout = Duration::from_secs(seconds);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown plugstack argument {other:?} (known: socket, timeout)"
+                    ))
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// What `--cohort-bind` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// The task's GPU and CPUs.
+    All,
+    /// The task's GPU only.
+    Gpu,
+    /// Nothing: every task sees what Slurm gave the step.
+    None,
+}
+
+impl Bind {
+    /// Parses `all`, `gpu` or `none`.
+    pub fn parse(text: &str) -> Result<Bind, String> {
+        match text {
+            "all" => Ok(Bind::All),
+            "gpu" => Ok(Bind::Gpu),
+            "none" => Ok(Bind::None),
+            other => Err(format!("--cohort-bind={other}: use all, gpu or none")),
+        }
+    }
+}
+
+/// Expands a Slurm host list (`node[01-03,7],login1`) in order.
+pub fn expand_hostlist(list: &str) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    let mut rest = list.trim();
+    while !rest.is_empty() {
+        // One item: up to a comma outside brackets.
+        let mut depth = 0;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    end = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let item = &rest[..end];
+        rest = rest[end..].trim_start_matches(',');
+        match item.split_once('[') {
+            None => hosts.push(item.to_owned()),
+            Some((prefix, ranges)) => {
+                let Some((ranges, suffix)) = ranges.split_once(']') else {
+                    return Err(format!("host list {list:?}: unclosed bracket"));
+                };
+                for range in ranges.split(',') {
+                    let (low, high) = range.split_once('-').unwrap_or((range, range));
+                    let width = low.len();
+                    let bad = || format!("host list {list:?}: bad range {range:?}");
+                    let low_n: u64 = low.parse().map_err(|_| bad())?;
+                    let high_n: u64 = high.parse().map_err(|_| bad())?;
+                    if low_n > high_n || high_n - low_n > 100_000 {
+                        return Err(bad());
+                    }
+                    for n in low_n..=high_n {
+                        hosts.push(format!("{prefix}{n:0width$}{suffix}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(hosts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugstack_arguments_are_strict() {
+        let config = PluginConfig::parse(["socket=/run/x.sock", "timeout=30"]).unwrap();
+        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(PluginConfig::parse([]).unwrap(), PluginConfig::default());
+        assert!(PluginConfig::parse(["sockets=/x"])
+            .unwrap_err()
+            .contains("unknown"));
+        assert!(PluginConfig::parse(["timeout=0"]).is_err());
+        assert!(PluginConfig::parse(["socket=relative"]).is_err());
+        assert!(PluginConfig::parse(["timeout"]).is_err());
+    }
+
+    #[test]
+    fn host_lists_expand_in_order() {
+        assert_eq!(
+            expand_hostlist("node[01-03],login1").unwrap(),
+            ["node01", "node02", "node03", "login1"]
+        );
+        assert_eq!(expand_hostlist("a[1,3-4]b").unwrap(), ["a1b", "a3b", "a4b"]);
+        assert_eq!(expand_hostlist("single").unwrap(), ["single"]);
+        assert!(expand_hostlist("n[1-").is_err());
+        assert!(expand_hostlist("n[3-1]").is_err());
+        assert_eq!(Bind::parse("gpu"), Ok(Bind::Gpu));
+        assert!(Bind::parse("cpu").is_err());
+    }
+}

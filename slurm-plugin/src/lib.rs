@@ -1,0 +1,315 @@
+//! spank_cohort.so: the Slurm SPANK plugin. For steps run with `--cohort`, it joins the step's
+//! gang start through the node's cohortd (one join per node, in slurmstepd), then gives every
+//! task its rank, GPU, closest NIC, CPUs and the step's secret and rendezvous address.
+//!
+//! It owns only the SPANK glue: options, `plugstack.conf` arguments, the join request, the task
+//! environment. It must never panic across FFI (every hook catches panics and returns an
+//! error), never start threads or a runtime, never block Slurm longer than its timeout, and only
+//! talk to the local daemon. Steps without `--cohort` are left untouched.
+
+#![deny(missing_docs)]
+
+pub mod args;
+mod client;
+pub mod env;
+mod ffi;
+
+use std::ffi::{c_char, c_int, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use cohort_proto::daemon::{JoinRequest, StepPlan};
+
+use crate::args::{Bind, PluginConfig};
+use crate::ffi::{item, Spank, SpankOption};
+
+/// `plugin_name`, as `SPANK_PLUGIN(cohort, 1)` would define it.
+#[unsafe(no_mangle)]
+#[used]
+pub static plugin_name: [u8; 7] = *b"cohort\0";
+/// `plugin_type`.
+#[unsafe(no_mangle)]
+#[used]
+pub static plugin_type: [u8; 6] = *b"spank\0";
+/// `plugin_version`: the Slurm version built against (Slurm checks major.minor).
+#[unsafe(no_mangle)]
+#[used]
+pub static plugin_version: u32 = slurm_version();
+/// `spank_plugin_version`.
+#[unsafe(no_mangle)]
+#[used]
+pub static spank_plugin_version: u32 = 1;
+
+const fn slurm_version() -> u32 {
+    let text = env!("COHORT_SLURM_VERSION_NUMBER").as_bytes();
+    let mut value = 0u32;
+    let mut i = 0;
+    while i < text.len() {
+        value = value * 10 + (text[i] - b'0') as u32;
+        i += 1;
+    }
+    value
+}
+
+static OPT_COHORT: SpankOption = SpankOption {
+    name: c"cohort".as_ptr(),
+    arginfo: std::ptr::null(),
+    usage: c"Start this step through Cohort: gang start, rank, GPU, NIC and CPU placement".as_ptr(),
+    has_arg: 0,
+    val: 1,
+    cb: None,
+};
+static OPT_EXP: SpankOption = SpankOption {
+    name: c"cohort-exp".as_ptr(),
+    arginfo: c"NAME".as_ptr(),
+    usage: c"Record this step in the Cohort catalog under experiment NAME".as_ptr(),
+    has_arg: 1,
+    val: 2,
+    cb: None,
+};
+static OPT_TRIAL: SpankOption = SpankOption {
+    name: c"cohort-trial".as_ptr(),
+    arginfo: c"ID".as_ptr(),
+    usage: c"Record this step as trial ID of its experiment".as_ptr(),
+    has_arg: 1,
+    val: 3,
+    cb: None,
+};
+static OPT_BIND: SpankOption = SpankOption {
+    name: c"cohort-bind".as_ptr(),
+    arginfo: c"all|gpu|none".as_ptr(),
+    usage: c"What Cohort binds each task to (default all: its GPU and the CPUs near it)".as_ptr(),
+    has_arg: 1,
+    val: 4,
+    cb: Some(check_bind),
+};
+
+/// Checks `--cohort-bind` while srun or sbatch parses options, so a bad value stops it there.
+extern "C" fn check_bind(_val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
+    guarded("--cohort-bind", || {
+        if optarg.is_null() {
+            return Err("--cohort-bind needs a value: all, gpu or none".into());
+        }
+        // SAFETY: Slurm passes the option's argument as a NUL-terminated string.
+        let text = unsafe { CStr::from_ptr(optarg) }.to_string_lossy();
+        Bind::parse(&text).map(drop)
+    })
+}
+
+/// What the step's join produced, kept in slurmstepd and inherited by each forked task.
+#[derive(Debug)]
+struct StepData {
+    plan: StepPlan,
+    plan_path: String,
+    bind: Bind,
+}
+
+static STEP: OnceLock<StepData> = OnceLock::new();
+
+/// Runs a hook body, turning errors and panics into `cohort: ...` on srun's stderr and -1.
+fn guarded(hook: &str, body: impl FnOnce() -> Result<(), String>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => 0,
+        Ok(Err(message)) => {
+            ffi::error(&message);
+            -1
+        }
+        Err(_) => {
+            ffi::error(&format!(
+                "internal error in {hook} (a bug; please report it)"
+            ));
+            -1
+        }
+    }
+}
+
+fn plugstack_args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: Slurm passes `argc` valid NUL-terminated strings in `argv`.
+            let ptr = unsafe { *argv.add(i) };
+            (!ptr.is_null()).then(|| {
+                // SAFETY: non-null entries are NUL-terminated strings owned by Slurm.
+                unsafe { CStr::from_ptr(ptr) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        })
+        .collect()
+}
+
+/// `slurm_spank_init`: registers the options in every context, checks plugstack arguments.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_init(spank: Spank, argc: c_int, argv: *const *const c_char) -> c_int {
+    let args = plugstack_args(argc, argv);
+    guarded("init", || {
+        PluginConfig::parse(args.iter().map(String::as_str))?;
+        for option in [&OPT_COHORT, &OPT_EXP, &OPT_TRIAL, &OPT_BIND] {
+            ffi::register(spank, option)?;
+        }
+        Ok(())
+    })
+}
+
+/// `slurm_spank_init_post_opt`: checks option values where the user sees errors (srun).
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_init_post_opt(
+    spank: Spank,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guarded("init_post_opt", || {
+        if let Some(bind) = ffi::getopt(spank, &OPT_BIND) {
+            Bind::parse(&bind)?;
+        }
+        Ok(())
+    })
+}
+
+/// `slurm_spank_user_init` (slurmstepd, once per step per node): the gang start.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_user_init(
+    spank: Spank,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    let args = plugstack_args(argc, argv);
+    guarded("user_init", || {
+        if ffi::context() != ffi::S_CTX_REMOTE || ffi::getopt(spank, &OPT_COHORT).is_none() {
+            return Ok(());
+        }
+        let config = PluginConfig::parse(args.iter().map(String::as_str))?;
+        let bind = match ffi::getopt(spank, &OPT_BIND) {
+            Some(text) => Bind::parse(&text)?,
+            None => Bind::All,
+        };
+        let request = join_request(spank, &config)?;
+        let plan = client::join(&config, &request)?;
+        let plan_path = write_plan(&plan, request.job_id, request.step_id)?;
+        let _ = STEP.set(StepData {
+            plan,
+            plan_path,
+            bind,
+        });
+        Ok(())
+    })
+}
+
+fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, String> {
+    let job_id = ffi::get_u32(spank, item::S_JOB_ID)?;
+    let step_id = ffi::get_u32(spank, item::S_JOB_STEPID)?;
+    let node_index = ffi::get_u32(spank, item::S_JOB_NODEID)?;
+    let n_nodes = ffi::get_u32(spank, item::S_JOB_NNODES)?;
+    let local_tasks = ffi::get_u32(spank, item::S_JOB_LOCAL_TASK_COUNT)?;
+    let world_size = ffi::get_u32(spank, item::S_JOB_TOTAL_TASK_COUNT)?;
+    let uid = ffi::get_u32(spank, item::S_JOB_UID)?;
+    let attempt = ffi::get_u32(spank, item::S_SLURM_RESTART_COUNT).unwrap_or(0);
+    let node_list = ffi::getenv(spank, "SLURM_STEP_NODELIST")
+        .or_else(|| ffi::getenv(spank, "SLURM_JOB_NODELIST"))
+        .ok_or("the step's node list (SLURM_STEP_NODELIST) is not set")?;
+    let nodes = args::expand_hostlist(&node_list)?;
+    if nodes.len() != n_nodes as usize {
+        return Err(format!(
+            "node list {node_list:?} has {} nodes, Slurm says {n_nodes}",
+            nodes.len()
+        ));
+    }
+    let ranks = (0..local_tasks)
+        .map(|local| ffi::local_to_global(spank, local))
+        .collect::<Result<Vec<u32>, String>>()?;
+    let gpus = ffi::getenv(spank, "CUDA_VISIBLE_DEVICES")
+        .map(|list| {
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("CUDA_VISIBLE_DEVICES={list}: not GPU indices"))
+                })
+                .collect::<Result<Vec<u32>, String>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(JoinRequest {
+        job_id,
+        step_id,
+        attempt,
+        nodes,
+        node_index,
+        ranks,
+        world_size,
+        gpus,
+        topology_addr: ffi::getenv(spank, "SLURM_TOPOLOGY_ADDR"),
+        timeout_ms: u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+        uid,
+    })
+}
+
+/// Writes the plan where the tasks can read it (the job user runs this hook).
+fn write_plan(plan: &StepPlan, job: u32, step: u32) -> Result<String, String> {
+    let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
+    let path = format!("{dir}/cohort-plan-{job}.{step}.json");
+    let tmp = format!("{path}.{}", std::process::id());
+    std::fs::write(&tmp, plan.plan.to_json_pretty()).map_err(|e| format!("{tmp}: {e}"))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("{path}: {e}"))?;
+    Ok(path)
+}
+
+/// `slurm_spank_task_init` (each task, before exec): its environment and binding.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_task_init(
+    spank: Spank,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guarded("task_init", || {
+        let Some(step) = STEP.get() else {
+            return Ok(());
+        };
+        let rank = ffi::get_u32(spank, item::S_TASK_GLOBAL_ID)?;
+        for (name, value) in env::task_env(&step.plan, &step.plan_path, rank, step.bind)? {
+            ffi::setenv(spank, &name, &value)?;
+        }
+        if step.bind == Bind::All {
+            let me = &step.plan.plan.ranks[rank as usize];
+            let cpus = parse_cpus(&me.cpus);
+            if !cpus.is_empty() {
+                ffi::bind_cpus(&cpus)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn parse_cpus(list: &str) -> Vec<usize> {
+    list.split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let (low, high) = part.split_once('-').unwrap_or((part, part));
+            match (low.parse::<usize>(), high.parse::<usize>()) {
+                (Ok(low), Ok(high)) if low <= high => (low..=high).collect(),
+                _ => Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// `slurm_spank_exit`: says so when the step ran through Cohort.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_exit(
+    _spank: Spank,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guarded("exit", || {
+        if let Some(step) = STEP.get() {
+            let _ = std::fs::remove_file(&step.plan_path);
+            ffi::info("step done");
+        }
+        Ok(())
+    })
+}
