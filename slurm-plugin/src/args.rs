@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Settings from `plugstack.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
-    /// cohortd's socket.
+    /// cohortd's socket; `%n` stands for the node's name.
     pub socket: PathBuf,
     /// How long the gang start may take.
     pub timeout: Duration,

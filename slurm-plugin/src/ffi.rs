@@ -59,7 +59,7 @@ pub(crate) mod item {
     pub(crate) const S_JOB_TOTAL_TASK_COUNT: c_int = 7;
     pub(crate) const S_TASK_GLOBAL_ID: c_int = 12;
     pub(crate) const S_JOB_LOCAL_TO_GLOBAL_ID: c_int = 17;
-    pub(crate) const S_SLURM_RESTART_COUNT: c_int = 30;
+    pub(crate) const S_SLURM_RESTART_COUNT: c_int = 29;
 }
 
 /// The context the plugin runs in.
@@ -178,22 +178,40 @@ pub(crate) fn info(message: &str) {
     }
 }
 
-/// Pins the calling process (the task, before it execs) to these CPUs.
-pub(crate) fn bind_cpus(cpus: &[usize]) -> Result<(), String> {
-    // SAFETY: cpu_set_t is plain data that CPU_ZERO initialises; CPU_SET is only called with
-    // indices below CPU_SETSIZE; sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
+/// Pins the calling process (the task, before it execs) to those of `cpus` it may use, and
+/// returns them; an empty result means none of them is available to it (nothing is changed).
+pub(crate) fn bind_cpus(cpus: &[usize]) -> Result<Vec<usize>, String> {
+    // SAFETY: cpu_set_t is plain data that CPU_ZERO initialises; sched_getaffinity and
+    // sched_setaffinity read or write exactly `size_of::<cpu_set_t>()` bytes of it; CPU_ISSET
+    // and CPU_SET are only called with indices below CPU_SETSIZE.
     unsafe {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return Err(format!(
+                "sched_getaffinity: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let usable: Vec<usize> = cpus
+            .iter()
+            .copied()
+            .filter(|&cpu| cpu < libc::CPU_SETSIZE as usize && libc::CPU_ISSET(cpu, &allowed))
+            .collect();
+        if usable.is_empty() {
+            return Ok(usable);
+        }
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
-        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+        for &cpu in &usable {
             libc::CPU_SET(cpu, &mut set);
         }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(0, size, &set) != 0 {
             return Err(format!(
                 "sched_setaffinity: {}",
                 std::io::Error::last_os_error()
             ));
         }
+        Ok(usable)
     }
-    Ok(())
 }

@@ -106,6 +106,15 @@ struct StepData {
 
 static STEP: OnceLock<StepData> = OnceLock::new();
 
+/// Why the gang start failed on this node. Slurm 22.05's srun exits 0 when `user_init` fails
+/// (it reports a launch failure only), so the failure is kept here and every task fails in
+/// `task_init`, which srun does turn into a non-zero exit.
+static FAILED: OnceLock<String> = OnceLock::new();
+
+/// Step ids from here up are Slurm's special steps (`SLURM_PENDING_STEP` 0xfffffffd,
+/// `SLURM_BATCH_SCRIPT` 0xfffffffb, `SLURM_EXTERN_CONT` 0xfffffffc, interactive 0xfffffffa).
+const SPECIAL_STEPS: u32 = 0xffff_fff0;
+
 /// Runs a hook body, turning errors and panics into `cohort: ...` on srun's stderr and -1.
 fn guarded(hook: &str, body: impl FnOnce() -> Result<(), String>) -> c_int {
     match catch_unwind(AssertUnwindSafe(body)) {
@@ -182,13 +191,29 @@ pub extern "C" fn slurm_spank_user_init(
         if ffi::context() != ffi::S_CTX_REMOTE || ffi::getopt(spank, &OPT_COHORT).is_none() {
             return Ok(());
         }
-        let config = PluginConfig::parse(args.iter().map(String::as_str))?;
+        let mut config = PluginConfig::parse(args.iter().map(String::as_str))?;
         let bind = match ffi::getopt(spank, &OPT_BIND) {
             Some(text) => Bind::parse(&text)?,
             None => Bind::All,
         };
+        // The batch script, the extern step and interactive steps are not steps of ranks.
+        if ffi::get_u32(spank, item::S_JOB_STEPID)? >= SPECIAL_STEPS {
+            return Ok(());
+        }
         let request = join_request(spank, &config)?;
-        let plan = client::join(&config, &request)?;
+        // `%n` in the socket path is this node's name (as Slurm names it in the step's node
+        // list), so nodes sharing one file system reach their own daemon. The environment's
+        // SLURMD_NODENAME is not used: under sbatch it is the batch node's on every node.
+        let node = &request.nodes[request.node_index as usize];
+        config.socket = config.socket.to_string_lossy().replace("%n", node).into();
+        let plan = match client::join(&config, &request) {
+            Ok(plan) => plan,
+            Err(message) => {
+                ffi::error(&message);
+                let _ = FAILED.set(message);
+                return Ok(());
+            }
+        };
         let plan_path = write_plan(&plan, request.job_id, request.step_id)?;
         let _ = STEP.set(StepData {
             plan,
@@ -212,7 +237,7 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
         .or_else(|| ffi::getenv(spank, "SLURM_JOB_NODELIST"))
         .ok_or("the step's node list (SLURM_STEP_NODELIST) is not set")?;
     let nodes = args::expand_hostlist(&node_list)?;
-    if nodes.len() != n_nodes as usize {
+    if nodes.len() != n_nodes as usize || node_index >= n_nodes {
         return Err(format!(
             "node list {node_list:?} has {} nodes, Slurm says {n_nodes}",
             nodes.len()
@@ -267,6 +292,10 @@ pub extern "C" fn slurm_spank_task_init(
     _argv: *const *const c_char,
 ) -> c_int {
     guarded("task_init", || {
+        if FAILED.get().is_some() {
+            // The reason was reported once for the node by user_init.
+            return Err("task not started: the step's gang start failed on this node".into());
+        }
         let Some(step) = STEP.get() else {
             return Ok(());
         };
@@ -277,8 +306,13 @@ pub extern "C" fn slurm_spank_task_init(
         if step.bind == Bind::All {
             let me = &step.plan.plan.ranks[rank as usize];
             let cpus = parse_cpus(&me.cpus);
-            if !cpus.is_empty() {
-                ffi::bind_cpus(&cpus)?;
+            if !cpus.is_empty() && ffi::bind_cpus(&cpus)?.is_empty() {
+                // The plan's CPUs are not this task's to use (a cgroup, or a topology file
+                // that is not this machine's): leave the binding Slurm made.
+                ffi::info(&format!(
+                    "rank {rank}: CPUs {} are not available to this task; not binding",
+                    me.cpus
+                ));
             }
         }
         Ok(())

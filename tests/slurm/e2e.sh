@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# End-to-end tests of cohortd and spank_cohort.so on a real 4-node Slurm cluster made by
+# tests/slurm/cluster.sh (network namespaces on this machine). Needs root and release builds:
+#   cargo build --release -p cohort-daemon -p cohort-slurm-plugin -p cohort-cli -p cohort-examples
+# Each scenario prints "ok: ..." or fails the script with what went wrong.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+L=$(mktemp -d /tmp/cohort-slurm.XXXXXX)
+chmod 755 "$L"
+export SLURM_CONF=$L/etc/slurm.conf
+trap '"$ROOT/tests/slurm/cluster.sh" down "$L"' EXIT
+"$ROOT/tests/slurm/cluster.sh" up "$L"
+cd "$ROOT"
+COHORT=$ROOT/target/release/cohort
+# The example links libtorch (scripts/dev fetches it into .deps/).
+if [[ -d $ROOT/.deps/libtorch-2.13.0/lib ]]; then
+    export LD_LIBRARY_PATH=$ROOT/.deps/libtorch-2.13.0/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+fail() { echo "FAILED: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+# 1. 16 ranks on 4 nodes: distinct ranks, each GPU with its own NIC, one store for all.
+out=$(timeout 60 srun -N4 --ntasks-per-node=4 --gpus-per-task=1 --cohort sh -c \
+    'echo "$COHORT_RANK $COHORT_WORLD_SIZE $CUDA_VISIBLE_DEVICES $COHORT_NIC $(hostname) $COHORT_STORE $RANK $MASTER_ADDR"' 2>&1)
+ranks=$(echo "$out" | awk 'NF == 8 {print $1}' | sort -n | uniq | tr '\n' ' ')
+[[ $ranks == "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 " ]] || fail "ranks: $ranks\n$out"
+[[ $(echo "$out" | awk 'NF == 8 {print $2}' | sort -u) == 16 ]] || fail "world size\n$out"
+[[ $(echo "$out" | awk 'NF == 8 {print $6}' | sort -u | wc -l) == 1 ]] || fail "one store\n$out"
+[[ $(echo "$out" | awk 'NF == 8 && $1 != $7' | wc -l) == 0 ]] || fail "RANK differs from COHORT_RANK"
+if [[ -f $ROOT/../shared/fixtures/topologies/juwels-booster_4xA100_4xHDR.hwloc.xml ]]; then
+    # JUWELS Booster: GPU i shares a PCIe switch with HCA mlx5_i.
+    [[ $(echo "$out" | awk 'NF == 8 && "mlx5_" $3 != $4' | wc -l) == 0 ]] || fail "GPU-NIC pairs\n$out"
+fi
+for node in node1 node2 node3 node4; do
+    [[ $(echo "$out" | awk -v n=$node 'NF == 8 && $5 == n' | wc -l) == 4 ]] || fail "4 tasks on $node"
+done
+ok "16 ranks, one GPU and its NIC each, the same plan on every node"
+
+# 2. The collectives across nodes (TCP between namespaces), checked; then the sbatch example.
+timeout 120 srun -N4 --ntasks-per-node=2 --cohort "$COHORT" bench allreduce -b 4 -e 1M -f 16 -n 2 -w 1 \
+    > "$L/bench.out" 2>&1 || fail "allreduce across nodes:\n$(cat "$L/bench.out")"
+grep -q "8 ranks" "$L/bench.out" || fail "bench output:\n$(cat "$L/bench.out")"
+ok "allreduce across 4 nodes, every size correct"
+if [[ -x $ROOT/target/release/mlp ]]; then
+    job=$(sbatch --parsable -o "$L/mlp.out" --export=ALL,COHORT_MLP="$ROOT/target/release/mlp" \
+        examples/sbatch/mlp.sbatch)
+    for _ in $(seq 1 300); do
+        squeue -h -j "$job" 2>/dev/null | grep -q . || break
+        sleep 0.2
+    done
+    grep -q "loss fell" "$L/mlp.out" || fail "sbatch example:\n$(cat "$L/mlp.out")"
+    grep -q "bit-identical on all 4 ranks" "$L/mlp.out" || fail "sbatch example:\n$(cat "$L/mlp.out")"
+    ok "sbatch example: the loss falls, parameters bit-identical on 4 nodes"
+fi
+
+# 3. Bad option values and an unreachable daemon: a clear error and a non-zero exit.
+if srun -N1 --cohort --cohort-bind=cpu true > "$L/bad.out" 2>&1; then fail "bad --cohort-bind accepted"; fi
+grep -q "cohort: --cohort-bind=cpu: use all, gpu or none" "$L/bad.out" || fail "$(cat "$L/bad.out")"
+ok "a bad --cohort-bind stops srun with a cohort: message"
+
+# 4. A task killed mid-allreduce: the others fail within seconds, naming it; srun fails.
+rm -f "$L"/pid.*
+start=$(date +%s)
+(timeout 60 srun -N2 --ntasks-per-node=1 --cohort sh -c \
+    "echo \$\$ > $L/pid.\$COHORT_RANK; exec $COHORT bench allreduce -b 64K -e 64K -n 100000000 -w 0 -c 0" \
+    > "$L/kill.out" 2>&1; echo $? > "$L/kill.rc") &
+for _ in $(seq 1 100); do [[ -f $L/pid.1 ]] && break; sleep 0.1; done
+sleep 2
+kill -9 "$(cat "$L/pid.1")"
+wait
+elapsed=$(($(date +%s) - start - 2))
+[[ $(cat "$L/kill.rc") != 0 ]] || fail "srun succeeded after a task was killed"
+grep -q "rank 1 on node2" "$L/kill.out" || fail "the error does not name rank 1 on node2:\n$(cat "$L/kill.out")"
+[[ $elapsed -le 15 ]] || fail "took ${elapsed}s"
+ok "a killed task is named by its peers (${elapsed}s); srun fails"
+
+# 5. One node's cohortd stopped: the step fails on every node naming it; healthy nodes go on.
+pid=$(pgrep -f "cohortd --config $L/etc/cohortd-node4.toml" | head -1)
+kill "$pid"
+for _ in $(seq 1 50); do [[ -S $L/run/node4/cohortd.sock ]] || break; sleep 0.1; done
+start=$(date +%s)
+if timeout 60 srun -N4 --cohort true > "$L/missing.out" 2>&1; then fail "a step with a dead daemon started"; fi
+elapsed=$(($(date +%s) - start))
+grep -q "cannot reach cohortd" "$L/missing.out" || fail "$(cat "$L/missing.out")"
+[[ $(grep -c "nodes missing at the deadline.*node4" "$L/missing.out") -ge 3 ]] || \
+    fail "healthy nodes do not name node4:\n$(cat "$L/missing.out")"
+[[ $elapsed -le 30 ]] || fail "took ${elapsed}s"
+timeout 60 srun -N3 -w node[1-3] --cohort true || fail "healthy nodes cannot start a step"
+ok "a node without cohortd fails the step everywhere, named (${elapsed}s); the others go on"
+echo "all Slurm end-to-end tests passed"
