@@ -9,11 +9,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The cdylib cargo built beside this test.
+/// The cdylib cargo built for this test: beside it in `deps/`, or one level up.
 fn plugin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    dir.join("libspank_cohort.so")
+    let deps = exe.parent().unwrap();
+    let beside = deps.join("libspank_cohort.so");
+    if beside.exists() {
+        return beside;
+    }
+    deps.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join("libspank_cohort.so")
 }
 
 fn srun_available() -> bool {
