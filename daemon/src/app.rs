@@ -67,8 +67,7 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
     let (topology_tx, topology_rx) = watch::channel(snapshot);
     let listener = bind(&config.socket)?;
     info!(socket = %config.socket.display(), "listening");
-    let peer_listener = tokio::net::TcpListener::bind((config.peer_listen, config.peer_port))
-        .await
+    let peer_listener = gang::peer_listener((config.peer_listen, config.peer_port).into())
         .with_context(|| {
             format!(
                 "listening for peers on {}:{}",

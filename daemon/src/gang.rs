@@ -375,6 +375,20 @@ fn finish(gang: Gang, outcome: Outcome) {
     }
 }
 
+/// Binds the peer listener with a deep accept queue: at a step's start every follower of a
+/// large job connects to the leader at once, and a full queue costs a follower a one-second SYN
+/// retransmission.
+pub(crate) fn peer_listener(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
 /// Resolves a node's daemon: the configured map first, then the node name on the peer port.
 async fn resolve(ctx: &NodeContext, node: &str) -> Result<SocketAddr, String> {
     if let Some(address) = ctx.peer_nodes.get(node) {

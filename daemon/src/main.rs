@@ -8,6 +8,7 @@
 
 mod api;
 mod app;
+mod bench;
 mod config;
 mod gang;
 mod peer;
@@ -32,6 +33,12 @@ struct Args {
     /// Write a new cluster key to FILE (mode 0600; never overwrites) and exit.
     #[arg(long, value_name = "FILE")]
     gen_key: Option<PathBuf>,
+    /// Measure a gang start across N simulated nodes in this process and exit.
+    #[arg(long, value_name = "N")]
+    bench_gang: Option<u32>,
+    /// Runs of --bench-gang.
+    #[arg(long, default_value_t = 5, requires = "bench_gang")]
+    repeats: u32,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +55,22 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("cohortd: {e}");
                 ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(nodes) = args.bench_gang {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build();
+        return match runtime
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(bench::gang(nodes, args.repeats.max(1))))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cohortd: {e:#}");
+                ExitCode::from(1)
             }
         };
     }

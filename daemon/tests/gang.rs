@@ -258,3 +258,23 @@ fn a_node_without_the_cluster_key_is_refused() {
     let (_, follower) = results[1].clone().unwrap_err();
     assert!(follower.contains("leader node0"), "{follower}");
 }
+
+#[test]
+fn the_gang_benchmark_runs_the_real_protocol() {
+    let out = Command::new(COHORTD)
+        .args(["--bench-gang", "32", "--repeats", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("32 nodes, step 1: plan on every node after"),
+        "{text}"
+    );
+    assert!(text.contains("32 nodes: median"), "{text}");
+}
