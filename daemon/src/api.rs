@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cohort_proto::daemon::{ErrorCode, Request, Response, StatusDoc, API_VERSION};
-use cohort_proto::frame::MAX_FRAME;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,33 +23,12 @@ pub(crate) struct Shared {
     pub(crate) node: NodeContext,
 }
 
-/// Reads one frame; `None` at a clean end of the connection.
 async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, String> {
-    let mut len = [0u8; 4];
-    match stream.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    }
-    let len = u32::from_le_bytes(len);
-    if len > MAX_FRAME {
-        return Err(format!("frame of {len} bytes is larger than the limit"));
-    }
-    let mut body = vec![0u8; len as usize];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| format!("malformed request: {e}"))
+    crate::frame::read(stream).await
 }
 
-async fn write_response(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
-    let body = serde_json::to_vec(response).map_err(std::io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).await
+async fn write_response(stream: &mut UnixStream, response: &Response) -> Result<(), String> {
+    crate::frame::write(stream, response).await
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {

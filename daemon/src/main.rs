@@ -10,6 +10,7 @@ mod api;
 mod app;
 mod bench;
 mod config;
+mod frame;
 mod gang;
 mod peer;
 mod topo;

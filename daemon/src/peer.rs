@@ -7,7 +7,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use cohort_proto::frame::MAX_FRAME;
 use cohort_proto::peer::PEER_VERSION;
 use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
@@ -128,31 +127,14 @@ async fn handshake_inner(
 
 /// Writes one message as a frame.
 pub(crate) async fn send<T: Serialize>(stream: &mut TcpStream, message: &T) -> Result<(), String> {
-    let body = serde_json::to_vec(message).map_err(|e| e.to_string())?;
-    let len = u32::try_from(body.len()).map_err(|e| e.to_string())?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).await.map_err(|e| e.to_string())
+    crate::frame::write(stream, message).await
 }
 
-/// Reads one frame.
+/// Reads one frame; the connection closing first is an error here.
 pub(crate) async fn receive<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<T, String> {
-    let mut len = [0u8; 4];
-    stream
-        .read_exact(&mut len)
-        .await
-        .map_err(|e| e.to_string())?;
-    let len = u32::from_le_bytes(len);
-    if len > MAX_FRAME {
-        return Err(format!("frame of {len} bytes is larger than the limit"));
-    }
-    let mut body = vec![0u8; len as usize];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| format!("malformed message: {e}"))
+    crate::frame::read(stream)
+        .await?
+        .ok_or_else(|| "the connection was closed".to_owned())
 }
 
 #[cfg(test)]
