@@ -278,3 +278,76 @@ fn the_gang_benchmark_runs_the_real_protocol() {
     );
     assert!(text.contains("32 nodes: median"), "{text}");
 }
+
+/// Only root and the job's owner may join a step: another user is refused by the daemon
+/// (SO_PEERCRED), here a client running as `nobody` for a job owned by uid 0.
+#[test]
+fn another_user_cannot_join_someone_elses_step() {
+    use std::os::unix::process::CommandExt;
+    if running_as_root().is_none() {
+        return;
+    }
+    let cluster = Cluster::start(1, None);
+    let request = serde_json::to_string(&Request::Join(JoinRequest {
+        job_id: 99,
+        step_id: 0,
+        attempt: 0,
+        nodes: vec!["node0".into()],
+        node_index: 0,
+        ranks: vec![0],
+        world_size: 1,
+        gpus: vec![],
+        topology_addr: None,
+        timeout_ms: 1000,
+        uid: 0,
+    }))
+    .unwrap();
+    let hello = serde_json::to_string(&Request::Hello {
+        api_version: API_VERSION,
+        client: "nobody".into(),
+    })
+    .unwrap();
+    // A tiny client in Python (installed with the build tools), run as nobody.
+    let script = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+def send(m):
+    b = m.encode(); s.sendall(struct.pack('<I', len(b)) + b)
+def recv():
+    n = struct.unpack('<I', s.recv(4, socket.MSG_WAITALL))[0]; return s.recv(n, socket.MSG_WAITALL).decode()
+send(sys.argv[2]); recv(); send(sys.argv[3]); print(recv())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&cluster.sockets[0])
+        .arg(&hello)
+        .arg(&request)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.contains("permission_denied"),
+        "{answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(answer.contains("uid 65534 may not join job 99"), "{answer}");
+}
+
+/// `Some(())` when the tests run as root (needed to act as another user); prints why not.
+fn running_as_root() -> Option<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: acting as another user needs root"
+        );
+    }
+    root.then_some(())
+}

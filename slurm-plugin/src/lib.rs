@@ -274,12 +274,23 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
     })
 }
 
-/// Writes the plan where the tasks can read it (the job user runs this hook).
+/// Writes the plan where the job's tasks can read it (this hook runs as the job's user), and
+/// only they: mode 0600.
 fn write_plan(plan: &StepPlan, job: u32, step: u32) -> Result<String, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
     let path = format!("{dir}/cohort-plan-{job}.{step}.json");
     let tmp = format!("{path}.{}", std::process::id());
-    std::fs::write(&tmp, plan.plan.to_json_pretty()).map_err(|e| format!("{tmp}: {e}"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("{tmp}: {e}"))?;
+    file.write_all(plan.plan.to_json_pretty().as_bytes())
+        .map_err(|e| format!("{tmp}: {e}"))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{path}: {e}"))?;
     Ok(path)
 }
