@@ -126,7 +126,11 @@ async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> R
                     ),
                 );
             }
-            let result = if join.node_index == 0 {
+            let key = (join.job_id, join.step_id, join.attempt);
+            let nodes = join.nodes.clone();
+            let ranks = join.world_size as usize;
+            let leader = join.node_index == 0;
+            let result = if leader {
                 let (respond, answer) = oneshot::channel();
                 if shared
                     .gang
@@ -145,6 +149,12 @@ async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> R
             } else {
                 crate::gang::follow(shared.node.clone(), join).await
             };
+            if result.is_ok() && !leader {
+                let _ = shared
+                    .gang
+                    .send(GangCommand::Started { key, nodes, ranks })
+                    .await;
+            }
             match result {
                 Ok(plan) => Response::Joined(Box::new(plan)),
                 Err(message) => error(ErrorCode::GangFailed, message),
@@ -158,21 +168,55 @@ async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> R
                 "this node's topology could not be discovered; see cohortd's log",
             ),
         },
-        Request::GetStatus => Response::Status(StatusDoc {
-            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
-            hostname: snapshot
-                .as_ref()
-                .and_then(|s| s.doc.hostname.clone())
-                .unwrap_or_default(),
-            uptime_seconds: shared.started.elapsed().as_secs(),
-            topology_source: snapshot
-                .as_ref()
-                .map_or_else(String::new, |s| s.source.clone()),
-            topology_summary: snapshot
-                .as_ref()
-                .map_or_else(|| "not discovered".to_owned(), |s| s.summary.clone()),
-            discovered_at: snapshot.as_ref().map_or(0, |s| s.discovered_at),
-            steps: Vec::new(),
-        }),
+        Request::TaskExit(exit) => {
+            if caller_uid != Some(0) && caller_uid != Some(exit.uid) {
+                return error(
+                    ErrorCode::PermissionDenied,
+                    "only root and the job's owner report its tasks",
+                );
+            }
+            if shared
+                .gang
+                .send(GangCommand::TaskExit { exit })
+                .await
+                .is_err()
+            {
+                return error(ErrorCode::Internal, "the gang actor is gone");
+            }
+            Response::Recorded
+        }
+        Request::GetStatus => {
+            let (respond, answer) = oneshot::channel();
+            let steps = if shared
+                .gang
+                .send(GangCommand::ListSteps { respond })
+                .await
+                .is_ok()
+            {
+                answer.await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            status(shared, snapshot.as_deref(), steps)
+        }
     }
+}
+
+fn status(shared: &Shared, snapshot: Option<&Snapshot>, steps: Vec<String>) -> Response {
+    Response::Status(StatusDoc {
+        daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        hostname: snapshot
+            .as_ref()
+            .and_then(|s| s.doc.hostname.clone())
+            .unwrap_or_default(),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        topology_source: snapshot
+            .as_ref()
+            .map_or_else(String::new, |s| s.source.clone()),
+        topology_summary: snapshot
+            .as_ref()
+            .map_or_else(|| "not discovered".to_owned(), |s| s.summary.clone()),
+        discovered_at: snapshot.as_ref().map_or(0, |s| s.discovered_at),
+        steps,
+    })
 }

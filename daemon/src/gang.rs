@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cohort_proto::daemon::{JoinRequest, StepPlan};
+use cohort_proto::daemon::{JoinRequest, StepPlan, TaskExit};
 use cohort_proto::peer::{PeerMsg, Summary};
 use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
 use cohort_topology::{LocalPlanOptions, Topology};
@@ -37,9 +37,40 @@ pub(crate) enum GangCommand {
         local_ip: IpAddr,
         respond: oneshot::Sender<PeerMsg>,
     },
+    /// A follower's step started (for the records).
+    Started {
+        key: StepKey,
+        nodes: Vec<String>,
+        ranks: usize,
+    },
+    /// A local task ended.
+    TaskExit { exit: TaskExit },
+    /// Another node says one of its tasks failed.
+    PeerTaskFailed {
+        key: StepKey,
+        rank: u32,
+        node: String,
+        status: i32,
+    },
+    /// One line per known step, for `cohort status`.
+    ListSteps {
+        respond: oneshot::Sender<Vec<String>>,
+    },
     /// Check deadlines.
     Tick,
 }
+
+/// What a node remembers of a started step.
+#[derive(Debug)]
+struct StepRecord {
+    nodes: Vec<String>,
+    ranks: usize,
+    ended: usize,
+    failed: Vec<(u32, String, i32)>,
+}
+
+/// Steps remembered for `cohort status`.
+const RECORDS: usize = 256;
 
 /// What every gang task needs to know about this node.
 #[derive(Debug, Clone)]
@@ -57,7 +88,7 @@ const ORPHAN_LIMIT: Duration = Duration::from_secs(120);
 const FINISHED_MEMORY: usize = 4096;
 
 /// A step launch: job, step, attempt.
-type StepKey = (u32, u32, u32);
+pub(crate) type StepKey = (u32, u32, u32);
 
 /// The leader's own join: the request, its deadline, where the answer goes.
 type LeaderJoin = (
@@ -157,8 +188,83 @@ fn topology_of(ctx: &NodeContext) -> Option<Arc<Snapshot>> {
 pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangCommand>) {
     let mut gangs: BTreeMap<StepKey, Gang> = BTreeMap::new();
     let mut finished: BTreeSet<StepKey> = BTreeSet::new();
+    let mut records: BTreeMap<StepKey, StepRecord> = BTreeMap::new();
     while let Some(command) = commands.recv().await {
         match command {
+            GangCommand::Started { key, nodes, ranks } => {
+                remember(&mut records, key, nodes, ranks);
+                continue;
+            }
+            GangCommand::TaskExit { exit } => {
+                let key = (exit.job_id, exit.step_id, exit.attempt);
+                if let Some(record) = records.get_mut(&key) {
+                    record.ended += 1;
+                    if exit.status != 0 {
+                        record
+                            .failed
+                            .push((exit.rank, ctx.node.clone(), exit.status));
+                        warn!(
+                            job = key.0,
+                            step = key.1,
+                            rank = exit.rank,
+                            status = exit.status,
+                            "task failed; telling the step's other nodes"
+                        );
+                        for node in record.nodes.iter().filter(|n| **n != ctx.node) {
+                            tokio::spawn(tell_task_failed(
+                                ctx.clone(),
+                                node.clone(),
+                                key,
+                                exit.rank,
+                                exit.status,
+                            ));
+                        }
+                    }
+                }
+                continue;
+            }
+            GangCommand::PeerTaskFailed {
+                key,
+                rank,
+                node,
+                status,
+            } => {
+                if let Some(record) = records.get_mut(&key) {
+                    info!(job = key.0, step = key.1, rank, node = %node, status, "a task of this step failed on another node");
+                    record.failed.push((rank, node, status));
+                }
+                continue;
+            }
+            GangCommand::ListSteps { respond } => {
+                let lines = records
+                    .iter()
+                    .map(|((job, step, attempt), record)| {
+                        let state = if record.failed.is_empty() {
+                            if record.ended > 0 {
+                                format!("{} local task(s) ended", record.ended)
+                            } else {
+                                "running".to_owned()
+                            }
+                        } else {
+                            let failures: Vec<String> = record
+                                .failed
+                                .iter()
+                                .map(|(rank, node, status)| {
+                                    format!("rank {rank} on {node} (status {status})")
+                                })
+                                .collect();
+                            format!("failed: {}", failures.join(", "))
+                        };
+                        format!(
+                            "{job}.{step} attempt {attempt}: {} ranks on {} nodes, {state}",
+                            record.ranks,
+                            record.nodes.len()
+                        )
+                    })
+                    .collect();
+                let _ = respond.send(lines);
+                continue;
+            }
             GangCommand::LeaderJoin { request, respond } => {
                 let key = (request.job_id, request.step_id, request.attempt);
                 if finished.contains(&key) {
@@ -223,6 +329,16 @@ pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangComma
             };
             let decision = decide(&ctx, gang, now);
             if let Some(outcome) = decision {
+                if let (Outcome::Plan(plan), Some(gang)) = (&outcome, gangs.get(&key)) {
+                    if let Some((request, _, _)) = &gang.leader {
+                        remember(
+                            &mut records,
+                            key,
+                            request.nodes.clone(),
+                            plan.plan.ranks.len(),
+                        );
+                    }
+                }
                 if let Some(gang) = gangs.remove(&key) {
                     finish(gang, outcome);
                 }
@@ -232,6 +348,55 @@ pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangComma
                 }
             }
         }
+    }
+}
+
+fn remember(
+    records: &mut BTreeMap<StepKey, StepRecord>,
+    key: StepKey,
+    nodes: Vec<String>,
+    ranks: usize,
+) {
+    records.insert(
+        key,
+        StepRecord {
+            nodes,
+            ranks,
+            ended: 0,
+            failed: Vec::new(),
+        },
+    );
+    while records.len() > RECORDS {
+        records.pop_first();
+    }
+}
+
+/// Tells another node's daemon that a task of a shared step failed here (best effort: the
+/// collectives detect a dead rank by themselves; this is for the records and `cohort status`).
+async fn tell_task_failed(ctx: NodeContext, node: String, key: StepKey, rank: u32, status: i32) {
+    let result = async {
+        let address = resolve(&ctx, &node).await?;
+        let mut stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        peer::handshake(&mut stream, &ctx.key, true, Duration::from_secs(5)).await?;
+        peer::send(
+            &mut stream,
+            &PeerMsg::TaskFailed {
+                job_id: key.0,
+                step_id: key.1,
+                attempt: key.2,
+                rank,
+                node: ctx.node.clone(),
+                status,
+            },
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = result {
+        warn!("could not tell {node} that rank {rank} failed: {e}");
     }
 }
 
@@ -467,7 +632,9 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
     match answer {
         PeerMsg::Plan(plan) => Ok(*plan),
         PeerMsg::Abort { reason, .. } => Err(reason),
-        PeerMsg::Summary(_) => Err(format!("the leader {leader} answered with a summary")),
+        PeerMsg::Summary(_) | PeerMsg::TaskFailed { .. } => {
+            Err(format!("the leader {leader} answered out of turn"))
+        }
     }
 }
 
@@ -485,6 +652,24 @@ pub(crate) async fn serve_peer(
     }
     let summary = match peer::receive::<PeerMsg>(&mut stream).await {
         Ok(PeerMsg::Summary(summary)) => summary,
+        Ok(PeerMsg::TaskFailed {
+            job_id,
+            step_id,
+            attempt,
+            rank,
+            node,
+            status,
+        }) => {
+            let _ = commands
+                .send(GangCommand::PeerTaskFailed {
+                    key: (job_id, step_id, attempt),
+                    rank,
+                    node,
+                    status,
+                })
+                .await;
+            return;
+        }
         Ok(other) => {
             warn!("peer {who} sent {other:?} instead of a summary");
             return;

@@ -33,6 +33,26 @@ pub enum Request {
     /// Join a job step's gang start; answered with the plan once every node has joined, or an
     /// error naming the missing nodes at the deadline.
     Join(JoinRequest),
+    /// A task of a step ended (sent by the plugin from slurmstepd).
+    TaskExit(TaskExit),
+}
+
+/// The end of one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExit {
+    /// Slurm job id.
+    pub job_id: u32,
+    /// Slurm step id.
+    pub step_id: u32,
+    /// The launch attempt.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The task's global rank.
+    pub rank: u32,
+    /// Its wait status as Slurm reports it (0: success).
+    pub status: i32,
+    /// The job owner's uid.
+    pub uid: u32,
 }
 
 /// What a node contributes to a step's gang start (sent by the SPANK plugin in slurmstepd).
@@ -96,6 +116,8 @@ pub enum Response {
     Status(StatusDoc),
     /// Answer to `Join`: the step's plan.
     Joined(Box<StepPlan>),
+    /// Answer to `TaskExit`.
+    Recorded,
     /// The request failed.
     Error {
         /// What kind of failure, stable across releases.
@@ -140,7 +162,8 @@ pub struct StatusDoc {
     pub topology_summary: String,
     /// When the topology was last discovered (seconds since the Unix epoch).
     pub discovered_at: u64,
-    /// Job steps the daemon knows about.
+    /// Job steps the daemon knows about, one line each (`12.0 attempt 0: 16 ranks on 4 nodes,
+    /// running`), newest last.
     #[serde(default)]
     pub steps: Vec<String>,
 }

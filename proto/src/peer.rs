@@ -19,6 +19,21 @@ pub enum PeerMsg {
     Summary(Summary),
     /// The leader's plan for the step.
     Plan(Box<StepPlan>),
+    /// A task of a running step failed on the sender's node; sent to the step's other nodes.
+    TaskFailed {
+        /// Slurm job id.
+        job_id: u32,
+        /// Slurm step id.
+        step_id: u32,
+        /// The launch attempt.
+        attempt: u32,
+        /// The failed task's rank.
+        rank: u32,
+        /// Its node.
+        node: String,
+        /// Its wait status.
+        status: i32,
+    },
     /// The gang failed; every node fails the step with this reason.
     Abort {
         /// Slurm job id.

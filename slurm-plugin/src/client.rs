@@ -3,10 +3,37 @@
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use cohort_proto::daemon::{JoinRequest, Request, Response, StepPlan, API_VERSION};
+use cohort_proto::daemon::{JoinRequest, Request, Response, StepPlan, TaskExit, API_VERSION};
 use cohort_proto::frame::{read_frame, write_frame};
 
 use crate::args::PluginConfig;
+
+/// Reports a task's end (best effort, a few seconds at most).
+pub(crate) fn report_exit(socket: &std::path::Path, exit: &TaskExit) -> Result<(), String> {
+    let mut stream =
+        UnixStream::connect(socket).map_err(|e| format!("cohortd at {}: {e}", socket.display()))?;
+    let limit = Some(Duration::from_secs(3));
+    stream
+        .set_read_timeout(limit)
+        .and_then(|()| stream.set_write_timeout(limit))
+        .map_err(|e| e.to_string())?;
+    let talk = |e: cohort_proto::frame::FrameError| e.to_string();
+    write_frame(
+        &mut stream,
+        &Request::Hello {
+            api_version: API_VERSION,
+            client: format!("spank_cohort {}", env!("CARGO_PKG_VERSION")),
+        },
+    )
+    .map_err(talk)?;
+    let _: Response = read_frame(&mut stream).map_err(talk)?;
+    write_frame(&mut stream, &Request::TaskExit(exit.clone())).map_err(talk)?;
+    match read_frame::<Response>(&mut stream).map_err(talk)? {
+        Response::Recorded => Ok(()),
+        Response::Error { message, .. } => Err(message),
+        other => Err(format!("cohortd answered {other:?}")),
+    }
+}
 
 /// Joins the step; the error says why in words for srun's stderr.
 pub(crate) fn join(config: &PluginConfig, request: &JoinRequest) -> Result<StepPlan, String> {

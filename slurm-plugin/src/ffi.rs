@@ -58,6 +58,7 @@ pub(crate) mod item {
     pub(crate) const S_JOB_LOCAL_TASK_COUNT: c_int = 6;
     pub(crate) const S_JOB_TOTAL_TASK_COUNT: c_int = 7;
     pub(crate) const S_TASK_GLOBAL_ID: c_int = 12;
+    pub(crate) const S_TASK_EXIT_STATUS: c_int = 13;
     pub(crate) const S_JOB_LOCAL_TO_GLOBAL_ID: c_int = 17;
     pub(crate) const S_SLURM_RESTART_COUNT: c_int = 29;
 }
@@ -105,6 +106,17 @@ pub(crate) fn get_u32(spank: Spank, which: c_int) -> Result<u32, String> {
     // SAFETY: every item read through this function is documented in spank.h as taking one
     // `uint32_t *` (or `uid_t *`, also 32 bits), and `value` outlives the call.
     match unsafe { spank_get_item(spank, which, &mut value as *mut u32) } {
+        0 => Ok(value),
+        code => Err(format!("spank_get_item({which}) failed ({code})")),
+    }
+}
+
+/// An `int` item.
+pub(crate) fn get_i32(spank: Spank, which: c_int) -> Result<i32, String> {
+    let mut value: c_int = 0;
+    // SAFETY: items read through this function (S_TASK_EXIT_STATUS) take one `int *`, and
+    // `value` outlives the call.
+    match unsafe { spank_get_item(spank, which, &mut value as *mut c_int) } {
         0 => Ok(value),
         code => Err(format!("spank_get_item({which}) failed ({code})")),
     }

@@ -102,6 +102,9 @@ struct StepData {
     plan: StepPlan,
     plan_path: String,
     bind: Bind,
+    socket: std::path::PathBuf,
+    key: (u32, u32, u32),
+    uid: u32,
 }
 
 static STEP: OnceLock<StepData> = OnceLock::new();
@@ -219,6 +222,9 @@ pub extern "C" fn slurm_spank_user_init(
             plan,
             plan_path,
             bind,
+            socket: config.socket.clone(),
+            key: (request.job_id, request.step_id, request.attempt),
+            uid: request.uid,
         });
         Ok(())
     })
@@ -341,6 +347,37 @@ fn parse_cpus(list: &str) -> Vec<usize> {
             }
         })
         .collect()
+}
+
+/// `slurm_spank_task_exit` (slurmstepd, as each task ends): tells cohortd, which tells the
+/// step's other nodes when the task failed.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_task_exit(
+    spank: Spank,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guarded("task_exit", || {
+        let Some(step) = STEP.get() else {
+            return Ok(());
+        };
+        let exit = cohort_proto::daemon::TaskExit {
+            job_id: step.key.0,
+            step_id: step.key.1,
+            attempt: step.key.2,
+            rank: ffi::get_u32(spank, item::S_TASK_GLOBAL_ID)?,
+            status: ffi::get_i32(spank, item::S_TASK_EXIT_STATUS)?,
+            uid: step.uid,
+        };
+        // A daemon that cannot be told is worth a log line, not a failed step.
+        if let Err(e) = client::report_exit(&step.socket, &exit) {
+            ffi::info(&format!(
+                "rank {}: could not report its exit: {e}",
+                exit.rank
+            ));
+        }
+        Ok(())
+    })
 }
 
 /// `slurm_spank_exit`: says so when the step ran through Cohort.

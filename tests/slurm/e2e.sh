@@ -72,7 +72,14 @@ elapsed=$(($(date +%s) - start - 2))
 [[ $(cat "$L/kill.rc") != 0 ]] || fail "srun succeeded after a task was killed"
 grep -q "rank 1 on node2" "$L/kill.out" || fail "the error does not name rank 1 on node2:\n$(cat "$L/kill.out")"
 [[ $elapsed -le 15 ]] || fail "took ${elapsed}s"
-ok "a killed task is named by its peers (${elapsed}s); srun fails"
+# The daemons heard of it too: node1's knows that rank 1 failed on node2.
+for _ in $(seq 1 50); do
+    "$COHORT" status --socket "$L/run/node1/cohortd.sock" | grep -q "rank 1 on node2" && break
+    sleep 0.1
+done
+"$COHORT" status --socket "$L/run/node1/cohortd.sock" | grep -q "failed: .*rank 1 on node2" || \
+    fail "node1's cohortd did not hear of rank 1:\n$("$COHORT" status --socket "$L/run/node1/cohortd.sock")"
+ok "a killed task is named by its peers (${elapsed}s) and its node's daemon tells the others; srun fails"
 
 # 5. One node's cohortd stopped: the step fails on every node naming it; healthy nodes go on.
 pid=$(pgrep -f "cohortd --config $L/etc/cohortd-node4.toml" | head -1)
