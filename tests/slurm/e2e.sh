@@ -2,7 +2,8 @@
 # End-to-end tests of cohortd and spank_cohort.so on a real 4-node Slurm cluster made by
 # tests/slurm/cluster.sh (network namespaces on this machine). Needs root and release builds:
 #   cargo build --release -p cohort-daemon -p cohort-slurm-plugin -p cohort-cli -p cohort-examples
-# Each scenario prints "ok: ..." or fails the script with what went wrong.
+# Each scenario prints "ok: ..." or fails the script with what went wrong (the cluster's logs
+# are then left in the temporary directory it names).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 L=$(mktemp -d /tmp/cohort-slurm.XXXXXX)
@@ -21,7 +22,8 @@ ok() { echo "ok: $*"; }
 
 # 1. 16 ranks on 4 nodes: distinct ranks, each GPU with its own NIC, one store for all.
 out=$(timeout 60 srun -N4 --ntasks-per-node=4 --gpus-per-task=1 --cohort sh -c \
-    'echo "$COHORT_RANK $COHORT_WORLD_SIZE $CUDA_VISIBLE_DEVICES $COHORT_NIC $(hostname) $COHORT_STORE $RANK $MASTER_ADDR"' 2>&1)
+    'echo "$COHORT_RANK $COHORT_WORLD_SIZE $CUDA_VISIBLE_DEVICES $COHORT_NIC $(hostname) $COHORT_STORE $RANK $MASTER_ADDR $COHORT_CPUS"' 2>&1)
+out=$(echo "$out" | awk 'NF == 9 {print $1, $2, $3, $4, $5, $6, $7, $8; print $1, $3, $9 > "/dev/stderr"}' 2> "$L/cpus.out")
 ranks=$(echo "$out" | awk 'NF == 8 {print $1}' | sort -n | uniq | tr '\n' ' ')
 [[ $ranks == "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 " ]] || fail "ranks: $ranks\n$out"
 [[ $(echo "$out" | awk 'NF == 8 {print $2}' | sort -u) == 16 ]] || fail "world size\n$out"
@@ -30,6 +32,10 @@ ranks=$(echo "$out" | awk 'NF == 8 {print $1}' | sort -n | uniq | tr '\n' ' ')
 if [[ -f $ROOT/../shared/fixtures/topologies/juwels-booster_4xA100_4xHDR.hwloc.xml ]]; then
     # JUWELS Booster: GPU i shares a PCIe switch with HCA mlx5_i.
     [[ $(echo "$out" | awk 'NF == 8 && "mlx5_" $3 != $4' | wc -l) == 0 ]] || fail "GPU-NIC pairs\n$out"
+    # Each task's CPUs are its GPU's NUMA node's (JUWELS Booster: GPU0 on NUMA 3, CPUs 18-23,66-71).
+    [[ $(wc -l < "$L/cpus.out") == 16 ]] || fail "COHORT_CPUS missing:\n$(cat "$L/cpus.out")"
+    [[ $(awk '$2 == 0 && $3 != "18-23,66-71"' "$L/cpus.out" | wc -l) == 0 ]] || fail "GPU0's CPUs:\n$(cat "$L/cpus.out")"
+    [[ $(awk '$2 == 3 && $3 != "30-35,78-83"' "$L/cpus.out" | wc -l) == 0 ]] || fail "GPU3's CPUs:\n$(cat "$L/cpus.out")"
 fi
 for node in node1 node2 node3 node4; do
     [[ $(echo "$out" | awk -v n=$node 'NF == 8 && $5 == n' | wc -l) == 4 ]] || fail "4 tasks on $node"
@@ -92,6 +98,21 @@ grep -q "cannot reach cohortd" "$L/missing.out" || fail "$(cat "$L/missing.out")
 [[ $(grep -c "nodes missing at the deadline.*node4" "$L/missing.out") -ge 3 ]] || \
     fail "healthy nodes do not name node4:\n$(cat "$L/missing.out")"
 [[ $elapsed -le 30 ]] || fail "took ${elapsed}s"
+[[ -z $(squeue -h) ]] || fail "steps left running:\n$(squeue)"
 timeout 60 srun -N3 -w node[1-3] --cohort true || fail "healthy nodes cannot start a step"
 ok "a node without cohortd fails the step everywhere, named (${elapsed}s); the others go on"
+# 6. Another user cannot read a step's plan (the daemon also refuses their joins and exit
+#    reports for it: see the daemon's tests).
+timeout 60 srun -N1 -w node1 --cohort sh -c 'sleep 4' > /dev/null 2>&1 &
+for _ in $(seq 1 40); do ls /tmp/cohort-plan-*.json > /dev/null 2>&1 && break; sleep 0.1; done
+plan=$(ls /tmp/cohort-plan-*.json 2>/dev/null | head -1)
+[[ -n $plan ]] || fail "no plan file while a step runs"
+if setpriv --reuid=65534 --regid=65534 --clear-groups cat "$plan" > /dev/null 2>&1; then
+    fail "another user can read $plan"
+fi
+wait
+ok "another user cannot read a running step's plan"
+"$ROOT/tests/slurm/cluster.sh" down "$L"
+trap - EXIT
+rm -rf "$L"
 echo "all Slurm end-to-end tests passed"
