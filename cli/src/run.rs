@@ -237,6 +237,8 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         let _ = pump.join();
     }
     drop(dir);
+    // Ranks killed while setting up can leave their shared-memory rings behind.
+    cohort_collectives::remove_job_shm(secret.as_bytes(), &store);
     if let Some((rank, status)) = failure {
         eprintln!(
             "cohort: run failed: rank {rank} ended with {}",

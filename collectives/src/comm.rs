@@ -245,6 +245,21 @@ fn job_tag(secret: &[u8], store: &str) -> String {
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Removes the shared-memory ring files a job left behind, if any (ranks unlink them once
+/// mapped, so only a rank killed during set-up leaves some); returns how many were removed.
+/// Launchers call it when a job ends, with the job's secret and store address.
+pub fn remove_job_shm(secret: &[u8], store: &str) -> usize {
+    let prefix = format!("cohort-{}-", job_tag(secret, store));
+    let Ok(entries) = std::fs::read_dir(shm_dir()) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+        .count()
+}
+
 fn shm_dir() -> PathBuf {
     let dev_shm = PathBuf::from("/dev/shm");
     if dev_shm.is_dir() {
@@ -788,5 +803,24 @@ fn connect_with_retry(address: SocketAddr, deadline: Instant) -> std::io::Result
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_leftover_rings_are_removed_and_nothing_else() {
+        let dir = shm_dir();
+        let tag = job_tag(b"secret-of-this-test", "127.0.0.1:1");
+        let mine = shm::ring_path(&dir, &tag, 9, 8);
+        let other = shm::ring_path(&dir, &job_tag(b"another-job", "127.0.0.1:1"), 9, 8);
+        std::fs::write(&mine, b"x").unwrap();
+        std::fs::write(&other, b"x").unwrap();
+        assert_eq!(remove_job_shm(b"secret-of-this-test", "127.0.0.1:1"), 1);
+        assert!(!mine.exists());
+        assert!(other.exists());
+        std::fs::remove_file(other).unwrap();
     }
 }

@@ -27,7 +27,9 @@ pub mod torch;
 
 pub use algo::Algorithm;
 pub use auth::generate_secret;
-pub use comm::{AbortHandle, CommOptions, Communicator, Handle, Transport, DEFAULT_TIMEOUT};
+pub use comm::{
+    remove_job_shm, AbortHandle, CommOptions, Communicator, Handle, Transport, DEFAULT_TIMEOUT,
+};
 pub use dtype::{DataType, Element, ReduceOp};
 pub use error::{CommError, InitError};
 pub use half::{bf16, f16};
