@@ -679,8 +679,7 @@ pub(crate) async fn serve_peer(
             return;
         }
     };
-    let limit =
-        Duration::from_millis(summary.timeout_ms) + Duration::from_secs(ORPHAN_LIMIT.as_secs());
+    let limit = Duration::from_millis(summary.timeout_ms) + ORPHAN_LIMIT;
     let (respond, answer) = oneshot::channel();
     let command = GangCommand::Summary {
         summary,

@@ -37,7 +37,7 @@ pub(crate) fn discover_live() -> Result<Topology, HwlocError> {
         .map_err(|e| build(&e))?
         .build()
         .map_err(|e| build(&e))?;
-    let mut topo = convert(&hwloc);
+    let mut topo = convert(&hwloc, SourceKind::HwlocLive);
     topo.record_source(SourceKind::HwlocLive, true, hwloc_version());
     Ok(topo)
 }
@@ -51,7 +51,7 @@ pub(crate) fn load_xml(xml: &str, origin: &str) -> Result<Topology, HwlocError> 
         .map_err(|e| HwlocError::Build(e.to_string()))?
         .build()
         .map_err(|e| HwlocError::Xml(e.to_string()))?;
-    let mut topo = convert(&hwloc);
+    let mut topo = convert(&hwloc, SourceKind::HwlocXml);
     topo.record_source(SourceKind::HwlocXml, true, origin);
     Ok(topo)
 }
@@ -114,7 +114,8 @@ fn locality_of(obj: &TopologyObject) -> Locality {
     Locality { numa_nodes, cpus }
 }
 
-fn convert(hwloc: &HwlocTopology) -> Topology {
+/// Builds the model; `source` is what every GPU and NIC found here is attributed to.
+fn convert(hwloc: &HwlocTopology, source: SourceKind) -> Topology {
     let root = hwloc.root_object();
     let mut topo = Topology {
         hostname: cstr(root.info("HostName")),
@@ -151,7 +152,13 @@ fn convert(hwloc: &HwlocTopology) -> Topology {
     }
     topo.pci = walk.pci;
 
-    collect_devices(&mut topo, &walk.osdevs, &walk.pci_names, walk.loose_osdevs);
+    collect_devices(
+        &mut topo,
+        source,
+        &walk.osdevs,
+        &walk.pci_names,
+        walk.loose_osdevs,
+    );
     add_nvlinks(&mut topo, hwloc, &walk.by_object);
     topo
 }
@@ -284,14 +291,11 @@ pub(crate) fn guess_nic_kind(name: &str, class: Option<u16>, netdevs: &[Netdev])
 
 fn collect_devices(
     topo: &mut Topology,
+    source: SourceKind,
     osdevs: &HashMap<PciIdx, Vec<OsDev>>,
     pci_names: &HashMap<PciIdx, String>,
     loose: Vec<(Locality, OsDev)>,
 ) {
-    let source = topo
-        .sources
-        .last()
-        .map_or(SourceKind::HwlocXml, |source| source.kind);
     let mut gpus: Vec<(BusId, Gpu)> = Vec::new();
     for (idx, node) in topo.pci.iter().enumerate() {
         if node.kind != PciKind::Endpoint {

@@ -8,7 +8,7 @@
 mod common;
 
 use cohort_proto::topology::TopologyDoc;
-use cohort_topology::model::{NicKind, PortState};
+use cohort_topology::model::{NicKind, PortState, SourceKind};
 use cohort_topology::{AssignError, Device, LiveOptions, PathClass, SysfsRoot, Topology};
 use expect_test::expect_file;
 
@@ -72,6 +72,15 @@ fn rails_node_gives_two_hcas_to_one_gpu_and_tells_host_bridges_apart() {
     assert_eq!(topo.nics[0].kind, NicKind::InfiniBand);
     assert_eq!(topo.plain_netdevs, ["eth0"]);
     assert_eq!(topo.gpus[0].model.as_deref(), Some("NVIDIA H100 80GB HBM3"));
+    // Every fact is attributed to the source it came from.
+    assert!(topo
+        .gpus
+        .iter()
+        .all(|gpu| gpu.sources == [SourceKind::HwlocXml]));
+    assert!(topo
+        .nics
+        .iter()
+        .all(|nic| nic.sources == [SourceKind::HwlocXml]));
     assert!(topo.doctor().is_empty(), "{:?}", topo.doctor());
     expect_file!["snapshots/own-1s-2gpu-rails-roce.txt"].assert_eq(&render_all(&topo));
     round_trip_through_nccl(&topo);
