@@ -1,0 +1,539 @@
+//! The catalog's directory tree: creating and finding experiments and trials, and writing a
+//! trial's state.
+//!
+//! ```text
+//! ROOT/catalog.json                                  marker (format, version)
+//! ROOT/experiments/<slug>-<hash>/experiment.json     written once (link: first wins)
+//! ROOT/experiments/<slug>-<hash>/trials/<000001>/    mkdir: the number is taken by whoever creates it
+//!     trial.json     what the trial is (written once by its creator)
+//!     state.json     its state (replaced by rename)
+//!     metrics-<NNNN>.clog   metric log segments, one writer each
+//!     gc-*.json      checkpoints deleted by collection
+//! ROOT/index/<slug>-<hash>.json                      rebuildable summary cache
+//! ```
+//! The experiment's directory is derived from its name alone, so any node finds or creates it
+//! without listing anything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cohort_proto::catalog::{
+    CatalogMarker, ExperimentRecord, StateRecord, TrialRecord, TrialState, CATALOG_VERSION,
+};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::{CatalogError, Warning};
+use crate::fsutil;
+
+/// An open catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    root: PathBuf,
+}
+
+/// An experiment found in the catalog.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// Its record.
+    pub record: ExperimentRecord,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// What to create an experiment with.
+#[derive(Debug, Clone, Default)]
+pub struct NewExperiment {
+    /// Name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Configuration to keep with it.
+    pub config: serde_json::Value,
+    /// Searcher driving it.
+    pub searcher: Option<String>,
+}
+
+/// A trial's location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialRef {
+    /// Experiment name.
+    pub experiment: String,
+    /// Trial number.
+    pub id: u64,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// Name of a trial's directory.
+pub fn trial_dir_name(id: u64) -> String {
+    format!("{id:06}")
+}
+
+/// Directory name for an experiment name: a readable slug plus a hash of the full name, so
+/// different names never share a directory and the same name always maps to the same one.
+pub fn experiment_dir_name(name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    let slug = slug.trim_start_matches('.');
+    let digest = Sha256::digest(name.as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{slug}-{hash}")
+}
+
+/// Parses a JSON record, checking its `format` and major `version`.
+pub(crate) fn parse_record<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    format: &str,
+) -> Result<T, CatalogError> {
+    let malformed = |problem: String| CatalogError::Malformed {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        if bytes.is_empty() {
+            malformed("empty file".to_owned())
+        } else {
+            malformed(format!("not valid JSON ({e})"))
+        }
+    })?;
+    let found = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
+    if found != format {
+        return Err(malformed(format!("format {found:?}, expected {format:?}")));
+    }
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(CATALOG_VERSION)) {
+        return Err(malformed(format!(
+            "version {}, this release reads version {CATALOG_VERSION}",
+            version.map_or_else(|| "missing".to_owned(), |v| v.to_string())
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| malformed(format!("{e}")))
+}
+
+pub(crate) fn read_record<T: DeserializeOwned>(
+    path: &Path,
+    format: &str,
+) -> Result<T, CatalogError> {
+    parse_record(path, &fsutil::read(path)?, format)
+}
+
+fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+impl Catalog {
+    /// Opens an existing catalog.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
+        let root = root.into();
+        let marker = root.join("catalog.json");
+        if !marker.exists() {
+            return Err(CatalogError::NotACatalog { path: root });
+        }
+        let _: CatalogMarker = read_record(&marker, "cohort.catalog")?;
+        Ok(Catalog { root })
+    }
+
+    /// Opens the catalog at `root`, creating it (and its parents) if absent. Safe to call from
+    /// many processes at once.
+    pub fn open_or_create(root: impl Into<PathBuf>) -> Result<Catalog, CatalogError> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("experiments")).map_err(|source| CatalogError::Io {
+            path: root.clone(),
+            what: "cannot create the catalog",
+            source,
+        })?;
+        let marker = root.join("catalog.json");
+        if !marker.exists() {
+            let record = CatalogMarker {
+                format: "cohort.catalog".into(),
+                version: CATALOG_VERSION,
+                created: fsutil::now(),
+            };
+            fsutil::publish_new(&marker, &to_json(&record))?;
+        }
+        Catalog::open(root)
+    }
+
+    /// The catalog's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of the experiment called `name` (whether or not it exists).
+    pub fn experiment_dir(&self, name: &str) -> PathBuf {
+        self.root
+            .join("experiments")
+            .join(experiment_dir_name(name))
+    }
+
+    /// Creates the experiment, or returns the existing one of that name. Returns whether this
+    /// call created it. Many processes on many nodes may call this at once: exactly one record
+    /// is published and every caller gets it.
+    pub fn create_experiment(
+        &self,
+        spec: &NewExperiment,
+    ) -> Result<(Experiment, bool), CatalogError> {
+        if spec.name.trim().is_empty() {
+            return Err(CatalogError::BadQuery(
+                "an experiment name must not be empty".into(),
+            ));
+        }
+        let dir = self.experiment_dir(&spec.name);
+        let path = dir.join("experiment.json");
+        if path.exists() {
+            return Ok((self.experiment_at(&dir, &spec.name)?, false));
+        }
+        fsutil::mkdir_if_absent(&dir)?;
+        fsutil::mkdir_if_absent(&dir.join("trials"))?;
+        let record = ExperimentRecord {
+            format: "cohort.experiment".into(),
+            version: CATALOG_VERSION,
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            config: spec.config.clone(),
+            owner: fsutil::writer(),
+            created: fsutil::now(),
+            searcher: spec.searcher.clone(),
+            nonce: fsutil::nonce(),
+        };
+        fsutil::publish_new(&path, &to_json(&record))?;
+        // Whatever link(2) said, the published record decides (on NFS a retried link can fail
+        // although it happened).
+        let winner = self.experiment_at(&dir, &spec.name)?;
+        let created = winner.record.nonce == record.nonce;
+        Ok((winner, created))
+    }
+
+    fn experiment_at(&self, dir: &Path, name: &str) -> Result<Experiment, CatalogError> {
+        let path = dir.join("experiment.json");
+        let record: ExperimentRecord = read_record(&path, "cohort.experiment")?;
+        if record.name != name {
+            return Err(CatalogError::Malformed {
+                path,
+                problem: format!("holds experiment {:?}, expected {name:?}", record.name),
+            });
+        }
+        Ok(Experiment {
+            record,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The experiment called `name`.
+    pub fn experiment(&self, name: &str) -> Result<Experiment, CatalogError> {
+        let dir = self.experiment_dir(name);
+        if !dir.join("experiment.json").exists() {
+            return Err(CatalogError::NoExperiment {
+                name: name.to_owned(),
+                root: self.root.clone(),
+            });
+        }
+        self.experiment_at(&dir, name)
+    }
+
+    /// Every experiment, by name; unreadable ones become warnings.
+    pub fn experiments(&self) -> Result<(Vec<Experiment>, Vec<Warning>), CatalogError> {
+        let base = self.root.join("experiments");
+        let entries = std::fs::read_dir(&base).map_err(|source| CatalogError::Io {
+            path: base.clone(),
+            what: "cannot list",
+            source,
+        })?;
+        let dirs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
+        use rayon::prelude::*;
+        let results: Vec<Result<Experiment, Warning>> = dirs
+            .par_iter()
+            .map(|dir| {
+                let path = dir.join("experiment.json");
+                match read_record::<ExperimentRecord>(&path, "cohort.experiment") {
+                    Ok(record) => Ok(Experiment {
+                        record,
+                        dir: dir.clone(),
+                    }),
+                    Err(CatalogError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        Err(Warning {
+                            path: dir.clone(),
+                            problem:
+                                "no experiment.json (being created, or not an experiment); skipped"
+                                    .into(),
+                        })
+                    }
+                    Err(e) => Err(Warning {
+                        path: path.clone(),
+                        problem: format!("{}; skipped", strip_path(&e, &path)),
+                    }),
+                }
+            })
+            .collect();
+        let mut experiments = Vec::new();
+        let mut warnings = Vec::new();
+        for result in results {
+            match result {
+                Ok(e) => experiments.push(e),
+                Err(w) => warnings.push(w),
+            }
+        }
+        experiments.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        Ok((experiments, warnings))
+    }
+
+    /// Creates a trial: takes the next free number by `mkdir`, then publishes its record and
+    /// (if `state` is given) its first state.
+    pub fn create_trial(
+        &self,
+        experiment: &Experiment,
+        hparams: BTreeMap<String, serde_json::Value>,
+        command: Vec<String>,
+        state: Option<TrialState>,
+    ) -> Result<TrialRef, CatalogError> {
+        let trials = experiment.dir.join("trials");
+        fsutil::mkdir_if_absent(&trials)?;
+        let existing = std::fs::read_dir(&trials)
+            .map(|entries| entries.count() as u64)
+            .unwrap_or(0);
+        let mut id = existing + 1;
+        let dir = loop {
+            let dir = trials.join(trial_dir_name(id));
+            if fsutil::mkdir_if_absent(&dir)? {
+                break dir;
+            }
+            id += 1;
+        };
+        let record = TrialRecord {
+            format: "cohort.trial".into(),
+            version: CATALOG_VERSION,
+            experiment: experiment.record.name.clone(),
+            id,
+            hparams,
+            created: fsutil::now(),
+            created_by: fsutil::writer(),
+            command,
+        };
+        fsutil::publish_new(&dir.join("trial.json"), &to_json(&record))?;
+        let trial = TrialRef {
+            experiment: experiment.record.name.clone(),
+            id,
+            dir,
+        };
+        if let Some(state) = state {
+            let mut record = new_state(state);
+            if state == TrialState::Queued {
+                record.queued = Some(record.updated);
+            }
+            write_state(&trial.dir, &record)?;
+        }
+        Ok(trial)
+    }
+
+    /// The trial `id` of `experiment`.
+    pub fn trial(&self, experiment: &Experiment, id: u64) -> Result<TrialRef, CatalogError> {
+        let dir = experiment.dir.join("trials").join(trial_dir_name(id));
+        if !dir.join("trial.json").exists() {
+            return Err(CatalogError::NoTrial {
+                experiment: experiment.record.name.clone(),
+                id,
+            });
+        }
+        Ok(TrialRef {
+            experiment: experiment.record.name.clone(),
+            id,
+            dir,
+        })
+    }
+
+    /// Where the index of `experiment` is kept.
+    pub fn index_path(&self, experiment: &Experiment) -> PathBuf {
+        let name = experiment
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.root.join("index").join(format!("{name}.json"))
+    }
+}
+
+/// The text of an error without its leading path (for warnings that name the path already).
+pub(crate) fn strip_path(err: &CatalogError, path: &Path) -> String {
+    let text = err.to_string();
+    let prefix = format!("{}: ", path.display());
+    text.strip_prefix(&prefix)
+        .map_or(text.clone(), str::to_owned)
+}
+
+/// A fresh state record of `state`, written by this process now.
+pub fn new_state(state: TrialState) -> StateRecord {
+    let now = fsutil::now();
+    StateRecord {
+        format: "cohort.trial-state".into(),
+        version: CATALOG_VERSION,
+        state,
+        queued: None,
+        started: (state == TrialState::Running).then_some(now),
+        ended: state.is_final().then_some(now),
+        slurm_job: None,
+        slurm_step: None,
+        nodes: Vec::new(),
+        exit_status: None,
+        exit_signal: None,
+        message: None,
+        restarts: Vec::new(),
+        writer: fsutil::writer(),
+        updated: now,
+    }
+}
+
+/// Reads a trial's state, if it has one.
+pub fn read_state(trial_dir: &Path) -> Result<Option<StateRecord>, CatalogError> {
+    let path = trial_dir.join("state.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => parse_record(&path, &bytes, "cohort.trial-state").map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CatalogError::Io {
+            path,
+            what: "cannot read",
+            source,
+        }),
+    }
+}
+
+/// Replaces a trial's state (atomically: readers see the old or the new one).
+pub fn write_state(trial_dir: &Path, state: &StateRecord) -> Result<(), CatalogError> {
+    let mut state = state.clone();
+    state.updated = fsutil::now();
+    state.writer = fsutil::writer();
+    fsutil::replace(&trial_dir.join("state.json"), &to_json(&state))
+}
+
+/// Changes a trial's state, keeping what the current record knows (timestamps, Slurm ids,
+/// restarts).
+pub fn update_state(
+    trial_dir: &Path,
+    change: impl FnOnce(&mut StateRecord),
+) -> Result<StateRecord, CatalogError> {
+    let mut state = read_state(trial_dir)?.unwrap_or_else(|| new_state(TrialState::Queued));
+    change(&mut state);
+    write_state(trial_dir, &state)?;
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn experiment_dirs_are_stable_readable_and_distinct() {
+        assert_eq!(experiment_dir_name("mlp"), experiment_dir_name("mlp"));
+        assert!(experiment_dir_name("mlp").starts_with("mlp-"));
+        assert_ne!(experiment_dir_name("a b"), experiment_dir_name("a_b"));
+        assert!(!experiment_dir_name("../x").contains('/'));
+        assert!(!experiment_dir_name("..").starts_with('.'));
+    }
+
+    #[test]
+    fn creating_an_experiment_twice_returns_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_or_create(dir.path().join("cat")).unwrap();
+        let spec = NewExperiment {
+            name: "exp one".into(),
+            description: Some("first".into()),
+            ..NewExperiment::default()
+        };
+        let (first, created) = catalog.create_experiment(&spec).unwrap();
+        assert!(created);
+        let again = NewExperiment {
+            description: Some("second".into()),
+            ..spec
+        };
+        let (second, created) = catalog.create_experiment(&again).unwrap();
+        assert!(!created);
+        assert_eq!(second.record, first.record);
+        assert_eq!(
+            catalog
+                .experiment("exp one")
+                .unwrap()
+                .record
+                .description
+                .as_deref(),
+            Some("first")
+        );
+        assert!(matches!(
+            catalog.experiment("other"),
+            Err(CatalogError::NoExperiment { .. })
+        ));
+    }
+
+    #[test]
+    fn trials_take_consecutive_numbers_and_states_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_or_create(dir.path()).unwrap();
+        let (exp, _) = catalog
+            .create_experiment(&NewExperiment {
+                name: "e".into(),
+                ..NewExperiment::default()
+            })
+            .unwrap();
+        let a = catalog
+            .create_trial(&exp, BTreeMap::new(), vec![], Some(TrialState::Queued))
+            .unwrap();
+        let b = catalog
+            .create_trial(&exp, BTreeMap::new(), vec![], None)
+            .unwrap();
+        assert_eq!((a.id, b.id), (1, 2));
+        assert_eq!(read_state(&b.dir).unwrap(), None);
+        let state = read_state(&a.dir).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Queued);
+        assert!(state.queued.is_some());
+        update_state(&a.dir, |s| {
+            s.state = TrialState::Failed;
+            s.exit_status = Some(3);
+        })
+        .unwrap();
+        let state = read_state(&a.dir).unwrap().unwrap();
+        assert_eq!(
+            (state.state, state.exit_status),
+            (TrialState::Failed, Some(3))
+        );
+        assert!(state.queued.is_some());
+    }
+
+    #[test]
+    fn records_of_another_version_or_format_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.json");
+        std::fs::write(
+            &path,
+            br#"{"format":"cohort.catalog","version":9,"created":0}"#,
+        )
+        .unwrap();
+        let err = Catalog::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("catalog.json") && err.contains("version 9"),
+            "{err}"
+        );
+        std::fs::write(&path, b"{\"format\":\"other\"}").unwrap();
+        let err = Catalog::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("format \"other\""), "{err}");
+        std::fs::write(&path, b"\x00\x01garbage").unwrap();
+        let err = Catalog::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not valid JSON"), "{err}");
+    }
+}

@@ -1,0 +1,196 @@
+//! The only ways the catalog changes a shared directory: create-if-absent (`mkdir`, `link`,
+//! `O_EXCL`) and replace-by-rename of a fully written, fsynced temporary file. Also the
+//! writer identity, the clock, and what kind of filesystem a path is on.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cohort_proto::catalog::Writer;
+
+use crate::error::CatalogError;
+
+/// Unix time in seconds.
+pub(crate) fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// This process as a writer.
+pub(crate) fn writer() -> Writer {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name);
+    Writer {
+        host,
+        pid: std::process::id(),
+        user,
+    }
+}
+
+/// A random hex token.
+pub(crate) fn nonce() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness the token still differs between processes by pid and time.
+    if getrandom::fill(&mut bytes).is_err() {
+        let mixed = u64::from(std::process::id()) ^ now().to_bits();
+        bytes = mixed.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A temporary name beside `target`, unique to this process and call.
+fn temp_beside(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.tmp-{}-{}", std::process::id(), nonce()))
+}
+
+fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> CatalogError + 'a {
+    move |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// Writes `bytes` to a new temporary file beside `target` and fsyncs it; returns its path.
+fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf, CatalogError> {
+    let tmp = temp_beside(target);
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(target, "cannot write")(e));
+    }
+    Ok(tmp)
+}
+
+/// Fsyncs a directory so a new entry in it survives a crash.
+fn sync_dir(dir: &Path) {
+    // Best effort: some filesystems refuse fsync on directories; the entry is still there.
+    if let Ok(file) = File::open(dir) {
+        let _ = file.sync_all();
+    }
+}
+
+/// Replaces `target` with `bytes`: a reader sees the old or the new content, never a mix.
+pub(crate) fn replace(target: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
+    let tmp = write_temp(target, bytes)?;
+    if let Err(e) = std::fs::rename(&tmp, target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(target, "cannot replace")(e));
+    }
+    if let Some(dir) = target.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Publishes `bytes` at `target` only if nothing is there yet. Returns `true` when this call
+/// published, `false` when another writer's file was there first (read it).
+///
+/// `link(2)` is atomic and fails with `EEXIST` if the name exists. On NFS a retransmitted
+/// `link` can report `EEXIST` although it succeeded; the caller compares the published
+/// content with its own (the records carry a nonce) to tell.
+pub(crate) fn publish_new(target: &Path, bytes: &[u8]) -> Result<bool, CatalogError> {
+    let tmp = write_temp(target, bytes)?;
+    let result = std::fs::hard_link(&tmp, target);
+    let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => {
+            if let Some(dir) = target.parent() {
+                sync_dir(dir);
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(target, "cannot create")(e)),
+    }
+}
+
+/// `mkdir` that treats an existing directory as success. Returns whether this call created it.
+pub(crate) fn mkdir_if_absent(dir: &Path) -> Result<bool, CatalogError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
+        Err(e) => Err(io(dir, "cannot create directory")(e)),
+    }
+}
+
+/// Reads a file whole, naming it in the error.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, CatalogError> {
+    std::fs::read(path).map_err(io(path, "cannot read"))
+}
+
+/// Modification time in ns since the epoch (0 if unavailable).
+pub(crate) fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+}
+
+/// Filesystems whose clients cache attributes, so that what another node wrote may show late.
+pub(crate) fn shared_fs_kind(path: &Path) -> Option<&'static str> {
+    let stat = nix::sys::statfs::statfs(path).ok()?;
+    // Magic numbers from statfs(2) and the filesystems' sources.
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    let magic = stat.filesystem_type().0 as u64 as u32;
+    match magic {
+        0x6969 => Some("NFS"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        0x4750_4653 => Some("GPFS"),
+        0x1983_0326 => Some("BeeGFS"),
+        0xFE53_4D42 | 0xFF53_4D42 => Some("SMB"),
+        0x6573_5546 => Some("FUSE"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_new_lets_only_the_first_writer_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.json");
+        assert!(publish_new(&target, b"first").unwrap());
+        assert!(!publish_new(&target, b"second").unwrap());
+        assert_eq!(std::fs::read(&target).unwrap(), b"first");
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn replace_swaps_content_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("s.json");
+        replace(&target, b"one").unwrap();
+        replace(&target, b"two").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn mkdir_if_absent_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a");
+        assert!(mkdir_if_absent(&sub).unwrap());
+        assert!(!mkdir_if_absent(&sub).unwrap());
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        assert!(mkdir_if_absent(&dir.path().join("f")).is_err());
+    }
+}

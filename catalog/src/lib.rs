@@ -1,0 +1,72 @@
+//! Cohort's experiment catalog: experiments, trials, hyperparameters, metrics and checkpoints
+//! on a shared filesystem (NFS, Lustre, GPFS, BeeGFS) with no server.
+//!
+//! It owns the catalog's directory tree and every write to it. It must never append to a
+//! file that another host may write (one writer per file), change a shared directory other
+//! than by create-if-absent or rename of a fully written and fsynced file, or treat the index
+//! as the truth: the index is a cache rebuilt from the trials' own files. Readers tolerate
+//! torn and corrupt data, skipping what is damaged and naming it, and never lose a committed
+//! record. The on-disk format is described in `docs/catalog-format.md`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod ckpt;
+pub mod error;
+pub mod export;
+mod fsutil;
+pub mod index;
+pub mod log;
+pub mod query;
+pub mod read;
+pub mod synth;
+pub mod tracker;
+
+pub use catalog::{Catalog, Experiment, NewExperiment, TrialRef};
+pub use error::{CatalogError, Warning};
+pub use index::{load, LoadOptions, Loaded};
+pub use tracker::{Tracker, TrackerOptions};
+
+/// Formats a number for a table: integers as integers, others with six significant digits,
+/// very large or small ones in scientific notation.
+pub fn format_number(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".to_owned();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    let magnitude = value.abs();
+    if value.fract() == 0.0 && magnitude < 1e15 {
+        return format!("{value:.0}");
+    }
+    if (1e-4..1e6).contains(&magnitude) {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let decimals = (5 - magnitude.log10().floor() as i32).max(0) as usize;
+        let text = format!("{value:.decimals$}");
+        let text = text.trim_end_matches('0').trim_end_matches('.');
+        return text.to_owned();
+    }
+    format!("{value:.4e}")
+}
+
+/// Unix time in seconds.
+pub fn now() -> f64 {
+    fsutil::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_number;
+
+    #[test]
+    fn numbers_format_compactly() {
+        assert_eq!(format_number(3.0), "3");
+        assert_eq!(format_number(0.012_345_678), "0.0123457");
+        assert_eq!(format_number(123.456_789), "123.457");
+        assert_eq!(format_number(0.5), "0.5");
+        assert_eq!(format_number(1e-7), "1.0000e-7");
+        assert_eq!(format_number(f64::NAN), "NaN");
+    }
+}

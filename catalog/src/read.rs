@@ -1,0 +1,415 @@
+//! Reading a trial's files: its summary (from scratch or continuing an index entry from where
+//! it stopped) and the full history of its metrics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use cohort_proto::catalog::{
+    Checkpoint, GcRecord, LogEvent, MetricSummary, SegmentMark, TrialRecord, TrialState,
+    TrialSummary,
+};
+
+use crate::catalog::{parse_record, read_record, read_state, strip_path};
+use crate::error::{CatalogError, Warning};
+use crate::fsutil;
+use crate::log::{scan, Damage, Item};
+
+/// File names of a trial's metric log segments: `metrics-0001.clog`, ...
+pub(crate) fn is_segment(name: &str) -> bool {
+    name.starts_with("metrics-") && name.ends_with(".clog")
+}
+
+fn is_gc(name: &str) -> bool {
+    name.starts_with("gc-") && name.ends_with(".json")
+}
+
+fn warn(path: &Path, problem: impl Into<String>) -> Warning {
+    Warning {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+/// Reads a segment from `offset` to its end.
+fn read_from(path: &Path, offset: u64) -> Result<Vec<u8>, CatalogError> {
+    let io = |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        what: "cannot read",
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut data = Vec::with_capacity(usize::try_from(len.saturating_sub(offset)).unwrap_or(0));
+    file.read_to_end(&mut data).map_err(io)?;
+    Ok(data)
+}
+
+/// What reading one segment produced.
+struct SegmentRead {
+    mark: SegmentMark,
+    metrics: Vec<(String, MetricSummary)>,
+    events: Vec<LogEvent>,
+    damage: Vec<String>,
+}
+
+/// Summarises a segment from `mark.covered` on (0 and no names for a new one).
+fn read_segment(
+    path: &Path,
+    mut mark: SegmentMark,
+    ended: bool,
+) -> Result<SegmentRead, CatalogError> {
+    let data = read_from(path, mark.covered)?;
+    let mut local: Vec<Option<MetricSummary>> = Vec::new();
+    let mut events = Vec::new();
+    let mut unknown_ids = 0u64;
+    let names = &mut mark.names;
+    let end = scan(&data, mark.covered, |item| match item {
+        Item::Names {
+            first_id,
+            names: new,
+        } => {
+            let first = first_id as usize;
+            if first <= names.len() {
+                names.truncate(first);
+                names.extend(new);
+            }
+        }
+        Item::Points(rows) => {
+            for row in rows {
+                for (id, value) in row.values() {
+                    let id = id as usize;
+                    if id >= names.len() {
+                        unknown_ids += 1;
+                        continue;
+                    }
+                    if local.len() <= id {
+                        local.resize(id + 1, None);
+                    }
+                    match &mut local[id] {
+                        Some(summary) => summary.add(row.step, value, row.wall),
+                        slot @ None => {
+                            *slot = Some(MetricSummary::first(row.step, value, row.wall))
+                        }
+                    }
+                }
+            }
+        }
+        Item::Event(event) => events.push(event),
+        Item::Header(_) => {}
+    });
+    let file = mark.file.clone();
+    let mut damage = Vec::new();
+    for item in &end.damage {
+        match item {
+            Damage::Corrupt { start, end } => damage.push(format!(
+                "{file}: bytes {start}..{end} are damaged and were skipped; the records after them were read"
+            )),
+            // A record cut short at the end is normal while its writer runs; once the trial
+            // ended it means the writer was interrupted mid-write (nothing committed is lost).
+            Damage::Tail { start, len } if ended => damage.push(format!(
+                "{file}: {len} byte(s) at offset {start} are a record cut short (the writer was interrupted); ignored"
+            )),
+            Damage::Tail { .. } => {}
+        }
+    }
+    if unknown_ids > 0 {
+        damage.push(format!(
+            "{file}: {unknown_ids} point(s) refer to a metric name whose record was damaged; skipped"
+        ));
+    }
+    mark.size = mark.covered + data.len() as u64;
+    mark.covered = end.committed;
+    let metrics = local
+        .into_iter()
+        .enumerate()
+        .filter_map(|(id, s)| s.map(|s| (mark.names[id].clone(), s)))
+        .collect();
+    Ok(SegmentRead {
+        mark,
+        metrics,
+        events,
+        damage,
+    })
+}
+
+/// Summarises the trial in `dir` (named `dir_name` inside `trials/`), continuing `previous`
+/// (an index entry) when it is given: unchanged trials cost two `stat`s, changed ones only
+/// the bytes written since. Returns `Ok(None)` for a directory that is not (yet) a trial.
+pub fn summarize(
+    dir: &Path,
+    previous: Option<&TrialSummary>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<TrialSummary>, CatalogError> {
+    let dir_meta = std::fs::metadata(dir).map_err(|source| CatalogError::Io {
+        path: dir.to_path_buf(),
+        what: "cannot read",
+        source,
+    })?;
+    let dir_mtime_ns = i64::try_from(fsutil::mtime_ns(&dir_meta)).unwrap_or(i64::MAX);
+    if let Some(prev) = previous {
+        if prev.dir_mtime_ns == dir_mtime_ns
+            && prev.segments.iter().all(|mark| {
+                std::fs::metadata(dir.join(&mark.file)).is_ok_and(|m| m.len() == mark.size)
+            })
+        {
+            return Ok(Some(prev.clone()));
+        }
+    }
+    let mut segments = Vec::new();
+    let mut gc_files = Vec::new();
+    let mut last_write: Option<f64> = None;
+    let entries = std::fs::read_dir(dir).map_err(|source| CatalogError::Io {
+        path: dir.to_path_buf(),
+        what: "cannot list",
+        source,
+    })?;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_segment(&name) {
+            if let Ok(meta) = entry.metadata() {
+                let mtime = fsutil::mtime_ns(&meta) as f64 / 1e9;
+                last_write = Some(last_write.map_or(mtime, |t: f64| t.max(mtime)));
+            }
+            segments.push(name);
+        } else if is_gc(&name) {
+            gc_files.push(name);
+        }
+    }
+    segments.sort();
+    gc_files.sort();
+
+    let trial_path = dir.join("trial.json");
+    let trial: TrialRecord = match previous {
+        Some(prev) => prev.trial.clone(),
+        None => match read_record(&trial_path, "cohort.trial") {
+            Ok(trial) => trial,
+            Err(CatalogError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                warnings.push(warn(
+                    dir,
+                    "no trial.json (being created, or its creator died); skipped",
+                ));
+                return Ok(None);
+            }
+            Err(e) => {
+                warnings.push(warn(
+                    &trial_path,
+                    format!("{}; trial skipped", strip_path(&e, &trial_path)),
+                ));
+                return Ok(None);
+            }
+        },
+    };
+    let state = match read_state(dir) {
+        Ok(state) => state,
+        Err(e) => {
+            let path = dir.join("state.json");
+            warnings.push(warn(
+                &path,
+                format!("{}; state shown as unknown", strip_path(&e, &path)),
+            ));
+            None
+        }
+    };
+    let mut deleted = BTreeSet::new();
+    for name in &gc_files {
+        let path = dir.join(name);
+        match read_record::<GcRecord>(&path, "cohort.ckpt-gc") {
+            Ok(gc) => deleted.extend(gc.deleted),
+            Err(e) => warnings.push(warn(&path, format!("{}; ignored", strip_path(&e, &path)))),
+        }
+    }
+
+    let mut summary = match previous {
+        Some(prev) => prev.clone(),
+        None => TrialSummary {
+            id: trial.id,
+            dir: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            dir_mtime_ns,
+            hparams: trial.hparams.clone(),
+            trial,
+            state: None,
+            metrics: BTreeMap::new(),
+            checkpoints: Vec::new(),
+            deleted: Vec::new(),
+            segments: Vec::new(),
+            finished: None,
+            last_write: None,
+            damage: Vec::new(),
+        },
+    };
+    summary.dir_mtime_ns = dir_mtime_ns;
+    summary.state = state;
+    summary.last_write = last_write;
+    let ended = summary.state.as_ref().is_some_and(|s| s.state.is_final());
+    let old_marks: BTreeMap<String, SegmentMark> = summary
+        .segments
+        .drain(..)
+        .map(|m| (m.file.clone(), m))
+        .collect();
+    for name in segments {
+        let mark = old_marks.get(&name).cloned().unwrap_or(SegmentMark {
+            file: name.clone(),
+            covered: 0,
+            names: Vec::new(),
+            size: 0,
+        });
+        let path = dir.join(&name);
+        let read = match read_segment(&path, mark, ended) {
+            Ok(read) => read,
+            Err(e) => {
+                warnings.push(warn(&path, format!("{}; skipped", strip_path(&e, &path))));
+                continue;
+            }
+        };
+        for (name, later) in read.metrics {
+            match summary.metrics.get_mut(&name) {
+                Some(existing) => existing.merge_later(&later),
+                None => {
+                    summary.metrics.insert(name, later);
+                }
+            }
+        }
+        for event in read.events {
+            match event {
+                LogEvent::Hparams { values } => summary.hparams.extend(values),
+                LogEvent::Checkpoint(ckpt) => summary.checkpoints.push(ckpt),
+                LogEvent::Finish { state, .. } => summary.finished = Some(state),
+            }
+        }
+        for problem in &read.damage {
+            warnings.push(warn(dir, problem.clone()));
+        }
+        summary.damage.extend(read.damage);
+        summary.segments.push(read.mark);
+    }
+    summary.deleted = deleted.iter().cloned().collect();
+    summary.checkpoints.retain(|c| !deleted.contains(&c.path));
+    Ok(Some(summary))
+}
+
+/// One point of a metric's history.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Point {
+    /// Training step.
+    pub step: i64,
+    /// The value.
+    #[serde(with = "cohort_proto::catalog::float_text")]
+    pub value: f64,
+    /// Unix seconds.
+    pub wall: f64,
+}
+
+/// The full history of a trial's metrics (only those in `only`, when given), ordered by step.
+/// A step written again (after a restart from a checkpoint) keeps its latest value.
+pub fn history(
+    dir: &Path,
+    only: Option<&[String]>,
+    warnings: &mut Vec<Warning>,
+) -> Result<BTreeMap<String, Vec<Point>>, CatalogError> {
+    let mut segments: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|source| CatalogError::Io {
+            path: dir.to_path_buf(),
+            what: "cannot list",
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_segment(n))
+        .collect();
+    segments.sort();
+    let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for name in segments {
+        let path = dir.join(&name);
+        let data = match read_from(&path, 0) {
+            Ok(data) => data,
+            Err(e) => {
+                warnings.push(warn(&path, format!("{}; skipped", strip_path(&e, &path))));
+                continue;
+            }
+        };
+        let mut names: Vec<String> = Vec::new();
+        // Per id: where its points go (None: not wanted).
+        let mut slots: Vec<Option<Vec<Point>>> = Vec::new();
+        let end = scan(&data, 0, |item| match item {
+            Item::Names {
+                first_id,
+                names: new,
+            } if first_id as usize <= names.len() => {
+                names.truncate(first_id as usize);
+                slots.truncate(first_id as usize);
+                for name in new {
+                    let wanted = only.is_none_or(|o| o.contains(&name));
+                    slots.push(wanted.then(Vec::new));
+                    names.push(name);
+                }
+            }
+            Item::Points(rows) => {
+                for row in rows {
+                    for (id, value) in row.values() {
+                        if let Some(Some(points)) = slots.get_mut(id as usize) {
+                            points.push(Point {
+                                step: row.step,
+                                value,
+                                wall: row.wall,
+                            });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        });
+        for damage in end.damage {
+            if let Damage::Corrupt { start, end } = damage {
+                warnings.push(warn(
+                    &path,
+                    format!("bytes {start}..{end} are damaged and were skipped"),
+                ));
+            }
+        }
+        for (name, points) in names.into_iter().zip(slots) {
+            if let Some(points) = points {
+                out.entry(name).or_default().extend(points);
+            }
+        }
+    }
+    for points in out.values_mut() {
+        // Stable: among equal steps the later write stays last; keep it.
+        points.sort_by_key(|p| p.step);
+        let mut kept: Vec<Point> = Vec::with_capacity(points.len());
+        for point in points.drain(..) {
+            match kept.last_mut() {
+                Some(last) if last.step == point.step => *last = point,
+                _ => kept.push(point),
+            }
+        }
+        *points = kept;
+    }
+    Ok(out)
+}
+
+/// The state a query shows: the state file's, or the worker's own report when there is no
+/// state file.
+pub fn shown_state(summary: &TrialSummary) -> Option<TrialState> {
+    summary.state.as_ref().map(|s| s.state).or(summary.finished)
+}
+
+/// Checkpoints of a trial as recorded (deleted ones excluded).
+pub fn checkpoints(summary: &TrialSummary) -> &[Checkpoint] {
+    &summary.checkpoints
+}
+
+/// Parses JSON bytes as a record (for callers outside this crate's modules).
+pub fn parse<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    format: &str,
+) -> Result<T, CatalogError> {
+    parse_record(path, bytes, format)
+}

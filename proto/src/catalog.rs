@@ -1,0 +1,492 @@
+//! The experiment catalog's JSON records: the catalog marker, experiments, trials, trial
+//! states, the events of a trial's metric log, checkpoint deletions and the index.
+//!
+//! Each record carries `format` and `version`; readers ignore unknown fields and refuse another
+//! format or major version. The binary framing of metric logs is described in
+//! `docs/catalog-format.md` and implemented by the `catalog` crate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Major version of every catalog record written by this release.
+pub const CATALOG_VERSION: u32 = 1;
+
+/// `catalog.json` at the catalog's root: marks a directory as a catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogMarker {
+    /// Always `cohort.catalog`.
+    pub format: String,
+    /// Major version of the layout.
+    pub version: u32,
+    /// When the catalog was created (Unix seconds).
+    pub created: f64,
+}
+
+/// Who wrote a record: enough to find the process again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// User name (or uid when it has no name).
+    pub user: String,
+}
+
+/// `experiment.json`: written once, by whichever creator published first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    /// Always `cohort.experiment`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The experiment's name, as users type it.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The configuration it was created with (an experiment file, a command line).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub config: serde_json::Value,
+    /// Who created it.
+    pub owner: Writer,
+    /// When (Unix seconds).
+    pub created: f64,
+    /// The searcher that drives its trials, if any (`grid`, `random`, `asha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searcher: Option<String>,
+    /// Random token of the creator: tells a creator whether the published record is its own.
+    pub nonce: String,
+}
+
+/// `trial.json`: what a trial is, written once by its creator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Always `cohort.trial`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The experiment's name.
+    pub experiment: String,
+    /// Trial number within the experiment, from 1.
+    pub id: u64,
+    /// Hyperparameters it was started with.
+    #[serde(default)]
+    pub hparams: BTreeMap<String, serde_json::Value>,
+    /// When (Unix seconds).
+    pub created: f64,
+    /// Who created it.
+    pub created_by: Writer,
+    /// The command it runs, when known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+}
+
+/// Where a trial is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialState {
+    /// Created, waiting for resources.
+    Queued,
+    /// Its processes run.
+    Running,
+    /// Ended successfully.
+    Completed,
+    /// Ended with an error (non-zero exit, a signal, a lost node).
+    Failed,
+    /// Stopped on purpose (cancelled, stopped early by a searcher).
+    Killed,
+}
+
+impl TrialState {
+    /// Lower-case name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Queued => "queued",
+            TrialState::Running => "running",
+            TrialState::Completed => "completed",
+            TrialState::Failed => "failed",
+            TrialState::Killed => "killed",
+        }
+    }
+
+    /// Whether the trial has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TrialState::Completed | TrialState::Failed | TrialState::Killed
+        )
+    }
+}
+
+impl std::fmt::Display for TrialState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TrialState {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "queued" => TrialState::Queued,
+            "running" => TrialState::Running,
+            "completed" => TrialState::Completed,
+            "failed" => TrialState::Failed,
+            "killed" => TrialState::Killed,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a trial state (queued, running, completed, failed, killed)"
+                ))
+            }
+        })
+    }
+}
+
+/// One restart of a trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restart {
+    /// When (Unix seconds).
+    pub at: f64,
+    /// Why the previous attempt ended.
+    pub reason: String,
+}
+
+/// `state.json`: a trial's current state, replaced as a whole (by rename) on every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateRecord {
+    /// Always `cohort.trial-state`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The state.
+    pub state: TrialState,
+    /// When it was queued (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<f64>,
+    /// When it (last) started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<f64>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<f64>,
+    /// Slurm job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// Slurm step id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_step: Option<String>,
+    /// Nodes it ran on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// Exit status of the failed (or last) process, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// Signal that ended it, when one did (`SIGKILL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    /// Why it ended as it did, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Earlier attempts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Restart>,
+    /// Who wrote this state.
+    pub writer: Writer,
+    /// When this record was written.
+    pub updated: f64,
+}
+
+/// An event in a trial's metric log (the log's JSON records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LogEvent {
+    /// Hyperparameters added or changed after the trial was created.
+    Hparams {
+        /// The values.
+        values: BTreeMap<String, serde_json::Value>,
+    },
+    /// A checkpoint was written.
+    Checkpoint(Checkpoint),
+    /// The worker ended its tracking.
+    Finish {
+        /// The state it reported.
+        state: TrialState,
+        /// When (Unix seconds).
+        at: f64,
+    },
+}
+
+/// A checkpoint, referenced by path (the catalog never copies checkpoint data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Absolute path of the checkpoint file or directory.
+    pub path: String,
+    /// Training step it was taken at.
+    pub step: i64,
+    /// Size in bytes when it was recorded.
+    pub size: u64,
+    /// When (Unix seconds).
+    pub at: f64,
+    /// Free-form metadata (metric values at that step, epoch, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// `gc-*.json` in a trial's directory: checkpoints a collection deleted (written before the
+/// deletion, so the catalog never points at a deleted checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GcRecord {
+    /// Always `cohort.ckpt-gc`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// Paths of the deleted checkpoints.
+    pub deleted: Vec<String>,
+    /// When (Unix seconds).
+    pub at: f64,
+    /// Who collected.
+    pub writer: Writer,
+}
+
+/// Summary of one metric of a trial. Non-finite values (a diverged loss) are kept as
+/// `NaN`/`inf` in `last`, never in `min`/`max`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    /// Number of points.
+    pub count: u64,
+    /// Smallest finite value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Step of the smallest finite value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step: Option<i64>,
+    /// Largest finite value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Step of the largest finite value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step: Option<i64>,
+    /// The highest step reported.
+    pub last_step: i64,
+    /// Value at `last_step` (the latest written when a step was written again).
+    #[serde(with = "float_text")]
+    pub last: f64,
+    /// Wall time of that point (Unix seconds).
+    pub last_wall: f64,
+}
+
+impl MetricSummary {
+    /// A summary of one point.
+    pub fn first(step: i64, value: f64, wall: f64) -> Self {
+        let finite = value.is_finite();
+        MetricSummary {
+            count: 1,
+            min: finite.then_some(value),
+            min_step: finite.then_some(step),
+            max: finite.then_some(value),
+            max_step: finite.then_some(step),
+            last_step: step,
+            last: value,
+            last_wall: wall,
+        }
+    }
+
+    /// Folds in the summary of points written after every point already summarised.
+    pub fn merge_later(&mut self, later: &MetricSummary) {
+        self.count += later.count;
+        if let Some(min) = later.min {
+            if self.min.is_none_or(|m| min < m) {
+                self.min = Some(min);
+                self.min_step = later.min_step;
+            }
+        }
+        if let Some(max) = later.max {
+            if self.max.is_none_or(|m| max > m) {
+                self.max = Some(max);
+                self.max_step = later.max_step;
+            }
+        }
+        if later.last_step >= self.last_step {
+            self.last_step = later.last_step;
+            self.last = later.last;
+            self.last_wall = later.last_wall;
+        }
+    }
+
+    /// Adds a point written after every point already summarised.
+    pub fn add(&mut self, step: i64, value: f64, wall: f64) {
+        self.count += 1;
+        if value.is_finite() {
+            if self.min.is_none_or(|min| value < min) {
+                self.min = Some(value);
+                self.min_step = Some(step);
+            }
+            if self.max.is_none_or(|max| value > max) {
+                self.max = Some(value);
+                self.max_step = Some(step);
+            }
+        }
+        if step >= self.last_step {
+            self.last_step = step;
+            self.last = value;
+            self.last_wall = wall;
+        }
+    }
+}
+
+/// How far an index entry has read one metric-log segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentMark {
+    /// File name within the trial directory.
+    pub file: String,
+    /// Bytes read: the end of the last valid record.
+    pub covered: u64,
+    /// Metric names defined up to `covered`, by id.
+    pub names: Vec<String>,
+    /// Size of the file when it was read (a tail beyond `covered` was torn or being written).
+    pub size: u64,
+}
+
+/// Everything a query needs about one trial: an entry of the index, also built directly from
+/// the trial's files when there is no index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialSummary {
+    /// Trial number.
+    pub id: u64,
+    /// Its directory name.
+    pub dir: String,
+    /// Modification time of the directory (ns since the epoch) when summarised.
+    pub dir_mtime_ns: i64,
+    /// The trial record.
+    pub trial: TrialRecord,
+    /// Its state, when one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateRecord>,
+    /// Hyperparameters: the trial's, updated by `hparams` events.
+    pub hparams: BTreeMap<String, serde_json::Value>,
+    /// Metric summaries by name.
+    pub metrics: BTreeMap<String, MetricSummary>,
+    /// Checkpoints recorded and not deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<Checkpoint>,
+    /// Paths deleted by checkpoint collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+    /// What was read of each log segment.
+    pub segments: Vec<SegmentMark>,
+    /// The state a worker reported in its log when it finished, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<TrialState>,
+    /// Latest modification of any log segment (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write: Option<f64>,
+    /// Damage found in its files (skipped bytes, torn records), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<String>,
+}
+
+/// `index/<experiment dir>.json`: the compacted summaries of an experiment's trials. A cache:
+/// deleting it loses nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexDoc {
+    /// Always `cohort.index`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The experiment's name.
+    pub experiment: String,
+    /// When it was built (Unix seconds).
+    pub built: f64,
+    /// The trials, by id.
+    pub trials: Vec<TrialSummary>,
+}
+
+/// Serialises non-finite floats as the strings `NaN`, `inf`, `-inf` in human-readable formats
+/// (JSON has no such numbers); binary formats keep the float.
+pub mod float_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `value`.
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() || !serializer.is_human_readable() {
+            serializer.serialize_f64(*value)
+        } else if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if *value > 0.0 {
+            serializer.serialize_str("inf")
+        } else {
+            serializer.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(f64),
+        Text(String),
+    }
+
+    /// Reads a number or one of the three strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        if !deserializer.is_human_readable() {
+            return f64::deserialize(deserializer);
+        }
+        match Either::deserialize(deserializer)? {
+            Either::Number(value) => Ok(value),
+            Either::Text(text) => match text.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "{other:?} is not a number"
+                ))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_keeps_non_finite_out_of_min_and_max_and_round_trips() {
+        let mut summary = MetricSummary::first(0, 2.0, 1.0);
+        summary.add(1, f64::NAN, 2.0);
+        summary.add(2, 0.5, 3.0);
+        summary.add(3, f64::INFINITY, 4.0);
+        assert_eq!((summary.min, summary.max), (Some(0.5), Some(2.0)));
+        assert_eq!((summary.min_step, summary.max_step), (Some(2), Some(0)));
+        assert_eq!(summary.last_step, 3);
+        assert!(summary.last.is_infinite());
+        let text = serde_json::to_string(&summary).unwrap();
+        assert!(text.contains("\"last\":\"inf\""), "{text}");
+        let back: MetricSummary = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, summary);
+    }
+
+    #[test]
+    fn a_step_written_again_replaces_the_last_value() {
+        let mut summary = MetricSummary::first(10, 1.0, 1.0);
+        summary.add(5, 3.0, 2.0);
+        assert_eq!((summary.last_step, summary.last), (10, 1.0));
+        summary.add(10, 0.7, 3.0);
+        assert_eq!((summary.last_step, summary.last), (10, 0.7));
+    }
+
+    #[test]
+    fn states_parse_and_print() {
+        for state in [
+            TrialState::Queued,
+            TrialState::Running,
+            TrialState::Completed,
+            TrialState::Failed,
+            TrialState::Killed,
+        ] {
+            assert_eq!(state.as_str().parse::<TrialState>(), Ok(state));
+        }
+        assert!("done".parse::<TrialState>().is_err());
+    }
+}
