@@ -92,9 +92,11 @@ impl Field {
                     "max" => Agg::Max,
                     "count" => Agg::Count,
                     "step" => Agg::Step,
-                    other => return Err(CatalogError::BadQuery(format!(
+                    other => {
+                        return Err(CatalogError::BadQuery(format!(
                         "{text:?}: unknown summary {other:?} (use last, min, max, count or step)"
-                    ))),
+                    )))
+                    }
                 },
             ),
             None => (text, Agg::Last),

@@ -37,6 +37,11 @@ pub struct TrackerOptions {
     pub owns_state: bool,
     /// The rank writing, recorded in the segment header.
     pub rank: u32,
+    /// Append to this host's shared segment (`metrics-host-<HOST>.clog`) under an exclusive
+    /// `flock` instead of creating a new segment: for short-lived writers such as `cohort log
+    /// metric`, which would otherwise leave one file per call. Only processes of one host
+    /// write that file.
+    pub host_segment: bool,
 }
 
 impl Default for TrackerOptions {
@@ -47,6 +52,7 @@ impl Default for TrackerOptions {
             fsync_interval: Duration::from_secs(10),
             owns_state: false,
             rank: 0,
+            host_segment: false,
         }
     }
 }
@@ -81,7 +87,19 @@ impl Inner {
             return;
         }
         if self.error.is_none() {
-            match self.file.write_all(&self.buf) {
+            let written = if self.options.host_segment {
+                // Other processes of this host append to the same file: one locked write.
+                self.file
+                    .try_clone()
+                    .and_then(|clone| {
+                        nix::fcntl::Flock::lock(clone, nix::fcntl::FlockArg::LockExclusive)
+                            .map_err(|(_, errno)| std::io::Error::from(errno))
+                    })
+                    .and_then(|mut locked| locked.write_all(&self.buf))
+            } else {
+                self.file.write_all(&self.buf)
+            };
+            match written {
                 Ok(()) => self.unsynced = true,
                 Err(source) => {
                     self.error = Some(CatalogError::Io {
@@ -285,7 +303,32 @@ impl Tracker {
 
     /// Opens a new log segment in `trial`'s directory.
     pub fn attach(trial: TrialRef, options: TrackerOptions) -> Result<Tracker, CatalogError> {
-        let (file, path) = new_segment(&trial.dir)?;
+        let (file, path) = if options.host_segment {
+            let host: String = fsutil::writer()
+                .host
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = trial.dir.join(format!("metrics-host-{host}.clog"));
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)
+                .map_err(|source| CatalogError::Io {
+                    path: path.clone(),
+                    what: "cannot open the metrics log",
+                    source,
+                })?;
+            (file, path)
+        } else {
+            new_segment(&trial.dir)?
+        };
         let header = serde_json::json!({
             "format": "cohort.metrics",
             "version": CATALOG_VERSION,
@@ -462,10 +505,20 @@ impl Tracker {
     /// Ends tracking: records the final state in the log, syncs, and (when this tracker owns
     /// the trial's state) writes it.
     pub fn finish(mut self, state: TrialState) -> Result<(), CatalogError> {
-        self.end(state, None)
+        self.end(Some(state), None)
     }
 
-    fn end(&mut self, state: TrialState, message: Option<String>) -> Result<(), CatalogError> {
+    /// Writes and syncs what is buffered and stops, recording no end of the trial (for
+    /// writers that log a few points and leave, like `cohort log metric`).
+    pub fn close(mut self) -> Result<(), CatalogError> {
+        self.end(None, None)
+    }
+
+    fn end(
+        &mut self,
+        state: Option<TrialState>,
+        message: Option<String>,
+    ) -> Result<(), CatalogError> {
         if self.finished {
             return Ok(());
         }
@@ -481,15 +534,17 @@ impl Tracker {
         };
         let result = {
             let mut inner = lock(shared);
-            inner.event(&LogEvent::Finish {
-                state,
-                at: fsutil::now(),
-            });
+            if let Some(state) = state {
+                inner.event(&LogEvent::Finish {
+                    state,
+                    at: fsutil::now(),
+                });
+            }
             inner.sync();
             inner.check()
         };
-        if self.owns_state {
-            if let Some(trial) = &self.trial {
+        if let (true, Some(state), Some(trial)) = (self.owns_state, state, &self.trial) {
+            {
                 update_state(&trial.dir, |s| {
                     s.state = state;
                     s.ended = Some(fsutil::now());
@@ -504,14 +559,17 @@ impl Tracker {
 }
 
 impl Drop for Tracker {
+    /// Writes and syncs what is buffered. A tracker that owns its trial's state and was not
+    /// finished records the trial as completed, or failed when dropped by a panic.
     fn drop(&mut self) {
         if !self.finished {
-            let state = if std::thread::panicking() {
+            let panicking = std::thread::panicking();
+            let state = self.owns_state.then_some(if panicking {
                 TrialState::Failed
             } else {
                 TrialState::Completed
-            };
-            let message = std::thread::panicking().then(|| "the worker panicked".to_owned());
+            });
+            let message = panicking.then(|| "the worker panicked".to_owned());
             let _ = self.end(state, message);
         }
     }

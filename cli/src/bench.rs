@@ -79,6 +79,7 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
             .arg("-n")
             .arg(args.ranks.to_string())
             .arg("--no-prefix")
+            .arg("--no-track")
             .arg("--")
             .arg(&exe)
             .args(std::env::args_os().skip(1))

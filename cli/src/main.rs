@@ -8,7 +8,10 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_catalog;
+mod catalog_cmd;
 mod daemon_client;
+mod plot;
 mod run;
 
 use std::io::Write;
@@ -43,6 +46,69 @@ enum Command {
     /// Measure Cohort's own operations.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The catalog's experiments.
+    #[command(subcommand)]
+    Exp(catalog_cmd::ExpCommand),
+    /// An experiment's trials: filter with --where, sort with --sort, best first.
+    Trials(catalog_cmd::TrialsArgs),
+    /// One trial.
+    #[command(subcommand)]
+    Trial(TrialCommand),
+    /// A trial's metric history.
+    Metrics(catalog_cmd::MetricsArgs),
+    /// Trials side by side: state, hyperparameters, metric summaries.
+    Compare {
+        /// Trials as EXPERIMENT/NUMBER.
+        #[arg(required = true, num_args = 1.., value_name = "TRIAL")]
+        trials: Vec<String>,
+        #[command(flatten)]
+        catalog: catalog_cmd::CatalogArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A metric's curve in the terminal.
+    Plot(catalog_cmd::PlotArgs),
+    /// Export an experiment's metrics as CSV, JSON or Parquet.
+    Export {
+        /// The experiment.
+        experiment: String,
+        #[command(flatten)]
+        catalog: catalog_cmd::CatalogArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: catalog_cmd::ExportFormat,
+        /// Write to FILE (written beside it and renamed when complete) instead of stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Checkpoints: list them, collect the ones a retention policy does not keep.
+    #[command(subcommand)]
+    Ckpt(catalog_cmd::CkptCommand),
+    /// Rebuild the index of one experiment (or all) from the trials' files.
+    Index {
+        /// The experiment (default: every experiment).
+        experiment: Option<String>,
+        #[command(flatten)]
+        catalog: catalog_cmd::CatalogArg,
+    },
+    /// Record into the current trial from any program or shell script.
+    #[command(subcommand)]
+    Log(catalog_cmd::LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TrialCommand {
+    /// A trial's record, state, hyperparameters and metric summaries.
+    Show {
+        /// The trial: EXPERIMENT/NUMBER.
+        trial: String,
+        #[command(flatten)]
+        catalog: catalog_cmd::CatalogArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +128,18 @@ struct RunArgs {
     /// Do not prefix output lines with the rank.
     #[arg(long)]
     no_prefix: bool,
+    /// Record the run as a trial of this experiment (default: the program's name).
+    #[arg(long, value_name = "NAME")]
+    experiment: Option<String>,
+    /// A hyperparameter of the trial, recorded in the catalog and given to the ranks in
+    /// COHORT_HPARAMS (JSON); repeatable. Numbers and true/false are typed.
+    #[arg(long = "hparam", value_name = "KEY=VALUE")]
+    hparams: Vec<String>,
+    /// Do not record the run in the catalog.
+    #[arg(long, conflicts_with_all = ["experiment", "hparams"])]
+    no_track: bool,
+    #[command(flatten)]
+    catalog: catalog_cmd::CatalogArg,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -139,6 +217,9 @@ enum BenchCommand {
     /// Reduce-scatter (sizes are what each rank sends).
     #[command(name = "reduce_scatter", alias = "reduce-scatter")]
     ReduceScatter(bench::CollArgs),
+    /// The experiment catalog: synthetic data, ingest, queries.
+    #[command(subcommand)]
+    Catalog(bench_catalog::CatalogBench),
 }
 
 pub(crate) fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
@@ -394,6 +475,33 @@ fn run() -> Result<ExitCode> {
         Command::Bench(BenchCommand::ReduceScatter(args)) => {
             bench::collective(cohort_collectives::bench::BenchOp::ReduceScatter, args)
         }
+        Command::Bench(BenchCommand::Catalog(command)) => bench_catalog::run(command),
+        Command::Exp(command) => catalog_cmd::exp(command),
+        Command::Trials(args) => catalog_cmd::trials(args),
+        Command::Trial(TrialCommand::Show {
+            trial,
+            catalog,
+            json,
+        }) => catalog_cmd::trial_show(trial, catalog, *json),
+        Command::Metrics(args) => catalog_cmd::metrics(args),
+        Command::Compare {
+            trials,
+            catalog,
+            json,
+        } => catalog_cmd::compare(trials, catalog, *json),
+        Command::Plot(args) => catalog_cmd::plot(args),
+        Command::Export {
+            experiment,
+            catalog,
+            format,
+            output,
+        } => catalog_cmd::export(experiment, catalog, *format, output.as_deref()),
+        Command::Ckpt(command) => catalog_cmd::ckpt(command),
+        Command::Index {
+            experiment,
+            catalog,
+        } => catalog_cmd::index(experiment.as_deref(), catalog),
+        Command::Log(command) => catalog_cmd::log(command),
         Command::Run(args) => {
             let mut env = Vec::new();
             if let Some(seconds) = args.timeout {
@@ -405,12 +513,33 @@ fn run() -> Result<ExitCode> {
             if args.tcp {
                 env.push(("COHORT_TRANSPORT".to_owned(), "tcp".to_owned()));
             }
+            let track = if args.no_track {
+                None
+            } else {
+                let experiment = match &args.experiment {
+                    Some(name) => name.clone(),
+                    None => args
+                        .program
+                        .first()
+                        .and_then(|p| Path::new(p).file_name())
+                        .map_or_else(
+                            || "default".to_owned(),
+                            |n| n.to_string_lossy().into_owned(),
+                        ),
+                };
+                Some(run::TrackSpec {
+                    catalog: catalog_cmd::catalog_root(args.catalog.path())?,
+                    experiment,
+                    hparams: run::parse_hparams(&args.hparams)?,
+                })
+            };
             run::run(&run::RunSpec {
                 ranks: args.ranks,
                 gpus: args.gpus.as_ref().map(|list| list.0.clone()),
                 program: args.program.clone(),
                 env,
                 prefix: !args.no_prefix,
+                track,
             })
         }
     }

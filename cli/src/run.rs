@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context, Result};
+use cohort_catalog::{Catalog, NewExperiment, TrialRef};
+use cohort_proto::catalog::TrialState;
 use cohort_topology::{LiveOptions, LocalPlanOptions, Topology};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -29,6 +33,99 @@ pub(crate) struct RunSpec {
     pub(crate) env: Vec<(String, String)>,
     /// Whether to prefix output lines with `[rank] `.
     pub(crate) prefix: bool,
+    /// Where to record the run as a trial (None: not recorded).
+    pub(crate) track: Option<TrackSpec>,
+}
+
+/// The trial a run is recorded as.
+#[derive(Debug, Clone)]
+pub(crate) struct TrackSpec {
+    pub(crate) catalog: PathBuf,
+    pub(crate) experiment: String,
+    pub(crate) hparams: BTreeMap<String, serde_json::Value>,
+}
+
+/// `KEY=VALUE` pairs; numbers and booleans typed, anything else a string.
+pub(crate) fn parse_hparams(pairs: &[String]) -> Result<BTreeMap<String, serde_json::Value>> {
+    let mut out = BTreeMap::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--hparam {pair:?}: expected KEY=VALUE (for example lr=0.01)");
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            bail!("--hparam {pair:?}: the key is empty");
+        }
+        let value = value.trim();
+        let typed = match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
+            _ => serde_json::Value::String(value.to_owned()),
+        };
+        if out.insert(key.to_owned(), typed).is_some() {
+            bail!("--hparam {key} given twice");
+        }
+    }
+    Ok(out)
+}
+
+/// Creates the trial (state running) and returns it with the variables the ranks get.
+fn start_trial(
+    spec: &TrackSpec,
+    command: &[String],
+    host: &str,
+) -> Result<(TrialRef, Vec<(String, String)>)> {
+    let root = std::path::absolute(&spec.catalog).with_context(|| {
+        format!(
+            "{}: cannot resolve the catalog path",
+            spec.catalog.display()
+        )
+    })?;
+    let catalog = Catalog::open_or_create(&root)?;
+    let (experiment, _) = catalog.create_experiment(&NewExperiment {
+        name: spec.experiment.clone(),
+        ..NewExperiment::default()
+    })?;
+    let trial = catalog.create_trial(&experiment, spec.hparams.clone(), command.to_vec(), None)?;
+    let mut state = cohort_catalog::catalog::new_state(TrialState::Running);
+    state.nodes = vec![host.to_owned()];
+    cohort_catalog::catalog::write_state(&trial.dir, &state)?;
+    let env = vec![
+        ("COHORT_CATALOG".to_owned(), root.display().to_string()),
+        ("COHORT_EXPERIMENT".to_owned(), spec.experiment.clone()),
+        ("COHORT_TRIAL".to_owned(), trial.id.to_string()),
+        (
+            "COHORT_HPARAMS".to_owned(),
+            serde_json::to_string(&spec.hparams).unwrap_or_default(),
+        ),
+    ];
+    Ok((trial, env))
+}
+
+/// Records how the run ended.
+fn end_trial(
+    trial: &TrialRef,
+    state: TrialState,
+    status: Option<ExitStatus>,
+    message: Option<String>,
+) {
+    let result = cohort_catalog::catalog::update_state(&trial.dir, |s| {
+        s.state = state;
+        s.ended = Some(cohort_catalog::now());
+        if let Some(status) = status {
+            s.exit_status = status.code();
+            s.exit_signal = status.signal().map(|signal| {
+                Signal::try_from(signal)
+                    .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
+            });
+        }
+        s.message = message;
+    });
+    if let Err(e) = result {
+        eprintln!(
+            "cohort: warning: could not record the end of trial {}/{}: {e}",
+            trial.experiment, trial.id
+        );
+    }
 }
 
 /// How long ranks get to exit after SIGTERM before SIGKILL.
@@ -109,6 +206,22 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         ..LiveOptions::default()
     })?;
     let host = topo.hostname.clone().unwrap_or_else(|| "localhost".into());
+    // The trial is recorded before any rank starts, so a failure to record stops the run
+    // here rather than after hours of untracked training.
+    let (trial, trial_env) = match &spec.track {
+        Some(track) => {
+            let (trial, env) = start_trial(track, &spec.program, &host)
+                .context("recording the run in the catalog (--no-track runs without)")?;
+            eprintln!(
+                "cohort: recording as trial {}/{} in {}",
+                trial.experiment,
+                trial.id,
+                track.catalog.display()
+            );
+            (Some(trial), env)
+        }
+        None => (None, Vec::new()),
+    };
     let plan = topo
         .local_plan(&LocalPlanOptions {
             n_ranks: spec.ranks,
@@ -158,6 +271,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
             .env("MASTER_ADDR", "127.0.0.1")
             .env("MASTER_PORT", &master_port)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(trial_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -174,6 +288,14 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
                 signal_all(&children, Signal::SIGKILL);
                 for (_, child) in &mut children {
                     let _ = child.wait();
+                }
+                if let Some(trial) = &trial {
+                    end_trial(
+                        trial,
+                        TrialState::Failed,
+                        None,
+                        Some(format!("cannot start {program}: {e}")),
+                    );
                 }
                 bail!("cannot start {program}: {e}");
             }
@@ -239,6 +361,28 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     drop(dir);
     // Ranks killed while setting up can leave their shared-memory rings behind.
     cohort_collectives::remove_job_shm(secret.as_bytes(), &store);
+    if let Some(trial) = &trial {
+        match (&failure, statuses.iter().flatten().find(|s| !s.success())) {
+            (Some((rank, status)), _) => end_trial(
+                trial,
+                TrialState::Failed,
+                Some(*status),
+                Some(format!("rank {rank} ended with {}", describe(*status))),
+            ),
+            (None, Some(status)) => end_trial(
+                trial,
+                TrialState::Killed,
+                Some(*status),
+                Some("interrupted".to_owned()),
+            ),
+            (None, None) => end_trial(
+                trial,
+                TrialState::Completed,
+                statuses.first().copied().flatten(),
+                None,
+            ),
+        }
+    }
     if let Some((rank, status)) = failure {
         eprintln!(
             "cohort: run failed: rank {rank} ended with {}",

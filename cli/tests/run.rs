@@ -22,11 +22,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `cohort` with runs recorded in a catalog of this test process's own, not the working
+/// directory's.
+fn cohort_command() -> Command {
+    let mut command = Command::new(COHORT);
+    command.env(
+        "COHORT_CATALOG",
+        std::env::temp_dir().join(format!("cohort-run-tests-{}", std::process::id())),
+    );
+    command
+}
+
 fn cohort(args: &[&str]) -> Output {
-    Command::new(COHORT)
-        .args(args)
-        .output()
-        .expect("cohort runs")
+    cohort_command().args(args).output().expect("cohort runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -87,7 +95,7 @@ fn a_failing_rank_stops_the_others_and_is_named() {
 #[test]
 fn sigterm_is_forwarded_to_the_ranks() {
     let _serial = serial();
-    let mut child = Command::new(COHORT)
+    let mut child = cohort_command()
         .args(["run", "-n", "2", "--", "sleep", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -165,7 +173,7 @@ fn start_ranks(n: u32, env: &[(&str, &str)]) -> Vec<Child> {
     let store = format!("127.0.0.1:{port}");
     (0..n)
         .map(|rank| {
-            Command::new(COHORT)
+            cohort_command()
                 .args([
                     "bench",
                     "allreduce",
@@ -271,7 +279,7 @@ fn a_stopped_rank_is_named_at_the_deadline() {
 #[test]
 fn a_bad_environment_names_the_variable() {
     let _serial = serial();
-    let out = Command::new(COHORT)
+    let out = cohort_command()
         .args(["bench", "allreduce"])
         .env("COHORT_RANK", "zero")
         .output()
@@ -283,7 +291,7 @@ fn a_bad_environment_names_the_variable() {
         stderr.contains("\"zero\" is not a non-negative integer"),
         "{stderr}"
     );
-    let out = Command::new(COHORT)
+    let out = cohort_command()
         .args(["bench", "allreduce"])
         .env("COHORT_RANK", "0")
         .env("COHORT_WORLD_SIZE", "2")
