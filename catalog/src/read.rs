@@ -1,7 +1,7 @@
 //! Reading a trial's files: its summary (from scratch or continuing an index entry from where
 //! it stopped) and the full history of its metrics.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -61,7 +61,17 @@ fn read_segment(
     ended: bool,
 ) -> Result<SegmentRead, CatalogError> {
     let data = read_from(path, mark.covered)?;
-    let mut local: Vec<Option<MetricSummary>> = Vec::new();
+    // Summaries by name; `by_id` maps the segment's current ids to them (writers appending
+    // to a shared host segment define their names again from id 0).
+    let mut local: Vec<(String, Option<MetricSummary>)> = Vec::new();
+    let mut slot_of: HashMap<String, usize> = HashMap::new();
+    let mut slot = |name: &str, local: &mut Vec<(String, Option<MetricSummary>)>| {
+        *slot_of.entry(name.to_owned()).or_insert_with(|| {
+            local.push((name.to_owned(), None));
+            local.len() - 1
+        })
+    };
+    let mut by_id: Vec<usize> = mark.names.iter().map(|n| slot(n, &mut local)).collect();
     let mut events = Vec::new();
     let mut unknown_ids = 0u64;
     let names = &mut mark.names;
@@ -73,24 +83,24 @@ fn read_segment(
             let first = first_id as usize;
             if first <= names.len() {
                 names.truncate(first);
-                names.extend(new);
+                by_id.truncate(first);
+                for name in new {
+                    by_id.push(slot(&name, &mut local));
+                    names.push(name);
+                }
             }
         }
         Item::Points(rows) => {
             for row in rows {
                 for (id, value) in row.values() {
-                    let id = id as usize;
-                    if id >= names.len() {
+                    let Some(&index) = by_id.get(id as usize) else {
                         unknown_ids += 1;
                         continue;
-                    }
-                    if local.len() <= id {
-                        local.resize(id + 1, None);
-                    }
-                    match &mut local[id] {
+                    };
+                    match &mut local[index].1 {
                         Some(summary) => summary.add(row.step, value, row.wall),
-                        slot @ None => {
-                            *slot = Some(MetricSummary::first(row.step, value, row.wall))
+                        empty @ None => {
+                            *empty = Some(MetricSummary::first(row.step, value, row.wall));
                         }
                     }
                 }
@@ -123,8 +133,7 @@ fn read_segment(
     mark.covered = end.committed;
     let metrics = local
         .into_iter()
-        .enumerate()
-        .filter_map(|(id, s)| s.map(|s| (mark.names[id].clone(), s)))
+        .filter_map(|(name, s)| s.map(|s| (name, s)))
         .collect();
     Ok(SegmentRead {
         mark,
@@ -334,27 +343,33 @@ pub fn history(
                 continue;
             }
         };
-        let mut names: Vec<String> = Vec::new();
-        // Per id: where its points go (None: not wanted).
-        let mut slots: Vec<Option<Vec<Point>>> = Vec::new();
+        // Points by name; per id of the segment, where its points go (None: not wanted).
+        let mut series: Vec<(String, Vec<Point>)> = Vec::new();
+        let mut by_id: Vec<Option<usize>> = Vec::new();
         let end = scan(&data, 0, |item| match item {
             Item::Names {
                 first_id,
                 names: new,
-            } if first_id as usize <= names.len() => {
-                names.truncate(first_id as usize);
-                slots.truncate(first_id as usize);
+            } if first_id as usize <= by_id.len() => {
+                by_id.truncate(first_id as usize);
                 for name in new {
                     let wanted = only.is_none_or(|o| o.contains(&name));
-                    slots.push(wanted.then(Vec::new));
-                    names.push(name);
+                    by_id.push(wanted.then(|| {
+                        series
+                            .iter()
+                            .position(|(n, _)| *n == name)
+                            .unwrap_or_else(|| {
+                                series.push((name, Vec::new()));
+                                series.len() - 1
+                            })
+                    }));
                 }
             }
             Item::Points(rows) => {
                 for row in rows {
                     for (id, value) in row.values() {
-                        if let Some(Some(points)) = slots.get_mut(id as usize) {
-                            points.push(Point {
+                        if let Some(Some(index)) = by_id.get(id as usize) {
+                            series[*index].1.push(Point {
                                 step: row.step,
                                 value,
                                 wall: row.wall,
@@ -373,10 +388,8 @@ pub fn history(
                 ));
             }
         }
-        for (name, points) in names.into_iter().zip(slots) {
-            if let Some(points) = points {
-                out.entry(name).or_default().extend(points);
-            }
+        for (name, points) in series {
+            out.entry(name).or_default().extend(points);
         }
     }
     for points in out.values_mut() {
