@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::catalog::{strip_path, Catalog, Experiment};
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
-use crate::read::summarize;
+use crate::read::{is_unchanged, summarize_changed};
 
 /// First bytes of an index file; the rest is MessagePack.
 const MAGIC: &[u8; 8] = b"COHIDX01";
@@ -83,7 +83,13 @@ pub struct Loaded {
     pub stats: LoadStats,
 }
 
-fn read_index(path: &std::path::Path, experiment: &str) -> Result<Option<IndexDoc>, String> {
+/// Trials per chunk of the index file.
+const CHUNK: usize = 256;
+
+fn read_index(
+    path: &std::path::Path,
+    experiment: &str,
+) -> Result<Option<Vec<TrialSummary>>, String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -92,7 +98,9 @@ fn read_index(path: &std::path::Path, experiment: &str) -> Result<Option<IndexDo
     let Some(body) = bytes.strip_prefix(MAGIC) else {
         return Err("not a Cohort index (bad magic)".into());
     };
-    let doc: IndexDoc = rmp_serde::from_slice(body).map_err(|e| format!("damaged index ({e})"))?;
+    let mut reader = body;
+    let doc: IndexDoc =
+        rmp_serde::decode::from_read(&mut reader).map_err(|e| format!("damaged index ({e})"))?;
     if doc.format != "cohort.index" || doc.version != CATALOG_VERSION {
         return Err(format!(
             "index format {:?} version {}, expected cohort.index version {CATALOG_VERSION}",
@@ -102,7 +110,23 @@ fn read_index(path: &std::path::Path, experiment: &str) -> Result<Option<IndexDo
     if doc.experiment != experiment {
         return Err(format!("indexes experiment {:?}", doc.experiment));
     }
-    Ok(Some(doc))
+    let mut chunks = Vec::new();
+    for _ in 0..doc.chunks {
+        let Some((len, rest)) = reader.split_first_chunk::<4>() else {
+            return Err("damaged index (truncated)".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err("damaged index (truncated)".into());
+        }
+        chunks.push(&rest[..len]);
+        reader = &rest[len..];
+    }
+    let decoded: Result<Vec<Vec<TrialSummary>>, String> = chunks
+        .par_iter()
+        .map(|chunk| rmp_serde::from_slice(chunk).map_err(|e| format!("damaged index ({e})")))
+        .collect();
+    Ok(Some(decoded?.into_iter().flatten().collect()))
 }
 
 /// Writes the index of `experiment` from `trials`; returns its path.
@@ -115,18 +139,27 @@ pub fn write_index(
     if let Some(dir) = path.parent() {
         fsutil::mkdir_if_absent(dir)?;
     }
+    let encode_error = |e: rmp_serde::encode::Error| CatalogError::Malformed {
+        path: path.clone(),
+        problem: format!("cannot encode the index: {e}"),
+    };
     let doc = IndexDoc {
         format: "cohort.index".into(),
         version: CATALOG_VERSION,
         experiment: experiment.record.name.clone(),
         built: fsutil::now(),
-        trials: trials.to_vec(),
+        chunks: u32::try_from(trials.len().div_ceil(CHUNK)).unwrap_or(u32::MAX),
     };
     let mut bytes = MAGIC.to_vec();
-    rmp_serde::encode::write_named(&mut bytes, &doc).map_err(|e| CatalogError::Malformed {
-        path: path.clone(),
-        problem: format!("cannot encode the index: {e}"),
-    })?;
+    rmp_serde::encode::write_named(&mut bytes, &doc).map_err(encode_error)?;
+    let chunks: Result<Vec<Vec<u8>>, _> = trials
+        .par_chunks(CHUNK)
+        .map(rmp_serde::to_vec_named)
+        .collect();
+    for chunk in chunks.map_err(encode_error)? {
+        bytes.extend_from_slice(&u32::try_from(chunk.len()).unwrap_or(u32::MAX).to_le_bytes());
+        bytes.extend_from_slice(&chunk);
+    }
     fsutil::replace(&path, &bytes)?;
     Ok(path)
 }
@@ -145,9 +178,9 @@ pub fn load(
     let index_path = catalog.index_path(experiment);
     let index = if options.use_index {
         match read_index(&index_path, &experiment.record.name) {
-            Ok(Some(doc)) => {
+            Ok(Some(trials)) => {
                 stats.index = "used";
-                Some(doc)
+                Some(trials)
             }
             Ok(None) => {
                 stats.index = "none";
@@ -167,7 +200,7 @@ pub fn load(
         None
     };
     let mut previous: HashMap<String, TrialSummary> = index
-        .map(|doc| doc.trials.into_iter().map(|t| (t.dir.clone(), t)).collect())
+        .map(|trials| trials.into_iter().map(|t| (t.dir.clone(), t)).collect())
         .unwrap_or_default();
     let trials_dir = experiment.dir.join("trials");
     let mut dirs: Vec<(String, Option<TrialSummary>)> = match std::fs::read_dir(&trials_dir) {
@@ -198,17 +231,20 @@ pub fn load(
         Whole,
     }
     let results: Vec<(Option<TrialSummary>, How, Vec<Warning>)> = dirs
-        .par_iter()
+        .into_par_iter()
         .map(|(name, prev)| {
-            let dir = trials_dir.join(name);
+            let dir = trials_dir.join(&name);
             let mut warnings = Vec::new();
-            let result = summarize(&dir, prev.as_ref(), &mut warnings);
+            if prev.as_ref().is_some_and(|p| is_unchanged(&dir, p)) {
+                return (prev, How::Unchanged, warnings);
+            }
+            let result = summarize_changed(&dir, prev.as_ref(), &mut warnings);
             match result {
                 Ok(Some(summary)) => {
-                    let how = match prev {
-                        None => How::Whole,
-                        Some(p) if *p == summary => How::Unchanged,
-                        Some(_) => How::Updated,
+                    let how = if prev.is_some() {
+                        How::Updated
+                    } else {
+                        How::Whole
                     };
                     (Some(summary), how, warnings)
                 }

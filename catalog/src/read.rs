@@ -151,21 +151,37 @@ pub fn summarize(
     previous: Option<&TrialSummary>,
     warnings: &mut Vec<Warning>,
 ) -> Result<Option<TrialSummary>, CatalogError> {
+    if let Some(prev) = previous {
+        if is_unchanged(dir, prev) {
+            return Ok(Some(prev.clone()));
+        }
+    }
+    summarize_changed(dir, previous, warnings)
+}
+
+/// Whether the trial's directory and log segments are as `summary` saw them (two `stat`s for
+/// a trial with one segment).
+pub fn is_unchanged(dir: &Path, summary: &TrialSummary) -> bool {
+    std::fs::metadata(dir).is_ok_and(|meta| {
+        i64::try_from(fsutil::mtime_ns(&meta)).unwrap_or(i64::MAX) == summary.dir_mtime_ns
+    }) && summary
+        .segments
+        .iter()
+        .all(|mark| std::fs::metadata(dir.join(&mark.file)).is_ok_and(|m| m.len() == mark.size))
+}
+
+/// [`summarize`] for a trial known to have changed since `previous`.
+pub fn summarize_changed(
+    dir: &Path,
+    previous: Option<&TrialSummary>,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<TrialSummary>, CatalogError> {
     let dir_meta = std::fs::metadata(dir).map_err(|source| CatalogError::Io {
         path: dir.to_path_buf(),
         what: "cannot read",
         source,
     })?;
     let dir_mtime_ns = i64::try_from(fsutil::mtime_ns(&dir_meta)).unwrap_or(i64::MAX);
-    if let Some(prev) = previous {
-        if prev.dir_mtime_ns == dir_mtime_ns
-            && prev.segments.iter().all(|mark| {
-                std::fs::metadata(dir.join(&mark.file)).is_ok_and(|m| m.len() == mark.size)
-            })
-        {
-            return Ok(Some(prev.clone()));
-        }
-    }
     let mut segments = Vec::new();
     let mut gc_files = Vec::new();
     let mut last_write: Option<f64> = None;

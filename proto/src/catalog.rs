@@ -387,8 +387,10 @@ pub struct TrialSummary {
     pub damage: Vec<String>,
 }
 
-/// `index/<experiment dir>.json`: the compacted summaries of an experiment's trials. A cache:
-/// deleting it loses nothing.
+/// Header of `index/<experiment dir>.json`, the compacted summaries of an experiment's trials
+/// (a cache: deleting it loses nothing). The file is `COHIDX01`, this header in MessagePack, then
+/// `chunks` times a u32 little-endian length and a MessagePack array of [`TrialSummary`], so
+/// readers decode the chunks in parallel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexDoc {
     /// Always `cohort.index`.
@@ -399,8 +401,8 @@ pub struct IndexDoc {
     pub experiment: String,
     /// When it was built (Unix seconds).
     pub built: f64,
-    /// The trials, by id.
-    pub trials: Vec<TrialSummary>,
+    /// Number of chunks of trial summaries that follow.
+    pub chunks: u32,
 }
 
 /// Serialises non-finite floats as the strings `NaN`, `inf`, `-inf` in human-readable formats

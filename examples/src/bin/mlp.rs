@@ -75,7 +75,18 @@ fn main() -> Result<()> {
     for mut tensor in vs.trainable_variables() {
         tch::no_grad(|| comm.broadcast_tensor(&mut tensor, 0))?;
     }
-    let mut optimizer = nn::Sgd::default().build(&vs, 0.05)?;
+    let lr = 0.05;
+    let mut optimizer = nn::Sgd::default().build(&vs, lr)?;
+    // Under `cohort run` or the Slurm plugin this records into the run's trial; rank 0 writes.
+    let tracker = cohort_catalog::Tracker::from_env()?;
+    tracker.log_hparams(
+        [
+            ("lr".to_owned(), lr.into()),
+            ("epochs".to_owned(), epochs.into()),
+            ("ranks".to_owned(), size.into()),
+        ]
+        .into(),
+    )?;
     let sync = GradSync::new(DEFAULT_BUCKET_BYTES);
 
     let (inputs, labels) = dataset();
@@ -99,11 +110,23 @@ fn main() -> Result<()> {
             total += loss.double_value(&[]);
             batches += 1.0;
         }
-        let mut mean = [total / batches];
+        let correct = tch::no_grad(|| {
+            net.forward(&inputs)
+                .argmax(-1, false)
+                .eq_tensor(&labels)
+                .to_kind(tch::Kind::Float)
+                .mean(tch::Kind::Float)
+                .double_value(&[])
+        });
+        let mut mean = [total / batches, correct];
         comm.allreduce(&mut mean, ReduceOp::Avg)?;
         if rank == 0 {
-            println!("epoch {epoch}: loss {:.4}", mean[0]);
+            println!("epoch {epoch}: loss {:.4} accuracy {:.3}", mean[0], mean[1]);
         }
+        tracker.log_metrics(
+            i64::try_from(epoch)?,
+            &[("loss", mean[0]), ("accuracy", mean[1])],
+        )?;
         losses.push(mean[0]);
     }
 
@@ -113,6 +136,7 @@ fn main() -> Result<()> {
     if all.iter().any(|&other| other != mine) {
         bail!("parameters differ between ranks: fingerprints {all:x?}");
     }
+    tracker.finish(cohort_proto::catalog::TrialState::Completed)?;
     let (first, last) = (losses.first().copied(), losses.last().copied());
     if let (Some(first), Some(last)) = (first, last) {
         if epochs > 1 && last >= first {
