@@ -99,15 +99,8 @@ def cohort_cmd(cohort, catalog, *args):
 
 
 def count_csv_points(text):
-    """Data rows of a CSV text: lines whose first field is a number (the header is not)."""
-    n = 0
-    for line in text.splitlines():
-        try:
-            float(line.split(",", 1)[0])
-            n += 1
-        except ValueError:
-            pass
-    return n
+    """Data rows of `cohort metrics --format csv` output: the lines after the header."""
+    return max(0, len([line for line in text.splitlines() if line.strip()]) - 1)
 
 
 def fabricate(trials, metrics, steps):
