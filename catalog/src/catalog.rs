@@ -360,6 +360,62 @@ impl Catalog {
         })
     }
 
+    /// Notes that Slurm step `job.step` is trial `id`, so the step's other nodes can find it.
+    /// Returns the trial noted first when another process was first.
+    pub fn note_slurm_trial(
+        &self,
+        experiment: &Experiment,
+        job: u32,
+        step: u32,
+        id: u64,
+    ) -> Result<u64, CatalogError> {
+        let marker = slurm_marker(experiment, job, step);
+        if let Some(dir) = marker.parent() {
+            fsutil::mkdir_if_absent(dir)?;
+        }
+        let record = serde_json::json!({
+            "format": "cohort.slurm-step",
+            "version": CATALOG_VERSION,
+            "trial": id,
+        });
+        fsutil::publish_new(&marker, &to_json(&record))?;
+        self.slurm_trial(experiment, job, step)?
+            .ok_or_else(|| CatalogError::Malformed {
+                path: marker,
+                problem: "vanished right after it was written".into(),
+            })
+    }
+
+    /// The trial that Slurm step `job.step` records into, if one was noted.
+    pub fn slurm_trial(
+        &self,
+        experiment: &Experiment,
+        job: u32,
+        step: u32,
+    ) -> Result<Option<u64>, CatalogError> {
+        let marker = slurm_marker(experiment, job, step);
+        let bytes = match std::fs::read(&marker) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(CatalogError::Io {
+                    path: marker,
+                    what: "cannot read",
+                    source,
+                })
+            }
+        };
+        let value: serde_json::Value = parse_record(&marker, &bytes, "cohort.slurm-step")?;
+        value
+            .get("trial")
+            .and_then(serde_json::Value::as_u64)
+            .map(Some)
+            .ok_or_else(|| CatalogError::Malformed {
+                path: marker,
+                problem: "no trial number".into(),
+            })
+    }
+
     /// Where the index of `experiment` is kept.
     pub fn index_path(&self, experiment: &Experiment) -> PathBuf {
         let name = experiment
@@ -417,10 +473,28 @@ pub fn read_state(trial_dir: &Path) -> Result<Option<StateRecord>, CatalogError>
 
 /// Replaces a trial's state (atomically: readers see the old or the new one).
 pub fn write_state(trial_dir: &Path, state: &StateRecord) -> Result<(), CatalogError> {
+    write_state_owned(trial_dir, state, None)
+}
+
+/// [`write_state`] by a privileged process on behalf of the trial's owner: the new file
+/// belongs to `owner` (uid, gid).
+pub fn write_state_owned(
+    trial_dir: &Path,
+    state: &StateRecord,
+    owner: Option<(u32, u32)>,
+) -> Result<(), CatalogError> {
     let mut state = state.clone();
     state.updated = fsutil::now();
     state.writer = fsutil::writer();
-    fsutil::replace(&trial_dir.join("state.json"), &to_json(&state))
+    fsutil::replace_owned(&trial_dir.join("state.json"), &to_json(&state), owner)
+}
+
+/// Where the trial of Slurm step `job.step` is noted (see [`Catalog::slurm_trial`]).
+fn slurm_marker(experiment: &Experiment, job: u32, step: u32) -> PathBuf {
+    experiment
+        .dir
+        .join("slurm")
+        .join(format!("{job}.{step}.json"))
 }
 
 /// Changes a trial's state, keeping what the current record knows (timestamps, Slurm ids,

@@ -67,9 +67,22 @@ fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> 
 
 /// Writes `bytes` to a new temporary file beside `target` and fsyncs it; returns its path.
 fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf, CatalogError> {
+    write_temp_owned(target, bytes, None)
+}
+
+/// [`write_temp`], the file given to `owner` (uid, gid) first: for a privileged writer (the
+/// Slurm plugin in slurmstepd) writing into a user's trial.
+fn write_temp_owned(
+    target: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> Result<PathBuf, CatalogError> {
     let tmp = temp_beside(target);
     let result = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
         file.write_all(bytes)?;
         file.sync_all()
     })();
@@ -90,7 +103,16 @@ fn sync_dir(dir: &Path) {
 
 /// Replaces `target` with `bytes`: a reader sees the old or the new content, never a mix.
 pub(crate) fn replace(target: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
-    let tmp = write_temp(target, bytes)?;
+    replace_owned(target, bytes, None)
+}
+
+/// [`replace`], the new file owned by `owner` (uid, gid) when given.
+pub(crate) fn replace_owned(
+    target: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> Result<(), CatalogError> {
+    let tmp = write_temp_owned(target, bytes, owner)?;
     if let Err(e) = std::fs::rename(&tmp, target) {
         let _ = std::fs::remove_file(&tmp);
         return Err(io(target, "cannot replace")(e));

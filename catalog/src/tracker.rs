@@ -238,13 +238,19 @@ impl Tracker {
     /// The tracker the environment describes: `COHORT_CATALOG` (default `./cohort-catalog`),
     /// `COHORT_EXPERIMENT` (default: the program's name), `COHORT_TRIAL` (set by launchers; if
     /// absent a new trial is created and this tracker owns its state). Ranks other than 0
-    /// (`COHORT_RANK`, else `RANK`) get a disabled tracker unless `COHORT_TRACK_ALL_RANKS=1`.
+    /// (`COHORT_RANK`, else `RANK`) get a disabled tracker unless `COHORT_TRACK_ALL_RANKS=1`,
+    /// and so does a process with neither `COHORT_EXPERIMENT` nor `COHORT_CATALOG` set.
     pub fn from_env() -> Result<Tracker, CatalogError> {
         let rank: u32 = env("COHORT_RANK")
             .or_else(|| env("RANK"))
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
         if rank != 0 && env("COHORT_TRACK_ALL_RANKS").as_deref() != Some("1") {
+            return Ok(Tracker::disabled());
+        }
+        // Outside a launcher that records (cohort run, the Slurm plugin with --cohort-exp)
+        // and without an explicit experiment or catalog, nothing is recorded.
+        if env("COHORT_EXPERIMENT").is_none() && env("COHORT_CATALOG").is_none() {
             return Ok(Tracker::disabled());
         }
         let root = env("COHORT_CATALOG").unwrap_or_else(|| "cohort-catalog".to_owned());

@@ -1117,6 +1117,9 @@ pub(crate) struct PlotArgs {
     /// Chart height in characters.
     #[arg(long, default_value_t = 16)]
     height: usize,
+    /// Write the chart as a PNG image to FILE instead of drawing it in the terminal.
+    #[arg(long, value_name = "FILE")]
+    png: Option<PathBuf>,
 }
 
 pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
@@ -1167,6 +1170,21 @@ pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
         ));
     }
     warn_all(&warnings);
+    if let Some(path) = &args.png {
+        let title = if series.len() == 1 {
+            format!("{} of {}", args.metric, series[0].0)
+        } else {
+            format!(
+                "{} of the {} best trials of {}",
+                args.metric,
+                series.len(),
+                experiment.record.name
+            )
+        };
+        crate::png::write(path, &title, &args.metric, &series)?;
+        write_out(&format!("chart written to {}\n", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let title = if series.len() == 1 {
         format!("{} of {}", args.metric, series[0].0)

@@ -12,6 +12,7 @@ mod bench_catalog;
 mod catalog_cmd;
 mod daemon_client;
 mod plot;
+mod png;
 mod run;
 
 use std::io::Write;

@@ -1,5 +1,5 @@
 //! Strict parsing of what users and administrators give the plugin: `plugstack.conf`
-//! arguments (`socket=`, `timeout=`), the `--cohort-bind` value, and Slurm host lists.
+//! arguments (`socket=`, `timeout=`, `catalog=`), the `--cohort-bind` value, and Slurm host lists.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +11,9 @@ pub struct PluginConfig {
     pub socket: PathBuf,
     /// How long the gang start may take.
     pub timeout: Duration,
+    /// The cluster's experiment catalog, for steps run with `--cohort-exp` whose job does not
+    /// set `COHORT_CATALOG`.
+    pub catalog: Option<PathBuf>,
 }
 
 impl Default for PluginConfig {
@@ -20,6 +23,7 @@ impl Default for PluginConfig {
             // Long enough for slow nodes to start their step, short enough that a missing
             // node fails the step within a minute.
             timeout: Duration::from_secs(60),
+            catalog: None,
         }
     }
 }
@@ -35,6 +39,8 @@ impl PluginConfig {
             match key {
                 "socket" if value.starts_with('/') => config.socket = PathBuf::from(value),
                 "socket" => return Err(format!("socket={value}: not an absolute path")),
+                "catalog" if value.starts_with('/') => config.catalog = Some(PathBuf::from(value)),
+                "catalog" => return Err(format!("catalog={value}: not an absolute path")),
                 "timeout" => {
                     let seconds: u64 = value
                         .parse()
@@ -47,7 +53,7 @@ impl PluginConfig {
                 }
                 other => {
                     return Err(format!(
-                        "unknown plugstack argument {other:?} (known: socket, timeout)"
+                        "unknown plugstack argument {other:?} (known: socket, timeout, catalog)"
                     ))
                 }
             }

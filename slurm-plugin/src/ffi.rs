@@ -51,6 +51,7 @@ pub(crate) const S_CTX_REMOTE: c_int = 2;
 pub(crate) mod item {
     use std::ffi::c_int;
     pub(crate) const S_JOB_UID: c_int = 0;
+    pub(crate) const S_JOB_GID: c_int = 1;
     pub(crate) const S_JOB_ID: c_int = 2;
     pub(crate) const S_JOB_STEPID: c_int = 3;
     pub(crate) const S_JOB_NNODES: c_int = 4;

@@ -13,6 +13,7 @@ pub mod args;
 mod client;
 pub mod env;
 mod ffi;
+pub mod record;
 
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -105,6 +106,9 @@ struct StepData {
     socket: std::path::PathBuf,
     key: (u32, u32, u32),
     uid: u32,
+    gid: u32,
+    node: String,
+    recording: Option<record::Recording>,
 }
 
 static STEP: OnceLock<StepData> = OnceLock::new();
@@ -218,6 +222,45 @@ pub extern "C" fn slurm_spank_user_init(
             }
         };
         let plan_path = write_plan(&plan, request.job_id, request.step_id)?;
+        let experiment =
+            ffi::getopt(spank, &OPT_EXP).or_else(|| ffi::getenv(spank, "COHORT_EXPERIMENT"));
+        let recording = match experiment {
+            Some(experiment) => {
+                let trial = match ffi::getopt(spank, &OPT_TRIAL)
+                    .or_else(|| ffi::getenv(spank, "COHORT_TRIAL"))
+                {
+                    Some(text) => Some(
+                        text.trim()
+                            .parse::<u64>()
+                            .map_err(|_| format!("--cohort-trial {text:?}: not a trial number"))?,
+                    ),
+                    None => None,
+                };
+                let started = record::start(&record::Request {
+                    catalog: ffi::getenv(spank, "COHORT_CATALOG")
+                        .map(std::path::PathBuf::from)
+                        .or_else(|| config.catalog.clone()),
+                    experiment,
+                    trial,
+                    hparams: ffi::getenv(spank, "COHORT_HPARAMS"),
+                    job: request.job_id,
+                    step: request.step_id,
+                    nodes: request.nodes.clone(),
+                    rank0_here: plan.plan.ranks.first().is_some_and(|r| r.host == *node),
+                });
+                match started {
+                    Ok(recording) => Some(recording),
+                    Err(message) => {
+                        // The user asked for a record; a step that cannot be recorded does
+                        // not start (as with `cohort run`).
+                        ffi::error(&message);
+                        let _ = FAILED.set(message);
+                        return Ok(());
+                    }
+                }
+            }
+            None => None,
+        };
         let _ = STEP.set(StepData {
             plan,
             plan_path,
@@ -225,6 +268,9 @@ pub extern "C" fn slurm_spank_user_init(
             socket: config.socket.clone(),
             key: (request.job_id, request.step_id, request.attempt),
             uid: request.uid,
+            gid: ffi::get_u32(spank, item::S_JOB_GID)?,
+            node: node.clone(),
+            recording,
         });
         Ok(())
     })
@@ -320,6 +366,17 @@ pub extern "C" fn slurm_spank_task_init(
         for (name, value) in env::task_env(&step.plan, &step.plan_path, rank, step.bind)? {
             ffi::setenv(spank, &name, &value)?;
         }
+        if let Some(recording) = &step.recording {
+            ffi::setenv(
+                spank,
+                "COHORT_CATALOG",
+                &recording.catalog.to_string_lossy(),
+            )?;
+            ffi::setenv(spank, "COHORT_EXPERIMENT", &recording.experiment)?;
+            if let Some(trial) = recording.trial {
+                ffi::setenv(spank, "COHORT_TRIAL", &trial.to_string())?;
+            }
+        }
         if step.bind == Bind::All {
             let me = &step.plan.plan.ranks[rank as usize];
             let cpus = parse_cpus(&me.cpus);
@@ -376,6 +433,20 @@ pub extern "C" fn slurm_spank_task_exit(
                 exit.rank
             ));
         }
+        if let (Some(recording), true) = (&step.recording, record::failed(exit.status)) {
+            let result = record::task_failed(
+                recording,
+                step.key.0,
+                step.key.1,
+                (step.uid, step.gid),
+                exit.rank,
+                &step.node,
+                exit.status,
+            );
+            if let Err(e) = result {
+                ffi::info(&format!("could not record the failure in the catalog: {e}"));
+            }
+        }
         Ok(())
     })
 }
@@ -389,6 +460,15 @@ pub extern "C" fn slurm_spank_exit(
 ) -> c_int {
     guarded("exit", || {
         if let Some(step) = STEP.get() {
+            if let Some(recording) = step.recording.as_ref().filter(|r| r.rank0_here) {
+                let result =
+                    record::step_ended(recording, step.key.0, step.key.1, (step.uid, step.gid));
+                if let Err(e) = result {
+                    ffi::info(&format!(
+                        "could not record the step's end in the catalog: {e}"
+                    ));
+                }
+            }
             let _ = std::fs::remove_file(&step.plan_path);
             ffi::info("step done");
         }

@@ -67,14 +67,18 @@ ok "a bad --cohort-bind stops srun with a cohort: message"
 # 4. A task killed mid-allreduce: the others fail within seconds, naming it; srun fails.
 rm -f "$L"/pid.*
 start=$(date +%s)
-(timeout 60 srun -N2 --ntasks-per-node=1 --cohort sh -c \
+# (errexit holds in the subshell too: the status is caught, not let end it.)
+(rc=0; timeout 60 srun -N2 --ntasks-per-node=1 --cohort sh -c \
     "echo \$\$ > $L/pid.\$COHORT_RANK; exec $COHORT bench allreduce -b 64K -e 64K -n 100000000 -w 0 -c 0" \
-    > "$L/kill.out" 2>&1; echo $? > "$L/kill.rc") &
-for _ in $(seq 1 100); do [[ -f $L/pid.1 ]] && break; sleep 0.1; done
+    > "$L/kill.out" 2>&1 || rc=$?; echo "$rc" > "$L/kill.rc") &
+killed_step=$!
+for _ in $(seq 1 100); do [[ -s $L/pid.1 ]] && break; sleep 0.1; done
+[[ -s $L/pid.1 ]] || fail "rank 1 did not start:\n$(cat "$L/kill.out")"
 sleep 2
 kill -9 "$(cat "$L/pid.1")"
-wait
+wait "$killed_step"
 elapsed=$(($(date +%s) - start - 2))
+[[ -f $L/kill.rc ]] || fail "srun's exit status was not recorded"
 [[ $(cat "$L/kill.rc") != 0 ]] || fail "srun succeeded after a task was killed"
 grep -q "rank 1 on node2" "$L/kill.out" || fail "the error does not name rank 1 on node2:\n$(cat "$L/kill.out")"
 [[ $elapsed -le 15 ]] || fail "took ${elapsed}s"
@@ -112,6 +116,35 @@ if setpriv --reuid=65534 --regid=65534 --clear-groups cat "$plan" > /dev/null 2>
 fi
 wait
 ok "another user cannot read a running step's plan"
+# 7. Steps recorded in the catalog (--cohort-exp): rank 0's node creates the trial, rank 0
+#    logs into it, and the state follows the ranks: completed, or failed with the failing
+#    rank's status recorded by its own node.
+export COHORT_CATALOG=$L/catalog
+timeout 60 srun -N2 --ntasks-per-node=2 --cohort --cohort-exp e2e sh -c \
+    'if [ "$COHORT_RANK" = 0 ]; then "$0" log metric loss=0.5 --step 1 && "$0" log metric loss=0.25 --step 2; fi' \
+    "$COHORT" > "$L/rec.out" 2>&1 || fail "a recorded step:\n$(cat "$L/rec.out")"
+if timeout 60 srun -N2 --ntasks-per-node=2 --cohort --cohort-exp e2e sh -c \
+    '[ "$COHORT_RANK" != 3 ] || exit 7' > "$L/rec2.out" 2>&1; then
+    fail "a step whose rank 3 exited 7 succeeded"
+fi
+# slurmstepd records the step's end after srun has returned.
+for _ in $(seq 1 50); do
+    "$COHORT" trials e2e --json > "$L/trials.json" 2> "$L/trials.err" || fail "cohort trials: $(cat "$L/trials.err")"
+    grep -q '"running"' "$L/trials.json" || break
+    sleep 0.2
+done
+python3 - "$L/trials.json" <<'EOF' || fail "recorded trials:\n$(cat "$L/trials.json")"
+import json, sys
+ok, bad = json.load(open(sys.argv[1]))
+assert ok["state"] == "completed" and ok["exit_status"] == 0, ok
+assert ok["metrics"]["loss"]["last"] == 0.25 and ok["metrics"]["loss"]["count"] == 2, ok
+assert ok["slurm_job"] and ok["nodes"] == ["node1", "node2"], ok
+assert bad["state"] == "failed" and bad["exit_status"] == 7, bad
+EOF
+"$COHORT" trial show e2e/2 | grep -q "rank 3 on node2 exited with status 7" \
+    || fail "the failure's message:\n$("$COHORT" trial show e2e/2)"
+unset COHORT_CATALOG
+ok "steps recorded as trials: metrics from rank 0, completed, failed naming rank 3 and its status"
 "$ROOT/tests/slurm/cluster.sh" down "$L"
 trap - EXIT
 rm -rf "$L"

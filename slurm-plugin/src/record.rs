@@ -1,0 +1,321 @@
+//! Recording a step in the experiment catalog (`--cohort-exp NAME`, or `COHORT_EXPERIMENT` in
+//! the job's environment).
+//!
+//! The node that hosts rank 0 creates the trial in `user_init`, which runs as the job's user,
+//! so the trial's files are the user's; it notes the step's trial in the experiment so the
+//! other nodes can find it. A task that fails records the trial as failed from `task_exit` (on
+//! any node), and rank 0's node records it as completed at the step's end if nothing failed.
+//! Those two hooks run as root in slurmstepd: the state they write is given to the job's user.
+//! On a filesystem that maps root to nobody (NFS `root_squash`) they cannot write, and say so
+//! in slurmd's log; the trial then stays `running`.
+
+use std::path::PathBuf;
+
+use cohort_catalog::catalog::{new_state, read_state, write_state, write_state_owned};
+use cohort_catalog::{Catalog, NewExperiment};
+use cohort_proto::catalog::{Restart, StateRecord, TrialState};
+
+/// What a node knows about the step's trial.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// The catalog's root.
+    pub catalog: PathBuf,
+    /// The experiment.
+    pub experiment: String,
+    /// The trial, when this node created it or it was given (`--cohort-trial`).
+    pub trial: Option<u64>,
+    /// Whether this node hosts rank 0 (and so records the step's end).
+    pub rank0_here: bool,
+}
+
+/// Where and what to record, as the step asks.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The catalog: the job's `COHORT_CATALOG`, else plugstack's `catalog=`.
+    pub catalog: Option<PathBuf>,
+    /// The experiment.
+    pub experiment: String,
+    /// A trial to record into instead of a new one (a search's trial, a restart).
+    pub trial: Option<u64>,
+    /// Hyperparameters for a new trial (`COHORT_HPARAMS`, a JSON object).
+    pub hparams: Option<String>,
+    /// Slurm job and step.
+    pub job: u32,
+    /// Step id.
+    pub step: u32,
+    /// The step's nodes.
+    pub nodes: Vec<String>,
+    /// Whether this node hosts rank 0.
+    pub rank0_here: bool,
+}
+
+/// Creates or reopens the trial (on rank 0's node) and marks it running. Runs as the user.
+pub fn start(request: &Request) -> Result<Recording, String> {
+    let root = request.catalog.clone().ok_or_else(|| {
+        format!(
+            "--cohort-exp {}: no catalog; set COHORT_CATALOG in the job's environment or catalog=DIR in plugstack.conf",
+            request.experiment
+        )
+    })?;
+    let mut recording = Recording {
+        catalog: root.clone(),
+        experiment: request.experiment.clone(),
+        trial: request.trial,
+        rank0_here: request.rank0_here,
+    };
+    if !request.rank0_here {
+        return Ok(recording);
+    }
+    let what = |e: cohort_catalog::CatalogError| format!("recording the step in the catalog: {e}");
+    let catalog = Catalog::open_or_create(&root).map_err(what)?;
+    let (experiment, _) = catalog
+        .create_experiment(&NewExperiment {
+            name: request.experiment.clone(),
+            ..NewExperiment::default()
+        })
+        .map_err(what)?;
+    let trial = match request.trial {
+        Some(id) => catalog.trial(&experiment, id).map_err(what)?,
+        None => {
+            let hparams = match &request.hparams {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| format!("COHORT_HPARAMS: not a JSON object ({e})"))?,
+                None => Default::default(),
+            };
+            let trial = catalog
+                .create_trial(&experiment, hparams, Vec::new(), None)
+                .map_err(what)?;
+            catalog
+                .note_slurm_trial(&experiment, request.job, request.step, trial.id)
+                .map_err(what)?;
+            trial
+        }
+    };
+    let now = cohort_catalog::now();
+    let prior = read_state(&trial.dir).map_err(what)?;
+    let restarted = prior
+        .as_ref()
+        .is_some_and(|p| p.started.is_some() && p.state != TrialState::Queued);
+    let mut state = prior.unwrap_or_else(|| new_state(TrialState::Running));
+    if restarted {
+        state.restarts.push(Restart {
+            at: now,
+            reason: format!(
+                "started again as Slurm job {} step {} (was {})",
+                request.job, request.step, state.state
+            ),
+        });
+    }
+    state.state = TrialState::Running;
+    state.started = Some(now);
+    state.ended = None;
+    state.exit_status = None;
+    state.exit_signal = None;
+    state.message = None;
+    state.slurm_job = Some(request.job.to_string());
+    state.slurm_step = Some(request.step.to_string());
+    state.nodes.clone_from(&request.nodes);
+    write_state(&trial.dir, &state).map_err(what)?;
+    recording.trial = Some(trial.id);
+    Ok(recording)
+}
+
+/// The trial's directory: the one this node knows, else the one noted for the step.
+fn trial_dir(recording: &Recording, job: u32, step: u32) -> Result<Option<PathBuf>, String> {
+    let catalog = Catalog::open(&recording.catalog).map_err(|e| e.to_string())?;
+    let experiment = catalog
+        .experiment(&recording.experiment)
+        .map_err(|e| e.to_string())?;
+    let id = match recording.trial {
+        Some(id) => Some(id),
+        None => catalog
+            .slurm_trial(&experiment, job, step)
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(id.map(|id| {
+        experiment
+            .dir
+            .join("trials")
+            .join(cohort_catalog::catalog::trial_dir_name(id))
+    }))
+}
+
+/// Describes a raw wait status.
+fn describe(status: i32) -> (Option<i32>, Option<String>) {
+    let signal = status & 0x7f;
+    if signal != 0 && signal != 0x7f {
+        let name = nix::sys::signal::Signal::try_from(signal)
+            .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned());
+        (None, Some(name))
+    } else {
+        (Some((status >> 8) & 0xff), None)
+    }
+}
+
+/// Whether a raw wait status is a failure.
+pub fn failed(status: i32) -> bool {
+    status != 0
+}
+
+fn change(
+    recording: &Recording,
+    job: u32,
+    step: u32,
+    owner: (u32, u32),
+    apply: impl FnOnce(&mut StateRecord) -> bool,
+) -> Result<(), String> {
+    let Some(dir) = trial_dir(recording, job, step)? else {
+        return Err("the step's trial was never created (rank 0's node did not start)".into());
+    };
+    let mut state = read_state(&dir)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| new_state(TrialState::Running));
+    if apply(&mut state) {
+        write_state_owned(&dir, &state, Some(owner)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Records that rank `rank` on `node` ended with wait status `status` (a failure). The first
+/// failure recorded stays. Runs as root; the file goes to `owner`.
+pub fn task_failed(
+    recording: &Recording,
+    job: u32,
+    step: u32,
+    owner: (u32, u32),
+    rank: u32,
+    node: &str,
+    status: i32,
+) -> Result<(), String> {
+    change(recording, job, step, owner, |state| {
+        if state.state == TrialState::Failed {
+            return false;
+        }
+        let (code, signal) = describe(status);
+        state.state = TrialState::Failed;
+        state.ended = Some(cohort_catalog::now());
+        state.exit_status = code;
+        state.exit_signal.clone_from(&signal);
+        state.message = Some(match (code, signal) {
+            (_, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
+            (Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
+            (None, None) => format!("rank {rank} on {node} failed"),
+        });
+        true
+    })
+}
+
+/// At the step's end on rank 0's node: completed, unless a failure was recorded.
+pub fn step_ended(
+    recording: &Recording,
+    job: u32,
+    step: u32,
+    owner: (u32, u32),
+) -> Result<(), String> {
+    change(recording, job, step, owner, |state| {
+        if state.state != TrialState::Running {
+            return false;
+        }
+        state.state = TrialState::Completed;
+        state.ended = Some(cohort_catalog::now());
+        state.exit_status = Some(0);
+        true
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(dir: &std::path::Path) -> Request {
+        Request {
+            catalog: Some(dir.to_path_buf()),
+            experiment: "e".into(),
+            trial: None,
+            hparams: Some(r#"{"lr": 0.1}"#.into()),
+            job: 42,
+            step: 0,
+            nodes: vec!["node1".into(), "node2".into()],
+            rank0_here: true,
+        }
+    }
+
+    #[test]
+    fn a_failure_on_another_node_wins_over_the_end_of_the_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = start(&request(dir.path())).unwrap();
+        assert_eq!(here.trial, Some(1));
+        // The other node finds the trial through the note.
+        let other = Recording {
+            trial: None,
+            rank0_here: false,
+            ..here.clone()
+        };
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        task_failed(&other, 42, 0, me, 3, "node2", 7 << 8).unwrap();
+        step_ended(&here, 42, 0, me).unwrap();
+        let state = read_state(
+            &dir.path()
+                .join("experiments")
+                .join(cohort_catalog::catalog::experiment_dir_name("e"))
+                .join("trials/000001"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(state.state, TrialState::Failed);
+        assert_eq!(state.exit_status, Some(7));
+        assert_eq!(
+            state.message.as_deref(),
+            Some("rank 3 on node2 exited with status 7")
+        );
+        assert_eq!(state.slurm_job.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn a_clean_step_completes_and_a_given_trial_records_its_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = start(&request(dir.path())).unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        step_ended(&here, 42, 0, me).unwrap();
+        let again = start(&Request {
+            trial: Some(1),
+            job: 43,
+            ..request(dir.path())
+        })
+        .unwrap();
+        assert_eq!(again.trial, Some(1));
+        let trial = dir
+            .path()
+            .join("experiments")
+            .join(cohort_catalog::catalog::experiment_dir_name("e"))
+            .join("trials/000001");
+        let state = read_state(&trial).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Running);
+        assert_eq!(state.restarts.len(), 1);
+        assert!(
+            state.restarts[0].reason.contains("job 43"),
+            "{:?}",
+            state.restarts
+        );
+        assert_eq!(describe(9), (None, Some("SIGKILL".into())));
+    }
+
+    #[test]
+    fn no_catalog_is_a_clear_error() {
+        let err = start(&Request {
+            catalog: None,
+            ..request(std::path::Path::new("/nonexistent"))
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("COHORT_CATALOG") && err.contains("catalog=DIR"),
+            "{err}"
+        );
+    }
+}
