@@ -442,3 +442,29 @@ pub fn parse<T: serde::de::DeserializeOwned>(
 ) -> Result<T, CatalogError> {
     parse_record(path, bytes, format)
 }
+
+/// [`history`] of one metric for many trials at once, read in parallel; in the order given.
+pub fn histories(
+    dirs: &[std::path::PathBuf],
+    metric: &str,
+    warnings: &mut Vec<Warning>,
+) -> Result<Vec<Vec<Point>>, CatalogError> {
+    use rayon::prelude::*;
+    let wanted = [metric.to_owned()];
+    type Found = (Vec<Point>, Vec<Warning>);
+    let results: Vec<Result<Found, CatalogError>> = dirs
+        .par_iter()
+        .map(|dir| {
+            let mut found = Vec::new();
+            let mut data = history(dir, Some(&wanted), &mut found)?;
+            Ok((data.remove(metric).unwrap_or_default(), found))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(dirs.len());
+    for result in results {
+        let (points, mut found) = result?;
+        warnings.append(&mut found);
+        out.push(points);
+    }
+    Ok(out)
+}

@@ -295,15 +295,13 @@ fn query(args: &QueryArgs) -> Result<ExitCode> {
         Ok(())
     })?;
     let trial = catalog.trial(&experiment, args.history_trial.unwrap_or(best))?;
+    let dirs: Vec<PathBuf> = indexed
+        .trials
+        .iter()
+        .map(|t| experiment.dir.join("trials").join(&t.dir))
+        .collect();
     let t_history_all = time_runs(args.runs, || {
-        for t in &indexed.trials {
-            let dir = experiment.dir.join("trials").join(&t.dir);
-            cohort_catalog::read::history(
-                &dir,
-                Some(std::slice::from_ref(&args.metric)),
-                &mut Vec::new(),
-            )?;
-        }
+        cohort_catalog::read::histories(&dirs, &args.metric, &mut Vec::new())?;
         Ok(())
     })?;
     let t_history = time_runs(args.runs, || {

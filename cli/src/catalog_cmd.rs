@@ -1155,20 +1155,17 @@ pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
             }
         );
     }
-    let mut series = Vec::new();
+    let dirs: Vec<PathBuf> = chosen
+        .iter()
+        .map(|t| experiment.dir.join("trials").join(&t.dir))
+        .collect();
     let mut warnings = Vec::new();
-    for trial in chosen {
-        let dir = experiment.dir.join("trials").join(&trial.dir);
-        let mut data = history(
-            &dir,
-            Some(std::slice::from_ref(&args.metric)),
-            &mut warnings,
-        )?;
-        series.push((
-            format!("{}/{}", experiment.record.name, trial.id),
-            data.remove(&args.metric).unwrap_or_default(),
-        ));
-    }
+    let points = cohort_catalog::read::histories(&dirs, &args.metric, &mut warnings)?;
+    let series: Vec<(String, Vec<Point>)> = chosen
+        .iter()
+        .zip(points)
+        .map(|(t, p)| (format!("{}/{}", experiment.record.name, t.id), p))
+        .collect();
     warn_all(&warnings);
     if let Some(path) = &args.png {
         let title = if series.len() == 1 {

@@ -157,6 +157,24 @@ fn runs_become_trials_and_queries_find_the_best() {
         &["plot", "sweep/2", "--metric", "loss", "--height", "4"],
     ));
     assert!(plot.starts_with("loss of sweep/2"), "{plot}");
+    let png = dir.path().join("loss.png");
+    ok(&cohort(
+        &cat,
+        &[
+            "plot",
+            "sweep",
+            "--metric",
+            "loss",
+            "--png",
+            png.to_str().unwrap(),
+        ],
+    ));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
+        "{} bytes",
+        bytes.len()
+    );
 
     let export = ok(&cohort(&cat, &["export", "sweep", "--format", "csv"]));
     assert_eq!(
