@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use crate::catalog::{strip_path, Catalog, Experiment};
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
-use crate::read::{is_unchanged, summarize_changed};
+use crate::read::{is_unchanged, is_unchanged_at, summarize_changed};
 
 /// First bytes of an index file; the rest is MessagePack.
 const MAGIC: &[u8; 8] = b"COHIDX01";
@@ -223,6 +223,7 @@ pub fn load(
         }
     };
     dirs.sort_by(|a, b| a.0.cmp(&b.0));
+    let trials_fd = std::fs::File::open(&trials_dir).ok();
 
     #[derive(Clone, Copy, PartialEq)]
     enum How {
@@ -235,7 +236,11 @@ pub fn load(
         .map(|(name, prev)| {
             let dir = trials_dir.join(&name);
             let mut warnings = Vec::new();
-            if prev.as_ref().is_some_and(|p| is_unchanged(&dir, p)) {
+            let unchanged = prev.as_ref().is_some_and(|p| match &trials_fd {
+                Some(fd) => is_unchanged_at(fd, &name, p),
+                None => is_unchanged(&dir, p),
+            });
+            if unchanged {
                 return (prev, How::Unchanged, warnings);
             }
             let result = summarize_changed(&dir, prev.as_ref(), &mut warnings);

@@ -170,6 +170,27 @@ pub fn is_unchanged(dir: &Path, summary: &TrialSummary) -> bool {
         .all(|mark| std::fs::metadata(dir.join(&mark.file)).is_ok_and(|m| m.len() == mark.size))
 }
 
+/// [`is_unchanged`] for trial directory `name` inside the open directory `trials`: the paths
+/// are resolved from there, which saves the kernel walking the catalog's path twice per trial.
+pub fn is_unchanged_at(trials: &std::fs::File, name: &str, summary: &TrialSummary) -> bool {
+    use nix::fcntl::AtFlags;
+    use nix::sys::stat::fstatat;
+    let Ok(dir) = fstatat(trials, name, AtFlags::empty()) else {
+        return false;
+    };
+    if dir.st_mtime * 1_000_000_000 + dir.st_mtime_nsec != summary.dir_mtime_ns {
+        return false;
+    }
+    summary.segments.iter().all(|mark| {
+        fstatat(
+            trials,
+            format!("{name}/{}", mark.file).as_str(),
+            AtFlags::empty(),
+        )
+        .is_ok_and(|st| u64::try_from(st.st_size).ok() == Some(mark.size))
+    })
+}
+
 /// [`summarize`] for a trial known to have changed since `previous`.
 pub fn summarize_changed(
     dir: &Path,

@@ -528,6 +528,9 @@ pub(crate) fn trials(args: &TrialsArgs) -> Result<ExitCode> {
     if args.json {
         let list: Vec<serde_json::Value> = chosen.iter().map(|t| trial_json(t)).collect();
         json_out(&list)?;
+        // The process ends here: freeing tens of thousands of summaries one by one would
+        // only delay the prompt.
+        std::mem::forget(loaded);
         return Ok(ExitCode::SUCCESS);
     }
     if chosen.is_empty() {
@@ -576,6 +579,7 @@ pub(crate) fn trials(args: &TrialsArgs) -> Result<ExitCode> {
         })
         .collect();
     write_out(&table(&header, &rows))?;
+    std::mem::forget(loaded);
     Ok(ExitCode::SUCCESS)
 }
 
