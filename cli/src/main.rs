@@ -14,6 +14,7 @@ mod daemon_client;
 mod plot;
 mod png;
 mod run;
+mod search_cmd;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,9 @@ enum Command {
     /// Record into the current trial from any program or shell script.
     #[command(subcommand)]
     Log(catalog_cmd::LogCommand),
+    /// Hyperparameter search: preview or simulate an experiment file.
+    #[command(subcommand)]
+    Search(search_cmd::SearchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +225,8 @@ enum BenchCommand {
     /// The experiment catalog: synthetic data, ingest, queries.
     #[command(subcommand)]
     Catalog(bench_catalog::CatalogBench),
+    /// A file's ASHA against random search on the simulated Hartmann 6-D function.
+    Search(search_cmd::BenchSearchArgs),
 }
 
 pub(crate) fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
@@ -503,6 +509,10 @@ fn run() -> Result<ExitCode> {
             catalog,
         } => catalog_cmd::index(experiment.as_deref(), catalog),
         Command::Log(command) => catalog_cmd::log(command),
+        Command::Search(command) => search_cmd::search(command),
+        Command::Bench(BenchCommand::Search(args)) => {
+            search_cmd::bench(&args.sim, args.random_trials)
+        }
         Command::Run(args) => {
             let mut env = Vec::new();
             if let Some(seconds) = args.timeout {

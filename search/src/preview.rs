@@ -1,0 +1,188 @@
+//! What a search would run, without running anything: trials per bracket and rung, and the
+//! total training budget (in the unit of `max_length`).
+
+use crate::searcher::{allocate, bracket_count};
+use crate::spec::{ExperimentSpec, SearcherKind};
+
+/// One rung of a bracket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RungPlan {
+    /// Training length at the end of the rung.
+    pub length: u64,
+    /// Trials that reach it if every rung keeps its best 1/divisor.
+    pub trials: u64,
+}
+
+/// One bracket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BracketPlan {
+    /// Trials it starts.
+    pub trials: u64,
+    /// Its rungs.
+    pub rungs: Vec<RungPlan>,
+    /// Units it trains in all (stopped trials resume from checkpoints, so each unit once).
+    pub budget: u64,
+}
+
+/// The whole search.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Preview {
+    /// The searcher.
+    pub searcher: String,
+    /// Trials in all.
+    pub trials: u64,
+    /// Brackets (one for grid, random and single).
+    pub brackets: Vec<BracketPlan>,
+    /// Units of training in all.
+    pub budget: u64,
+}
+
+/// Computes the preview.
+pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
+    let s = &spec.searcher;
+    let whole = |trials: u64, name: &str| Preview {
+        searcher: name.to_owned(),
+        trials,
+        brackets: vec![BracketPlan {
+            trials,
+            rungs: vec![RungPlan {
+                length: s.max_length,
+                trials,
+            }],
+            budget: trials * s.max_length,
+        }],
+        budget: trials * s.max_length,
+    };
+    Ok(match &s.kind {
+        SearcherKind::Single => whole(1, "single"),
+        SearcherKind::Random => whole(s.max_trials, "random"),
+        SearcherKind::Grid => {
+            let n = crate::space::grid_size(&spec.hparams)
+                .map_err(|(name, problem)| format!("hyperparameters.{name}: {problem}"))?;
+            whole(n, "grid")
+        }
+        SearcherKind::Asha(settings) => {
+            let divisor = u64::from(settings.divisor);
+            let n = bracket_count(settings.mode, settings.max_rungs);
+            let rungs: Vec<u32> = (0..n).map(|b| settings.max_rungs - b).collect();
+            let shares = allocate(s.max_trials, &rungs, divisor);
+            let brackets: Vec<BracketPlan> = rungs
+                .iter()
+                .zip(shares)
+                .map(|(&r, trials)| {
+                    let mut budget = 0;
+                    let mut previous = 0;
+                    let plan: Vec<RungPlan> = (0..r)
+                        .map(|k| {
+                            let length = (s.max_length / divisor.pow(r - 1 - k)).max(1);
+                            let reaching = trials / divisor.pow(k);
+                            budget += reaching * (length - previous);
+                            previous = length;
+                            RungPlan {
+                                length,
+                                trials: reaching,
+                            }
+                        })
+                        .collect();
+                    BracketPlan {
+                        trials,
+                        rungs: plan,
+                        budget,
+                    }
+                })
+                .collect();
+            Preview {
+                searcher: format!("asha ({} bracket(s), divisor {divisor})", brackets.len()),
+                trials: s.max_trials,
+                budget: brackets.iter().map(|b| b.budget).sum(),
+                brackets,
+            }
+        }
+    })
+}
+
+impl Preview {
+    /// As text for the terminal.
+    pub fn render(&self, spec: &ExperimentSpec) -> String {
+        let mut out = format!(
+            "{}: {} searcher, {} trial(s), metric {} ({}), at most {} at once\n",
+            spec.name,
+            self.searcher,
+            self.trials,
+            spec.searcher.metric,
+            if spec.searcher.smaller_is_better {
+                "smaller is better"
+            } else {
+                "larger is better"
+            },
+            spec.searcher.max_concurrent_trials
+        );
+        for (i, bracket) in self.brackets.iter().enumerate() {
+            if self.brackets.len() > 1 {
+                out.push_str(&format!(
+                    "bracket {i}: {} trial(s), budget {}\n",
+                    bracket.trials, bracket.budget
+                ));
+            }
+            for (k, rung) in bracket.rungs.iter().enumerate() {
+                out.push_str(&format!(
+                    "  rung {k}: {:>5} trial(s) train to length {}\n",
+                    rung.trials, rung.length
+                ));
+            }
+        }
+        let full = self.trials * spec.searcher.max_length;
+        #[allow(clippy::cast_precision_loss)]
+        let share = if full > 0 {
+            self.budget as f64 / full as f64 * 100.0
+        } else {
+            0.0
+        };
+        out.push_str(&format!(
+            "total budget: {} (units of max_length {}), {share:.0}% of training every trial fully\n",
+            self.budget, spec.searcher.max_length
+        ));
+        out.push_str(&format!(
+            "each trial: {} node(s), {} GPU(s) per node; restarted up to {} time(s) after a failure\n",
+            spec.nodes, spec.gpus_per_node, spec.searcher.max_restarts
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn asha_budget_counts_each_unit_once() {
+        let text = r#"
+name = "p"
+command = ["x"]
+[searcher]
+name = "asha"
+metric = "loss"
+max_trials = 64
+max_length = 64
+divisor = 4
+max_rungs = 4
+mode = "aggressive"
+[hyperparameters]
+x = { type = "double", minval = 0.0, maxval = 1.0 }
+"#;
+        let spec = ExperimentSpec::parse(Path::new("p.toml"), text).unwrap();
+        let p = preview(&spec).unwrap();
+        let rungs: Vec<(u64, u64)> = p.brackets[0]
+            .rungs
+            .iter()
+            .map(|r| (r.length, r.trials))
+            .collect();
+        assert_eq!(rungs, vec![(1, 64), (4, 16), (16, 4), (64, 1)]);
+        // 64*1 + 16*3 + 4*12 + 1*48
+        assert_eq!(p.budget, 64 + 48 + 48 + 48);
+        assert!(p
+            .render(&spec)
+            .contains("rung 3:     1 trial(s) train to length 64"));
+    }
+}
