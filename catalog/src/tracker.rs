@@ -176,7 +176,15 @@ pub struct Tracker {
     trial: Option<TrialRef>,
     owns_state: bool,
     finished: bool,
+    /// The length a search gave this run of the trial (`COHORT_SEARCH_UNTIL`).
+    until: Option<i64>,
+    /// When the stop file was last looked for, and whether it was there.
+    stop_seen: Mutex<(Option<Instant>, bool)>,
 }
+
+/// Name of the file in a trial's directory that asks its workers to stop (`cohort search
+/// stop`, a searcher's decision).
+pub const STOP_FILE: &str = "stop";
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -232,6 +240,8 @@ impl Tracker {
             trial: None,
             owns_state: false,
             finished: true,
+            until: None,
+            stop_seen: Mutex::new((None, false)),
         }
     }
 
@@ -401,7 +411,47 @@ impl Tracker {
             trial: Some(trial),
             owns_state,
             finished: false,
+            until: env("COHORT_SEARCH_UNTIL").and_then(|v| v.parse().ok()),
+            stop_seen: Mutex::new((None, false)),
         })
+    }
+
+    /// Whether the worker should checkpoint and exit after `step`: it reached the length a
+    /// search gave it (`COHORT_SEARCH_UNTIL`), or the search asked its trial to stop. Cheap to
+    /// call every step (the stop file is looked for at most once a second).
+    pub fn should_stop(&self, step: i64) -> bool {
+        if self.until.is_some_and(|until| step >= until) {
+            return true;
+        }
+        let Some(trial) = &self.trial else {
+            return false;
+        };
+        let mut seen = self
+            .stop_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen
+            .0
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            *seen = (Some(Instant::now()), trial.dir.join(STOP_FILE).exists());
+        }
+        seen.1
+    }
+
+    /// The checkpoint to resume from: the trial's latest one (by step) whose file still
+    /// exists, if any. A trial restarted or promoted by a search continues from there.
+    pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, CatalogError> {
+        let Some(trial) = &self.trial else {
+            return Ok(None);
+        };
+        let summary = crate::read::summarize(&trial.dir, None, &mut Vec::new())?;
+        Ok(summary.and_then(|s| {
+            s.checkpoints
+                .into_iter()
+                .filter(|c| Path::new(&c.path).exists())
+                .max_by_key(|c| c.step)
+        }))
     }
 
     /// The trial this tracker writes to (`None` when disabled).

@@ -141,8 +141,12 @@ struct RunArgs {
     #[arg(long = "hparam", value_name = "KEY=VALUE")]
     hparams: Vec<String>,
     /// Do not record the run in the catalog.
-    #[arg(long, conflicts_with_all = ["experiment", "hparams"])]
+    #[arg(long, conflicts_with_all = ["experiment", "hparams", "trial"])]
     no_track: bool,
+    /// Record into this existing trial of the experiment (its restarts are kept) instead of
+    /// a new one: how a search runs its trials.
+    #[arg(long, value_name = "NUMBER", conflicts_with = "hparams")]
+    trial: Option<u64>,
     #[command(flatten)]
     catalog: catalog_cmd::CatalogArg,
     /// The program and its arguments.
@@ -542,6 +546,7 @@ fn run() -> Result<ExitCode> {
                     catalog: catalog_cmd::catalog_root(args.catalog.path())?,
                     experiment,
                     hparams: run::parse_hparams(&args.hparams)?,
+                    trial: args.trial,
                 })
             };
             run::run(&run::RunSpec {

@@ -43,6 +43,8 @@ pub(crate) struct TrackSpec {
     pub(crate) catalog: PathBuf,
     pub(crate) experiment: String,
     pub(crate) hparams: BTreeMap<String, serde_json::Value>,
+    /// Record into this existing trial (a search's) instead of a new one.
+    pub(crate) trial: Option<u64>,
 }
 
 /// `KEY=VALUE` pairs; numbers and booleans typed, anything else a string.
@@ -85,8 +87,33 @@ fn start_trial(
         name: spec.experiment.clone(),
         ..NewExperiment::default()
     })?;
-    let trial = catalog.create_trial(&experiment, spec.hparams.clone(), command.to_vec(), None)?;
-    let mut state = cohort_catalog::catalog::new_state(TrialState::Running);
+    let trial = match spec.trial {
+        Some(id) => catalog.trial(&experiment, id)?,
+        None => catalog.create_trial(&experiment, spec.hparams.clone(), command.to_vec(), None)?,
+    };
+    let prior = cohort_catalog::catalog::read_state(&trial.dir)?;
+    let mut state = prior
+        .clone()
+        .unwrap_or_else(|| cohort_catalog::catalog::new_state(TrialState::Running));
+    // A failed (or crashed) earlier run is a restart; a search resuming a trial it stopped
+    // is not.
+    if let Some(prior) = prior.filter(|p| {
+        p.started.is_some() && matches!(p.state, TrialState::Failed | TrialState::Running)
+    }) {
+        state.restarts.push(cohort_proto::catalog::Restart {
+            at: cohort_catalog::now(),
+            reason: prior
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("was {}", prior.state)),
+        });
+    }
+    state.state = TrialState::Running;
+    state.started = Some(cohort_catalog::now());
+    state.ended = None;
+    state.exit_status = None;
+    state.exit_signal = None;
+    state.message = None;
     state.nodes = vec![host.to_owned()];
     cohort_catalog::catalog::write_state(&trial.dir, &state)?;
     let env = vec![
@@ -95,10 +122,20 @@ fn start_trial(
         ("COHORT_TRIAL".to_owned(), trial.id.to_string()),
         (
             "COHORT_HPARAMS".to_owned(),
-            serde_json::to_string(&spec.hparams).unwrap_or_default(),
+            serde_json::to_string(
+                &trial_hparams(&trial.dir).unwrap_or_else(|| spec.hparams.clone()),
+            )
+            .unwrap_or_default(),
         ),
     ];
     Ok((trial, env))
+}
+
+/// The hyperparameters recorded for a trial.
+fn trial_hparams(dir: &std::path::Path) -> Option<BTreeMap<String, serde_json::Value>> {
+    let bytes = std::fs::read(dir.join("trial.json")).ok()?;
+    let record: cohort_proto::catalog::TrialRecord = serde_json::from_slice(&bytes).ok()?;
+    Some(record.hparams)
 }
 
 /// Records how the run ended.

@@ -1,5 +1,8 @@
-//! `cohort search preview|simulate` and `cohort bench search`: the searchers without a
-//! cluster. Running searches on Slurm or locally is the controller's (`cohort search start`).
+//! `cohort search start|resume|status|stop|preview|simulate` and `cohort bench search`.
+//!
+//! `start --local N` runs each trial through `cohort run` on this machine, N at a time, with
+//! `COHORT_SEARCH_UNTIL` and the trial's hyperparameters in `COHORT_HPARAMS`; the controller
+//! stays in the foreground (interrupting it leaves the trials running; `resume` adopts them).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +29,48 @@ pub(crate) enum SearchCommand {
     /// Run the file's searcher against the multi-fidelity Hartmann 6-D function in simulated
     /// time (the file needs six numeric hyperparameters).
     Simulate(SimArgs),
+    /// Start a search: the controller runs its trials (on this machine with --local N).
+    Start {
+        /// The experiment file (TOML).
+        file: PathBuf,
+        /// Run the trials on this machine, at most N at once (through `cohort run`).
+        #[arg(long, value_name = "N")]
+        local: Option<u64>,
+        #[command(flatten)]
+        catalog: crate::catalog_cmd::CatalogArg,
+    },
+    /// Continue a search whose controller stopped: nothing lost, nothing run twice; trials
+    /// still running are adopted.
+    Resume {
+        /// The experiment.
+        experiment: String,
+        /// Run the trials on this machine, at most N at once.
+        #[arg(long, value_name = "N")]
+        local: Option<u64>,
+        #[command(flatten)]
+        catalog: crate::catalog_cmd::CatalogArg,
+    },
+    /// A search's trials (hyperparameters, length reached, latest and best metric, state)
+    /// and the best so far; --follow shows a live progress line with an ETA.
+    Status {
+        /// The experiment.
+        experiment: String,
+        #[command(flatten)]
+        catalog: crate::catalog_cmd::CatalogArg,
+        /// Keep showing progress until the search ends.
+        #[arg(long)]
+        follow: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a search to stop: its trials checkpoint and exit, the controller ends.
+    Stop {
+        /// The experiment.
+        experiment: String,
+        #[command(flatten)]
+        catalog: crate::catalog_cmd::CatalogArg,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,8 +132,164 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// Starts trials on this machine through `cohort run`.
+#[derive(Debug)]
+struct LocalLauncher {
+    exe: PathBuf,
+    command: Vec<String>,
+    cwd: PathBuf,
+}
+
+#[derive(Debug)]
+struct LocalRun {
+    child: std::process::Child,
+}
+
+impl cohort_search::controller::Running for LocalRun {
+    fn poll(&mut self) -> Option<Result<(), String>> {
+        match self.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) if status.success() => Some(Ok(())),
+            Ok(Some(status)) => Some(Err(format!("cohort run ended with {status}"))),
+            Err(e) => Some(Err(format!("cannot wait for cohort run: {e}"))),
+        }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl cohort_search::controller::Launcher for LocalLauncher {
+    fn launch(
+        &mut self,
+        job: &cohort_search::controller::Job,
+    ) -> Result<Box<dyn cohort_search::controller::Running>, String> {
+        use std::os::unix::process::CommandExt;
+        let log_path = job.dir.join("output.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = std::process::Command::new(&self.exe)
+            .arg("run")
+            .args(["-n", "1", "--catalog"])
+            .arg(&job.catalog)
+            .args([
+                "--experiment",
+                &job.experiment,
+                "--trial",
+                &job.trial.to_string(),
+                "--",
+            ])
+            .args(&self.command)
+            .env("COHORT_SEARCH_UNTIL", job.until.to_string())
+            .current_dir(&self.cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own process group: interrupting the controller leaves the trials running.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start cohort run for trial {}: {e}", job.trial))?;
+        Ok(Box::new(LocalRun { child }))
+    }
+}
+
+fn drive(
+    mut controller: cohort_search::controller::Controller,
+    spec: &ExperimentSpec,
+    local: Option<u64>,
+    cwd: PathBuf,
+) -> Result<ExitCode> {
+    let Some(_) = local else {
+        bail!("running trials as Slurm jobs is not available yet: give --local N to run them on this machine");
+    };
+    let command = match &spec.launch {
+        cohort_search::spec::Launch::Command(command) => command.clone(),
+        cohort_search::spec::Launch::Sbatch(path) => vec!["sh".into(), path.display().to_string()],
+    };
+    let mut launcher = LocalLauncher {
+        exe: std::env::current_exe()?,
+        command,
+        cwd,
+    };
+    eprintln!(
+        "cohort: search {} running; `cohort search status {}` shows it",
+        spec.name, spec.name
+    );
+    controller.run(&mut launcher, std::time::Duration::from_millis(200))?;
+    eprintln!("cohort: search {} finished", spec.name);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
     match command {
+        SearchCommand::Start {
+            file,
+            local,
+            catalog,
+        } => {
+            let mut spec = load(file)?;
+            if let Some(n) = local {
+                if *n == 0 {
+                    bail!("--local must be at least 1");
+                }
+                spec.searcher.max_concurrent_trials = spec.searcher.max_concurrent_trials.min(*n);
+            }
+            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let catalog = cohort_catalog::Catalog::open_or_create(std::path::absolute(&root)?)?;
+            let controller = cohort_search::controller::Controller::start(&catalog, &spec)?;
+            let cwd = std::env::current_dir()?;
+            let dir = cohort_search::controller::search_dir(controller.experiment());
+            std::fs::write(dir.join("cwd"), cwd.as_os_str().as_encoded_bytes())?;
+            drive(controller, &spec, *local, cwd)
+        }
+        SearchCommand::Resume {
+            experiment,
+            local,
+            catalog,
+        } => {
+            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let catalog = cohort_catalog::Catalog::open(std::path::absolute(&root)?)?;
+            let mut controller =
+                cohort_search::controller::Controller::resume(&catalog, experiment)?;
+            if let Some(n) = local {
+                controller.limit_concurrency(*n);
+            }
+            let dir = cohort_search::controller::search_dir(controller.experiment());
+            let cwd = std::fs::read_to_string(dir.join("cwd"))
+                .map_or_else(|_| std::env::current_dir(), |c| Ok(PathBuf::from(c)))?;
+            let mut spec = ExperimentSpec::load(&dir.join("spec.toml"))?;
+            if let Some(n) = local {
+                spec.searcher.max_concurrent_trials = spec.searcher.max_concurrent_trials.min(*n);
+            }
+            drive(controller, &spec, *local, cwd)
+        }
+        SearchCommand::Status {
+            experiment,
+            catalog,
+            follow,
+            json,
+        } => {
+            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let catalog = cohort_catalog::Catalog::open(root)?;
+            status(&catalog, experiment, *follow, *json)
+        }
+        SearchCommand::Stop {
+            experiment,
+            catalog,
+        } => {
+            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let catalog = cohort_catalog::Catalog::open(root)?;
+            let path = cohort_search::controller::request_stop(&catalog, experiment)?;
+            write_out(&format!(
+                "asked the search of {experiment} to stop ({}); its trials checkpoint and exit, then its controller ends\n",
+                path.display()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         SearchCommand::Preview { file, json } => {
             let spec = load(file)?;
             let preview = cohort_search::preview::preview(&spec).map_err(anyhow::Error::msg)?;
@@ -207,4 +408,230 @@ pub(crate) struct BenchSearchArgs {
     /// Trials of the random search it is compared with.
     #[arg(long, default_value_t = 64)]
     pub(crate) random_trials: u64,
+}
+
+/// Counts of a search's trials, its budget spent and the best trial at full length.
+struct Progress {
+    created: usize,
+    running: usize,
+    completed: usize,
+    stopped: usize,
+    failed: usize,
+    trained: u64,
+    total: u64,
+    finished: Option<String>,
+    best: Option<(u64, f64)>,
+}
+
+type SearchView = (
+    ExperimentSpec,
+    Vec<cohort_proto::catalog::TrialSummary>,
+    Vec<cohort_search::controller::Event>,
+    Progress,
+);
+
+fn progress(catalog: &cohort_catalog::Catalog, name: &str) -> Result<SearchView> {
+    use cohort_proto::catalog::TrialState;
+    let experiment = catalog.experiment(name)?;
+    let dir = cohort_search::controller::search_dir(&experiment);
+    let spec = ExperimentSpec::load(&dir.join("spec.toml"))
+        .map_err(|e| anyhow::anyhow!("experiment {name} has no search ({e})"))?;
+    let events = cohort_search::controller::read_events(&dir)?;
+    let loaded =
+        cohort_catalog::load(catalog, &experiment, cohort_catalog::LoadOptions::default())?;
+    let metric = &spec.searcher.metric;
+    let sign = if spec.searcher.smaller_is_better {
+        1.0
+    } else {
+        -1.0
+    };
+    let state = cohort_catalog::read::shown_state;
+    let count = |s: TrialState| loaded.trials.iter().filter(|t| state(t) == Some(s)).count();
+    let best = loaded
+        .trials
+        .iter()
+        .filter_map(|t| t.metrics.get(metric).map(|m| (t.id, m.last, m.last_step)))
+        .filter(|(_, v, step)| {
+            v.is_finite() && u64::try_from(*step).unwrap_or(0) >= spec.searcher.max_length
+        })
+        .min_by(|a, b| (a.1 * sign).total_cmp(&(b.1 * sign)))
+        .map(|(id, v, _)| (id, v));
+    let total = cohort_search::preview::preview(&spec).map_or(0, |p| p.budget);
+    let p = Progress {
+        created: loaded.trials.len(),
+        running: count(TrialState::Running),
+        completed: count(TrialState::Completed),
+        stopped: count(TrialState::Killed),
+        failed: count(TrialState::Failed),
+        trained: loaded
+            .trials
+            .iter()
+            .filter_map(|t| t.metrics.get(metric))
+            .map(|m| u64::try_from(m.last_step).unwrap_or(0))
+            .sum(),
+        total,
+        finished: events.iter().rev().find_map(|e| match e {
+            cohort_search::controller::Event::Finished { reason } => Some(reason.clone()),
+            _ => None,
+        }),
+        best,
+    };
+    Ok((spec, loaded.trials, events, p))
+}
+
+fn follow(catalog: &cohort_catalog::Catalog, name: &str) -> Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let first = progress(catalog, name)?.3.trained;
+    loop {
+        let (spec, _, _, p) = progress(catalog, name)?;
+        #[allow(clippy::cast_precision_loss)]
+        let share = if p.total > 0 {
+            (p.trained as f64 / p.total as f64).min(1.0)
+        } else {
+            0.0
+        };
+        const WIDTH: usize = 30;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let filled = ((share * WIDTH as f64).round() as usize).min(WIDTH);
+        #[allow(clippy::cast_precision_loss)]
+        let rate = p.trained.saturating_sub(first) as f64 / start.elapsed().as_secs_f64().max(1e-3);
+        #[allow(clippy::cast_precision_loss)]
+        let eta = if rate > 0.0 && p.total > p.trained {
+            format!("ETA {:.0}s", (p.total - p.trained) as f64 / rate)
+        } else {
+            "ETA -".to_owned()
+        };
+        let best = p.best.map_or_else(
+            || "-".to_owned(),
+            |(id, v)| format!("{} (trial {id})", cohort_catalog::format_number(v)),
+        );
+        eprint!(
+            "\r[{}{}] {:>3.0}%  {}/{} trials: {} running, {} completed, {} stopped, {} failed; best {} {}; {}   ",
+            "#".repeat(filled),
+            ".".repeat(WIDTH - filled),
+            share * 100.0,
+            p.created,
+            spec.searcher.max_trials,
+            p.running,
+            p.completed,
+            p.stopped,
+            p.failed,
+            spec.searcher.metric,
+            best,
+            eta
+        );
+        if let Some(reason) = p.finished {
+            eprintln!("\nsearch {reason}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn status(
+    catalog: &cohort_catalog::Catalog,
+    name: &str,
+    live: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if live {
+        return follow(catalog, name);
+    }
+    let (spec, trials, events, p) = progress(catalog, name)?;
+    let mut reached: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for event in &events {
+        if let cohort_search::controller::Event::Launched { trial, until, .. } = event {
+            reached.insert(*trial, *until);
+        }
+    }
+    let metric = &spec.searcher.metric;
+    let best_of = |m: &cohort_proto::catalog::MetricSummary| {
+        if spec.searcher.smaller_is_better {
+            m.min
+        } else {
+            m.max
+        }
+    };
+    if json {
+        let list: Vec<serde_json::Value> = trials
+            .iter()
+            .map(|t| {
+                let m = t.metrics.get(metric);
+                serde_json::json!({
+                    "trial": t.id,
+                    "state": cohort_catalog::read::shown_state(t).map(|s| s.as_str()),
+                    "hparams": t.hparams,
+                    "length": reached.get(&t.id),
+                    "latest": m.map(|m| m.last),
+                    "best": m.and_then(best_of),
+                    "restarts": t.state.as_ref().map_or(0, |s| s.restarts.len()),
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "experiment": name,
+            "finished": p.finished,
+            "best": p.best.map(|(id, v)| serde_json::json!({"trial": id, "value": v})),
+            "trials": list,
+        });
+        write_out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut hnames: Vec<&String> = trials.iter().flat_map(|t| t.hparams.keys()).collect();
+    hnames.sort();
+    hnames.dedup();
+    let mut text = format!(
+        "search {name}: {} of {} trials created; {} running, {} completed, {} stopped by the searcher, {} failed; {}\n",
+        p.created,
+        spec.searcher.max_trials,
+        p.running,
+        p.completed,
+        p.stopped,
+        p.failed,
+        p.finished
+            .as_ref()
+            .map_or_else(|| "in progress".to_owned(), |r| format!("finished ({r})"))
+    );
+    text.push_str(&format!(
+        "{:<6} {:<10} {:>7} {:>12} {:>12} {:>8}",
+        "TRIAL", "STATE", "LENGTH", "LATEST", "BEST", "RESTARTS"
+    ));
+    for h in &hnames {
+        text.push_str(&format!("  {h}"));
+    }
+    text.push('\n');
+    let fmt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), cohort_catalog::format_number);
+    for t in &trials {
+        let m = t.metrics.get(metric);
+        text.push_str(&format!(
+            "{:<6} {:<10} {:>7} {:>12} {:>12} {:>8}",
+            t.id,
+            cohort_catalog::read::shown_state(t).map_or("-", |s| s.as_str()),
+            reached
+                .get(&t.id)
+                .map_or_else(|| "-".to_owned(), u64::to_string),
+            fmt(m.map(|m| m.last)),
+            fmt(m.and_then(best_of)),
+            t.state.as_ref().map_or(0, |s| s.restarts.len())
+        ));
+        for h in &hnames {
+            let v = t.hparams.get(*h).map_or_else(
+                || "-".to_owned(),
+                |v| {
+                    v.as_f64()
+                        .map_or_else(|| v.to_string(), cohort_catalog::format_number)
+                },
+            );
+            text.push_str(&format!("  {v}"));
+        }
+        text.push('\n');
+    }
+    if let Some((id, v)) = p.best {
+        text.push_str(&format!(
+            "best at full length: trial {id}, {metric} {}\n",
+            cohort_catalog::format_number(v)
+        ));
+    }
+    write_out(&text)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -60,3 +60,249 @@ fn a_bad_experiment_file_names_the_key_and_line() {
         "{err}"
     );
 }
+
+/// A trial as a search runs it: reads its hyperparameter and the length to reach, logs
+/// `loss` at every step up to it (a function of x with its minimum at x = 0.3).
+const WORKER: &str = r#"
+import json, os, subprocess, sys
+x = json.loads(os.environ["COHORT_HPARAMS"])["x"]
+until = int(os.environ["COHORT_SEARCH_UNTIL"])
+# Trial 3's first attempt crashes; the search restarts it.
+marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashed-once")
+if os.environ["COHORT_TRIAL"] == "3" and not os.path.exists(marker):
+    open(marker, "w").close()
+    sys.exit(1)
+for step in range(1, until + 1):
+    loss = (x - 0.3) ** 2 + 1.0 / step
+    subprocess.run([sys.argv[1], "log", "metric", f"loss={loss}", "--step", str(step)], check=True)
+"#;
+
+fn search_file(dir: &Path) -> std::path::PathBuf {
+    let worker = dir.join("worker.py");
+    std::fs::write(&worker, WORKER).unwrap();
+    let file = dir.join("search.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+name = "local-asha"
+command = ["python3", "{}", "{}"]
+[searcher]
+name = "asha"
+metric = "loss"
+max_trials = 8
+max_concurrent_trials = 4
+max_length = 8
+divisor = 2
+max_rungs = 3
+mode = "aggressive"
+seed = 5
+[hyperparameters]
+x = {{ type = "double", minval = 0.0, maxval = 1.0 }}
+"#,
+            worker.display(),
+            env!("CARGO_BIN_EXE_cohort")
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn trials(catalog: &Path) -> Vec<serde_json::Value> {
+    let out = cohort(&[
+        "trials",
+        "local-asha",
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_local_asha_search_runs_its_trials_and_promotes_the_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(dir.path());
+    let catalog = dir.path().join("catalog");
+    let out = cohort(&[
+        "search",
+        "start",
+        file.to_str().unwrap(),
+        "--local",
+        "4",
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = trials(&catalog);
+    assert_eq!(all.len(), 8, "{all:?}");
+    // Rungs at 2, 4, 8: some trial trained the full length and completed; the rest stopped.
+    let completed: Vec<&serde_json::Value> =
+        all.iter().filter(|t| t["state"] == "completed").collect();
+    assert!(!completed.is_empty(), "{all:?}");
+    assert!(
+        completed
+            .iter()
+            .all(|t| t["metrics"]["loss"]["last_step"] == 8),
+        "{completed:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|t| t["state"] == "completed" || t["state"] == "killed"),
+        "{all:?}"
+    );
+    let stopped = all.iter().filter(|t| t["state"] == "killed").count();
+    assert!(stopped >= 4, "{all:?}");
+    // Trial 3 crashed once and was restarted; the restart is in the catalog.
+    let status = cohort(&[
+        "search",
+        "status",
+        "local-asha",
+        "--catalog",
+        catalog.to_str().unwrap(),
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let three = doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trial"] == 3)
+        .unwrap()
+        .clone();
+    assert_eq!(three["restarts"], 1, "{three}");
+    assert_eq!(doc["finished"], "done");
+    assert!(doc["best"]["trial"].as_u64().is_some(), "{doc}");
+}
+
+#[test]
+fn a_stopped_search_ends_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(dir.path());
+    let catalog = dir.path().join("catalog");
+    let cat = catalog.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "search",
+            "start",
+            file.to_str().unwrap(),
+            "--local",
+            "2",
+            "--catalog",
+            cat,
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while cohort(&["search", "stop", "local-asha", "--catalog", cat])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(start.elapsed().as_secs() < 30, "the search never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let out = cohort(&["search", "status", "local-asha", "--catalog", cat]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("finished (stopped)"), "{text}");
+    assert!(trials(&catalog).len() < 8);
+}
+
+#[test]
+fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(dir.path());
+    let catalog = dir.path().join("catalog");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args([
+            "search",
+            "start",
+            file.to_str().unwrap(),
+            "--local",
+            "4",
+            "--catalog",
+            catalog.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has launched some trials.
+    let events = catalog.join("experiments");
+    let start = std::time::Instant::now();
+    loop {
+        let launched = walk(&events)
+            .iter()
+            .filter(|p| p.ends_with("events.jsonl"))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .matches("\"launched\"")
+                    .count()
+            })
+            .sum::<usize>();
+        if launched >= 3 || start.elapsed().as_secs() > 30 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = cohort(&[
+        "search",
+        "resume",
+        "local-asha",
+        "--local",
+        "4",
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = trials(&catalog);
+    assert_eq!(all.len(), 8, "no trial lost or created twice: {all:?}");
+    assert!(
+        all.iter()
+            .all(|t| t["state"] == "completed" || t["state"] == "killed"),
+        "{all:?}"
+    );
+    // A second resume finds the search finished.
+    let again = cohort(&[
+        "search",
+        "resume",
+        "local-asha",
+        "--local",
+        "4",
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(trials(&catalog).len(), 8);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod controller;
 pub mod hartmann;
 pub mod preview;
 pub mod searcher;
