@@ -6,7 +6,11 @@
 //! end the program checks that the loss fell and that every rank holds bit-identical
 //! parameters, and exits non-zero otherwise.
 //!
-//! Run: `cohort run -n 4 -- target/release/mlp [EPOCHS]`
+//! Under a search it takes `lr` and `hidden` from `COHORT_HPARAMS`, trains until the epoch
+//! `COHORT_SEARCH_UNTIL`, resumes from its trial's latest checkpoint and checkpoints at the end.
+//!
+//! Run: `cohort run -n 4 -- target/release/mlp [EPOCHS]`; searched: `cohort search start
+//! examples/search/mlp.toml --local 2`.
 
 use anyhow::{bail, Context, Result};
 use cohort_collectives::torch::{GradSync, DEFAULT_BUCKET_BYTES};
@@ -47,41 +51,80 @@ fn fingerprint(vs: &nn::VarStore) -> Result<i64> {
     Ok(i64::from_le_bytes(hash.to_le_bytes()))
 }
 
+/// A hyperparameter from `COHORT_HPARAMS` (set by a search), or its default.
+fn hparam(name: &str, default: f64) -> Result<f64> {
+    let Ok(text) = std::env::var("COHORT_HPARAMS") else {
+        return Ok(default);
+    };
+    let values: serde_json::Value =
+        serde_json::from_str(&text).context("COHORT_HPARAMS is not JSON")?;
+    Ok(values
+        .get(name)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(default))
+}
+
 fn main() -> Result<()> {
-    let epochs: usize = match std::env::args().nth(1) {
-        Some(text) => text
+    let searched = std::env::var("COHORT_SEARCH_UNTIL").ok();
+    let epochs: usize = match (&searched, std::env::args().nth(1)) {
+        (Some(until), _) => until
+            .parse()
+            .with_context(|| format!("COHORT_SEARCH_UNTIL: {until:?} is not a number"))?,
+        (None, Some(text)) => text
             .parse()
             .with_context(|| format!("EPOCHS: {text:?} is not a number"))?,
-        None => 5,
+        (None, None) => 5,
     };
     // Ranks share the cores of one machine under `cohort run`: one thread each.
     tch::set_num_threads(1);
     let comm = Communicator::from_env().context("joining the job (run me with `cohort run`)")?;
     let (rank, size) = (i64::from(comm.rank()), i64::from(comm.size()));
 
+    #[allow(clippy::cast_possible_truncation)]
+    let hidden = hparam("hidden", 64.0)?.round().max(1.0) as i64;
+    let lr = hparam("lr", 0.05)?;
     tch::manual_seed(rank);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let net = nn::seq()
         .add(nn::linear(
             &root / "hidden",
             FEATURES,
-            64,
+            hidden,
             Default::default(),
         ))
         .add_fn(|x| x.relu())
-        .add(nn::linear(&root / "out", 64, CLASSES, Default::default()));
+        .add(nn::linear(
+            &root / "out",
+            hidden,
+            CLASSES,
+            Default::default(),
+        ));
+    // Under `cohort run` or the Slurm plugin this records into the run's trial; rank 0 writes.
+    let tracker = cohort_catalog::Tracker::from_env()?;
+    // A restarted or promoted trial continues from its latest checkpoint (rank 0 loads it;
+    // the broadcast below gives it to every rank).
+    let mut first_epoch = [0i64];
+    if let Some(checkpoint) = tracker.latest_checkpoint()? {
+        vs.load(&checkpoint.path)
+            .with_context(|| format!("loading the checkpoint {}", checkpoint.path))?;
+        first_epoch[0] = checkpoint.step;
+        println!(
+            "resumed from {} (epoch {})",
+            checkpoint.path, checkpoint.step
+        );
+    }
+    comm.allreduce(&mut first_epoch, ReduceOp::Max)?;
+    let first_epoch = usize::try_from(first_epoch[0])?;
     // Seeds differ per rank on purpose: the broadcast is what makes the models identical.
     for mut tensor in vs.trainable_variables() {
         tch::no_grad(|| comm.broadcast_tensor(&mut tensor, 0))?;
     }
-    let lr = 0.05;
     let mut optimizer = nn::Sgd::default().build(&vs, lr)?;
-    // Under `cohort run` or the Slurm plugin this records into the run's trial; rank 0 writes.
-    let tracker = cohort_catalog::Tracker::from_env()?;
     tracker.log_hparams(
         [
             ("lr".to_owned(), lr.into()),
+            ("hidden".to_owned(), hidden.into()),
             ("epochs".to_owned(), epochs.into()),
             ("ranks".to_owned(), size.into()),
         ]
@@ -96,7 +139,7 @@ fn main() -> Result<()> {
     let params = vs.trainable_variables();
 
     let mut losses = Vec::new();
-    for epoch in 0..epochs {
+    for epoch in first_epoch..epochs {
         let mut total = 0.0f64;
         let mut batches = 0.0f64;
         for start in (0..=shard - BATCH).step_by(usize::try_from(BATCH)?) {
@@ -123,11 +166,13 @@ fn main() -> Result<()> {
         if rank == 0 {
             println!("epoch {epoch}: loss {:.4} accuracy {:.3}", mean[0], mean[1]);
         }
-        tracker.log_metrics(
-            i64::try_from(epoch)?,
-            &[("loss", mean[0]), ("accuracy", mean[1])],
-        )?;
+        // Step N is the state after N epochs, as checkpoints count them.
+        let step = i64::try_from(epoch + 1)?;
+        tracker.log_metrics(step, &[("loss", mean[0]), ("accuracy", mean[1])])?;
         losses.push(mean[0]);
+        if tracker.should_stop(step) {
+            break;
+        }
     }
 
     let mine = fingerprint(&vs)?;
@@ -136,10 +181,16 @@ fn main() -> Result<()> {
     if all.iter().any(|&other| other != mine) {
         bail!("parameters differ between ranks: fingerprints {all:x?}");
     }
+    if let Some(trial) = tracker.trial() {
+        let done = first_epoch + losses.len();
+        let path = trial.dir.join(format!("checkpoint-{done}.ot"));
+        vs.save(&path)?;
+        tracker.checkpoint(&path, i64::try_from(done)?, Default::default())?;
+    }
     tracker.finish(cohort_proto::catalog::TrialState::Completed)?;
     let (first, last) = (losses.first().copied(), losses.last().copied());
     if let (Some(first), Some(last)) = (first, last) {
-        if epochs > 1 && last >= first {
+        if searched.is_none() && losses.len() > 1 && last >= first {
             bail!("the loss did not fall: {first:.4} -> {last:.4}");
         }
         if rank == 0 {
