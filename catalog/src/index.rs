@@ -18,8 +18,8 @@ use crate::error::{CatalogError, Warning};
 use crate::fsutil;
 use crate::read::{is_unchanged, is_unchanged_at, summarize_changed};
 
-/// First bytes of an index file; the rest is MessagePack.
-const MAGIC: &[u8; 8] = b"COHIDX01";
+/// First bytes of an index file; the rest is MessagePack. The digits change with the encoding.
+const MAGIC: &[u8; 8] = b"COHIDX02";
 
 /// When a query writes the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,9 @@ fn read_index(
         Err(e) => return Err(e.to_string()),
     };
     let Some(body) = bytes.strip_prefix(MAGIC) else {
+        if bytes.starts_with(b"COHIDX") {
+            return Err("an index in another release's encoding".into());
+        }
         return Err("not a Cohort index (bad magic)".into());
     };
     let mut reader = body;
@@ -152,9 +155,21 @@ pub fn write_index(
     };
     let mut bytes = MAGIC.to_vec();
     rmp_serde::encode::write_named(&mut bytes, &doc).map_err(encode_error)?;
+    // The trial record's hyperparameters are also in the summary's (updated by the log):
+    // kept once.
     let chunks: Result<Vec<Vec<u8>>, _> = trials
         .par_chunks(CHUNK)
-        .map(rmp_serde::to_vec_named)
+        .map(|chunk| {
+            let lean: Vec<TrialSummary> = chunk
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.trial.hparams.clear();
+                    t
+                })
+                .collect();
+            rmp_serde::to_vec_named(&lean)
+        })
         .collect();
     for chunk in chunks.map_err(encode_error)? {
         bytes.extend_from_slice(&u32::try_from(chunk.len()).unwrap_or(u32::MAX).to_le_bytes());

@@ -74,6 +74,7 @@ fn read_segment(
     let mut by_id: Vec<usize> = mark.names.iter().map(|n| slot(n, &mut local)).collect();
     let mut events = Vec::new();
     let mut unknown_ids = 0u64;
+    let mut closed = mark.closed;
     let names = &mut mark.names;
     let end = scan(&data, mark.covered, |item| match item {
         Item::Names {
@@ -106,7 +107,12 @@ fn read_segment(
                 }
             }
         }
-        Item::Event(event) => events.push(event),
+        Item::Event(event) => {
+            if matches!(event, LogEvent::Finish { .. }) {
+                closed = true;
+            }
+            events.push(event);
+        }
         Item::Header(_) => {}
     });
     let file = mark.file.clone();
@@ -130,11 +136,16 @@ fn read_segment(
         ));
     }
     mark.size = mark.covered + data.len() as u64;
+    mark.closed = closed;
     mark.covered = end.committed;
     let metrics = local
         .into_iter()
         .filter_map(|(name, s)| s.map(|s| (name, s)))
         .collect();
+    if mark.closed {
+        // Nothing more is appended: the names are never needed again (smaller index).
+        mark.names = Vec::new();
+    }
     Ok(SegmentRead {
         mark,
         metrics,
@@ -164,10 +175,9 @@ pub fn summarize(
 pub fn is_unchanged(dir: &Path, summary: &TrialSummary) -> bool {
     std::fs::metadata(dir).is_ok_and(|meta| {
         i64::try_from(fsutil::mtime_ns(&meta)).unwrap_or(i64::MAX) == summary.dir_mtime_ns
-    }) && summary
-        .segments
-        .iter()
-        .all(|mark| std::fs::metadata(dir.join(&mark.file)).is_ok_and(|m| m.len() == mark.size))
+    }) && summary.segments.iter().all(|mark| {
+        mark.closed || std::fs::metadata(dir.join(&mark.file)).is_ok_and(|m| m.len() == mark.size)
+    })
 }
 
 /// [`is_unchanged`] for trial directory `name` inside the open directory `trials`: the paths
@@ -182,12 +192,13 @@ pub fn is_unchanged_at(trials: &std::fs::File, name: &str, summary: &TrialSummar
         return false;
     }
     summary.segments.iter().all(|mark| {
-        fstatat(
-            trials,
-            format!("{name}/{}", mark.file).as_str(),
-            AtFlags::empty(),
-        )
-        .is_ok_and(|st| u64::try_from(st.st_size).ok() == Some(mark.size))
+        mark.closed
+            || fstatat(
+                trials,
+                format!("{name}/{}", mark.file).as_str(),
+                AtFlags::empty(),
+            )
+            .is_ok_and(|st| u64::try_from(st.st_size).ok() == Some(mark.size))
     })
 }
 
@@ -305,6 +316,7 @@ pub fn summarize_changed(
             covered: 0,
             names: Vec::new(),
             size: 0,
+            closed: false,
         });
         let path = dir.join(&name);
         let read = match read_segment(&path, mark, ended) {

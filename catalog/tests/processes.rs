@@ -393,6 +393,38 @@ fn a_query_with_an_index_reads_only_what_is_new() {
         (t3.metrics["loss"].count, t3.metrics["loss"].last),
         (11, 0.01)
     );
+    // Finished writers' segments are not looked at again; the shared host segment always is,
+    // so an append to it (which leaves the directory's time alone) is seen.
+    let t5 = later.trials.iter().find(|t| t.id == 5).unwrap();
+    assert!(t5.segments.iter().all(|m| m.closed), "{:?}", t5.segments);
+    let host_log = |step: i64, value: f64| {
+        let trial = catalog.trial(&exp, 5).unwrap();
+        let options = TrackerOptions {
+            host_segment: true,
+            ..TrackerOptions::default()
+        };
+        let tracker = Tracker::attach(trial, options).unwrap();
+        tracker.log_metrics(step, &[("loss", value)]).unwrap();
+        tracker.close().unwrap();
+    };
+    host_log(20, 0.5);
+    let always = LoadOptions {
+        use_index: true,
+        write: IndexWrite::Always,
+    };
+    let indexed = cohort_catalog::load(&catalog, &exp, always).unwrap();
+    let t5 = indexed.trials.iter().find(|t| t.id == 5).unwrap();
+    assert!(t5
+        .segments
+        .iter()
+        .any(|m| !m.closed && m.file.starts_with("metrics-host-")));
+    host_log(21, 0.25);
+    let last = cohort_catalog::load(&catalog, &exp, LoadOptions::default()).unwrap();
+    let t5 = last.trials.iter().find(|t| t.id == 5).unwrap();
+    assert_eq!(
+        (t5.metrics["loss"].last_step, t5.metrics["loss"].last),
+        (21, 0.25)
+    );
 }
 
 #[test]
@@ -477,7 +509,7 @@ fn garbage_files_and_other_versions_are_warnings_and_the_rest_is_shown() {
     );
     // A damaged index is ignored with a warning naming it.
     std::fs::create_dir_all(dir.path().join("index")).unwrap();
-    std::fs::write(catalog.index_path(&exp), b"COHIDX01\xc1\xc1").unwrap();
+    std::fs::write(catalog.index_path(&exp), b"COHIDX02\xc1\xc1").unwrap();
     let loaded = cohort_catalog::load(&catalog, &exp, LoadOptions::default()).unwrap();
     assert_eq!(loaded.stats.index, "unreadable");
     assert!(format!("{:?}", loaded.warnings).contains("damaged index"));

@@ -251,30 +251,116 @@ pub struct GcRecord {
 }
 
 /// Summary of one metric of a trial. Non-finite values (a diverged loss) are kept as
-/// `NaN`/`inf` in `last`, never in `min`/`max`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `NaN`/`inf` in `last`, never in `min`/`max`. In JSON it is an object; in binary formats
+/// (the index) an array of its fields in order, which is several times smaller and faster.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricSummary {
     /// Number of points.
     pub count: u64,
     /// Smallest finite value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     /// Step of the smallest finite value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_step: Option<i64>,
     /// Largest finite value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
     /// Step of the largest finite value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_step: Option<i64>,
     /// The highest step reported.
     pub last_step: i64,
     /// Value at `last_step` (the latest written when a step was written again).
-    #[serde(with = "float_text")]
     pub last: f64,
     /// Wall time of that point (Unix seconds).
     pub last_wall: f64,
+}
+
+/// [`MetricSummary`] as a JSON object.
+#[derive(Serialize, Deserialize)]
+struct NamedSummary {
+    count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    min_step: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_step: Option<i64>,
+    last_step: i64,
+    #[serde(with = "float_text")]
+    last: f64,
+    last_wall: f64,
+}
+
+type PackedSummary = (
+    u64,
+    Option<f64>,
+    Option<i64>,
+    Option<f64>,
+    Option<i64>,
+    i64,
+    f64,
+    f64,
+);
+
+impl Serialize for MetricSummary {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            NamedSummary {
+                count: self.count,
+                min: self.min,
+                min_step: self.min_step,
+                max: self.max,
+                max_step: self.max_step,
+                last_step: self.last_step,
+                last: self.last,
+                last_wall: self.last_wall,
+            }
+            .serialize(serializer)
+        } else {
+            let packed: PackedSummary = (
+                self.count,
+                self.min,
+                self.min_step,
+                self.max,
+                self.max_step,
+                self.last_step,
+                self.last,
+                self.last_wall,
+            );
+            packed.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricSummary {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let n = NamedSummary::deserialize(deserializer)?;
+            Ok(MetricSummary {
+                count: n.count,
+                min: n.min,
+                min_step: n.min_step,
+                max: n.max,
+                max_step: n.max_step,
+                last_step: n.last_step,
+                last: n.last,
+                last_wall: n.last_wall,
+            })
+        } else {
+            let (count, min, min_step, max, max_step, last_step, last, last_wall) =
+                PackedSummary::deserialize(deserializer)?;
+            Ok(MetricSummary {
+                count,
+                min,
+                min_step,
+                max,
+                max_step,
+                last_step,
+                last,
+                last_wall,
+            })
+        }
+    }
 }
 
 impl MetricSummary {
@@ -347,6 +433,10 @@ pub struct SegmentMark {
     pub names: Vec<String>,
     /// Size of the file when it was read (a tail beyond `covered` was torn or being written).
     pub size: u64,
+    /// Its writer recorded the end of its tracking (a `finish` event): nothing more is
+    /// appended, so an index need not look at it again while the directory is unchanged.
+    #[serde(default)]
+    pub closed: bool,
 }
 
 /// Everything a query needs about one trial: an entry of the index, also built directly from
