@@ -33,7 +33,8 @@ pub(crate) enum SearchCommand {
     Start {
         /// The experiment file (TOML).
         file: PathBuf,
-        /// Run the trials on this machine, at most N at once (through `cohort run`).
+        /// Run the trials on this machine, at most N at once (through `cohort run`); without
+        /// it each trial is a Slurm job.
         #[arg(long, value_name = "N")]
         local: Option<u64>,
         #[command(flatten)]
@@ -197,15 +198,181 @@ impl cohort_search::controller::Launcher for LocalLauncher {
     }
 }
 
+/// Submits each trial as a Slurm job (`sbatch --cohort --cohort-exp --cohort-trial`).
+#[derive(Debug)]
+struct SlurmLauncher {
+    spec: ExperimentSpec,
+    cwd: PathBuf,
+}
+
+/// A trial's Slurm job, watched with squeue; its end is read from the trial's state, which
+/// the plugin records.
+#[derive(Debug)]
+struct SlurmJob {
+    id: u32,
+    dir: PathBuf,
+    gone_since: Option<std::time::Instant>,
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+impl cohort_search::controller::Running for SlurmJob {
+    fn poll(&mut self) -> Option<Result<(), String>> {
+        let listed = std::process::Command::new("squeue")
+            .args(["-h", "-o", "%T", "-j", &self.id.to_string()])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map(|out| !String::from_utf8_lossy(&out.stdout).trim().is_empty())
+            .unwrap_or(false);
+        if listed {
+            return None;
+        }
+        use cohort_proto::catalog::TrialState;
+        match cohort_catalog::catalog::read_state(&self.dir) {
+            Ok(Some(state)) if state.state == TrialState::Completed => Some(Ok(())),
+            Ok(Some(state)) if state.state.is_final() => Some(Err(state
+                .message
+                .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state)))),
+            _ => {
+                // The plugin records the end as the step finishes; give it a moment.
+                let since = *self.gone_since.get_or_insert_with(std::time::Instant::now);
+                (since.elapsed() > std::time::Duration::from_secs(10)).then(|| {
+                    Err(format!(
+                        "job {} ended without recording the trial's end (see {}/slurm-{}.out)",
+                        self.id,
+                        self.dir.display(),
+                        self.id
+                    ))
+                })
+            }
+        }
+    }
+    fn pid(&self) -> u32 {
+        self.id
+    }
+    fn host(&self) -> String {
+        "slurm".to_owned()
+    }
+}
+
+impl cohort_search::controller::Launcher for SlurmLauncher {
+    fn launch(
+        &mut self,
+        job: &cohort_search::controller::Job,
+    ) -> Result<Box<dyn cohort_search::controller::Running>, String> {
+        let mut command = std::process::Command::new("sbatch");
+        command
+            .arg("--parsable")
+            .arg(format!(
+                "--job-name=cohort-{}-{}",
+                job.experiment, job.trial
+            ))
+            .arg(format!("--nodes={}", self.spec.nodes))
+            .arg(format!(
+                "--ntasks-per-node={}",
+                self.spec.gpus_per_node.max(1)
+            ))
+            .arg(format!("--chdir={}", self.cwd.display()))
+            .arg(format!("--output={}/slurm-%j.out", job.dir.display()))
+            .arg("--cohort")
+            .arg(format!("--cohort-exp={}", job.experiment))
+            .arg(format!("--cohort-trial={}", job.trial));
+        if self.spec.gpus_per_node > 0 {
+            command.arg(format!("--gpus-per-node={}", self.spec.gpus_per_node));
+        }
+        match &self.spec.launch {
+            cohort_search::spec::Launch::Sbatch(path) => {
+                command.arg(path);
+            }
+            cohort_search::spec::Launch::Command(words) => {
+                let line: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
+                command.arg(format!("--wrap=srun {}", line.join(" ")));
+            }
+        }
+        // sbatch passes its environment on (the values hold commas, which --export cannot).
+        command
+            .env("COHORT_CATALOG", &job.catalog)
+            .env("COHORT_SEARCH_UNTIL", job.until.to_string())
+            .env(
+                "COHORT_HPARAMS",
+                serde_json::to_string(&job.hparams).unwrap_or_default(),
+            );
+        let out = command
+            .output()
+            .map_err(|e| format!("cannot run sbatch for trial {}: {e}", job.trial))?;
+        if !out.status.success() {
+            return Err(format!(
+                "sbatch refused trial {}: {}",
+                job.trial,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id: u32 = text
+            .trim()
+            .split(';')
+            .next()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| format!("sbatch printed {text:?}, not a job id"))?;
+        Ok(Box::new(SlurmJob {
+            id,
+            dir: job.dir.clone(),
+            gone_since: None,
+        }))
+    }
+
+    fn adopt(
+        &mut self,
+        host: &str,
+        pid: u32,
+        job: &cohort_search::controller::Job,
+    ) -> Option<Box<dyn cohort_search::controller::Running>> {
+        (host == "slurm").then(|| {
+            Box::new(SlurmJob {
+                id: pid,
+                dir: job.dir.clone(),
+                gone_since: None,
+            }) as Box<dyn cohort_search::controller::Running>
+        })
+    }
+}
+
 fn drive(
     mut controller: cohort_search::controller::Controller,
     spec: &ExperimentSpec,
     local: Option<u64>,
     cwd: PathBuf,
 ) -> Result<ExitCode> {
-    let Some(_) = local else {
-        bail!("running trials as Slurm jobs is not available yet: give --local N to run them on this machine");
-    };
+    if local.is_none() {
+        let found = std::process::Command::new("sbatch")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
+        }
+        let mut launcher = SlurmLauncher {
+            spec: spec.clone(),
+            cwd,
+        };
+        eprintln!(
+            "cohort: search {} submitting its trials to Slurm; `cohort search status {}` shows it",
+            spec.name, spec.name
+        );
+        controller.run(&mut launcher, std::time::Duration::from_secs(1))?;
+        eprintln!("cohort: search {} finished", spec.name);
+        return Ok(ExitCode::SUCCESS);
+    }
     let command = match &spec.launch {
         cohort_search::spec::Launch::Command(command) => command.clone(),
         cohort_search::spec::Launch::Sbatch(path) => vec!["sh".into(), path.display().to_string()],

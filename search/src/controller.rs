@@ -91,14 +91,28 @@ pub enum Event {
 pub trait Launcher {
     /// Starts `job`; returns its pid and a way to see it end.
     fn launch(&mut self, job: &Job) -> Result<Box<dyn Running>, String>;
+
+    /// A handle on a trial an earlier controller launched (`host` and `pid` as its
+    /// [`Running`] reported them), when this launcher can watch it; otherwise the trial is
+    /// watched through its state in the catalog.
+    fn adopt(&mut self, host: &str, pid: u32, job: &Job) -> Option<Box<dyn Running>> {
+        let _ = (host, pid, job);
+        None
+    }
 }
 
 /// A started trial.
 pub trait Running: std::fmt::Debug {
     /// `None` while it runs; then whether it succeeded (with the reason when not).
     fn poll(&mut self) -> Option<Result<(), String>>;
-    /// Its pid.
+    /// Its pid (or the scheduler's job id).
     fn pid(&self) -> u32;
+
+    /// Where it runs: this host's name for a local process, or a scheduler's tag
+    /// (`slurm`), recorded with the pid so a later controller can find it again.
+    fn host(&self) -> String {
+        host()
+    }
 }
 
 /// What to start.
@@ -233,6 +247,8 @@ pub struct Controller {
     running: BTreeMap<u64, (TrialSlot, Option<Box<dyn Running>>)>,
     by_search: BTreeMap<u64, u64>,
     hparams: BTreeMap<u64, Values>,
+    /// Trials an earlier controller launched, to hand to the launcher: (trial, host, pid).
+    adopt: Vec<(u64, String, u32)>,
     done: bool,
 }
 
@@ -340,6 +356,7 @@ impl Controller {
             running: BTreeMap::new(),
             by_search: BTreeMap::new(),
             hparams: BTreeMap::new(),
+            adopt: Vec::new(),
             done: false,
         };
         controller.replay(&past)?;
@@ -349,6 +366,7 @@ impl Controller {
     /// Rebuilds the searcher's state and the trials' from past events.
     fn replay(&mut self, past: &[Event]) -> Result<(), ControllerError> {
         let mut launched: BTreeMap<u64, TrialSlot> = BTreeMap::new();
+        let mut launched_by: BTreeMap<u64, (String, u32)> = BTreeMap::new();
         let mut unreported: BTreeMap<u64, TrialSlot> = BTreeMap::new();
         for event in past {
             match event {
@@ -383,8 +401,10 @@ impl Controller {
                     trial,
                     until,
                     attempt,
-                    ..
+                    host,
+                    pid,
                 } => {
+                    launched_by.insert(*trial, (host.clone(), *pid));
                     if let Some(pos) = self.pending.iter().position(|p| p.trial == *trial) {
                         let mut slot = self.pending.remove(pos);
                         slot.until = *until;
@@ -435,6 +455,9 @@ impl Controller {
         // Launched and not seen to end: adopted. Ended without a report (the controller died
         // in between): reported at the first step.
         for (trial, slot) in launched {
+            if let Some((host, pid)) = launched_by.remove(&trial) {
+                self.adopt.push((trial, host, pid));
+            }
             self.running.insert(trial, (slot, None));
         }
         for (trial, slot) in unreported {
@@ -499,6 +522,27 @@ impl Controller {
     pub fn step(&mut self, launcher: &mut dyn Launcher) -> Result<bool, ControllerError> {
         if self.done {
             return Ok(false);
+        }
+        for (trial, host, pid) in std::mem::take(&mut self.adopt) {
+            let Some((slot, handle)) = self.running.get_mut(&trial) else {
+                continue;
+            };
+            let job = Job {
+                catalog: self.catalog.root().to_path_buf(),
+                experiment: self.spec.name.clone(),
+                trial,
+                dir: self
+                    .experiment
+                    .dir
+                    .join("trials")
+                    .join(trial_dir_name(trial)),
+                hparams: slot.hparams.clone(),
+                until: slot.until,
+                attempt: slot.attempt,
+            };
+            if let Some(adopted) = launcher.adopt(&host, pid, &job) {
+                *handle = Some(adopted);
+            }
         }
         if self.dir.join("stop").exists() {
             for trial in self.running.keys() {
@@ -603,7 +647,7 @@ impl Controller {
                 trial: slot.trial,
                 until: slot.until,
                 attempt: slot.attempt,
-                host: host(),
+                host: running.host(),
                 pid: running.pid(),
             })?;
             self.running.insert(slot.trial, (slot, Some(running)));

@@ -95,7 +95,11 @@ pub fn start(request: &Request) -> Result<Recording, String> {
     let prior = read_state(&trial.dir).map_err(what)?;
     let restarted = prior
         .as_ref()
-        .is_some_and(|p| p.started.is_some() && p.state != TrialState::Queued);
+        // A failed (or crashed) earlier run is a restart; a search resuming a trial it stopped
+        // is not.
+        .is_some_and(|p| {
+            p.started.is_some() && matches!(p.state, TrialState::Failed | TrialState::Running)
+        });
     let mut state = prior.unwrap_or_else(|| new_state(TrialState::Running));
     if restarted {
         state.restarts.push(Restart {
@@ -275,13 +279,14 @@ mod tests {
     }
 
     #[test]
-    fn a_clean_step_completes_and_a_given_trial_records_its_restart() {
+    fn a_failed_step_started_again_records_its_restart() {
         let dir = tempfile::tempdir().unwrap();
         let here = start(&request(dir.path())).unwrap();
         let me = (
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
+        task_failed(&here, 42, 0, me, 0, "node1", 9).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let again = start(&Request {
             trial: Some(1),

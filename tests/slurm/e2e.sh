@@ -145,6 +145,69 @@ EOF
     || fail "the failure's message:\n$("$COHORT" trial show e2e/2)"
 unset COHORT_CATALOG
 ok "steps recorded as trials: metrics from rank 0, completed, failed naming rank 3 and its status"
+# 8. A search whose trials are Slurm jobs of 2 nodes each (ASHA, 8 trials): trial 3's first
+#    attempt crashes and is restarted; the controller is killed mid-search and resumed.
+cat > "$L/worker.py" <<'EOF'
+import json, os, subprocess, sys
+if os.environ.get("COHORT_RANK") != "0":
+    sys.exit(0)
+x = json.loads(os.environ["COHORT_HPARAMS"])["x"]
+until = int(os.environ["COHORT_SEARCH_UNTIL"])
+marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashed-once")
+if os.environ["COHORT_TRIAL"] == "3" and not os.path.exists(marker):
+    open(marker, "w").close()
+    sys.exit(1)
+for step in range(1, until + 1):
+    loss = (x - 0.3) ** 2 + 1.0 / step
+    subprocess.run([sys.argv[1], "log", "metric", f"loss={loss}", "--step", str(step)], check=True)
+EOF
+cat > "$L/search.toml" <<EOF
+name = "slurm-asha"
+command = ["python3", "$L/worker.py", "$COHORT"]
+[resources]
+nodes = 2
+[searcher]
+name = "asha"
+metric = "loss"
+max_trials = 8
+max_concurrent_trials = 2
+max_length = 8
+divisor = 2
+max_rungs = 3
+mode = "aggressive"
+max_restarts = 2
+[hyperparameters]
+x = { type = "double", minval = 0.0, maxval = 1.0 }
+EOF
+export COHORT_CATALOG=$L/search-catalog
+"$COHORT" search start "$L/search.toml" > "$L/search.out" 2>&1 &
+controller=$!
+for _ in $(seq 1 600); do
+    launched=$(cat "$COHORT_CATALOG"/experiments/slurm-asha-*/search/events.jsonl 2>/dev/null \
+        | grep -c '"launched"' || true)
+    [[ $launched -ge 3 ]] && break
+    sleep 0.1
+done
+[[ $launched -ge 3 ]] || fail "the search did not launch trials:\n$(cat "$L/search.out")"
+kill -9 "$controller"
+wait "$controller" || true
+timeout 300 "$COHORT" search resume slurm-asha > "$L/resume.out" 2>&1 \
+    || fail "resume:\n$(cat "$L/resume.out")"
+"$COHORT" search status slurm-asha --json > "$L/search.json"
+python3 - "$L/search.json" <<'EOF' || fail "search status:\n$(cat "$L/search.json")\n$("$COHORT" search status slurm-asha)"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+trials = doc["trials"]
+assert doc["finished"] == "done", doc
+assert len(trials) == 8, trials
+assert all(t["state"] in ("completed", "killed") for t in trials), trials
+assert any(t["state"] == "completed" and t["length"] == 8 for t in trials), trials
+three = [t for t in trials if t["trial"] == 3][0]
+assert three["restarts"] == 1, three
+EOF
+"$COHORT" trial show slurm-asha/3 | grep -q "slurm        job" || fail "trial 3 has no Slurm job:\n$("$COHORT" trial show slurm-asha/3)"
+unset COHORT_CATALOG
+ok "a search of 8 trials as 2-node Slurm jobs: a crashed trial restarted, the controller killed and resumed"
 "$ROOT/tests/slurm/cluster.sh" down "$L"
 trap - EXIT
 rm -rf "$L"

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Compares Cohort's ASHA searcher with Optuna's HyperbandPruner (TPE and Random samplers, both
+# seeded) on the multi-fidelity Hartmann 6-D function at equal budget: Cohort simulates
+# examples/search/hartmann.toml over many seeds, each Optuna study gets Cohort's mean budget
+# (units of training), and the mean final regrets and their ratios Cohort / Optuna are printed
+# (<= 1: Cohort at least as good), with the Optuna version and each side's wall time.
+# The work is done by bench/compare_optuna.py (which explains every choice made on the Optuna
+# side), in a virtual environment with Optuna (.deps/optuna-venv, made on first use).
+#   bench/compare-optuna.sh                the comparison
+#   bench/compare-optuna.sh --self-check   checks the Python implementation of the function
+#                                          (exact minimum, known values, fidelity behaviour)
+#
+# Settings (environment):
+#   REPEAT=100          Optuna studies per sampler (seeds 1..REPEAT)
+#   COHORT_REPEAT=100   Cohort simulation runs (seeds 1..COHORT_REPEAT)
+#   BIAS=0.5 NOISE=0.1  how much low fidelities are flattened and how noisy they are
+#   WORKERS=16          Cohort's parallel workers (Optuna runs trials one at a time)
+#   PRUNERS=hyperband   Optuna pruners, comma-separated: hyperband, asha (Optuna's
+#                       SuccessiveHalvingPruner, the counterpart of Cohort's aggressive mode)
+#   COHORT=path         the cohort binary (default: a release build made here)
+# At the defaults the whole comparison takes well under a minute on two cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OPTUNA_VERSION=5.0.0
+VENV=$PWD/.deps/optuna-venv
+
+# Python's venv module comes in its own Debian package.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        -o DPkg::Lock::Timeout=600 --no-install-recommends python3-venv
+fi
+if ! "$VENV/bin/python" -c "from importlib.metadata import version
+assert version('optuna') == '$OPTUNA_VERSION'" 2>/dev/null; then
+    echo "==> installing optuna $OPTUNA_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "optuna==$OPTUNA_VERSION"
+fi
+
+if [[ ${1:-} == --self-check ]]; then
+    exec "$VENV/bin/python" bench/compare_optuna.py --self-check
+fi
+
+# Settings given in the environment become options (COHORT_REPEAT=50 -> --cohort-repeat 50).
+args=()
+for v in REPEAT COHORT_REPEAT BIAS NOISE WORKERS; do
+    flag=${v,,}
+    [[ -z ${!v:-} ]] || args+=("--${flag//_/-}" "${!v}")
+done
+IFS=, read -ra pruners <<<"${PRUNERS:-hyperband}"
+for p in "${pruners[@]}"; do
+    args+=(--pruner "$p")
+done
+if [[ -z ${COHORT:-} ]]; then
+    cargo build --release --locked --bin cohort -q
+    COHORT=target/release/cohort
+fi
+[[ -x $COHORT ]] || { echo "no cohort binary at $COHORT" >&2; exit 1; }
+# A binary built with the tch feature (scripts/dev) loads libtorch at start.
+LIBTORCH_LIB=$PWD/.deps/libtorch-2.13.0/lib
+[[ ! -d $LIBTORCH_LIB ]] || export LD_LIBRARY_PATH=$LIBTORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+args+=(--cohort "$COHORT")
+time_start=$SECONDS
+"$VENV/bin/python" bench/compare_optuna.py "${args[@]}"
+echo "total wall time: $((SECONDS - time_start)) s"
