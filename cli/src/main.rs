@@ -515,7 +515,7 @@ fn run() -> Result<ExitCode> {
         Command::Log(command) => catalog_cmd::log(command),
         Command::Search(command) => search_cmd::search(command),
         Command::Bench(BenchCommand::Search(args)) => {
-            search_cmd::bench(&args.sim, args.random_trials)
+            search_cmd::bench(&args.sim, args.random_trials, args.png.as_deref())
         }
         Command::Run(args) => {
             let mut env = Vec::new();

@@ -76,7 +76,11 @@ pub(crate) fn write(
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
-            .x_desc("step")
+            .x_desc(if metric == "regret" {
+                "budget (units of training)"
+            } else {
+                "step"
+            })
             .y_desc(metric)
             .label_style(("sans-serif", 16))
             .draw()

@@ -520,7 +520,7 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
 /// `cohort bench search FILE`: the file's ASHA against random search with the same trial
 /// length and workers, averaged over seeds: random's regret with its whole budget, ASHA's
 /// with a third of that budget and with all of it.
-pub(crate) fn bench(args: &SimArgs, random_trials: u64) -> Result<ExitCode> {
+pub(crate) fn bench(args: &SimArgs, random_trials: u64, png: Option<&Path>) -> Result<ExitCode> {
     let spec = load(&args.file)?;
     if !matches!(spec.searcher.kind, SearcherKind::Asha(_)) {
         bail!("{}: bench search compares an asha searcher with random search; this file's searcher is not asha", args.file.display());
@@ -563,6 +563,36 @@ pub(crate) fn bench(args: &SimArgs, random_trials: u64) -> Result<ExitCode> {
             mean(asha_runs.iter().map(|r| r.regret_at(budget)))
         ));
     }
+    if let Some(path) = png {
+        let curve = |runs: &[SimResult]| -> Vec<cohort_catalog::read::Point> {
+            (1..=100u64)
+                .map(|i| {
+                    let budget = random_budget * i / 100;
+                    cohort_catalog::read::Point {
+                        step: i64::try_from(budget).unwrap_or(i64::MAX),
+                        value: mean(runs.iter().map(|r| r.regret_at(budget))),
+                        wall: 0.0,
+                    }
+                })
+                .collect()
+        };
+        let series = vec![
+            (
+                format!("random search, {random_trials} trials"),
+                curve(&random_runs),
+            ),
+            (
+                format!("ASHA, {} trials", spec.searcher.max_trials),
+                curve(&asha_runs),
+            ),
+        ];
+        let title = format!(
+            "Mean regret on Hartmann 6-D by budget ({} runs, {} workers)",
+            args.repeat, args.workers
+        );
+        crate::png::write(path, &title, "regret", &series)?;
+        text.push_str(&format!("  chart written to {}\n", path.display()));
+    }
     write_out(&text)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -575,6 +605,9 @@ pub(crate) struct BenchSearchArgs {
     /// Trials of the random search it is compared with.
     #[arg(long, default_value_t = 64)]
     pub(crate) random_trials: u64,
+    /// Also draw the mean regret curves of both to this PNG file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) png: Option<PathBuf>,
 }
 
 /// Counts of a search's trials, its budget spent and the best trial at full length.
