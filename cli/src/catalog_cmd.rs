@@ -200,15 +200,33 @@ pub(crate) enum LogCommand {
         /// The training step.
         #[arg(long)]
         step: i64,
-        /// The experiment (default COHORT_EXPERIMENT).
-        #[arg(long)]
-        experiment: Option<String>,
-        /// The trial number (default COHORT_TRIAL).
-        #[arg(long)]
-        trial: Option<u64>,
         #[command(flatten)]
-        catalog: CatalogArg,
+        target: TrialTarget,
     },
+    /// Record a checkpoint the program wrote (a file or directory) at a step: `cohort log
+    /// checkpoint ckpt/step-100.pt --step 100`. `cohort ckpt list EXP/N` finds it again.
+    Checkpoint {
+        /// The checkpoint file or directory.
+        path: PathBuf,
+        /// The training step it holds.
+        #[arg(long)]
+        step: i64,
+        #[command(flatten)]
+        target: TrialTarget,
+    },
+}
+
+/// Which trial `cohort log` writes to.
+#[derive(Debug, Args)]
+pub(crate) struct TrialTarget {
+    /// The experiment (default COHORT_EXPERIMENT).
+    #[arg(long)]
+    experiment: Option<String>,
+    /// The trial number (default COHORT_TRIAL).
+    #[arg(long)]
+    trial: Option<u64>,
+    #[command(flatten)]
+    catalog: CatalogArg,
 }
 
 fn warn_all(warnings: &[Warning]) {
@@ -1050,14 +1068,8 @@ pub(crate) fn index(experiment: Option<&str>, catalog: &CatalogArg) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn log(command: &LogCommand) -> Result<ExitCode> {
-    let LogCommand::Metric {
-        values,
-        step,
-        experiment,
-        trial,
-        catalog,
-    } = command;
+/// `NAME=VALUE` pairs of `cohort log metric`.
+fn metric_pairs(values: &[String]) -> Result<Vec<(String, f64)>> {
     let mut pairs: Vec<(String, f64)> = Vec::new();
     for text in values {
         let Some((name, value)) = text.split_once('=') else {
@@ -1072,6 +1084,23 @@ pub(crate) fn log(command: &LogCommand) -> Result<ExitCode> {
         }
         pairs.push((name.trim().to_owned(), value));
     }
+    Ok(pairs)
+}
+
+pub(crate) fn log(command: &LogCommand) -> Result<ExitCode> {
+    let target = match command {
+        LogCommand::Metric { target, .. } | LogCommand::Checkpoint { target, .. } => target,
+    };
+    // Bad values are refused before anything is written.
+    let pairs = match command {
+        LogCommand::Metric { values, .. } => metric_pairs(values)?,
+        LogCommand::Checkpoint { .. } => Vec::new(),
+    };
+    let TrialTarget {
+        experiment,
+        trial,
+        catalog,
+    } = target;
     let experiment = match experiment.clone().or_else(|| std::env::var("COHORT_EXPERIMENT").ok().filter(|v| !v.is_empty())) {
         Some(e) => e,
         None => bail!("no experiment: run under `cohort run` or the Slurm plugin (which set COHORT_EXPERIMENT and COHORT_TRIAL), or give --experiment and --trial"),
@@ -1094,8 +1123,15 @@ pub(crate) fn log(command: &LogCommand) -> Result<ExitCode> {
             ..TrackerOptions::default()
         },
     )?;
-    let refs: Vec<(&str, f64)> = pairs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-    tracker.log_metrics(*step, &refs)?;
+    match command {
+        LogCommand::Metric { step, .. } => {
+            let refs: Vec<(&str, f64)> = pairs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+            tracker.log_metrics(*step, &refs)?;
+        }
+        LogCommand::Checkpoint { path, step, .. } => {
+            tracker.checkpoint(path, *step, BTreeMap::new())?;
+        }
+    }
     tracker.close()?;
     Ok(ExitCode::SUCCESS)
 }

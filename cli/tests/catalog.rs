@@ -285,6 +285,42 @@ fn bad_input_gets_a_clear_error() {
         err.contains("no metric \"acc\"") && err.contains("loss"),
         "{err}"
     );
+    let ckpt = dir.path().join("weights.pt");
+    std::fs::write(&ckpt, b"w").unwrap();
+    ok(&cohort(
+        &cat,
+        &[
+            "log",
+            "checkpoint",
+            ckpt.to_str().unwrap(),
+            "--step",
+            "3",
+            "--experiment",
+            "e",
+            "--trial",
+            "1",
+        ],
+    ));
+    let listed = json(&ok(&cohort(&cat, &["ckpt", "list", "e/1", "--json"])));
+    assert_eq!(
+        (listed[0]["step"].as_i64(), listed[0]["exists"].as_bool()),
+        (Some(3), Some(true))
+    );
+    let err = error(&cohort(
+        &cat,
+        &[
+            "log",
+            "checkpoint",
+            "/nonexistent/ckpt",
+            "--step",
+            "1",
+            "--experiment",
+            "e",
+            "--trial",
+            "1",
+        ],
+    ));
+    assert!(err.contains("/nonexistent/ckpt"), "{err}");
     let err = error(&cohort(&cat, &["log", "metric", "loss=1", "--step", "1"]));
     assert!(err.contains("COHORT_EXPERIMENT"), "{err}");
     let err = error(&cohort(

@@ -145,21 +145,36 @@ EOF
     || fail "the failure's message:\n$("$COHORT" trial show e2e/2)"
 unset COHORT_CATALOG
 ok "steps recorded as trials: metrics from rank 0, completed, failed naming rank 3 and its status"
-# 8. A search whose trials are Slurm jobs of 2 nodes each (ASHA, 8 trials): trial 3's first
-#    attempt crashes and is restarted; the controller is killed mid-search and resumed.
+# 8. A search whose trials are Slurm jobs of 2 nodes each (ASHA, 8 trials): trial 3 is killed
+#    mid-run and restarted from its checkpoint; the controller is killed mid-search and resumed.
 cat > "$L/worker.py" <<'EOF'
-import json, os, subprocess, sys
+# A trial: resumes after its latest checkpoint, logs loss and a checkpoint every step until
+# COHORT_SEARCH_UNTIL. Trial 3's first attempt is killed with SIGKILL after its first step.
+import json, os, signal, subprocess, sys
+cohort = sys.argv[1]
 if os.environ.get("COHORT_RANK") != "0":
     sys.exit(0)
+trial, exp = os.environ["COHORT_TRIAL"], os.environ["COHORT_EXPERIMENT"]
 x = json.loads(os.environ["COHORT_HPARAMS"])["x"]
 until = int(os.environ["COHORT_SEARCH_UNTIL"])
-marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashed-once")
-if os.environ["COHORT_TRIAL"] == "3" and not os.path.exists(marker):
-    open(marker, "w").close()
-    sys.exit(1)
-for step in range(1, until + 1):
+listed = subprocess.run([cohort, "ckpt", "list", f"{exp}/{trial}", "--json"],
+                        check=True, capture_output=True, text=True).stdout
+done = max([c["step"] for c in json.loads(listed) if c["exists"]], default=0)
+if done:
+    print(f"resumed from step {done}", flush=True)
+here = os.path.dirname(os.path.abspath(__file__))
+marker = os.path.join(here, "crashed-once")
+os.makedirs(os.path.join(here, "ckpt", trial), exist_ok=True)
+for step in range(done + 1, until + 1):
     loss = (x - 0.3) ** 2 + 1.0 / step
-    subprocess.run([sys.argv[1], "log", "metric", f"loss={loss}", "--step", str(step)], check=True)
+    subprocess.run([cohort, "log", "metric", f"loss={loss}", "--step", str(step)], check=True)
+    path = os.path.join(here, "ckpt", trial, f"step-{step}.json")
+    with open(path, "w") as f:
+        json.dump({"step": step}, f)
+    subprocess.run([cohort, "log", "checkpoint", path, "--step", str(step)], check=True)
+    if trial == "3" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
 EOF
 cat > "$L/search.toml" <<EOF
 name = "slurm-asha"
@@ -206,8 +221,10 @@ three = [t for t in trials if t["trial"] == 3][0]
 assert three["restarts"] == 1, three
 EOF
 "$COHORT" trial show slurm-asha/3 | grep -q "slurm        job" || fail "trial 3 has no Slurm job:\n$("$COHORT" trial show slurm-asha/3)"
+grep -q "resumed from step 1" "$L"/search-catalog/experiments/slurm-asha-*/trials/000003/slurm-*.out \
+    || fail "trial 3 did not resume from its checkpoint:\n$(cat "$L"/search-catalog/experiments/slurm-asha-*/trials/000003/slurm-*.out)"
 unset COHORT_CATALOG
-ok "a search of 8 trials as 2-node Slurm jobs: a crashed trial restarted, the controller killed and resumed"
+ok "a search of 8 trials as 2-node Slurm jobs: a killed trial restarted from its checkpoint, the controller killed and resumed"
 "$ROOT/tests/slurm/cluster.sh" down "$L"
 trap - EXIT
 rm -rf "$L"
