@@ -50,7 +50,8 @@ pub(crate) fn chart(
     };
     // Per cell: the Braille bits and which series drew last.
     let mut cells = vec![(0u8, usize::MAX); width * height];
-    for (index, (_, points)) in series.iter().enumerate() {
+    // The best series (first) is drawn last, so it stays visible where curves overlap.
+    for (index, (_, points)) in series.iter().enumerate().rev() {
         let mut previous: Option<(usize, usize)> = None;
         for p in points.iter().filter(|p| p.value.is_finite()) {
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
