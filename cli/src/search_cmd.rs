@@ -744,6 +744,15 @@ fn status(
             reached.insert(*trial, *until);
         }
     }
+    // Rung lengths of the most aggressive bracket; other brackets' are a suffix of them.
+    let rungs: Vec<u64> = cohort_search::preview::preview(&spec)
+        .ok()
+        .and_then(|p| {
+            p.brackets
+                .first()
+                .map(|b| b.rungs.iter().map(|r| r.length).collect())
+        })
+        .unwrap_or_default();
     let metric = &spec.searcher.metric;
     let best_of = |m: &cohort_proto::catalog::MetricSummary| {
         if spec.searcher.smaller_is_better {
@@ -762,6 +771,7 @@ fn status(
                     "state": cohort_catalog::read::shown_state(t).map(|s| s.as_str()),
                     "hparams": t.hparams,
                     "length": reached.get(&t.id),
+                    "rung": reached.get(&t.id).and_then(|l| rungs.iter().position(|r| r == l)),
                     "latest": m.map(|m| m.last),
                     "best": m.and_then(best_of),
                     "restarts": t.state.as_ref().map_or(0, |s| s.restarts.len()),
@@ -793,8 +803,8 @@ fn status(
             .map_or_else(|| "in progress".to_owned(), |r| format!("finished ({r})"))
     );
     text.push_str(&format!(
-        "{:<6} {:<10} {:>7} {:>12} {:>12} {:>8}",
-        "TRIAL", "STATE", "LENGTH", "LATEST", "BEST", "RESTARTS"
+        "{:<6} {:<10} {:>4} {:>7} {:>12} {:>12} {:>8}",
+        "TRIAL", "STATE", "RUNG", "LENGTH", "LATEST", "BEST", "RESTARTS"
     ));
     for h in &hnames {
         text.push_str(&format!("  {h}"));
@@ -804,9 +814,13 @@ fn status(
     for t in &trials {
         let m = t.metrics.get(metric);
         text.push_str(&format!(
-            "{:<6} {:<10} {:>7} {:>12} {:>12} {:>8}",
+            "{:<6} {:<10} {:>4} {:>7} {:>12} {:>12} {:>8}",
             t.id,
             cohort_catalog::read::shown_state(t).map_or("-", |s| s.as_str()),
+            reached
+                .get(&t.id)
+                .and_then(|l| rungs.iter().position(|r| r == l))
+                .map_or_else(|| "-".to_owned(), |r| r.to_string()),
             reached
                 .get(&t.id)
                 .map_or_else(|| "-".to_owned(), u64::to_string),

@@ -225,6 +225,25 @@ grep -q "resumed from step 1" "$L"/search-catalog/experiments/slurm-asha-*/trial
     || fail "trial 3 did not resume from its checkpoint:\n$(cat "$L"/search-catalog/experiments/slurm-asha-*/trials/000003/slurm-*.out)"
 unset COHORT_CATALOG
 ok "a search of 8 trials as 2-node Slurm jobs: a killed trial restarted from its checkpoint, the controller killed and resumed"
+# 9. The controller itself as a Slurm job: it submits its trials from a compute node.
+sed -e 's/name = "slurm-asha"/name = "slurm-controller"/' -e 's/max_trials = 8/max_trials = 4/' \
+    -e 's/nodes = 2/nodes = 1/' "$L/search.toml" > "$L/search2.toml"
+export COHORT_CATALOG=$L/search-catalog
+job=$(sbatch --parsable -N1 -o "$L/controller.out" --wrap "$COHORT search start $L/search2.toml")
+for _ in $(seq 1 1500); do
+    squeue -h -j "$job" 2>/dev/null | grep -q . || break
+    sleep 0.2
+done
+"$COHORT" search status slurm-controller --json > "$L/search2.json" \
+    || fail "status:\n$(cat "$L/controller.out")"
+python3 - "$L/search2.json" <<'EOF' || fail "the search run as a job:\n$(cat "$L/search2.json")\n$(cat "$L/controller.out")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["finished"] == "done", doc
+assert len(doc["trials"]) == 4, doc
+EOF
+unset COHORT_CATALOG
+ok "a search whose controller is itself a Slurm job"
 "$ROOT/tests/slurm/cluster.sh" down "$L"
 trap - EXIT
 rm -rf "$L"
