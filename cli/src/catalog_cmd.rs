@@ -229,6 +229,19 @@ pub(crate) struct TrialTarget {
     catalog: CatalogArg,
 }
 
+/// `a, b, c`, or `none`.
+fn names_or_none(names: &[&String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn warn_all(warnings: &[Warning]) {
     let mut stderr = std::io::stderr().lock();
     for warning in warnings {
@@ -733,15 +746,7 @@ pub(crate) fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
             let known: Vec<&String> = all.keys().collect();
             bail!(
                 "trial {name}/{id} has no metric {wanted:?} (it has: {})",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
+                names_or_none(&known)
             );
         }
     }
@@ -1184,15 +1189,7 @@ pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
             "no trial of {} reported metric {:?} (metrics: {})",
             experiment.record.name,
             args.metric,
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
+            names_or_none(&known)
         );
     }
     let dirs: Vec<PathBuf> = chosen
