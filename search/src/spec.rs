@@ -42,7 +42,7 @@ use toml::Spanned;
 
 /// Why an experiment file is refused: the file, the line, the key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {key}: {problem}")]
+#[error("{}", self.render())]
 pub struct SpecError {
     /// The file.
     pub file: String,
@@ -52,6 +52,21 @@ pub struct SpecError {
     pub key: String,
     /// What is wrong.
     pub problem: String,
+}
+
+impl SpecError {
+    /// `file:line: key: problem`, leaving out what is not known.
+    fn render(&self) -> String {
+        let mut text = self.file.clone();
+        if self.line > 0 {
+            text.push_str(&format!(":{}", self.line));
+        }
+        if !self.key.is_empty() && self.key != "(file)" {
+            text.push_str(&format!(": {}", self.key));
+        }
+        text.push_str(&format!(": {}", self.problem));
+        text
+    }
 }
 
 /// A hyperparameter.
