@@ -100,6 +100,45 @@ enum Command {
     /// Hyperparameter search: preview or simulate an experiment file.
     #[command(subcommand)]
     Search(search_cmd::SearchCommand),
+    /// Shell completions and man pages, generated from the same definitions as --help.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum GenerateCommand {
+    /// Print the completion script for a shell (bash: `source <(cohort generate completions
+    /// bash)`; zsh: write it as `_cohort` in a directory of $fpath).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (cohort.1 and one per subcommand, cohort-trials.1, ...) into DIR.
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
+}
+
+fn generate(command: &GenerateCommand) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    match command {
+        GenerateCommand::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut cli, "cohort", &mut out);
+            std::io::stdout().lock().write_all(&out)?;
+        }
+        GenerateCommand::Man { dir } => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            clap_mangen::generate_to(cli, dir)
+                .with_context(|| format!("{}: cannot write the man pages", dir.display()))?;
+            write_out(&format!("man pages written to {}\n", dir.display()))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]
@@ -514,6 +553,7 @@ fn run() -> Result<ExitCode> {
         } => catalog_cmd::index(experiment.as_deref(), catalog),
         Command::Log(command) => catalog_cmd::log(command),
         Command::Search(command) => search_cmd::search(command),
+        Command::Generate(command) => generate(command),
         Command::Bench(BenchCommand::Search(args)) => {
             search_cmd::bench(&args.sim, args.random_trials, args.png.as_deref())
         }

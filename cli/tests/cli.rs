@@ -297,3 +297,28 @@ fn bench_topo_reports_median_min_max() {
         "{text}"
     );
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_same_definitions_as_help() {
+    let bash = cohort(&["generate", "completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let script = stdout(&bash);
+    assert!(
+        script.contains("_cohort()") && script.contains("trials"),
+        "{script}"
+    );
+    let zsh = stdout(&cohort(&["generate", "completions", "zsh"]));
+    assert!(zsh.starts_with("#compdef cohort"), "{zsh}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = cohort(&["generate", "man", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = std::fs::read_to_string(dir.path().join("cohort-trials.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH cohort-trials 1"),
+        "{page}"
+    );
+    assert!(page.contains("\\-\\-sort"), "{page}");
+    assert!(dir.path().join("cohort.1").exists());
+    let err = cohort(&["generate", "completions", "tcsh"]);
+    assert_eq!(err.status.code(), Some(2));
+}
