@@ -40,10 +40,32 @@ struct Args {
     /// Runs of --bench-gang.
     #[arg(long, default_value_t = 5, requires = "bench_gang")]
     repeats: u32,
+    /// Write the man page cohortd.8 (from these same definitions) into DIR and exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.generate_man {
+        use clap::CommandFactory;
+        let page = clap_mangen::Man::new(Args::command()).section("8");
+        let mut out = Vec::new();
+        let written = page
+            .render(&mut out)
+            .and_then(|()| std::fs::create_dir_all(dir))
+            .and_then(|()| std::fs::write(dir.join("cohortd.8"), &out));
+        return match written {
+            Ok(()) => {
+                println!("{}: man page written", dir.join("cohortd.8").display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cohortd: {}: cannot write the man page: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(path) = &args.gen_key {
         return match peer::generate_key(path) {
             Ok(()) => {

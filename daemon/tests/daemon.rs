@@ -353,3 +353,22 @@ fn a_second_daemon_refuses_a_live_socket_and_sigterm_stops_cleanly() {
     assert!(started.elapsed() < Duration::from_secs(6));
     assert!(!daemon.socket.exists(), "the socket is removed");
 }
+
+#[test]
+fn the_man_page_comes_from_the_same_definitions_as_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(COHORTD)
+        .arg("--generate-man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.path().join("cohortd.8")).unwrap();
+    assert!(page.contains(".TH cohortd 8"), "{page}");
+    assert!(page.contains("\\-\\-check\\-config"), "{page}");
+}
