@@ -6,11 +6,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use cohort_proto::catalog::{
-    Checkpoint, GcRecord, LogEvent, MetricSummary, SegmentMark, TrialRecord, TrialState,
-    TrialSummary,
+    GcRecord, LogEvent, MetricSummary, SegmentMark, TrialRecord, TrialState, TrialSummary,
 };
 
-use crate::catalog::{parse_record, read_record, read_state, strip_path};
+use crate::catalog::{read_record, read_state, strip_path};
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
 use crate::log::{scan, Damage, Item};
@@ -460,20 +459,6 @@ pub fn history(
 /// state file.
 pub fn shown_state(summary: &TrialSummary) -> Option<TrialState> {
     summary.state.as_ref().map(|s| s.state).or(summary.finished)
-}
-
-/// Checkpoints of a trial as recorded (deleted ones excluded).
-pub fn checkpoints(summary: &TrialSummary) -> &[Checkpoint] {
-    &summary.checkpoints
-}
-
-/// Parses JSON bytes as a record (for callers outside this crate's modules).
-pub fn parse<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    bytes: &[u8],
-    format: &str,
-) -> Result<T, CatalogError> {
-    parse_record(path, bytes, format)
 }
 
 /// [`history`] of one metric for many trials at once, read in parallel; in the order given.

@@ -257,7 +257,8 @@ impl Controller {
     pub fn start(catalog: &Catalog, spec: &ExperimentSpec) -> Result<Controller, ControllerError> {
         let config = serde_json::json!({
             "file": spec.file.display().to_string(),
-            "searcher": spec.searcher.metric,
+            "metric": spec.searcher.metric,
+            "smaller_is_better": spec.searcher.smaller_is_better,
         });
         let (experiment, _) = catalog.create_experiment(&NewExperiment {
             name: spec.name.clone(),
