@@ -51,6 +51,33 @@ pub fn format_number(value: f64) -> String {
     format!("{value:.4e}")
 }
 
+/// The catalog to use when none is named: `COHORT_CATALOG`, else `catalog` in the cluster's
+/// configuration (`COHORT_CONFIG`, default `/etc/cohort/cohort.toml`), else `./cohort-catalog`.
+pub fn default_root() -> Result<std::path::PathBuf, CatalogError> {
+    use std::path::PathBuf;
+    if let Some(path) = std::env::var_os("COHORT_CATALOG").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let config = std::env::var_os("COHORT_CONFIG")
+        .map_or_else(|| PathBuf::from("/etc/cohort/cohort.toml"), PathBuf::from);
+    if let Ok(text) = std::fs::read_to_string(&config) {
+        let malformed = |problem: String| CatalogError::Malformed {
+            path: config.clone(),
+            problem,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| malformed(format!("not valid TOML ({e})")))?;
+        if let Some(value) = table.get("catalog") {
+            let path = value
+                .as_str()
+                .ok_or_else(|| malformed("`catalog` must be a string (a directory)".into()))?;
+            return Ok(PathBuf::from(path));
+        }
+    }
+    Ok(PathBuf::from("cohort-catalog"))
+}
+
 /// Unix time in seconds.
 pub fn now() -> f64 {
     fsutil::now()

@@ -245,7 +245,7 @@ impl Tracker {
         }
     }
 
-    /// The tracker the environment describes: `COHORT_CATALOG` (default `./cohort-catalog`),
+    /// The tracker the environment describes: the catalog of [`crate::default_root`],
     /// `COHORT_EXPERIMENT` (default: the program's name), `COHORT_TRIAL` (set by launchers; if
     /// absent a new trial is created and this tracker owns its state). Ranks other than 0
     /// (`COHORT_RANK`, else `RANK`) get a disabled tracker unless `COHORT_TRACK_ALL_RANKS=1`,
@@ -263,7 +263,7 @@ impl Tracker {
         if env("COHORT_EXPERIMENT").is_none() && env("COHORT_CATALOG").is_none() {
             return Ok(Tracker::disabled());
         }
-        let root = env("COHORT_CATALOG").unwrap_or_else(|| "cohort-catalog".to_owned());
+        let root = crate::default_root()?;
         let experiment = env("COHORT_EXPERIMENT").unwrap_or_else(|| {
             std::env::args()
                 .next()

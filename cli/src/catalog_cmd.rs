@@ -35,29 +35,10 @@ pub(crate) struct CatalogArg {
 /// Resolves the catalog directory: the option, `COHORT_CATALOG`, `/etc/cohort/cohort.toml`'s
 /// `catalog`, `./cohort-catalog`.
 pub(crate) fn catalog_root(option: Option<&Path>) -> Result<PathBuf> {
-    if let Some(path) = option {
-        return Ok(path.to_path_buf());
+    match option {
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok(cohort_catalog::default_root()?),
     }
-    if let Some(path) = std::env::var_os("COHORT_CATALOG").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(path));
-    }
-    let config = std::env::var_os("COHORT_CONFIG")
-        .map_or_else(|| PathBuf::from("/etc/cohort/cohort.toml"), PathBuf::from);
-    if let Ok(text) = std::fs::read_to_string(&config) {
-        let table: toml::Table = text
-            .parse()
-            .with_context(|| format!("{}: not valid TOML", config.display()))?;
-        if let Some(value) = table.get("catalog") {
-            let Some(path) = value.as_str() else {
-                bail!(
-                    "{}: `catalog` must be a string (a directory)",
-                    config.display()
-                );
-            };
-            return Ok(PathBuf::from(path));
-        }
-    }
-    Ok(PathBuf::from("cohort-catalog"))
 }
 
 impl CatalogArg {
