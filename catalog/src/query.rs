@@ -163,11 +163,16 @@ impl Field {
     }
 }
 
-fn list_or_none(items: &[&str]) -> String {
+/// `a, b, c`, or `none` for an empty list (for messages naming what exists).
+pub fn list_or_none<S: AsRef<str>>(items: &[S]) -> String {
     if items.is_empty() {
         "none".to_owned()
     } else {
-        items.join(", ")
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(", ")
     }
 }
 

@@ -210,19 +210,6 @@ pub(crate) struct TrialTarget {
     catalog: CatalogArg,
 }
 
-/// `a, b, c`, or `none`.
-fn names_or_none(names: &[&String]) -> String {
-    if names.is_empty() {
-        "none".to_owned()
-    } else {
-        names
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
 fn warn_all(warnings: &[Warning]) {
     let mut stderr = std::io::stderr().lock();
     for warning in warnings {
@@ -727,7 +714,7 @@ pub(crate) fn metrics(args: &MetricsArgs) -> Result<ExitCode> {
             let known: Vec<&String> = all.keys().collect();
             bail!(
                 "trial {name}/{id} has no metric {wanted:?} (it has: {})",
-                names_or_none(&known)
+                cohort_catalog::query::list_or_none(&known)
             );
         }
     }
@@ -1170,7 +1157,7 @@ pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
             "no trial of {} reported metric {:?} (metrics: {})",
             experiment.record.name,
             args.metric,
-            names_or_none(&known)
+            cohort_catalog::query::list_or_none(&known)
         );
     }
     let dirs: Vec<PathBuf> = chosen
@@ -1185,22 +1172,6 @@ pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
         .map(|(t, p)| (format!("{}/{}", experiment.record.name, t.id), p))
         .collect();
     warn_all(&warnings);
-    if let Some(path) = &args.png {
-        let title = if series.len() == 1 {
-            format!("{} of {}", args.metric, series[0].0)
-        } else {
-            format!(
-                "{} of the {} best trials of {}",
-                args.metric,
-                series.len(),
-                experiment.record.name
-            )
-        };
-        crate::png::write(path, &title, &args.metric, &series)?;
-        write_out(&format!("chart written to {}\n", path.display()))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let title = if series.len() == 1 {
         format!("{} of {}", args.metric, series[0].0)
     } else {
@@ -1211,6 +1182,12 @@ pub(crate) fn plot(args: &PlotArgs) -> Result<ExitCode> {
             experiment.record.name
         )
     };
+    if let Some(path) = &args.png {
+        crate::png::write(path, &title, &args.metric, &series)?;
+        write_out(&format!("chart written to {}\n", path.display()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
     write_out(&crate::plot::chart(
         &title,
         &series,

@@ -353,40 +353,42 @@ fn drive(
     local: Option<u64>,
     cwd: PathBuf,
 ) -> Result<ExitCode> {
-    if local.is_none() {
-        let found = std::process::Command::new("sbatch")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
-        }
-        let mut launcher = SlurmLauncher {
-            spec: spec.clone(),
-            cwd,
+    let (mut launcher, interval, how): (Box<dyn cohort_search::controller::Launcher>, _, _) =
+        if local.is_some() {
+            let command = match &spec.launch {
+                cohort_search::spec::Launch::Command(command) => command.clone(),
+                cohort_search::spec::Launch::Sbatch(path) => {
+                    vec!["sh".into(), path.display().to_string()]
+                }
+            };
+            let launcher = LocalLauncher {
+                exe: std::env::current_exe()?,
+                command,
+                cwd,
+            };
+            (Box::new(launcher), 200, "running its trials here")
+        } else {
+            let found = std::process::Command::new("sbatch")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
+            }
+            let launcher = SlurmLauncher {
+                spec: spec.clone(),
+                cwd,
+            };
+            (Box::new(launcher), 1000, "submitting its trials to Slurm")
         };
-        eprintln!(
-            "cohort: search {} submitting its trials to Slurm; `cohort search status {}` shows it",
-            spec.name, spec.name
-        );
-        controller.run(&mut launcher, std::time::Duration::from_secs(1))?;
-        eprintln!("cohort: search {} finished", spec.name);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let command = match &spec.launch {
-        cohort_search::spec::Launch::Command(command) => command.clone(),
-        cohort_search::spec::Launch::Sbatch(path) => vec!["sh".into(), path.display().to_string()],
-    };
-    let mut launcher = LocalLauncher {
-        exe: std::env::current_exe()?,
-        command,
-        cwd,
-    };
     eprintln!(
-        "cohort: search {} running; `cohort search status {}` shows it",
+        "cohort: search {} {how}; `cohort search status {}` shows it",
         spec.name, spec.name
     );
-    controller.run(&mut launcher, std::time::Duration::from_millis(200))?;
+    controller.run(
+        launcher.as_mut(),
+        std::time::Duration::from_millis(interval),
+    )?;
     eprintln!("cohort: search {} finished", spec.name);
     Ok(ExitCode::SUCCESS)
 }

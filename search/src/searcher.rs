@@ -365,9 +365,10 @@ impl Searcher for Asha {
         let Some(&(bi, rung)) = self.trials.get(&trial) else {
             return Decision::Stop;
         };
-        let lengths = self.brackets[bi].lengths.clone();
-        if length < lengths[rung] {
-            return Decision::Continue(lengths[rung]);
+        let target = self.brackets[bi].lengths[rung];
+        let next = self.brackets[bi].lengths.get(rung + 1).copied();
+        if length < target {
+            return Decision::Continue(target);
         }
         let signed = if metric.is_finite() {
             metric * self.sign
@@ -375,17 +376,16 @@ impl Searcher for Asha {
             f64::INFINITY
         };
         self.brackets[bi].results[rung].push((signed, trial));
-        if rung + 1 == lengths.len() {
-            self.running.remove(&trial);
-            return Decision::Complete;
-        }
-        // Goes on at once if it is promotable now; otherwise it stops and may be promoted later.
         self.running.remove(&trial);
+        let Some(next) = next else {
+            return Decision::Complete;
+        };
+        // Goes on at once if it is promotable now; otherwise it stops and may be promoted later.
         if self.promotable(bi, rung).contains(&trial) {
             self.brackets[bi].promoted[rung].insert(trial);
             self.trials.insert(trial, (bi, rung + 1));
             self.running.insert(trial);
-            Decision::Continue(lengths[rung + 1])
+            Decision::Continue(next)
         } else {
             Decision::Stop
         }
