@@ -24,20 +24,8 @@ VENV=$PWD/.deps/mlflow-venv
 # MLflow 3 refuses its file store unless this is set.
 export MLFLOW_ALLOW_FILE_STORE=true
 
-# Python's venv module comes in its own Debian package.
-if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        -o DPkg::Lock::Timeout=600 --no-install-recommends python3-venv
-fi
-if ! "$VENV/bin/python" -c "from importlib.metadata import version
-assert version('$MLFLOW_PKG') == '$MLFLOW_VERSION'" 2>/dev/null; then
-    echo "==> installing $MLFLOW_PKG $MLFLOW_VERSION into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "$MLFLOW_PKG==$MLFLOW_VERSION"
-fi
+source bench/venv.sh
+pinned_venv "$VENV" "$MLFLOW_PKG" "$MLFLOW_VERSION"
 
 # Settings given in the environment become options (TRIALS=50 -> --trials 50).
 args=()

@@ -25,20 +25,8 @@ cd "$(dirname "$0")/.."
 OPTUNA_VERSION=5.0.0
 VENV=$PWD/.deps/optuna-venv
 
-# Python's venv module comes in its own Debian package.
-if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
-    sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        -o DPkg::Lock::Timeout=600 --no-install-recommends python3-venv
-fi
-if ! "$VENV/bin/python" -c "from importlib.metadata import version
-assert version('optuna') == '$OPTUNA_VERSION'" 2>/dev/null; then
-    echo "==> installing optuna $OPTUNA_VERSION into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "optuna==$OPTUNA_VERSION"
-fi
+source bench/venv.sh
+pinned_venv "$VENV" "optuna" "$OPTUNA_VERSION"
 
 if [[ ${1:-} == --self-check ]]; then
     exec "$VENV/bin/python" bench/compare_optuna.py --self-check
