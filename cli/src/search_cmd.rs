@@ -211,7 +211,98 @@ struct SlurmLauncher {
 struct SlurmJob {
     id: u32,
     dir: PathBuf,
+    /// When squeue first stopped listing it (the plugin may still be recording its end).
     gone_since: Option<std::time::Instant>,
+    /// When squeue first failed in a row (slurmctld busy or unreachable).
+    failing_since: Option<std::time::Instant>,
+}
+
+impl SlurmJob {
+    fn new(id: u32, dir: &Path) -> SlurmJob {
+        SlurmJob {
+            id,
+            dir: dir.to_path_buf(),
+            gone_since: None,
+            failing_since: None,
+        }
+    }
+}
+
+/// How long a Slurm command may take before it counts as failed.
+const SLURM_COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long squeue may keep failing before the trial's job counts as lost.
+const SQUEUE_FAILING_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long the plugin has to record a trial's end after its job left the queue.
+const END_RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `command` to its end, killing it after `limit`: a Slurm command waiting on a hung
+/// slurmctld must not hang the search.
+fn output_within(
+    mut command: std::process::Command,
+    limit: std::time::Duration,
+) -> Result<std::process::Output, String> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let name = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {name}: {e}"))?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < limit => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{name} did not answer within {} s (is slurmctld up?)",
+                    limit.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for {name}: {e}")),
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
+/// The job name of a trial's run: one name per trial, length and attempt, so that a
+/// controller can find a job its predecessor submitted without recording it.
+fn slurm_job_name(job: &cohort_search::controller::Job) -> String {
+    format!(
+        "cohort-{}-{}-u{}-a{}",
+        job.experiment, job.trial, job.until, job.attempt
+    )
 }
 
 fn shell_quote(word: &str) -> String {
@@ -228,25 +319,56 @@ fn shell_quote(word: &str) -> String {
 
 impl cohort_search::controller::Running for SlurmJob {
     fn poll(&mut self) -> Option<Result<(), String>> {
-        let listed = std::process::Command::new("squeue")
-            .args(["-h", "-o", "%T", "-j", &self.id.to_string()])
-            .stderr(std::process::Stdio::null())
-            .output()
-            .map(|out| !String::from_utf8_lossy(&out.stdout).trim().is_empty())
-            .unwrap_or(false);
-        if listed {
-            return None;
+        let mut squeue = std::process::Command::new("squeue");
+        squeue.args(["-h", "-o", "%T", "-j", &self.id.to_string()]);
+        match output_within(squeue, SLURM_COMMAND_LIMIT) {
+            Ok(out) if out.status.success() => {
+                self.failing_since = None;
+                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                    return None;
+                }
+            }
+            // A job slurmctld has forgotten.
+            Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Invalid job id") => {
+                self.failing_since = None;
+            }
+            failed => {
+                let since = *self
+                    .failing_since
+                    .get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < SQUEUE_FAILING_LIMIT {
+                    return None;
+                }
+                let why = match failed {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    Err(e) => e,
+                };
+                return Some(Err(format!(
+                    "job {}: squeue has failed for {} s: {why}",
+                    self.id,
+                    SQUEUE_FAILING_LIMIT.as_secs()
+                )));
+            }
         }
         use cohort_proto::catalog::TrialState;
         match cohort_catalog::catalog::read_state(&self.dir) {
-            Ok(Some(state)) if state.state == TrialState::Completed => Some(Ok(())),
-            Ok(Some(state)) if state.state.is_final() => Some(Err(state
-                .message
-                .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state)))),
+            // Only this job's record counts: an earlier run's end is not this one's.
+            Ok(Some(state))
+                if state.state.is_final()
+                    && state.slurm_job.as_deref() == Some(&self.id.to_string()) =>
+            {
+                Some(if state.state == TrialState::Completed {
+                    Ok(())
+                } else {
+                    Err(state
+                        .message
+                        .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state)))
+                })
+            }
             _ => {
                 // The plugin records the end as the step finishes; give it a moment.
                 let since = *self.gone_since.get_or_insert_with(std::time::Instant::now);
-                (since.elapsed() > std::time::Duration::from_secs(10)).then(|| {
+                (since.elapsed() > END_RECORD_GRACE).then(|| {
                     Err(format!(
                         "job {} ended without recording the trial's end (see {}/slurm-{}.out)",
                         self.id,
@@ -273,10 +395,7 @@ impl cohort_search::controller::Launcher for SlurmLauncher {
         let mut command = std::process::Command::new("sbatch");
         command
             .arg("--parsable")
-            .arg(format!(
-                "--job-name=cohort-{}-{}",
-                job.experiment, job.trial
-            ))
+            .arg(format!("--job-name={}", slurm_job_name(job)))
             .arg(format!("--nodes={}", self.spec.nodes))
             .arg(format!(
                 "--ntasks-per-node={}",
@@ -307,9 +426,8 @@ impl cohort_search::controller::Launcher for SlurmLauncher {
                 "COHORT_HPARAMS",
                 serde_json::to_string(&job.hparams).unwrap_or_default(),
             );
-        let out = command
-            .output()
-            .map_err(|e| format!("cannot run sbatch for trial {}: {e}", job.trial))?;
+        let out = output_within(command, SLURM_COMMAND_LIMIT)
+            .map_err(|e| format!("trial {}: {e}", job.trial))?;
         if !out.status.success() {
             return Err(format!(
                 "sbatch refused trial {}: {}",
@@ -324,11 +442,25 @@ impl cohort_search::controller::Launcher for SlurmLauncher {
             .next()
             .and_then(|id| id.parse().ok())
             .ok_or_else(|| format!("sbatch printed {text:?}, not a job id"))?;
-        Ok(Box::new(SlurmJob {
-            id,
-            dir: job.dir.clone(),
-            gone_since: None,
-        }))
+        Ok(Box::new(SlurmJob::new(id, &job.dir)))
+    }
+
+    fn find(
+        &mut self,
+        job: &cohort_search::controller::Job,
+    ) -> Option<Box<dyn cohort_search::controller::Running>> {
+        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)?;
+        let mut squeue = std::process::Command::new("squeue");
+        squeue
+            .args(["-h", "-o", "%i", "-u", &user, "-n"])
+            .arg(slurm_job_name(job));
+        let out = output_within(squeue, SLURM_COMMAND_LIMIT).ok()?;
+        let listed = String::from_utf8_lossy(&out.stdout);
+        let id: u32 = listed.split_whitespace().next()?.parse().ok()?;
+        Some(Box::new(SlurmJob::new(id, &job.dir)))
     }
 
     fn adopt(
@@ -338,11 +470,7 @@ impl cohort_search::controller::Launcher for SlurmLauncher {
         job: &cohort_search::controller::Job,
     ) -> Option<Box<dyn cohort_search::controller::Running>> {
         (host == "slurm").then(|| {
-            Box::new(SlurmJob {
-                id: pid,
-                dir: job.dir.clone(),
-                gone_since: None,
-            }) as Box<dyn cohort_search::controller::Running>
+            Box::new(SlurmJob::new(pid, &job.dir)) as Box<dyn cohort_search::controller::Running>
         })
     }
 }

@@ -99,6 +99,24 @@ pub trait Launcher {
         let _ = (host, pid, job);
         None
     }
+
+    /// Before `job` is launched: a handle on a copy of it that already runs or waits to
+    /// (started by a controller that died before recording it), so that it is not started
+    /// twice. By default, a trial whose state says it runs under a live process of this
+    /// host is watched through its state.
+    fn find(&mut self, job: &Job) -> Option<Box<dyn Running>> {
+        let state = read_state(&job.dir).ok()??;
+        (state.state == TrialState::Running
+            && state.writer.host == host()
+            && alive(&state.writer.host, state.writer.pid))
+        .then(|| {
+            Box::new(StateWatch {
+                dir: job.dir.clone(),
+                host: state.writer.host,
+                pid: state.writer.pid,
+            }) as Box<dyn Running>
+        })
+    }
 }
 
 /// A started trial.
@@ -243,8 +261,8 @@ pub struct Controller {
     events: std::fs::File,
     /// Trials waiting for a slot (new, promoted, or to restart).
     pending: Vec<TrialSlot>,
-    /// Trials running: launched here, or adopted (no handle; watched through the catalog).
-    running: BTreeMap<u64, (TrialSlot, Option<Box<dyn Running>>)>,
+    /// Trials running: launched here, or adopted.
+    running: BTreeMap<u64, (TrialSlot, Box<dyn Running>)>,
     by_search: BTreeMap<u64, u64>,
     hparams: BTreeMap<u64, Values>,
     /// Trials an earlier controller launched, to hand to the launcher: (trial, host, pid).
@@ -456,13 +474,18 @@ impl Controller {
         // Launched and not seen to end: adopted. Ended without a report (the controller died
         // in between): reported at the first step.
         for (trial, slot) in launched {
-            if let Some((host, pid)) = launched_by.remove(&trial) {
-                self.adopt.push((trial, host, pid));
-            }
-            self.running.insert(trial, (slot, None));
+            let (host, pid) = launched_by.remove(&trial).unwrap_or_default();
+            // Watched through its state until the launcher adopts it (first step).
+            let watch = StateWatch {
+                dir: self.trial_dir(trial),
+                host: host.clone(),
+                pid,
+            };
+            self.adopt.push((trial, host, pid));
+            self.running.insert(trial, (slot, Box::new(watch)));
         }
         for (trial, slot) in unreported {
-            self.running.insert(trial, (slot, Some(Box::new(Ended))));
+            self.running.insert(trial, (slot, Box::new(Ended)));
         }
         Ok(())
     }
@@ -542,7 +565,7 @@ impl Controller {
                 attempt: slot.attempt,
             };
             if let Some(adopted) = launcher.adopt(&host, pid, &job) {
-                *handle = Some(adopted);
+                *handle = adopted;
             }
         }
         if self.dir.join("stop").exists() {
@@ -634,16 +657,15 @@ impl Controller {
                 until: slot.until,
                 attempt: slot.attempt,
             };
-            // A launcher started just before a controller died, unrecorded, still runs: adopt it.
-            if let Ok(Some(state)) = read_state(&job.dir) {
-                if state.state == TrialState::Running && alive(&state.writer.host, state.writer.pid)
-                {
-                    self.running.insert(slot.trial, (slot, None));
-                    continue;
+            // A copy started just before a controller died, unrecorded, still runs or waits:
+            // adopt it rather than start the trial twice.
+            let running = match launcher.find(&job) {
+                Some(found) => found,
+                None => {
+                    let _ = std::fs::remove_file(job.dir.join(cohort_catalog::tracker::STOP_FILE));
+                    launcher.launch(&job).map_err(ControllerError::Other)?
                 }
-            }
-            let _ = std::fs::remove_file(job.dir.join(cohort_catalog::tracker::STOP_FILE));
-            let running = launcher.launch(&job).map_err(ControllerError::Other)?;
+            };
             self.record(&Event::Launched {
                 trial: slot.trial,
                 until: slot.until,
@@ -651,7 +673,7 @@ impl Controller {
                 host: running.host(),
                 pid: running.pid(),
             })?;
-            self.running.insert(slot.trial, (slot, Some(running)));
+            self.running.insert(slot.trial, (slot, running));
         }
         Ok(())
     }
@@ -659,18 +681,7 @@ impl Controller {
     fn reap(&mut self) -> Result<(), ControllerError> {
         let mut ended: Vec<(u64, Result<(), String>)> = Vec::new();
         for (trial, (_, handle)) in &mut self.running {
-            let outcome = match handle {
-                Some(handle) => handle.poll(),
-                // Adopted: its launcher records the end in the trial's state.
-                None => adopted_outcome(
-                    &self
-                        .experiment
-                        .dir
-                        .join("trials")
-                        .join(trial_dir_name(*trial)),
-                ),
-            };
-            if let Some(outcome) = outcome {
+            if let Some(outcome) = handle.poll() {
                 ended.push((*trial, outcome));
             }
         }
@@ -777,8 +788,27 @@ impl Running for Ended {
     }
 }
 
-/// How an adopted trial (started by an earlier controller) stands: its launcher records the
-/// end in the trial's state; a launcher gone without recording it failed.
+/// A trial started by an earlier controller, watched through its state in the catalog: its
+/// launcher records the end there; a launcher gone without recording it failed.
+#[derive(Debug)]
+struct StateWatch {
+    dir: PathBuf,
+    host: String,
+    pid: u32,
+}
+
+impl Running for StateWatch {
+    fn poll(&mut self) -> Option<Result<(), String>> {
+        adopted_outcome(&self.dir)
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn host(&self) -> String {
+        self.host.clone()
+    }
+}
+
 fn adopted_outcome(dir: &Path) -> Option<Result<(), String>> {
     match read_state(dir) {
         Ok(Some(state)) if state.state.is_final() => {

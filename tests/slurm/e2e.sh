@@ -17,7 +17,14 @@ COHORT=$ROOT/target/release/cohort
 if [[ -d $ROOT/.deps/libtorch-2.13.0/lib ]]; then
     export LD_LIBRARY_PATH=$ROOT/.deps/libtorch-2.13.0/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
-fail() { echo "FAILED: $*" >&2; exit 1; }
+fail() { echo -e "FAILED: $*" >&2; exit 1; }
+# What Slurm and the search saw, for a failure's message.
+slurm_state() {
+    echo "squeue:"; squeue 2>&1
+    echo "sinfo -R:"; sinfo -R 2>&1
+    echo "search events:"; tail -n 30 "$L"/search-catalog/experiments/*/search/events.jsonl 2>&1
+    echo "slurmctld log:"; tail -n 30 "$L/log/slurmctld.log" 2>&1
+}
 ok() { echo "ok: $*"; }
 
 # 1. 16 ranks on 4 nodes: distinct ranks, each GPU with its own NIC, one store for all.
@@ -195,21 +202,33 @@ max_restarts = 2
 x = { type = "double", minval = 0.0, maxval = 1.0 }
 EOF
 export COHORT_CATALOG=$L/search-catalog
-"$COHORT" search start "$L/search.toml" > "$L/search.out" 2>&1 &
+# The first controller's sbatch is slow, so that it is killed with a submission in flight: the
+# next one must adopt that job rather than start the trial twice.
+mkdir -p "$L/slow-sbatch"
+printf '#!/bin/sh\nsleep 2\nexec %s "$@"\n' "$(command -v sbatch)" > "$L/slow-sbatch/sbatch"
+chmod +x "$L/slow-sbatch/sbatch"
+PATH=$L/slow-sbatch:$PATH "$COHORT" search start "$L/search.toml" > "$L/search.out" 2>&1 &
 controller=$!
-for _ in $(seq 1 600); do
+submitting=
+for _ in $(seq 1 1200); do
     launched=$(cat "$COHORT_CATALOG"/experiments/slurm-asha-*/search/events.jsonl 2>/dev/null \
         | grep -c '"launched"' || true)
-    [[ $launched -ge 3 ]] && break
+    if [[ $launched -ge 3 ]] && pgrep -f "$L/slow-sbatch/sbatch" > /dev/null; then
+        submitting=yes
+        break
+    fi
     sleep 0.1
 done
-[[ $launched -ge 3 ]] || fail "the search did not launch trials:\n$(cat "$L/search.out")"
+[[ -n $submitting ]] || fail "the search did not launch trials:\n$(cat "$L/search.out")"
+sleep 1
 kill -9 "$controller"
 wait "$controller" || true
+# The submission completes after its controller died.
+for _ in $(seq 1 300); do pgrep -f "$L/slow-sbatch/sbatch" > /dev/null || break; sleep 0.1; done
 timeout 300 "$COHORT" search resume slurm-asha > "$L/resume.out" 2>&1 \
-    || fail "resume:\n$(cat "$L/resume.out")"
+    || fail "resume:\n$(cat "$L/resume.out")\n$(slurm_state)"
 "$COHORT" search status slurm-asha --json > "$L/search.json"
-python3 - "$L/search.json" <<'EOF' || fail "search status:\n$(cat "$L/search.json")\n$("$COHORT" search status slurm-asha)"
+python3 - "$L/search.json" <<'EOF' || fail "search status:\n$(cat "$L/search.json")\n$("$COHORT" search status slurm-asha)\n$(slurm_state)"
 import json, sys
 doc = json.load(open(sys.argv[1]))
 trials = doc["trials"]
@@ -219,6 +238,7 @@ assert all(t["state"] in ("completed", "killed") for t in trials), trials
 assert any(t["state"] == "completed" and t["length"] == 8 for t in trials), trials
 three = [t for t in trials if t["trial"] == 3][0]
 assert three["restarts"] == 1, three
+assert all(t["restarts"] == 0 for t in trials if t["trial"] != 3), trials
 EOF
 "$COHORT" trial show slurm-asha/3 | grep -q "slurm        job" || fail "trial 3 has no Slurm job:\n$("$COHORT" trial show slurm-asha/3)"
 grep -q "resumed from step 1" "$L"/search-catalog/experiments/slurm-asha-*/trials/000003/slurm-*.out \
