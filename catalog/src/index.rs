@@ -214,17 +214,21 @@ pub fn load(
         stats.index = "not used";
         None
     };
-    let mut previous: HashMap<String, TrialSummary> = index
-        .map(|trials| trials.into_iter().map(|t| (t.dir.clone(), t)).collect())
-        .unwrap_or_default();
+    // Summaries are large: they stay where the index decoded them, found by position.
+    let index = index.unwrap_or_default();
+    let previous: HashMap<&str, usize> = index
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.dir.as_str(), i))
+        .collect();
     let trials_dir = experiment.dir.join("trials");
-    let mut dirs: Vec<(String, Option<TrialSummary>)> = match std::fs::read_dir(&trials_dir) {
+    let mut dirs: Vec<(String, Option<usize>)> = match std::fs::read_dir(&trials_dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|name| !name.starts_with('.'))
             .map(|name| {
-                let prev = previous.remove(&name);
+                let prev = previous.get(name.as_str()).copied();
                 (name, prev)
             })
             .collect(),
@@ -240,56 +244,63 @@ pub fn load(
     dirs.sort_by(|a, b| a.0.cmp(&b.0));
     let trials_fd = std::fs::File::open(&trials_dir).ok();
 
-    #[derive(Clone, Copy, PartialEq)]
-    enum How {
-        Unchanged,
-        Updated,
-        Whole,
+    enum Found {
+        /// The index's summary at this position holds.
+        Unchanged(usize),
+        /// Read again: new data of an indexed trial, or a trial the index does not know.
+        Updated(TrialSummary),
+        Whole(TrialSummary),
+        Skipped,
     }
-    let results: Vec<(Option<TrialSummary>, How, Vec<Warning>)> = dirs
+    let results: Vec<(Found, Vec<Warning>)> = dirs
         .into_par_iter()
         .map(|(name, prev)| {
             let dir = trials_dir.join(&name);
             let mut warnings = Vec::new();
-            let unchanged = prev.as_ref().is_some_and(|p| match &trials_fd {
+            let prev_summary = prev.map(|i| &index[i]);
+            let unchanged = prev_summary.is_some_and(|p| match &trials_fd {
                 Some(fd) => is_unchanged_at(fd, &name, p),
                 None => is_unchanged(&dir, p),
             });
-            if unchanged {
-                return (prev, How::Unchanged, warnings);
+            if let (true, Some(i)) = (unchanged, prev) {
+                return (Found::Unchanged(i), warnings);
             }
-            let result = summarize_changed(&dir, prev.as_ref(), &mut warnings);
-            match result {
-                Ok(Some(summary)) => {
-                    let how = if prev.is_some() {
-                        How::Updated
-                    } else {
-                        How::Whole
-                    };
-                    (Some(summary), how, warnings)
-                }
-                Ok(None) => (None, How::Whole, warnings),
+            let found = match summarize_changed(&dir, prev_summary, &mut warnings) {
+                Ok(Some(summary)) if prev.is_some() => Found::Updated(summary),
+                Ok(Some(summary)) => Found::Whole(summary),
+                Ok(None) => Found::Skipped,
                 Err(e) => {
                     warnings.push(Warning {
                         path: dir.clone(),
                         problem: format!("{}; skipped", strip_path(&e, &dir)),
                     });
-                    (None, How::Whole, warnings)
+                    Found::Skipped
                 }
-            }
+            };
+            (found, warnings)
         })
         .collect();
+    drop(previous);
+    let mut index: Vec<Option<TrialSummary>> = index.into_iter().map(Some).collect();
     let mut trials = Vec::with_capacity(results.len());
-    for (summary, how, mut w) in results {
+    for (found, mut w) in results {
         warnings.append(&mut w);
-        if let Some(summary) = summary {
-            match how {
-                How::Unchanged => stats.unchanged += 1,
-                How::Updated => stats.updated += 1,
-                How::Whole => stats.read_whole += 1,
+        let summary = match found {
+            Found::Unchanged(i) => {
+                stats.unchanged += 1;
+                index[i].take()
             }
-            trials.push(summary);
-        }
+            Found::Updated(summary) => {
+                stats.updated += 1;
+                Some(summary)
+            }
+            Found::Whole(summary) => {
+                stats.read_whole += 1;
+                Some(summary)
+            }
+            Found::Skipped => None,
+        };
+        trials.extend(summary);
     }
     trials.sort_by_key(|t| t.id);
     stats.trials = trials.len();

@@ -16,6 +16,7 @@ pub mod ckpt;
 pub mod error;
 pub mod export;
 mod fsutil;
+mod history_cache;
 pub mod index;
 pub mod log;
 pub mod query;

@@ -12,6 +12,7 @@ use cohort_proto::catalog::{
 use crate::catalog::{read_record, read_state, strip_path};
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
+use crate::history_cache;
 use crate::log::{scan, Damage, Item};
 
 /// File names of a trial's metric log segments: `metrics-0001.clog`, ...
@@ -381,9 +382,54 @@ pub fn history(
         .filter(|n| is_segment(n))
         .collect();
     segments.sort();
+    // A finished trial's history of a named metric is cached (see `history_cache`).
+    let cached = only.and_then(|names| {
+        let keys = history_cache::keys(dir, &segments)?;
+        let paths = names
+            .iter()
+            .map(|name| history_cache::cache_path(dir, name))
+            .collect::<Option<Vec<_>>>()?;
+        Some((names, keys, paths))
+    });
+    if let Some((names, keys, paths)) = &cached {
+        let found: Option<BTreeMap<String, Vec<Point>>> = names
+            .iter()
+            .zip(paths)
+            .map(|(name, path)| Some((name.clone(), history_cache::read(path, keys, name)?)))
+            .collect();
+        if let Some(mut found) = found {
+            found.retain(|_, points| !points.is_empty());
+            return Ok(found);
+        }
+    }
+    let mut found_warnings = Vec::new();
+    let out = from_logs(dir, &segments, only, &mut found_warnings);
+    let ended =
+        || crate::catalog::read_state(dir).is_ok_and(|s| s.is_some_and(|s| s.state.is_final()));
+    if let Some((names, keys, paths)) = &cached {
+        if found_warnings.is_empty() && ended() {
+            for (name, path) in names.iter().zip(paths) {
+                let points = out.get(name).map_or(&[][..], Vec::as_slice);
+                if points.len() >= history_cache::MIN_POINTS {
+                    history_cache::write(path, keys, name, points);
+                }
+            }
+        }
+    }
+    warnings.append(&mut found_warnings);
+    Ok(out)
+}
+
+/// [`history`] read from the log segments `segments` of `dir`.
+fn from_logs(
+    dir: &Path,
+    segments: &[String],
+    only: Option<&[String]>,
+    warnings: &mut Vec<Warning>,
+) -> BTreeMap<String, Vec<Point>> {
     let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for name in segments {
-        let path = dir.join(&name);
+        let path = dir.join(name);
         let data = match read_from(&path, 0) {
             Ok(data) => data,
             Err(e) => {
@@ -452,7 +498,7 @@ pub fn history(
         }
         *points = kept;
     }
-    Ok(out)
+    out
 }
 
 /// The state a query shows: the state file's, or the worker's own report when there is no

@@ -355,6 +355,45 @@ fn racing_compactions_leave_a_valid_index_that_matches_the_logs() {
 }
 
 #[test]
+fn a_finished_trials_history_is_cached_and_the_cache_never_hides_new_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::open_or_create(dir.path()).unwrap();
+    let trial = small_trial(&catalog, "hist", 300);
+    let exp = catalog.experiment("hist").unwrap();
+    let loss = ["loss".to_owned()];
+    let read = || {
+        let mut warnings = Vec::new();
+        let h = cohort_catalog::read::history(&trial.dir, Some(&loss), &mut warnings).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        h["loss"].clone()
+    };
+    let first = read();
+    assert_eq!(first.len(), 300);
+    let exp_dir = exp.dir.file_name().unwrap().to_string_lossy().into_owned();
+    let cached = dir
+        .path()
+        .join("index")
+        .join(format!("{exp_dir}.history"))
+        .join(trial.dir.file_name().unwrap())
+        .join("loss");
+    assert!(cached.exists(), "no cache at {}", cached.display());
+    assert_eq!(read(), first);
+    // A damaged cache is passed over.
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&cached, &bytes).unwrap();
+    assert_eq!(read(), first);
+    // New points (a resumed trial) are seen; the cache follows.
+    let tracker = Tracker::attach(trial.clone(), TrackerOptions::default()).unwrap();
+    tracker.log_metrics(300, &[("loss", 0.001)]).unwrap();
+    tracker.close().unwrap();
+    let after = read();
+    assert_eq!((after.len(), after[300].value), (301, 0.001));
+    assert_eq!(read(), after);
+}
+
+#[test]
 fn a_query_with_an_index_reads_only_what_is_new() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Catalog::open_or_create(dir.path()).unwrap();

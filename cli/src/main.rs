@@ -7,6 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+// Catalog queries decode thousands of small records on several threads; glibc's per-thread
+// arenas spend much of that time growing their heaps.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod bench_catalog;
 mod catalog_cmd;
