@@ -110,6 +110,9 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut connections = JoinSet::new();
     let mut next_id: u64 = 0;
+    // Ready (systemd's Type=notify): topology discovered, both sockets listening, signals
+    // handled.
+    notify(&[sd_notify::NotifyState::Ready]);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -143,6 +146,7 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     drop(listener);
     let _ = std::fs::remove_file(&config.socket);
     if tokio::time::timeout(GRACE, async {
@@ -159,4 +163,11 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// Tells the service manager how the daemon stands, when one asked (`NOTIFY_SOCKET`).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!("cannot notify the service manager: {e}");
+    }
 }

@@ -355,6 +355,52 @@ fn a_second_daemon_refuses_a_live_socket_and_sigterm_stops_cleanly() {
 }
 
 #[test]
+fn the_service_manager_hears_ready_once_the_socket_serves_and_stopping_at_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let socket = dir.path().join("run/cohortd.sock");
+    let config = dir.path().join("cohortd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = {:?}\n[peer]\nlisten = \"127.0.0.1\"\nport = {}\nkey_file = {:?}\n[topology]\nsource = {:?}\n",
+            socket.display().to_string(),
+            free_port(),
+            key(dir.path()).display().to_string(),
+            fixture().display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(COHORTD)
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("no READY=1 within 10 s");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    let (_, hello) = connect(&socket, API_VERSION);
+    assert!(
+        matches!(hello, Response::Hello { .. }),
+        "serving when ready"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let n = notify.recv(&mut buf).expect("no STOPPING=1");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
 fn the_man_page_comes_from_the_same_definitions_as_help() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(COHORTD)
