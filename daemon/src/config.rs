@@ -235,6 +235,87 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The file the cohortd package installs as /etc/cohort/cohortd.toml.
+    fn packaged() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/cohortd.toml");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn the_packaged_config_shows_every_key_with_its_true_default() {
+        let text = packaged();
+        assert_eq!(
+            Config::parse(&text, "cohortd.toml").unwrap(),
+            Config::default()
+        );
+        // Uncommented, every `#key = value` line is a real key, and the defaults shown are the
+        // defaults (the examples marked as such aside).
+        let defaults: String = text
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => line,
+            })
+            .filter(|line| !line.starts_with("node_name") && !line.starts_with("root"))
+            .filter(|line| !line.starts_with("[peer.nodes]") && !line.starts_with("gpu001"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let parsed = Config::parse(&defaults, "uncommented").unwrap();
+        assert_eq!(parsed, Config::default(), "{defaults}");
+        // And the examples are valid too.
+        let examples: String = text
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with('[') || rest.contains(" = ") && !rest.starts_with(' ') =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let parsed = Config::parse(&examples, "examples").unwrap();
+        assert_eq!(parsed.node_name.as_deref(), Some("gpu001"));
+        assert_eq!(parsed.peer_nodes.len(), 1);
+    }
+
+    #[test]
+    fn every_key_is_in_the_man_page() {
+        let page = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/man/cohortd.toml.5"
+        ))
+        .unwrap();
+        let text = packaged();
+        for key in [
+            "socket",
+            "node_name",
+            "listen",
+            "port",
+            "key_file",
+            "source",
+            "root",
+            "filter",
+            "format",
+        ] {
+            assert!(
+                page.contains(&format!(".BR {key} ")) || page.contains(&format!(".B {key}")),
+                "{key} missing from cohortd.toml(5)"
+            );
+            assert!(
+                text.contains(&format!("#{key} = ")),
+                "{key} missing from packaging/cohortd.toml"
+            );
+        }
+        for section in ["[peer]", "[peer.nodes]", "[topology]", "[catalog]", "[log]"] {
+            assert!(
+                page.contains(section),
+                "{section} missing from cohortd.toml(5)"
+            );
+        }
+    }
+
     #[test]
     fn a_full_file_parses_and_an_empty_one_gives_the_defaults() {
         let text = r#"

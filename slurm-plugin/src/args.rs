@@ -131,9 +131,40 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>, String> {
     Ok(hosts)
 }
 
+/// The srun and sbatch options the plugin registers.
+pub const OPTION_COHORT: &std::ffi::CStr = c"cohort";
+/// `--cohort-exp=NAME`.
+pub const OPTION_EXP: &std::ffi::CStr = c"cohort-exp";
+/// `--cohort-trial=ID`.
+pub const OPTION_TRIAL: &std::ffi::CStr = c"cohort-trial";
+/// `--cohort-bind=all|gpu|none`.
+pub const OPTION_BIND: &std::ffi::CStr = c"cohort-bind";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spank_cohort_8_describes_every_option_and_plugstack_argument() {
+        let page = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/man/spank_cohort.8"
+        ))
+        .unwrap();
+        for option in [OPTION_COHORT, OPTION_EXP, OPTION_TRIAL, OPTION_BIND] {
+            let name = option.to_string_lossy();
+            let roff = format!("\\-\\-{}", name.replace('-', "\\-"));
+            assert!(page.contains(&roff), "spank_cohort(8) lacks --{name}");
+        }
+        for argument in ["socket=/x", "timeout=5", "catalog=/x"] {
+            let key = argument.split('=').next().unwrap();
+            assert!(
+                page.contains(&format!(".BI {key}= ")),
+                "spank_cohort(8) lacks {key}="
+            );
+            assert!(PluginConfig::parse([argument]).is_ok(), "{argument}");
+        }
+    }
 
     #[test]
     fn plugstack_arguments_are_strict() {

@@ -53,7 +53,7 @@ const fn slurm_version() -> u32 {
 }
 
 static OPT_COHORT: SpankOption = SpankOption {
-    name: c"cohort".as_ptr(),
+    name: args::OPTION_COHORT.as_ptr(),
     arginfo: std::ptr::null(),
     usage: c"Start this step through Cohort: gang start, rank, GPU, NIC and CPU placement".as_ptr(),
     has_arg: 0,
@@ -61,7 +61,7 @@ static OPT_COHORT: SpankOption = SpankOption {
     cb: None,
 };
 static OPT_EXP: SpankOption = SpankOption {
-    name: c"cohort-exp".as_ptr(),
+    name: args::OPTION_EXP.as_ptr(),
     arginfo: c"NAME".as_ptr(),
     usage: c"Record this step in the Cohort catalog under experiment NAME".as_ptr(),
     has_arg: 1,
@@ -69,7 +69,7 @@ static OPT_EXP: SpankOption = SpankOption {
     cb: None,
 };
 static OPT_TRIAL: SpankOption = SpankOption {
-    name: c"cohort-trial".as_ptr(),
+    name: args::OPTION_TRIAL.as_ptr(),
     arginfo: c"ID".as_ptr(),
     usage: c"Record this step as trial ID of its experiment".as_ptr(),
     has_arg: 1,
@@ -77,7 +77,7 @@ static OPT_TRIAL: SpankOption = SpankOption {
     cb: None,
 };
 static OPT_BIND: SpankOption = SpankOption {
-    name: c"cohort-bind".as_ptr(),
+    name: args::OPTION_BIND.as_ptr(),
     arginfo: c"all|gpu|none".as_ptr(),
     usage: c"What Cohort binds each task to (default all: its GPU and the CPUs near it)".as_ptr(),
     has_arg: 1,

@@ -126,7 +126,11 @@ for page in cohort cohortd cohortd.toml spank_cohort cohort-trials; do
     in_root man -P cat "$page" 2> "$W/man.err" | grep -q NAME || fail "man $page:\n$(cat "$W/man.err")"
 done
 [[ -f $R/usr/share/bash-completion/completions/cohort ]] || fail "no bash completion"
-ok "Debian 12 root: apt resolved and installed; cohort --version; no key refused; cohortd --check-config; unit enabled; srun lists --cohort; man pages render"
+# The maintainer scripts run again (a reinstall) without harm.
+in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /tmp/debs/*.deb' \
+    > "$W/reinstall.log" 2>&1 || fail "reinstall:\n$(tail -30 "$W/reinstall.log")"
+in_root cohortd --check-config > /dev/null 2>&1 || fail "cohortd --check-config after a reinstall"
+ok "Debian 12 root: apt resolved and installed; cohort --version; no key refused; cohortd --check-config; unit enabled; srun lists --cohort; man pages render; reinstall harmless"
 
 # Upgrade: the administrator's change to the config stays.
 sed -i '1i node_name = "changed-by-admin"' "$R/etc/cohort/cohortd.toml"
