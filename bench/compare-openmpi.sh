@@ -20,7 +20,7 @@ cohort_bench() { # ranks extra-run-args... -- bench-args...
     local ranks=$1; shift
     local run_args=()
     while [[ $1 != -- ]]; do run_args+=("$1"); shift; done; shift
-    "$cohort" run -n "$ranks" --no-prefix "${run_args[@]}" -- "$cohort" bench allreduce -c 0 \
+    "$cohort" run -n "$ranks" --no-prefix --no-track "${run_args[@]}" -- "$cohort" bench allreduce -c 0 \
         -n "$ITERS" -w "$WARMUP" "$@" | awk '!/^#/ {print $1, $5, $7}'
 }
 mpi_bench() { # ranks btl min max factor

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use super::Link;
 
-/// Receive buffer size, in u64 words (32 KiB): small reads and writes keep both directions
-/// of an exchange moving and the data in cache for the reduction that follows.
-const BUFFER_WORDS: usize = 4 * 1024;
+/// Receive buffer size, in u64 words (1 MiB): fewer, larger reads; a reduction of 1 MiB still
+/// runs from cache. (32 KiB reads and writes measured 1.8-1.9x Open MPI's TCP busbw at 32 and
+/// 64 MiB, 1 MiB ones 2.1-2.3x, on a 2-core machine over loopback.)
+const BUFFER_WORDS: usize = 128 * 1024;
 
-/// The most bytes one send call hands the kernel.
-const WRITE_CHUNK: usize = 32 << 10;
+/// The most bytes one send call hands the kernel: bounded so that this rank reads between
+/// writes and both directions of a full-duplex exchange progress together.
+const WRITE_CHUNK: usize = 1 << 20;
 
 #[derive(Debug)]
 pub(crate) struct TcpLink {
@@ -39,8 +41,9 @@ impl TcpLink {
             .with_retries(2);
         socket.set_tcp_keepalive(&keepalive)?;
         socket.set_tcp_user_timeout(Some(Duration::from_secs(4)))?;
-        let _ = socket.set_send_buffer_size(1 << 20);
-        let _ = socket.set_recv_buffer_size(1 << 20);
+        // Room for several writes in flight (the kernel caps it at net.core.[wr]mem_max).
+        let _ = socket.set_send_buffer_size(4 << 20);
+        let _ = socket.set_recv_buffer_size(4 << 20);
         stream.set_nonblocking(true)?;
         Ok(TcpLink {
             stream,
