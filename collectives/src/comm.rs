@@ -1,6 +1,7 @@
 //! The `Communicator`: set-up from the environment or explicit options, rendezvous through the
 //! store, links to every peer, and the operations (blocking and asynchronous).
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use crate::dtype::{Element, ReduceOp};
 use crate::engine::Peer;
 use crate::error::{CommError, InitError};
 use crate::link::shm::{self, ShmLink};
-use crate::link::tcp::TcpLink;
+use crate::link::tcp::{StripedLink, TcpLink};
 use crate::link::Link;
 use crate::store::{StoreClient, StoreServer};
 
@@ -57,7 +58,13 @@ pub struct CommOptions {
     pub transport: Transport,
     /// Allreduce algorithm.
     pub algorithm: Algorithm,
+    /// TCP connections per peer between hosts (`COHORT_TCP_STREAMS`, 1 to 16); `None` picks
+    /// from the speed of the interface this rank listens on (one per 25 Gb/s, at most 8).
+    pub tcp_streams: Option<usize>,
 }
+
+/// The most TCP connections per peer.
+pub(crate) const MAX_TCP_STREAMS: usize = 16;
 
 fn env_var(var: &'static str) -> Result<String, InitError> {
     std::env::var(var).map_err(|e| InitError::Env {
@@ -82,8 +89,9 @@ fn env_u32(var: &'static str) -> Result<u32, InitError> {
 impl CommOptions {
     /// Reads `COHORT_RANK`, `COHORT_WORLD_SIZE`, `COHORT_LOCAL_RANK`,
     /// `COHORT_LOCAL_WORLD_SIZE`, `COHORT_STORE`, `COHORT_SECRET`, and the optional
-    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT` (`auto`/`tcp`) and
-    /// `COHORT_ALGO` (`auto`/`ring`/`rd`). Errors name the variable.
+    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT` (`auto`/`tcp`),
+    /// `COHORT_ALGO` (`auto`/`ring`/`rd`) and `COHORT_TCP_STREAMS` (`auto` or 1 to 16). Errors
+    /// name the variable.
     pub fn from_env() -> Result<CommOptions, InitError> {
         let rank = env_u32("COHORT_RANK")?;
         let world_size = env_u32("COHORT_WORLD_SIZE")?;
@@ -134,6 +142,19 @@ impl CommOptions {
                 problem: format!("{text:?} is not one of auto, ring, rd, hier"),
             })?,
         };
+        let tcp_streams = match std::env::var("COHORT_TCP_STREAMS").as_deref() {
+            Err(_) | Ok("auto") => None,
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_TCP_STREAMS).contains(n))
+                    .ok_or_else(|| InitError::Env {
+                        var: "COHORT_TCP_STREAMS",
+                        problem: format!("{text:?} is not auto or a number from 1 to 16"),
+                    })?,
+            ),
+        };
         let options = CommOptions {
             rank,
             world_size,
@@ -145,6 +166,7 @@ impl CommOptions {
             timeout,
             transport,
             algorithm,
+            tcp_streams,
         };
         options.check()?;
         Ok(options)
@@ -423,27 +445,43 @@ impl Communicator {
         let remote: Vec<u32> = (0..size)
             .filter(|&p| p != rank && peers[p as usize].is_none())
             .collect();
+        // The connecting side picks how many streams; each connection says which it is.
+        let streams = options
+            .tcp_streams
+            .unwrap_or_else(|| auto_tcp_streams(me.address.ip()))
+            .clamp(1, MAX_TCP_STREAMS);
         for &peer in remote.iter().filter(|&&p| p < rank) {
             let endpoint = &endpoints[peer as usize];
-            let mut stream = connect_with_retry(endpoint.address, deadline).map_err(|e| {
-                CommError::PeerGone {
-                    rank: peer,
-                    host: endpoint.host.clone(),
-                    detail: format!("cannot connect to {}: {e}", endpoint.address),
+            let mut connected = Vec::with_capacity(streams);
+            for index in 0..streams {
+                let mut stream = connect_with_retry(endpoint.address, deadline).map_err(|e| {
+                    CommError::PeerGone {
+                        rank: peer,
+                        host: endpoint.host.clone(),
+                        detail: format!("cannot connect to {}: {e}", endpoint.address),
+                    }
+                })?;
+                let who = format!("rank {peer} at {}", endpoint.address);
+                let id = handshake(&mut stream, &options.secret, rank, true, deadline, &who)?;
+                if id != peer {
+                    return Err(CommError::Auth {
+                        who,
+                        detail: format!("answered as rank {id}"),
+                    }
+                    .into());
                 }
-            })?;
-            let who = format!("rank {peer} at {}", endpoint.address);
-            let id = handshake(&mut stream, &options.secret, rank, true, deadline, &who)?;
-            if id != peer {
-                return Err(CommError::Auth {
-                    who,
-                    detail: format!("answered as rank {id}"),
-                }
-                .into());
+                #[allow(clippy::cast_possible_truncation)] // both at most MAX_TCP_STREAMS
+                stream
+                    .write_all(&[index as u8, streams as u8])
+                    .map_err(|e| CommError::io("connecting a stream", e))?;
+                connected.push(stream);
             }
-            peers[peer as usize] = Some(tcp_peer(stream, peer, &endpoint.host)?);
+            peers[peer as usize] = Some(tcp_peer(connected, peer, &endpoint.host)?);
         }
         let mut waiting: Vec<u32> = remote.iter().copied().filter(|&p| p > rank).collect();
+        // Streams of each connecting peer so far, by index.
+        let mut arriving: std::collections::HashMap<u32, Vec<Option<TcpStream>>> =
+            std::collections::HashMap::new();
         listener
             .set_nonblocking(true)
             .map_err(|e| CommError::io("listener", e))?;
@@ -454,9 +492,32 @@ impl Communicator {
                     let who = format!("a connection from {from}");
                     match handshake(&mut stream, &options.secret, rank, false, deadline, &who) {
                         Ok(id) if waiting.contains(&id) => {
-                            waiting.retain(|&p| p != id);
-                            let host = endpoints[id as usize].host.clone();
-                            peers[id as usize] = Some(tcp_peer(stream, id, &host)?);
+                            let (index, count) = match stream_header(&mut stream, deadline) {
+                                Ok(header) => header,
+                                Err(e) => {
+                                    eprintln!("cohort: rank {rank} refused {who}: {e}");
+                                    continue;
+                                }
+                            };
+                            let slots = arriving
+                                .entry(id)
+                                .or_insert_with(|| (0..count).map(|_| None).collect());
+                            if slots.len() != count || slots[index].is_some() {
+                                eprintln!("cohort: rank {rank} refused {who}: stream {index} of {count} from rank {id} came twice or does not match its others");
+                                continue;
+                            }
+                            slots[index] = Some(stream);
+                            if slots.iter().all(Option::is_some) {
+                                let streams = arriving
+                                    .remove(&id)
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .flatten()
+                                    .collect();
+                                waiting.retain(|&p| p != id);
+                                let host = endpoints[id as usize].host.clone();
+                                peers[id as usize] = Some(tcp_peer(streams, id, &host)?);
+                            }
                         }
                         Ok(id) => {
                             eprintln!("cohort: rank {rank} refused {who}: unexpected rank {id}")
@@ -782,13 +843,66 @@ fn rdma_unavailable_reason() -> String {
     }
 }
 
-fn tcp_peer(stream: TcpStream, rank: u32, host: &str) -> Result<Peer, CommError> {
-    let link = TcpLink::new(stream).map_err(|e| CommError::io("configuring a TCP link", e))?;
+/// A peer over `streams` (one: a plain TCP link; more: a striped one).
+fn tcp_peer(streams: Vec<TcpStream>, rank: u32, host: &str) -> Result<Peer, CommError> {
+    let mut links = streams
+        .into_iter()
+        .map(TcpLink::new)
+        .collect::<std::io::Result<Vec<TcpLink>>>()
+        .map_err(|e| CommError::io("configuring a TCP link", e))?;
+    let link: Box<dyn Link> = if links.len() == 1 {
+        Box::new(links.remove(0))
+    } else {
+        Box::new(StripedLink::new(links))
+    };
     Ok(Peer {
         rank,
         host: host.to_owned(),
-        link: Box::new(link) as Box<dyn Link>,
+        link,
     })
+}
+
+/// Reads the (index, count) a connecting peer sends after the handshake.
+fn stream_header(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<(usize, usize)> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header)?;
+    let (index, count) = (usize::from(header[0]), usize::from(header[1]));
+    if count == 0 || count > MAX_TCP_STREAMS || index >= count {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("stream {index} of {count}"),
+        ));
+    }
+    Ok((index, count))
+}
+
+/// Streams per peer when not asked: one per 25 Gb/s of the interface that carries `ip` (one
+/// stream rarely fills a fast NIC: it is bound to one core and one NIC queue), at most 8;
+/// one where the speed is unknown (loopback, virtual interfaces).
+fn auto_tcp_streams(ip: std::net::IpAddr) -> usize {
+    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
+        return 1;
+    };
+    let interface = addresses.into_iter().find_map(|a| {
+        let address = a.address?;
+        let found = match ip {
+            std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+            std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+        };
+        found.then_some(a.interface_name)
+    });
+    let mbits = interface
+        .and_then(|name| std::fs::read_to_string(format!("/sys/class/net/{name}/speed")).ok())
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    streams_for_speed(mbits)
+}
+
+/// One stream per 25 Gb/s, at least one, at most 8 (`mbits` as sysfs gives it; -1 unknown).
+fn streams_for_speed(mbits: i64) -> usize {
+    usize::try_from(mbits / 25_000).unwrap_or(0).clamp(1, 8)
 }
 
 fn connect_with_retry(address: SocketAddr, deadline: Instant) -> std::io::Result<TcpStream> {
@@ -809,6 +923,42 @@ fn connect_with_retry(address: SocketAddr, deadline: Instant) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_follow_the_interface_speed() {
+        assert_eq!(streams_for_speed(-1), 1, "unknown");
+        assert_eq!(streams_for_speed(10_000), 1);
+        assert_eq!(streams_for_speed(25_000), 1);
+        assert_eq!(streams_for_speed(100_000), 4);
+        assert_eq!(streams_for_speed(400_000), 8);
+        assert_eq!(
+            auto_tcp_streams("127.0.0.1".parse().unwrap()),
+            1,
+            "loopback"
+        );
+    }
+
+    #[test]
+    fn a_bad_stream_header_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        for (header, ok) in [
+            ([0u8, 1u8], true),
+            ([2, 2], false),
+            ([0, 0], false),
+            ([0, 17], false),
+        ] {
+            let mut client = TcpStream::connect(address).unwrap();
+            client.write_all(&header).unwrap();
+            let (mut server, _) = listener.accept().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            assert_eq!(
+                stream_header(&mut server, deadline).is_ok(),
+                ok,
+                "{header:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_jobs_leftover_rings_are_removed_and_nothing_else() {

@@ -227,15 +227,15 @@ fn peer_mut(peers: &mut [Option<Peer>], index: usize) -> Result<&mut Peer, CommE
 /// Blocks briefly: on the sockets involved when there are any, else a short sleep.
 fn wait_a_little(peers: &[Option<Peer>], to: Option<usize>, from: Option<usize>) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let fd_of = |index: Option<usize>| {
+    let fd_of = |index: Option<usize>, writing: bool| {
         index
             .and_then(|i| peers.get(i))
             .and_then(Option::as_ref)
-            .and_then(|peer| peer.link.poll_fd())
+            .and_then(|peer| peer.link.poll_fd(writing))
     };
     let mut fds: Vec<PollFd<'_>> = [
-        fd_of(to).map(|fd| PollFd::new(fd, PollFlags::POLLOUT)),
-        fd_of(from).map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        fd_of(to, true).map(|fd| PollFd::new(fd, PollFlags::POLLOUT)),
+        fd_of(from, false).map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
     ]
     .into_iter()
     .flatten()

@@ -35,6 +35,7 @@ fn with_ranks<R: Send + 'static>(size: u32, f: fn(Communicator) -> R) -> Vec<R> 
                     timeout: Duration::from_secs(60),
                     transport: Transport::Auto,
                     algorithm: Algorithm::Auto,
+                    tcp_streams: None,
                 })
                 .unwrap();
                 f(comm)

@@ -17,8 +17,9 @@ pub(crate) trait Link: Send + std::fmt::Debug {
     /// Copies as much of `data` as fits without blocking, in whole `unit`s; returns the number
     /// of bytes taken.
     fn try_send(&mut self, data: &[u8], unit: usize) -> std::io::Result<usize>;
-    /// Offers readable bytes (whole `unit`s, aligned to `unit`) to `sink`, which returns how
-    /// many it consumed; returns that number.
+    /// Offers readable bytes (whole `unit`s, aligned to `unit`) to `sink` once, which returns
+    /// how many it consumed; returns that number. (Once: the caller bounds each offer to
+    /// what its message still lacks.)
     fn try_recv(
         &mut self,
         unit: usize,
@@ -37,8 +38,9 @@ pub(crate) trait Link: Send + std::fmt::Debug {
     fn end_send(&mut self);
     /// Marks the end of an incoming message.
     fn end_recv(&mut self);
-    /// A descriptor that becomes readable or writable when the link can progress, if any.
-    fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// A descriptor that becomes writable (`writing`) or readable when the link can
+    /// progress in that direction, if any.
+    fn poll_fd(&self, writing: bool) -> Option<BorrowedFd<'_>>;
     /// `Err` with a reason when the peer is known to be gone.
     fn peer_alive(&mut self) -> Result<(), String>;
     /// `shm` or `tcp`.

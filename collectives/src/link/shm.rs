@@ -204,7 +204,7 @@ impl Link for ShmLink {
             .store(self.tail, Ordering::Release);
     }
 
-    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+    fn poll_fd(&self, _writing: bool) -> Option<BorrowedFd<'_>> {
         None
     }
 

@@ -168,7 +168,7 @@ impl Link for TcpLink {
         }
     }
 
-    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+    fn poll_fd(&self, _writing: bool) -> Option<BorrowedFd<'_>> {
         Some(self.stream.as_fd())
     }
 
@@ -187,6 +187,125 @@ impl Link for TcpLink {
             Err(e) if would_block(&e) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn kind(&self) -> &'static str {
+        "tcp"
+    }
+}
+
+/// Bytes of a message carried by one stream before the next stream takes over.
+const STRIPE: usize = 1 << 20;
+
+/// One peer over several TCP connections: each message is cut into stripes of [`STRIPE`]
+/// bytes dealt round-robin to the streams, so several connections (and the NIC queues and
+/// cores behind them) carry it at once. Both sides count positions from the message's start,
+/// so they agree on which stream carries which bytes; each stream keeps its own order.
+#[derive(Debug)]
+pub(crate) struct StripedLink {
+    streams: Vec<TcpLink>,
+    /// Bytes of the current outgoing and incoming messages so far.
+    sent: usize,
+    received: usize,
+}
+
+impl StripedLink {
+    /// A link over `streams`, in the order both sides numbered them; at least one.
+    pub(crate) fn new(streams: Vec<TcpLink>) -> StripedLink {
+        assert!(!streams.is_empty(), "a striped link needs a stream");
+        StripedLink {
+            streams,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    fn stream_at(&self, position: usize) -> usize {
+        (position / STRIPE) % self.streams.len()
+    }
+}
+
+/// Bytes left in the stripe that `position` falls in.
+fn left_in_stripe(position: usize) -> usize {
+    STRIPE - position % STRIPE
+}
+
+impl Link for StripedLink {
+    fn try_send(&mut self, data: &[u8], unit: usize) -> std::io::Result<usize> {
+        // Up to one stripe per stream per call, in order: a full stream stops the round.
+        let mut total = 0;
+        for _ in 0..self.streams.len() {
+            if total == data.len() {
+                break;
+            }
+            let index = self.stream_at(self.sent);
+            let room = left_in_stripe(self.sent).min(data.len() - total);
+            let n = self.streams[index].try_send(&data[total..total + room], unit)?;
+            self.sent += n;
+            total += n;
+            if n < room {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn try_recv(
+        &mut self,
+        unit: usize,
+        sink: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> std::io::Result<usize> {
+        // One stripe per call: the caller bounds each call's bytes to what its message still
+        // lacks, so the next stripe waits for the next call.
+        let index = self.stream_at(self.received);
+        // Stripes hold whole units: STRIPE is a multiple of every element size.
+        let left = left_in_stripe(self.received);
+        let n = self.streams[index].try_recv(unit, &mut |bytes: &[u8]| {
+            sink(&bytes[..bytes.len().min(left)])
+        })?;
+        self.received += n;
+        Ok(n)
+    }
+
+    fn try_recv_direct(&mut self, dst: &mut [u8]) -> std::io::Result<usize> {
+        let mut total = 0;
+        for _ in 0..self.streams.len() {
+            if total == dst.len() {
+                break;
+            }
+            let index = self.stream_at(self.received);
+            let room = left_in_stripe(self.received).min(dst.len() - total);
+            let n = self.streams[index].try_recv_direct(&mut dst[total..total + room])?;
+            self.received += n;
+            total += n;
+            if n < room {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn end_send(&mut self) {
+        for stream in &mut self.streams {
+            stream.end_send();
+        }
+        self.sent = 0;
+    }
+
+    fn end_recv(&mut self) {
+        for stream in &mut self.streams {
+            stream.end_recv();
+        }
+        self.received = 0;
+    }
+
+    fn poll_fd(&self, writing: bool) -> Option<BorrowedFd<'_>> {
+        let position = if writing { self.sent } else { self.received };
+        self.streams[self.stream_at(position)].poll_fd(writing)
+    }
+
+    fn peer_alive(&mut self) -> Result<(), String> {
+        self.streams.iter_mut().try_for_each(TcpLink::peer_alive)
     }
 
     fn kind(&self) -> &'static str {
