@@ -258,6 +258,12 @@ fn a_killed_rank_is_detected_over_tcp() {
 }
 
 #[test]
+fn a_killed_rank_is_detected_over_the_slot_protocol() {
+    let _serial = serial();
+    killed_rank_is_named_within_five_seconds(&[("COHORT_TRANSPORT", "tcp-slots")]);
+}
+
+#[test]
 fn a_stopped_rank_is_named_at_the_deadline() {
     let _serial = serial();
     let mut ranks = start_ranks(3, &[("COHORT_TIMEOUT", "3")]);

@@ -17,6 +17,7 @@ use crate::dtype::{Element, ReduceOp};
 use crate::engine::Peer;
 use crate::error::{CommError, InitError};
 use crate::link::shm::{self, ShmLink};
+use crate::link::slots::{SlotLink, TcpWire};
 use crate::link::tcp::{StripedLink, TcpLink};
 use crate::link::Link;
 use crate::store::{StoreClient, StoreServer};
@@ -33,7 +34,15 @@ pub enum Transport {
     Auto,
     /// TCP everywhere (`COHORT_TRANSPORT=tcp`), for testing or where /dev/shm is unusable.
     Tcp,
+    /// The slot protocol of RDMA write with immediate carried over TCP, everywhere
+    /// (`COHORT_TRANSPORT=tcp-slots`): runs the RDMA path's chunking, credits and ordering
+    /// where there is no verbs device.
+    TcpSlots,
 }
+
+/// Receive slots per peer of the slot protocol, and their size.
+const SLOTS: usize = 16;
+const SLOT_SIZE: usize = 256 << 10;
 
 /// Everything a communicator needs; [`CommOptions::from_env`] reads it from `COHORT_*`.
 #[derive(Debug, Clone)]
@@ -128,10 +137,11 @@ impl CommOptions {
         let transport = match std::env::var("COHORT_TRANSPORT").as_deref() {
             Err(_) | Ok("auto") => Transport::Auto,
             Ok("tcp") => Transport::Tcp,
+            Ok("tcp-slots") => Transport::TcpSlots,
             Ok(other) => {
                 return Err(InitError::Env {
                     var: "COHORT_TRANSPORT",
-                    problem: format!("{other:?} is not one of auto, tcp"),
+                    problem: format!("{other:?} is not one of auto, tcp, tcp-slots"),
                 })
             }
         };
@@ -446,10 +456,14 @@ impl Communicator {
             .filter(|&p| p != rank && peers[p as usize].is_none())
             .collect();
         // The connecting side picks how many streams; each connection says which it is.
-        let streams = options
-            .tcp_streams
-            .unwrap_or_else(|| auto_tcp_streams(me.address.ip()))
-            .clamp(1, MAX_TCP_STREAMS);
+        let streams = match options.transport {
+            Transport::TcpSlots => 1,
+            _ => options
+                .tcp_streams
+                .unwrap_or_else(|| auto_tcp_streams(me.address.ip()))
+                .clamp(1, MAX_TCP_STREAMS),
+        };
+        let slot_protocol = options.transport == Transport::TcpSlots;
         for &peer in remote.iter().filter(|&&p| p < rank) {
             let endpoint = &endpoints[peer as usize];
             let mut connected = Vec::with_capacity(streams);
@@ -476,7 +490,7 @@ impl Communicator {
                     .map_err(|e| CommError::io("connecting a stream", e))?;
                 connected.push(stream);
             }
-            peers[peer as usize] = Some(tcp_peer(connected, peer, &endpoint.host)?);
+            peers[peer as usize] = Some(tcp_peer(connected, peer, &endpoint.host, slot_protocol)?);
         }
         let mut waiting: Vec<u32> = remote.iter().copied().filter(|&p| p > rank).collect();
         // Streams of each connecting peer so far, by index.
@@ -516,7 +530,8 @@ impl Communicator {
                                     .collect();
                                 waiting.retain(|&p| p != id);
                                 let host = endpoints[id as usize].host.clone();
-                                peers[id as usize] = Some(tcp_peer(streams, id, &host)?);
+                                peers[id as usize] =
+                                    Some(tcp_peer(streams, id, &host, slot_protocol)?);
                             }
                         }
                         Ok(id) => {
@@ -843,8 +858,26 @@ fn rdma_unavailable_reason() -> String {
     }
 }
 
-/// A peer over `streams` (one: a plain TCP link; more: a striped one).
-fn tcp_peer(streams: Vec<TcpStream>, rank: u32, host: &str) -> Result<Peer, CommError> {
+/// A peer over `streams` (one: a plain TCP link; more: a striped one; `slots`: the slot
+/// protocol over the first).
+fn tcp_peer(
+    streams: Vec<TcpStream>,
+    rank: u32,
+    host: &str,
+    slots: bool,
+) -> Result<Peer, CommError> {
+    if slots {
+        let stream = streams.into_iter().next().ok_or_else(|| {
+            CommError::io("connecting a peer", std::io::ErrorKind::NotConnected.into())
+        })?;
+        let wire = TcpWire::new(stream, SLOTS, SLOT_SIZE)
+            .map_err(|e| CommError::io("configuring a TCP link", e))?;
+        return Ok(Peer {
+            rank,
+            host: host.to_owned(),
+            link: Box::new(SlotLink::new(wire, SLOTS, SLOT_SIZE)),
+        });
+    }
     let mut links = streams
         .into_iter()
         .map(TcpLink::new)

@@ -134,55 +134,61 @@ fn allreduce_matches_the_reference_for_every_type_op_and_size() {
     }
 }
 
+/// Allreduce and broadcast of counts that end mid-piece and exceed every buffer, over
+/// `transport` with `streams` TCP connections per peer.
+fn check_large<T: Element>(size: u32, transport: Transport, streams: Option<usize>) {
+    let counts = [0usize, 7, 262_147, 1_000_003];
+    let results = with_ranks_streams(size, transport, Algorithm::Ring, streams, move |comm| {
+        let rank = comm.rank() as usize;
+        let mut out = Vec::new();
+        for count in counts {
+            let mut data: Vec<T> = (0..count).map(|i| T::test_value(rank, i)).collect();
+            comm.allreduce(&mut data, ReduceOp::Sum).unwrap();
+            let mut root: Vec<T> = (0..count).map(|i| T::test_value(1, i)).collect();
+            if rank != 1 {
+                root.iter_mut().for_each(|x| *x = T::zeroed());
+            }
+            comm.broadcast(&mut root, 1).unwrap();
+            out.push((count, data, root));
+        }
+        out
+    });
+    for rank_results in &results {
+        for (count, data, root) in rank_results {
+            let want = reference::<T>(size as usize, *count, ReduceOp::Sum);
+            let what = format!(
+                "{:?} count {count} size {size} {transport:?} streams {streams:?}",
+                T::TYPE
+            );
+            assert!(data == &want, "allreduce {what}");
+            let sent: Vec<T> = (0..*count).map(|i| T::test_value(1, i)).collect();
+            assert!(root == &sent, "broadcast {what}");
+        }
+    }
+}
+
 /// Several TCP connections per peer: messages striped over them in 1 MiB pieces arrive whole
 /// and in order, for element sizes 1 to 8 and counts that end mid-stripe.
 #[test]
 fn striped_tcp_links_carry_every_operation_intact() {
-    fn check<T: Element>(size: u32, streams: usize) {
-        let counts = [0usize, 7, 262_147, 1_000_003];
-        let results = with_ranks_streams(
-            size,
-            Transport::Tcp,
-            Algorithm::Ring,
-            Some(streams),
-            move |comm| {
-                let rank = comm.rank() as usize;
-                let mut out = Vec::new();
-                for count in counts {
-                    let mut data: Vec<T> = (0..count).map(|i| T::test_value(rank, i)).collect();
-                    comm.allreduce(&mut data, ReduceOp::Sum).unwrap();
-                    let mut root: Vec<T> = (0..count).map(|i| T::test_value(1, i)).collect();
-                    if rank != 1 {
-                        root.iter_mut().for_each(|x| *x = T::zeroed());
-                    }
-                    comm.broadcast(&mut root, 1).unwrap();
-                    out.push((count, data, root));
-                }
-                out
-            },
-        );
-        for rank_results in &results {
-            for (count, data, root) in rank_results {
-                let want = reference::<T>(size as usize, *count, ReduceOp::Sum);
-                assert!(
-                    data == &want,
-                    "{:?} allreduce count {count} size {size} streams {streams}",
-                    T::TYPE
-                );
-                let sent: Vec<T> = (0..*count).map(|i| T::test_value(1, i)).collect();
-                assert!(
-                    root == &sent,
-                    "{:?} broadcast count {count} size {size} streams {streams}",
-                    T::TYPE
-                );
-            }
-        }
-    }
     for (size, streams) in [(2, 2), (3, 3), (2, 5)] {
-        check::<f32>(size, streams);
-        check::<u8>(size, streams);
-        check::<bf16>(size, streams);
-        check::<f64>(size, streams);
+        check_large::<f32>(size, Transport::Tcp, Some(streams));
+        check_large::<u8>(size, Transport::Tcp, Some(streams));
+        check_large::<bf16>(size, Transport::Tcp, Some(streams));
+        check_large::<f64>(size, Transport::Tcp, Some(streams));
+    }
+}
+
+/// The slot protocol of RDMA write with immediate (chunks into the peer's slots, credits,
+/// order), carried over TCP: every type, op and size, and messages larger than the ring.
+#[test]
+fn the_slot_protocol_over_tcp_carries_every_operation_intact() {
+    for size in [2, 3, 5] {
+        check_allreduce::<f32>(size, Transport::TcpSlots, Algorithm::Auto);
+        check_allreduce::<u8>(size, Transport::TcpSlots, Algorithm::Ring);
+        check_allreduce::<f16>(size, Transport::TcpSlots, Algorithm::RecursiveDoubling);
+        check_large::<f64>(size, Transport::TcpSlots, None);
+        check_large::<bf16>(size, Transport::TcpSlots, None);
     }
 }
 

@@ -8,6 +8,7 @@
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub(crate) mod shm;
+pub(crate) mod slots;
 pub(crate) mod tcp;
 
 use std::os::fd::BorrowedFd;

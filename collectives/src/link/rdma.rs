@@ -5,7 +5,8 @@
 //! libibverbs, a kernel without InfiniBand support where `ibv_get_device_list` fails with
 //! ENOSYS, or simply no adapter). The verbs data path (RC queue pairs, registered buffers, RDMA
 //! write with immediate) is not implemented yet, so the communicator says in one line why each
-//! job uses TCP between hosts.
+//! job uses TCP between hosts; its protocol (slots, credits, order) is `link::slots`, which a
+//! verbs `Wire` will carry.
 
 use sideway::ibverbs::device::{DeviceInfo, DeviceList};
 
