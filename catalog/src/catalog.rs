@@ -360,6 +360,34 @@ impl Catalog {
         })
     }
 
+    /// The trials of `experiment` whose record can be read, by number, with their records;
+    /// a directory without a readable `trial.json` is left out.
+    pub fn trial_records(&self, experiment: &Experiment) -> Vec<(TrialRef, TrialRecord)> {
+        let trials = experiment.dir.join("trials");
+        let Ok(entries) = std::fs::read_dir(&trials) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(TrialRef, TrialRecord)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let id: u64 = entry.file_name().to_str()?.parse().ok()?;
+                let dir = entry.path();
+                let record: TrialRecord =
+                    read_record(&dir.join("trial.json"), "cohort.trial").ok()?;
+                Some((
+                    TrialRef {
+                        experiment: experiment.record.name.clone(),
+                        id,
+                        dir,
+                    },
+                    record,
+                ))
+            })
+            .collect();
+        found.sort_by_key(|(trial, _)| trial.id);
+        found
+    }
+
     /// Notes that Slurm step `job.step` is trial `id`, so the step's other nodes can find it.
     /// Returns the trial noted first when another process was first.
     pub fn note_slurm_trial(

@@ -267,6 +267,9 @@ pub struct Controller {
     hparams: BTreeMap<u64, Values>,
     /// Trials an earlier controller launched, to hand to the launcher: (trial, host, pid).
     adopt: Vec<(u64, String, u32)>,
+    /// Trials an earlier controller created but died before assigning: (trial, hyperparameters).
+    /// The replayed searcher asks for them again, and gets these rather than new ones.
+    unassigned: Vec<(u64, Values)>,
     done: bool,
 }
 
@@ -376,9 +379,11 @@ impl Controller {
             by_search: BTreeMap::new(),
             hparams: BTreeMap::new(),
             adopt: Vec::new(),
+            unassigned: Vec::new(),
             done: false,
         };
         controller.replay(&past)?;
+        controller.unassigned = controller.unassigned_trials();
         Ok(controller)
     }
 
@@ -488,6 +493,42 @@ impl Controller {
             self.running.insert(trial, (slot, Box::new(Ended)));
         }
         Ok(())
+    }
+
+    /// Trials of the experiment that no event assigns and that never started: an earlier
+    /// controller died between creating one and recording it.
+    fn unassigned_trials(&self) -> Vec<(u64, Values)> {
+        let assigned: std::collections::BTreeSet<u64> = self.by_search.values().copied().collect();
+        self.catalog
+            .trial_records(&self.experiment)
+            .into_iter()
+            .filter(|(trial, _)| !assigned.contains(&trial.id))
+            .filter(|(trial, _)| {
+                matches!(
+                    read_state(&trial.dir),
+                    Ok(None
+                        | Some(cohort_proto::catalog::StateRecord {
+                            state: TrialState::Queued,
+                            ..
+                        }))
+                )
+            })
+            .map(|(trial, record)| (trial.id, record.hparams))
+            .collect()
+    }
+
+    /// A new catalog trial for `values`, or the unassigned one an earlier controller made.
+    fn new_trial(&mut self, values: &Values) -> Result<u64, ControllerError> {
+        if let Some(pos) = self.unassigned.iter().position(|(_, h)| h == values) {
+            return Ok(self.unassigned.remove(pos).0);
+        }
+        let created = self.catalog.create_trial(
+            &self.experiment,
+            values.clone(),
+            command_of(&self.spec),
+            Some(TrialState::Queued),
+        )?;
+        Ok(created.id)
     }
 
     fn record(&mut self, event: &Event) -> Result<(), ControllerError> {
@@ -612,14 +653,9 @@ impl Controller {
                     } => {
                         let trial = match (hparams.clone(), self.by_search.get(&search_trial)) {
                             (Some(values), _) => {
-                                let created = self.catalog.create_trial(
-                                    &self.experiment,
-                                    values.clone(),
-                                    command_of(&self.spec),
-                                    Some(TrialState::Queued),
-                                )?;
-                                self.hparams.insert(created.id, values);
-                                created.id
+                                let id = self.new_trial(&values)?;
+                                self.hparams.insert(id, values);
+                                id
                             }
                             (None, Some(&trial)) => trial,
                             (None, None) => {
@@ -879,4 +915,92 @@ pub fn request_stop(catalog: &Catalog, name: &str) -> Result<PathBuf, Controller
         problem: e.to_string(),
     })?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+name = "orphans"
+command = ["true"]
+[searcher]
+name = "random"
+metric = "loss"
+max_trials = 4
+max_concurrent_trials = 2
+max_length = 4
+[hyperparameters]
+x = { type = "double", minval = 0.0, maxval = 1.0 }
+"#;
+
+    /// Launches nothing for real: remembers the jobs, which never end.
+    #[derive(Default)]
+    struct Recorder(Vec<Job>);
+
+    #[derive(Debug)]
+    struct Forever;
+
+    impl Running for Forever {
+        fn poll(&mut self) -> Option<Result<(), String>> {
+            None
+        }
+        fn pid(&self) -> u32 {
+            0
+        }
+    }
+
+    impl Launcher for Recorder {
+        fn launch(&mut self, job: &Job) -> Result<Box<dyn Running>, String> {
+            self.0.push(job.clone());
+            Ok(Box::new(Forever))
+        }
+        fn find(&mut self, _: &Job) -> Option<Box<dyn Running>> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_trial_created_but_not_recorded_before_a_crash_is_used_not_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exp.toml");
+        std::fs::write(&file, SPEC).unwrap();
+        let spec = ExperimentSpec::load(&file).unwrap();
+        let catalog = Catalog::open_or_create(dir.path().join("catalog")).unwrap();
+        // The controller starts, creates its first trial, and dies before recording it.
+        let controller = Controller::start(&catalog, &spec).unwrap();
+        let Next::Train {
+            hparams: Some(first),
+            ..
+        } = build(&spec).unwrap().next()
+        else {
+            panic!("the searcher offers no first trial");
+        };
+        let orphan = catalog
+            .create_trial(
+                controller.experiment(),
+                first.clone(),
+                vec![],
+                Some(TrialState::Queued),
+            )
+            .unwrap();
+        drop(controller);
+
+        let mut resumed = Controller::resume(&catalog, "orphans").unwrap();
+        let mut launcher = Recorder::default();
+        assert!(resumed.step(&mut launcher).unwrap());
+        let launched: Vec<(u64, Values)> = launcher
+            .0
+            .iter()
+            .map(|job| (job.trial, job.hparams.clone()))
+            .collect();
+        assert_eq!(launched.len(), 2);
+        assert_eq!(launched[0], (orphan.id, first));
+        let experiment = catalog.experiment("orphans").unwrap();
+        assert_eq!(
+            catalog.trial_records(&experiment).len(),
+            2,
+            "one trial per searcher trial"
+        );
+    }
 }
