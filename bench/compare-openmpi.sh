@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs `cohort bench allreduce` and Open MPI's MPI_Allreduce side by side on this machine and
 # prints the ratios the collectives are held to: shared memory and TCP with 2 ranks, 4 ranks
-# oversubscribed, the 8-byte latency, and single-thread memcpy as a yardstick.
+# oversubscribed, the 8-byte latency, single-thread memcpy as a yardstick, and each rank's peak
+# memory beside the message.
 # Needs: openmpi-bin libopenmpi-dev (apt), a release build (cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,11 @@ cohort_bench() { # ranks extra-run-args... -- bench-args...
     while [[ $1 != -- ]]; do run_args+=("$1"); shift; done; shift
     "$cohort" run -n "$ranks" --no-prefix --no-track "${run_args[@]}" -- "$cohort" bench allreduce -c 0 \
         -n "$ITERS" -w "$WARMUP" "$@" | awk '!/^#/ {print $1, $5, $7}'
+}
+# Prints cohort's "# Peak memory per rank" line for one 128 MiB allreduce without the check.
+cohort_memory() { # extra-run-args...
+    "$cohort" run -n 2 --no-prefix --no-track "$@" -- "$cohort" bench allreduce -c 0 \
+        -n 2 -w 1 -b 128M -e 128M | grep '^# Peak memory'
 }
 mpi_bench() { # ranks btl min max factor
     "${mpirun_[@]}" -np "$1" --mca btl "$2" "$out/mpi_allreduce" "$3" "$4" "$5" "$ITERS" "$WARMUP"
@@ -60,3 +66,7 @@ compare "TCP, 2 ranks, 8 B latency (target: <= 50 us)" "$out/c_tcplat" "$out/m_t
 cohort_bench 4 -- -b 1M -e 64M -f 4 > "$out/c_4"
 mpi_bench 4 self,vader $((1 << 20)) $((64 << 20)) 4 > "$out/m_4"
 compare "shared memory, 4 ranks on 2 cores, busbw (target: >= 1x at >= 1 MiB)" "$out/c_4" "$out/m_4" bw
+
+echo "== memory per rank, 128 MiB allreduce (target: at most the message plus 64 MiB)"
+echo "shared memory: $(cohort_memory)"
+echo "TCP:           $(cohort_memory --tcp)"

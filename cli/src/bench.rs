@@ -100,6 +100,9 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
         check: args.check != 0,
     };
     let rows = bench::run(&comm, &config)?;
+    // The most any rank held resident, beside the largest message.
+    let mut peak = [i64::try_from(peak_resident_bytes()).unwrap_or(i64::MAX)];
+    comm.allreduce(&mut peak, ReduceOp::Max)?;
     if comm.rank() == 0 {
         let mut out = format!(
             "# Cohort {}: {} ranks ({}), {} {}\n#{:>12} {:>13} {:>9} {:>7} {:>11} {:>8} {:>8} {:>7}\n#{:>12} {:>13} {:>9} {:>7} {:>11} {:>8} {:>8} {:>7}\n",
@@ -129,6 +132,14 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
         #[allow(clippy::cast_precision_loss)]
         let average = total_busbw / rows.len().max(1) as f64;
         out.push_str(&format!("# Avg bus bandwidth    : {average:.3}\n"));
+        let largest = rows.iter().map(|row| row.size).max().unwrap_or(0);
+        let mib = |bytes: f64| bytes / f64::from(1u32 << 20);
+        #[allow(clippy::cast_precision_loss)]
+        let (peak, largest) = (mib(peak[0] as f64), mib(largest as f64));
+        out.push_str(&format!(
+            "# Peak memory per rank: {peak:.1} MiB (largest message {largest:.1} MiB; {:.1} MiB besides)\n",
+            peak - largest
+        ));
         crate::write_out(&out)?;
     }
     let wrong: u64 = rows.iter().map(|row| row.wrong).sum();
@@ -136,4 +147,23 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
         bail!("{wrong} wrong elements");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This process's peak resident memory (`VmHWM`), or 0 where /proc does not say.
+fn peak_resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
 }

@@ -131,6 +131,18 @@ fn every_type_and_operation_is_correct_in_real_processes() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert!(stdout.contains(&format!("{ranks} ranks")), "{stdout}");
+        // The peak memory line: some MiB, beside the largest message (256 KiB).
+        let peak: f64 = stdout
+            .lines()
+            .find_map(|line| {
+                line.split_once("# Peak memory per rank: ")
+                    .map(|(_, rest)| rest)
+            })
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|mib| mib.parse().ok())
+            .unwrap_or_else(|| panic!("no peak memory line: {stdout}"));
+        assert!(peak > 1.0, "{stdout}");
+        assert!(stdout.contains("(largest message 0.2 MiB;"), "{stdout}");
     }
     for transport in [None, Some("--tcp")] {
         for op in ["allreduce", "broadcast", "allgather", "reduce_scatter"] {

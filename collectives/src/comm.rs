@@ -38,6 +38,10 @@ pub enum Transport {
     /// (`COHORT_TRANSPORT=tcp-slots`): runs the RDMA path's chunking, credits and ordering
     /// where there is no verbs device.
     TcpSlots,
+    /// RDMA verbs to every peer, on this host too (`COHORT_TRANSPORT=rdma`): fails, naming
+    /// why, where a verbs link cannot be set up. (`auto` uses RDMA between hosts where both
+    /// ends have a device, TCP otherwise.)
+    Rdma,
 }
 
 /// Receive slots per peer of the slot protocol, and their size.
@@ -98,7 +102,7 @@ fn env_u32(var: &'static str) -> Result<u32, InitError> {
 impl CommOptions {
     /// Reads `COHORT_RANK`, `COHORT_WORLD_SIZE`, `COHORT_LOCAL_RANK`,
     /// `COHORT_LOCAL_WORLD_SIZE`, `COHORT_STORE`, `COHORT_SECRET`, and the optional
-    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT` (`auto`/`tcp`),
+    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT` (`auto`/`tcp`/`tcp-slots`/`rdma`),
     /// `COHORT_ALGO` (`auto`/`ring`/`rd`) and `COHORT_TCP_STREAMS` (`auto` or 1 to 16). Errors
     /// name the variable.
     pub fn from_env() -> Result<CommOptions, InitError> {
@@ -138,10 +142,11 @@ impl CommOptions {
             Err(_) | Ok("auto") => Transport::Auto,
             Ok("tcp") => Transport::Tcp,
             Ok("tcp-slots") => Transport::TcpSlots,
+            Ok("rdma") => Transport::Rdma,
             Ok(other) => {
                 return Err(InitError::Env {
                     var: "COHORT_TRANSPORT",
-                    problem: format!("{other:?} is not one of auto, tcp, tcp-slots"),
+                    problem: format!("{other:?} is not one of auto, tcp, tcp-slots, rdma"),
                 })
             }
         };
@@ -237,13 +242,19 @@ struct Endpoint {
     boot_id: String,
     pid: i32,
     address: SocketAddr,
+    /// Whether this rank can set up RDMA links.
+    rdma: bool,
 }
 
 impl Endpoint {
     fn encode(&self) -> Vec<u8> {
         format!(
-            "{}\n{}\n{}\n{}",
-            self.host, self.boot_id, self.pid, self.address
+            "{}\n{}\n{}\n{}\n{}",
+            self.host,
+            self.boot_id,
+            self.pid,
+            self.address,
+            if self.rdma { "rdma" } else { "-" }
         )
         .into_bytes()
     }
@@ -256,6 +267,7 @@ impl Endpoint {
             boot_id: lines.next()?.to_owned(),
             pid: lines.next()?.parse().ok()?,
             address: lines.next()?.parse().ok()?,
+            rdma: lines.next() == Some("rdma"),
         })
     }
 }
@@ -398,7 +410,17 @@ impl Communicator {
             address: listener
                 .local_addr()
                 .map_err(|e| CommError::io("listener address", e))?,
+            rdma: false,
         };
+        // Whether this rank offers RDMA, or why not.
+        let rdma_here = rdma_available(options.transport);
+        let me = Endpoint {
+            rdma: rdma_here.is_ok(),
+            ..me
+        };
+        if let (Transport::Rdma, Err(why)) = (options.transport, &rdma_here) {
+            return Err(CommError::Invalid(format!("COHORT_TRANSPORT=rdma, but {why}")).into());
+        }
         store.set(&format!("endpoint/{rank}"), &me.encode(), deadline)?;
         let mut endpoints = Vec::with_capacity(size as usize);
         for peer in 0..size {
@@ -455,17 +477,52 @@ impl Communicator {
         let remote: Vec<u32> = (0..size)
             .filter(|&p| p != rank && peers[p as usize].is_none())
             .collect();
+        // RDMA to a peer: both ends offer it, and it is on another machine (or asked for).
+        let rdma_to = |peer: u32| {
+            let endpoint = &endpoints[peer as usize];
+            me.rdma
+                && endpoint.rdma
+                && (options.transport == Transport::Rdma
+                    || endpoint.host != me.host
+                    || endpoint.boot_id != me.boot_id)
+        };
+        if options.transport == Transport::Rdma {
+            if let Some(&peer) = remote.iter().find(|&&p| !endpoints[p as usize].rdma) {
+                return Err(CommError::PeerGone {
+                    rank: peer,
+                    host: endpoints[peer as usize].host.clone(),
+                    detail: "COHORT_TRANSPORT=rdma, but it has no RDMA device".into(),
+                }
+                .into());
+            }
+        }
         // The connecting side picks how many streams; each connection says which it is.
-        let streams = match options.transport {
+        let streams_to = |peer: u32| match options.transport {
+            _ if rdma_to(peer) => 1,
             Transport::TcpSlots => 1,
             _ => options
                 .tcp_streams
                 .unwrap_or_else(|| auto_tcp_streams(me.address.ip()))
                 .clamp(1, MAX_TCP_STREAMS),
         };
-        let slot_protocol = options.transport == Transport::TcpSlots;
+        let link_kind = |peer: u32| {
+            if rdma_to(peer) {
+                LinkKind::Rdma {
+                    ip: me.address.ip(),
+                    required: options.transport == Transport::Rdma,
+                    deadline,
+                }
+            } else if options.transport == Transport::TcpSlots {
+                LinkKind::Slots
+            } else {
+                LinkKind::Tcp
+            }
+        };
+        // Why some peer on another machine is reached over TCP (said once, by rank 0).
+        let mut tcp_because: Option<String> = None;
         for &peer in remote.iter().filter(|&&p| p < rank) {
             let endpoint = &endpoints[peer as usize];
+            let streams = streams_to(peer);
             let mut connected = Vec::with_capacity(streams);
             for index in 0..streams {
                 let mut stream = connect_with_retry(endpoint.address, deadline).map_err(|e| {
@@ -490,7 +547,9 @@ impl Communicator {
                     .map_err(|e| CommError::io("connecting a stream", e))?;
                 connected.push(stream);
             }
-            peers[peer as usize] = Some(tcp_peer(connected, peer, &endpoint.host, slot_protocol)?);
+            let (link, why) = remote_peer(connected, peer, &endpoint.host, link_kind(peer))?;
+            tcp_because = tcp_because.or(why);
+            peers[peer as usize] = Some(link);
         }
         let mut waiting: Vec<u32> = remote.iter().copied().filter(|&p| p > rank).collect();
         // Streams of each connecting peer so far, by index.
@@ -530,8 +589,9 @@ impl Communicator {
                                     .collect();
                                 waiting.retain(|&p| p != id);
                                 let host = endpoints[id as usize].host.clone();
-                                peers[id as usize] =
-                                    Some(tcp_peer(streams, id, &host, slot_protocol)?);
+                                let (link, why) = remote_peer(streams, id, &host, link_kind(id))?;
+                                tcp_because = tcp_because.or(why);
+                                peers[id as usize] = Some(link);
                             }
                         }
                         Ok(id) => {
@@ -558,15 +618,19 @@ impl Communicator {
             }
         }
 
-        if rank == 0
-            && endpoints
-                .iter()
-                .any(|e| e.host != me.host || e.boot_id != me.boot_id)
-        {
-            eprintln!(
-                "cohort: using TCP between hosts: {}",
-                rdma_unavailable_reason()
-            );
+        let tcp_between_hosts = endpoints.iter().enumerate().any(|(peer, e)| {
+            (e.host != me.host || e.boot_id != me.boot_id)
+                && peers[peer]
+                    .as_ref()
+                    .is_some_and(|p| p.link.kind() != "rdma")
+        });
+        if rank == 0 && tcp_between_hosts {
+            let why = match (&rdma_here, tcp_because) {
+                (Err(why), _) => why.clone(),
+                (Ok(()), Some(why)) => why,
+                (Ok(()), None) => "a peer has no RDMA device".to_owned(),
+            };
+            eprintln!("cohort: using TCP between hosts: {why}");
         }
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let ring = options
@@ -588,7 +652,7 @@ impl Communicator {
         let mesh = Mesh {
             rank,
             size,
-            any_tcp: transports.contains(&"tcp"),
+            any_tcp: transports.iter().any(|t| t.starts_with("tcp")),
             peers,
             ring,
             abort: Arc::clone(&abort),
@@ -630,11 +694,18 @@ impl Communicator {
         self.size
     }
 
-    /// How many peers are reached over each transport, e.g. `shm:3 tcp:4`.
+    /// How many peers are reached over each transport, e.g. `shm:3 tcp:4` (`rdma:N` and
+    /// `tcp-slots:N` added where there are any).
     pub fn transport_summary(&self) -> String {
-        let shm = self.transports.iter().filter(|&&t| t == "shm").count();
-        let tcp = self.transports.iter().filter(|&&t| t == "tcp").count();
-        format!("shm:{shm} tcp:{tcp}")
+        let count = |kind: &str| self.transports.iter().filter(|&&t| t == kind).count();
+        let mut summary = format!("shm:{} tcp:{}", count("shm"), count("tcp"));
+        for kind in ["rdma", "tcp-slots"] {
+            if count(kind) > 0 {
+                use std::fmt::Write;
+                let _ = write!(summary, " {kind}:{}", count(kind));
+            }
+        }
+        summary
     }
 
     /// A handle that aborts this communicator from any thread.
@@ -841,42 +912,96 @@ impl Drop for Communicator {
 }
 
 /// Why data between hosts goes over TCP.
-fn rdma_unavailable_reason() -> String {
+/// Whether this rank can offer RDMA links under `transport`, or why not.
+fn rdma_available(transport: Transport) -> Result<(), String> {
+    if matches!(transport, Transport::Tcp | Transport::TcpSlots) {
+        return Err("COHORT_TRANSPORT asks for TCP".to_owned());
+    }
     #[cfg(feature = "rdma")]
     {
         match crate::link::rdma::probe() {
-            crate::link::rdma::Availability::None(why) => why,
-            crate::link::rdma::Availability::Devices(names) => format!(
-                "RDMA devices found ({}), but this build has no verbs transport yet",
-                names.join(", ")
-            ),
+            crate::link::rdma::Availability::None(why) => Err(why),
+            crate::link::rdma::Availability::Devices(_) => Ok(()),
         }
     }
     #[cfg(not(feature = "rdma"))]
     {
-        "this build has no RDMA support (cargo feature `rdma`)".to_owned()
+        Err("this build has no RDMA support (cargo feature `rdma`)".to_owned())
     }
 }
 
-/// A peer over `streams` (one: a plain TCP link; more: a striped one; `slots`: the slot
-/// protocol over the first).
-fn tcp_peer(
-    streams: Vec<TcpStream>,
+/// What a link to a peer on another machine (or over TCP by request) is made of.
+#[derive(Debug, Clone, Copy)]
+enum LinkKind {
+    /// TCP, over every stream.
+    Tcp,
+    /// The slot protocol over the first stream.
+    Slots,
+    /// RDMA verbs agreed over the one stream (kept to watch the peer), else TCP over it
+    /// unless `required`.
+    Rdma {
+        ip: std::net::IpAddr,
+        required: bool,
+        deadline: Instant,
+    },
+}
+
+/// A peer over `streams` as `kind` says; with the reason it uses TCP where RDMA was tried.
+fn remote_peer(
+    mut streams: Vec<TcpStream>,
     rank: u32,
     host: &str,
-    slots: bool,
-) -> Result<Peer, CommError> {
-    if slots {
+    kind: LinkKind,
+) -> Result<(Peer, Option<String>), CommError> {
+    let peer = |link: Box<dyn Link>| Peer {
+        rank,
+        host: host.to_owned(),
+        link,
+    };
+    let mut because = None;
+    if let LinkKind::Rdma {
+        ip,
+        required,
+        deadline,
+    } = kind
+    {
+        if streams.len() != 1 {
+            return Err(CommError::io(
+                "connecting a peer",
+                std::io::ErrorKind::InvalidInput.into(),
+            ));
+        }
+        match rdma_link(&mut streams, ip, deadline) {
+            Ok(Ok(link)) => return Ok((peer(link), None)),
+            Ok(Err(why)) if !required => {
+                because = Some(format!("RDMA to rank {rank} on {host} failed ({why})"));
+            }
+            Ok(Err(why)) => {
+                return Err(CommError::PeerGone {
+                    rank,
+                    host: host.to_owned(),
+                    detail: format!("COHORT_TRANSPORT=rdma, but the RDMA link failed: {why}"),
+                })
+            }
+            Err(e) => {
+                return Err(CommError::PeerGone {
+                    rank,
+                    host: host.to_owned(),
+                    detail: format!("agreeing on RDMA: {e}"),
+                })
+            }
+        }
+    }
+    if let LinkKind::Slots = kind {
         let stream = streams.into_iter().next().ok_or_else(|| {
             CommError::io("connecting a peer", std::io::ErrorKind::NotConnected.into())
         })?;
         let wire = TcpWire::new(stream, SLOTS, SLOT_SIZE)
             .map_err(|e| CommError::io("configuring a TCP link", e))?;
-        return Ok(Peer {
-            rank,
-            host: host.to_owned(),
-            link: Box::new(SlotLink::new(wire, SLOTS, SLOT_SIZE)),
-        });
+        return Ok((
+            peer(Box::new(SlotLink::new(wire, SLOTS, SLOT_SIZE))),
+            because,
+        ));
     }
     let mut links = streams
         .into_iter()
@@ -888,11 +1013,35 @@ fn tcp_peer(
     } else {
         Box::new(StripedLink::new(links))
     };
-    Ok(Peer {
-        rank,
-        host: host.to_owned(),
-        link,
-    })
+    Ok((peer(link), because))
+}
+
+/// Agrees on an RDMA link over the one stream in `streams`, which the link then keeps (to
+/// watch the peer); on `Ok(Err(why))` the stream is left for TCP.
+#[cfg(feature = "rdma")]
+fn rdma_link(
+    streams: &mut Vec<TcpStream>,
+    ip: std::net::IpAddr,
+    deadline: Instant,
+) -> std::io::Result<Result<Box<dyn Link>, String>> {
+    let setup = crate::link::rdma::VerbsSetup::open(ip, SLOTS, SLOT_SIZE);
+    match crate::link::negotiate::agree(&mut streams[0], setup, deadline)? {
+        Ok(mut wire) => {
+            wire.attach(streams.remove(0))?;
+            Ok(Ok(Box::new(SlotLink::new(wire, SLOTS, SLOT_SIZE))))
+        }
+        Err(why) => Ok(Err(why)),
+    }
+}
+
+/// Never reached: without the `rdma` feature no rank offers RDMA.
+#[cfg(not(feature = "rdma"))]
+fn rdma_link(
+    _streams: &mut Vec<TcpStream>,
+    _ip: std::net::IpAddr,
+    _deadline: Instant,
+) -> std::io::Result<Result<Box<dyn Link>, String>> {
+    Ok(Err("this build has no RDMA support".to_owned()))
 }
 
 /// Reads the (index, count) a connecting peer sends after the handshake.

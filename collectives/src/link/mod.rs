@@ -7,6 +7,9 @@
 
 #[cfg(feature = "rdma")]
 pub mod rdma;
+// Used by the verbs transport; built (and tested) without it too.
+#[cfg_attr(not(feature = "rdma"), allow(dead_code))]
+pub(crate) mod negotiate;
 pub(crate) mod shm;
 pub(crate) mod slots;
 pub(crate) mod tcp;
