@@ -12,13 +12,16 @@
 //!   it is there. Credits go back as zero-length writes with immediate. The queue pairs'
 //!   details are exchanged over the authenticated TCP connection (`link::negotiate`), which
 //!   stays open to notice a dead peer at once (the QP would notice only after its retries).
+//!
+//! Each link opens its own device context and registers 2 x 16 x 256 KiB = 8 MiB of locked
+//! memory; where agreeing fails, the pair goes on over that one TCP connection (not striped).
 
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 
-use sideway::ibverbs::address::{AddressHandleAttribute, Gid, GidType};
+use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
 use sideway::ibverbs::completion::{
     BasicCompletionQueue, GenericCompletionQueue, WorkCompletionStatus,
 };
@@ -64,6 +67,9 @@ pub fn probe() -> Availability {
         }
     }
 }
+
+/// `ibv_port_attr.flags`: the port needs a global route header on every packet.
+const GRH_REQUIRED: u8 = 1 << 1;
 
 /// Work request ids: a data write is its slot's number; these are the others.
 const CREDIT_WR: u64 = u64::MAX;
@@ -217,15 +223,19 @@ fn interface_of(ip: IpAddr) -> Option<String> {
     })
 }
 
+/// `ibv_query_gid_type`'s value for a RoCE v2 GID (the sysfs numbering, not `GidType`'s).
+const GID_TYPE_SYSFS_ROCE_V2: u32 = 1;
+
 /// The GID index to address the peer with on an Ethernet (RoCE) port: a RoCE v2 GID holding
 /// `ip` (IPv4-mapped), else any RoCE v2 GID, else 0.
-fn choose_gid(ctx: &DeviceContext, port: u8, ip: IpAddr) -> u8 {
+fn choose_gid(ctx: &DeviceContext, port: u8, table_len: i32, ip: IpAddr) -> u8 {
     let want: [u8; 16] = match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
     };
     let mut any_v2 = None;
-    for index in 0..64u8 {
+    let last = u8::try_from(table_len.clamp(1, 256) - 1).unwrap_or(u8::MAX);
+    for index in 0..=last {
         let Ok(gid) = ctx.query_gid(port, u32::from(index)) else {
             continue;
         };
@@ -234,7 +244,7 @@ fn choose_gid(ctx: &DeviceContext, port: u8, ip: IpAddr) -> u8 {
         }
         let v2 = ctx
             .query_gid_type(port, u32::from(index))
-            .is_ok_and(|t| t == GidType::RoceV2 as u32);
+            .is_ok_and(|t| t == GID_TYPE_SYSFS_ROCE_V2);
         if v2 && gid.raw == want {
             return index;
         }
@@ -276,9 +286,11 @@ impl VerbsSetup {
         if port_attr.port_state() != PortState::Active {
             return Err(format!("{name} port {port} is not active"));
         }
-        let global = port_attr.link_layer() == LinkLayer::Ethernet;
+        // RoCE addresses by GID; InfiniBand by LID, with a GRH only where the port asks.
+        let global = port_attr.link_layer() == LinkLayer::Ethernet
+            || port_attr.attr.flags & GRH_REQUIRED != 0;
         let gid_index = if global {
-            choose_gid(&ctx, port, ip)
+            choose_gid(&ctx, port, port_attr.gid_tbl_len(), ip)
         } else {
             0
         };
@@ -325,13 +337,23 @@ impl VerbsSetup {
                     slots * slot_size,
                     AccessFlags::LocalWrite | AccessFlags::RemoteWrite,
                 )
-                .map_err(|e| err("registering the receive slots", e))?,
+                .map_err(|e| {
+                    err(
+                        "registering the receive slots (is `ulimit -l` large enough?)",
+                        e,
+                    )
+                })?,
                 pd.reg_mr(
                     send_buf.as_ptr() as usize,
                     slots * slot_size,
                     AccessFlags::LocalWrite,
                 )
-                .map_err(|e| err("registering the staging slots", e))?,
+                .map_err(|e| {
+                    err(
+                        "registering the staging slots (is `ulimit -l` large enough?)",
+                        e,
+                    )
+                })?,
             )
         };
         let mut psn = [0u8; 4];
@@ -563,6 +585,7 @@ impl RdmaWire {
 
     /// Keeps the agreed TCP connection, to see the peer go.
     pub(crate) fn attach(&mut self, stream: TcpStream) -> std::io::Result<()> {
+        super::tcp::watch_peer_host(&stream)?;
         stream.set_nonblocking(true)?;
         self.stream = Some(stream);
         Ok(())
@@ -608,7 +631,12 @@ impl RdmaWire {
             match id {
                 RECV_WR => {
                     self.arrivals.push_back(u32::from_be(imm));
-                    self.post_recv()?;
+                    if let Err(e) = self.post_recv() {
+                        // Completions already taken would be lost: the link is over.
+                        let failure = format!("RDMA on {}: posting a receive: {e}", self.device);
+                        self.failure = Some(failure.clone());
+                        return Err(std::io::Error::other(failure));
+                    }
                 }
                 CREDIT_WR => self.sends = self.sends.saturating_sub(1),
                 slot => {

@@ -32,15 +32,8 @@ pub(crate) struct TcpLink {
 impl TcpLink {
     pub(crate) fn new(stream: TcpStream) -> std::io::Result<TcpLink> {
         stream.set_nodelay(true)?;
+        watch_peer_host(&stream)?;
         let socket = socket2::SockRef::from(&stream);
-        // A peer host that vanishes (power, network) is noticed in about four seconds: by
-        // keepalive when idle, by the user timeout when data is unacknowledged.
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(2))
-            .with_interval(Duration::from_secs(1))
-            .with_retries(2);
-        socket.set_tcp_keepalive(&keepalive)?;
-        socket.set_tcp_user_timeout(Some(Duration::from_secs(4)))?;
         // Room for several writes in flight (the kernel caps it at net.core.[wr]mem_max).
         let _ = socket.set_send_buffer_size(4 << 20);
         let _ = socket.set_recv_buffer_size(4 << 20);
@@ -53,6 +46,18 @@ impl TcpLink {
             closed: false,
         })
     }
+}
+
+/// Makes a peer host that vanishes (power, network) show on `stream` in about four seconds:
+/// by keepalive when idle, by the user timeout when data is unacknowledged.
+pub(crate) fn watch_peer_host(stream: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(2))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(2);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(Duration::from_secs(4)))
 }
 
 fn closed() -> std::io::Error {
