@@ -102,8 +102,8 @@ fn env_u32(var: &'static str) -> Result<u32, InitError> {
 impl CommOptions {
     /// Reads `COHORT_RANK`, `COHORT_WORLD_SIZE`, `COHORT_LOCAL_RANK`,
     /// `COHORT_LOCAL_WORLD_SIZE`, `COHORT_STORE`, `COHORT_SECRET`, and the optional
-    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT` (`auto`/`tcp`/`tcp-slots`/`rdma`),
-    /// `COHORT_ALGO` (`auto`/`ring`/`rd`) and `COHORT_TCP_STREAMS` (`auto` or 1 to 16). Errors
+    /// `COHORT_PLAN`, `COHORT_TIMEOUT` (seconds), `COHORT_TRANSPORT`
+    /// (`auto`/`tcp`/`tcp-slots`/`rdma`), `COHORT_ALGO` (`auto`/`ring`/`rd`) and `COHORT_TCP_STREAMS` (`auto` or 1 to 16). Errors
     /// name the variable.
     pub fn from_env() -> Result<CommOptions, InitError> {
         let rank = env_u32("COHORT_RANK")?;
@@ -401,6 +401,11 @@ impl Communicator {
         let mut store = StoreClient::connect(&options.store, &options.secret, rank, deadline)?;
         let listener = TcpListener::bind((bind_ip, 0))
             .map_err(|e| CommError::io(format!("listening on {bind_ip}"), e))?;
+        // Whether this rank offers RDMA, or why not.
+        let rdma_here = rdma_available(options.transport);
+        if let (Transport::Rdma, Err(why)) = (options.transport, &rdma_here) {
+            return Err(CommError::Invalid(format!("COHORT_TRANSPORT=rdma, but {why}")).into());
+        }
         let me = Endpoint {
             host: host.clone(),
             boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -410,17 +415,8 @@ impl Communicator {
             address: listener
                 .local_addr()
                 .map_err(|e| CommError::io("listener address", e))?,
-            rdma: false,
-        };
-        // Whether this rank offers RDMA, or why not.
-        let rdma_here = rdma_available(options.transport);
-        let me = Endpoint {
             rdma: rdma_here.is_ok(),
-            ..me
         };
-        if let (Transport::Rdma, Err(why)) = (options.transport, &rdma_here) {
-            return Err(CommError::Invalid(format!("COHORT_TRANSPORT=rdma, but {why}")).into());
-        }
         store.set(&format!("endpoint/{rank}"), &me.encode(), deadline)?;
         let mut endpoints = Vec::with_capacity(size as usize);
         for peer in 0..size {
@@ -911,7 +907,6 @@ impl Drop for Communicator {
     }
 }
 
-/// Why data between hosts goes over TCP.
 /// Whether this rank can offer RDMA links under `transport`, or why not.
 fn rdma_available(transport: Transport) -> Result<(), String> {
     if matches!(transport, Transport::Tcp | Transport::TcpSlots) {
