@@ -64,29 +64,36 @@ fn exchange<S: Setup>(
         (Ok(setup), OFFER) => setup,
         (Ok(_), other) => return Err(bad(format!("unexpected frame {other} in the first round"))),
     };
-    let connected = setup.connect(&body);
-    match &connected {
+    let mut link = match verdicts(stream, setup.connect(&body), deadline, "second")? {
+        Ok(link) => link,
+        Err(why) => return Ok(Err(why)),
+    };
+    let checked = S::check(&mut link).map(|()| link);
+    verdicts(stream, checked, deadline, "third")
+}
+
+/// Sends this side's verdict on a step (done, or why not) and reads the peer's: the step's
+/// result where both succeeded, else the first reason.
+fn verdicts<T>(
+    stream: &mut TcpStream,
+    mine: Result<T, String>,
+    deadline: Instant,
+    round: &str,
+) -> std::io::Result<Result<T, String>> {
+    match &mine {
         Ok(_) => send(stream, CONNECTED, &[], deadline)?,
         Err(why) => send(stream, FAILED, why.as_bytes(), deadline)?,
     }
     let (tag, body) = receive(stream, deadline)?;
-    let mut link = match (connected, tag) {
-        (Err(why), _) => return Ok(Err(format!("this side: {why}"))),
-        (Ok(_), FAILED) => return Ok(Err(format!("the peer: {}", text(&body)))),
-        (Ok(link), CONNECTED) => link,
-        (Ok(_), other) => return Err(bad(format!("unexpected frame {other} in the second round"))),
-    };
-    let checked = S::check(&mut link);
-    match &checked {
-        Ok(()) => send(stream, CONNECTED, &[], deadline)?,
-        Err(why) => send(stream, FAILED, why.as_bytes(), deadline)?,
-    }
-    let (tag, body) = receive(stream, deadline)?;
-    Ok(match (checked, tag) {
+    Ok(match (mine, tag) {
         (Err(why), _) => Err(format!("this side: {why}")),
-        (Ok(()), FAILED) => Err(format!("the peer: {}", text(&body))),
-        (Ok(()), CONNECTED) => Ok(link),
-        (Ok(()), other) => return Err(bad(format!("unexpected frame {other} in the third round"))),
+        (Ok(_), FAILED) => Err(format!("the peer: {}", text(&body))),
+        (Ok(done), CONNECTED) => Ok(done),
+        (Ok(_), other) => {
+            return Err(bad(format!(
+                "unexpected frame {other} in the {round} round"
+            )))
+        }
     })
 }
 
