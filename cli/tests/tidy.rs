@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 /// Files allowed to contain `unsafe`: the FFI wrappers of hwloc, NVML, verbs, SPANK and
 /// libtorch, as they arrive.
 const UNSAFE_ALLOWED: &[&str] = &[
+    "collectives/src/link/rdma.rs",
     "collectives/src/link/shm.rs",
     "collectives/src/torch.rs",
     "slurm-plugin/src/ffi.rs",
