@@ -89,6 +89,8 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
             u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
         ));
     }
+    // What the program and its libraries hold before any link or buffer exists.
+    let at_start = resident_bytes("VmRSS:");
     let comm = Communicator::from_env()?;
     let config = BenchConfig {
         op,
@@ -101,7 +103,8 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
     };
     let rows = bench::run(&comm, &config)?;
     // The most any rank held resident, beside the largest message.
-    let mut peak = [i64::try_from(peak_resident_bytes()).unwrap_or(i64::MAX)];
+    let mut peak =
+        [i64::try_from(resident_bytes("VmHWM:").saturating_sub(at_start)).unwrap_or(i64::MAX)];
     comm.allreduce(&mut peak, ReduceOp::Max)?;
     if comm.rank() == 0 {
         let mut out = format!(
@@ -137,7 +140,7 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
         #[allow(clippy::cast_precision_loss)]
         let (peak, largest) = (mib(peak[0] as f64), mib(largest as f64));
         out.push_str(&format!(
-            "# Peak memory per rank: {peak:.1} MiB (largest message {largest:.1} MiB; {:.1} MiB besides)\n",
+            "# Peak memory per rank: {peak:.1} MiB above the program's own (largest message {largest:.1} MiB; {:.1} MiB besides)\n",
             peak - largest
         ));
         crate::write_out(&out)?;
@@ -149,14 +152,15 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// This process's peak resident memory (`VmHWM`), or 0 where /proc does not say.
-fn peak_resident_bytes() -> u64 {
+/// This process's resident memory (`field` `VmRSS:`) or its peak (`VmHWM:`), or 0 where
+/// /proc does not say.
+fn resident_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|rest| {
                     rest.trim()
                         .trim_end_matches("kB")

@@ -131,7 +131,8 @@ fn every_type_and_operation_is_correct_in_real_processes() {
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert!(stdout.contains(&format!("{ranks} ranks")), "{stdout}");
-        // The peak memory line: some MiB, beside the largest message (256 KiB).
+        // The peak memory line: what the ranks held above the program's own stays within the
+        // collectives' bound, the largest message (256 KiB here) plus 64 MiB.
         let peak: f64 = stdout
             .lines()
             .find_map(|line| {
@@ -141,7 +142,7 @@ fn every_type_and_operation_is_correct_in_real_processes() {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|mib| mib.parse().ok())
             .unwrap_or_else(|| panic!("no peak memory line: {stdout}"));
-        assert!(peak > 1.0, "{stdout}");
+        assert!((0.0..=0.25 + 64.0).contains(&peak), "{stdout}");
         assert!(stdout.contains("(largest message 0.2 MiB;"), "{stdout}");
     }
     for transport in [None, Some("--tcp")] {
