@@ -106,6 +106,13 @@ in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 grep -q "no cluster key yet" "$W/install.log" || fail "the install did not say how to make the cluster key:\n$(tail -30 "$W/install.log")"
 version=$(in_root cohort --version) || fail "cohort --version"
 [[ $version == "cohort $(awk -F'"' '/^version = / {print $2; exit}' Cargo.toml)" ]] || fail "cohort --version: $version"
+# The verbs transport is in cohort, libibverbs is not in the root (only suggested): asking for
+# RDMA fails at once, saying why.
+[[ ! -e $R/usr/lib/x86_64-linux-gnu/libibverbs.so.1 ]] || fail "libibverbs was installed with the packages"
+if in_root env COHORT_TRANSPORT=rdma cohort bench allreduce --ranks 1 -b 8 -e 8 > "$W/rdma.out" 2>&1; then
+    fail "COHORT_TRANSPORT=rdma worked without libibverbs:\n$(cat "$W/rdma.out")"
+fi
+grep -q "COHORT_TRANSPORT=rdma, but no RDMA device" "$W/rdma.out" || fail "no reason for refusing RDMA:\n$(cat "$W/rdma.out")"
 # The daemon refuses to start without the key, and says how to make one.
 if in_root cohortd --check-config > "$W/nokey.out" 2>&1; then fail "cohortd accepted a missing cluster key"; fi
 grep -q -- "--gen-key" "$W/nokey.out" || fail "no hint to --gen-key:\n$(cat "$W/nokey.out")"
@@ -130,7 +137,7 @@ done
 in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /tmp/debs/*.deb' \
     > "$W/reinstall.log" 2>&1 || fail "reinstall:\n$(tail -30 "$W/reinstall.log")"
 in_root cohortd --check-config > /dev/null 2>&1 || fail "cohortd --check-config after a reinstall"
-ok "Debian 12 root: apt resolved and installed; cohort --version; no key refused; cohortd --check-config; unit enabled; srun lists --cohort; man pages render; reinstall harmless"
+ok "Debian 12 root: apt resolved and installed; cohort --version; RDMA refused without libibverbs, saying why; no key refused; cohortd --check-config; unit enabled; srun lists --cohort; man pages render; reinstall harmless"
 
 # Upgrade: the administrator's change to the config stays.
 sed -i '1i node_name = "changed-by-admin"' "$R/etc/cohort/cohortd.toml"
