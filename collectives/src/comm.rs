@@ -1059,18 +1059,7 @@ fn stream_header(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<(
 /// stream rarely fills a fast NIC: it is bound to one core and one NIC queue), at most 8;
 /// one where the speed is unknown (loopback, virtual interfaces).
 fn auto_tcp_streams(ip: std::net::IpAddr) -> usize {
-    let Ok(addresses) = nix::ifaddrs::getifaddrs() else {
-        return 1;
-    };
-    let interface = addresses.into_iter().find_map(|a| {
-        let address = a.address?;
-        let found = match ip {
-            std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-            std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-        };
-        found.then_some(a.interface_name)
-    });
-    let mbits = interface
+    let mbits = crate::link::interface_of(ip)
         .and_then(|name| std::fs::read_to_string(format!("/sys/class/net/{name}/speed")).ok())
         .and_then(|text| text.trim().parse::<i64>().ok())
         .unwrap_or(0);

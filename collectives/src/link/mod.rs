@@ -50,3 +50,15 @@ pub(crate) trait Link: Send + std::fmt::Debug {
     /// `shm` or `tcp`.
     fn kind(&self) -> &'static str;
 }
+
+/// The name of the network interface that holds `ip` (the rank's NIC in the plan), if any.
+pub(crate) fn interface_of(ip: std::net::IpAddr) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        let address = a.address?;
+        let found = match ip {
+            std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
+            std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
+        };
+        found.then_some(a.interface_name)
+    })
+}

@@ -202,20 +202,27 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         let side_b = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let outcome = agree(&mut stream, b, deadline).unwrap();
-            stream.write_all(b"B").unwrap();
-            let mut next = [0u8];
-            stream.read_exact(&mut next).unwrap();
-            assert_eq!(&next, b"A");
-            outcome
+            side(&mut stream, b, deadline, b"B", b"A")
         });
         let mut stream = TcpStream::connect(address).unwrap();
-        let outcome = agree(&mut stream, a, deadline).unwrap();
-        stream.write_all(b"A").unwrap();
+        let outcome = side(&mut stream, a, deadline, b"A", b"B");
+        (outcome, side_b.join().unwrap())
+    }
+
+    /// Agrees, then sends `mine` and expects `theirs` as the next byte.
+    fn side(
+        stream: &mut TcpStream,
+        setup: Result<MockSetup, String>,
+        deadline: Instant,
+        mine: &[u8; 1],
+        theirs: &[u8; 1],
+    ) -> Result<String, String> {
+        let outcome = agree(stream, setup, deadline).unwrap();
+        stream.write_all(mine).unwrap();
         let mut next = [0u8];
         stream.read_exact(&mut next).unwrap();
-        assert_eq!(&next, b"B");
-        (outcome, side_b.join().unwrap())
+        assert_eq!(&next, theirs);
+        outcome
     }
 
     #[test]

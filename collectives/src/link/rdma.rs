@@ -176,7 +176,7 @@ fn choose_device(ip: IpAddr) -> Result<(String, u8), String> {
             .map_err(|_| format!("COHORT_RDMA_DEVICE={text:?}: the port must be a number"))?;
         return Ok((name.to_owned(), port));
     }
-    let interface = interface_of(ip);
+    let interface = super::interface_of(ip);
     let class = std::path::Path::new("/sys/class/infiniband");
     let mut devices: Vec<String> = std::fs::read_dir(class)
         .map(|entries| {
@@ -212,17 +212,6 @@ fn choose_device(ip: IpAddr) -> Result<(String, u8), String> {
     })
 }
 
-fn interface_of(ip: IpAddr) -> Option<String> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
-        let address = a.address?;
-        let found = match ip {
-            IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-            IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-        };
-        found.then_some(a.interface_name)
-    })
-}
-
 /// `ibv_query_gid_type`'s value for a RoCE v2 GID (the sysfs numbering, not `GidType`'s).
 const GID_TYPE_SYSFS_ROCE_V2: u32 = 1;
 
@@ -255,6 +244,9 @@ fn choose_gid(ctx: &DeviceContext, port: u8, table_len: i32, ip: IpAddr) -> u8 {
     any_v2.unwrap_or(0)
 }
 
+/// Why verbs are not used where sideway panicked on a value from the driver it does not know.
+const UNKNOWN_VALUE: &str = "the verbs library returned a value this build does not know";
+
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -265,9 +257,8 @@ impl VerbsSetup {
     pub(crate) fn open(ip: IpAddr, slots: usize, slot_size: usize) -> Result<VerbsSetup, String> {
         // sideway turns unknown enum values from the driver into panics; a driver this build
         // does not know becomes a reason to use TCP instead.
-        std::panic::catch_unwind(|| Self::open_inner(ip, slots, slot_size)).unwrap_or_else(|_| {
-            Err("the verbs library returned a value this build does not know".to_owned())
-        })
+        std::panic::catch_unwind(|| Self::open_inner(ip, slots, slot_size))
+            .unwrap_or_else(|_| Err(UNKNOWN_VALUE.to_owned()))
     }
 
     fn open_inner(ip: IpAddr, slots: usize, slot_size: usize) -> Result<VerbsSetup, String> {
@@ -469,9 +460,7 @@ impl Setup for VerbsSetup {
 
     fn connect(self, peer: &[u8]) -> Result<RdmaWire, String> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.connect_inner(peer)))
-            .unwrap_or_else(|_| {
-                Err("the verbs library returned a value this build does not know".to_owned())
-            })
+            .unwrap_or_else(|_| Err(UNKNOWN_VALUE.to_owned()))
     }
 
     fn check(wire: &mut RdmaWire) -> Result<(), String> {
