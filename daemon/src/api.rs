@@ -1,18 +1,30 @@
 //! The local API on the Unix socket: one task per connection, framed `proto` messages, a
 //! version handshake first. Each request is answered from immutable snapshots; nothing here
 //! holds state of its own.
+//!
+//! Who may do what (see docs/security.md): anyone on the node may read the topology and the
+//! daemon's status (a user sees only their own steps in it); only root may join a step or
+//! report its tasks, because the SPANK plugin does both from slurmstepd as root and anything a
+//! user could send would be a claim about someone else's job. The caller is known from the
+//! socket (SO_PEERCRED), never from the request. Every request is validated before it reaches
+//! the gang actor, and a connection that stays silent longer than the configured idle timeout is closed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cohort_proto::daemon::{ErrorCode, Request, Response, StatusDoc, API_VERSION};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::gang::{GangCommand, NodeContext};
+use crate::gang::{GangCommand, JoinError, NodeContext};
 use tracing::{debug, info, warn};
 
 use crate::topo::Snapshot;
+
+/// The largest request frame: a join of the largest step is far smaller.
+pub(crate) const MAX_REQUEST: u32 = 4 << 20;
+/// How long a client gets to read an answer.
+const WRITE_LIMIT: Duration = Duration::from_secs(60);
 
 /// What every connection may read, and where gang work goes.
 #[derive(Debug)]
@@ -21,27 +33,41 @@ pub(crate) struct Shared {
     pub(crate) topology: watch::Receiver<Option<Arc<Snapshot>>>,
     pub(crate) gang: mpsc::Sender<GangCommand>,
     pub(crate) node: NodeContext,
+    /// How long a connection may stay silent (between requests, or within one).
+    pub(crate) idle: Duration,
 }
 
-async fn read_request(stream: &mut UnixStream) -> Result<Option<Request>, String> {
-    crate::frame::read(stream).await
+/// The next request: `Ok(None)` when the client closed the connection or stayed silent too
+/// long.
+async fn read_request(stream: &mut UnixStream, idle: Duration) -> Result<Option<Request>, String> {
+    match tokio::time::timeout(idle, crate::frame::read(stream, MAX_REQUEST)).await {
+        Ok(result) => result,
+        Err(_) => {
+            debug!("closing an idle connection");
+            Ok(None)
+        }
+    }
 }
 
 async fn write_response(stream: &mut UnixStream, response: &Response) -> Result<(), String> {
-    crate::frame::write(stream, response).await
+    // A client that does not read its answers is not waited for.
+    tokio::time::timeout(WRITE_LIMIT, crate::frame::write(stream, response))
+        .await
+        .map_err(|_| "the client does not read its answers".to_owned())?
 }
 
-fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error {
         code,
         message: message.into(),
     }
 }
 
-/// Serves one connection until the client closes it or breaks the protocol.
+/// Serves one connection until the client closes it, breaks the protocol or goes idle.
 pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
+    let idle = shared.idle;
     let caller_uid = stream.peer_cred().ok().map(|cred| cred.uid());
-    match read_request(&mut stream).await {
+    match read_request(&mut stream, idle).await {
         Ok(Some(Request::Hello {
             api_version,
             client,
@@ -85,7 +111,7 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
         }
     }
     loop {
-        let response = match read_request(&mut stream).await {
+        let response = match read_request(&mut stream, idle).await {
             Ok(None) => return,
             Ok(Some(request)) => answer(&shared, request, caller_uid).await,
             Err(e) => {
@@ -100,35 +126,32 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
-async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> Response {
+fn uid_text(uid: Option<u32>) -> String {
+    uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"))
+}
+
+/// Answers one request; job operations are refused to anyone but root.
+pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> Response {
     let snapshot = shared.topology.borrow().clone();
     match request {
         Request::Join(join) => {
-            // Job operations are for root and the job's owner.
-            if caller_uid != Some(0) && caller_uid != Some(join.uid) {
+            if caller_uid != Some(0) {
                 return error(
                     ErrorCode::PermissionDenied,
                     format!(
-                        "uid {} may not join job {} (owned by uid {})",
-                        caller_uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string()),
-                        join.job_id,
-                        join.uid
+                        "{} may not join job {}: only root joins steps (spank_cohort does, from slurmstepd)",
+                        uid_text(caller_uid),
+                        join.job_id
                     ),
                 );
             }
-            if join.node_index as usize >= join.nodes.len() {
-                return error(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "node index {} is not in the step's {} nodes",
-                        join.node_index,
-                        join.nodes.len()
-                    ),
-                );
+            if let Err(e) = join.validate() {
+                return error(ErrorCode::BadRequest, format!("join: {e}"));
             }
             let key = (join.job_id, join.step_id, join.attempt);
             let nodes = join.nodes.clone();
             let ranks = join.world_size as usize;
+            let uid = join.uid;
             let leader = join.node_index == 0;
             let result = if leader {
                 let (respond, answer) = oneshot::channel();
@@ -143,21 +166,30 @@ async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> R
                 {
                     return error(ErrorCode::Internal, "the gang actor is gone");
                 }
-                answer
-                    .await
-                    .unwrap_or_else(|_| Err("the gang actor dropped the step".into()))
+                answer.await.unwrap_or_else(|_| {
+                    Err(JoinError::Internal(
+                        "the gang actor dropped the step".into(),
+                    ))
+                })
             } else {
-                crate::gang::follow(shared.node.clone(), join).await
+                crate::gang::follow(shared.node.clone(), join)
+                    .await
+                    .map_err(JoinError::Failed)
             };
             if result.is_ok() && !leader {
                 let _ = shared
                     .gang
-                    .send(GangCommand::Started { key, nodes, ranks })
+                    .send(GangCommand::Started {
+                        key,
+                        nodes,
+                        ranks,
+                        uid,
+                    })
                     .await;
             }
             match result {
                 Ok(plan) => Response::Joined(Box::new(plan)),
-                Err(message) => error(ErrorCode::GangFailed, message),
+                Err(e) => error(e.code(), e.to_string()),
             }
         }
         Request::Hello { .. } => error(ErrorCode::BadRequest, "hello was already exchanged"),
@@ -169,11 +201,18 @@ async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> R
             ),
         },
         Request::TaskExit(exit) => {
-            if caller_uid != Some(0) && caller_uid != Some(exit.uid) {
+            if caller_uid != Some(0) {
                 return error(
                     ErrorCode::PermissionDenied,
-                    "only root and the job's owner report its tasks",
+                    format!(
+                        "{} may not report tasks of job {}: only root does (spank_cohort, from slurmstepd)",
+                        uid_text(caller_uid),
+                        exit.job_id
+                    ),
                 );
+            }
+            if let Err(e) = exit.validate() {
+                return error(ErrorCode::BadRequest, format!("task exit: {e}"));
             }
             if shared
                 .gang
@@ -187,9 +226,15 @@ async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> R
         }
         Request::GetStatus => {
             let (respond, answer) = oneshot::channel();
+            // Root sees every step; anyone else only their own (an unknown caller none).
+            let uid = match caller_uid {
+                Some(0) => None,
+                Some(uid) => Some(uid),
+                None => Some(u32::MAX),
+            };
             let steps = if shared
                 .gang
-                .send(GangCommand::ListSteps { respond })
+                .send(GangCommand::ListSteps { uid, respond })
                 .await
                 .is_ok()
             {

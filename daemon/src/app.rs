@@ -11,11 +11,17 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::api::{self, Shared};
 use crate::config::{Config, TopologySource};
-use crate::{gang, topo};
+use crate::{gang, limits, topo};
+
+/// After a failed accept (out of file descriptors, say), waits a moment rather than spinning.
+async fn accept_failed(what: &str, e: &std::io::Error) {
+    warn!("{what} failed: {e}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -102,13 +108,30 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
         topology: topology_rx,
         gang: gang_tx.clone(),
         node,
+        idle: config.limits.idle_timeout,
     });
 
+    // Rediscovery runs in a task of its own, so that the daemon keeps accepting connections
+    // and handling SIGTERM meanwhile; SIGHUPs during one ask for one more afterwards.
+    let (rediscover, mut rediscover_requests) = tokio::sync::mpsc::channel::<()>(1);
+    let source = config.topology.clone();
+    tokio::spawn(async move {
+        while rediscover_requests.recv().await.is_some() {
+            match topo::discover_async(source.clone()).await {
+                Ok(snapshot) => {
+                    info!(summary = %snapshot.summary, "topology rediscovered");
+                    topology_tx.send_replace(Some(snapshot));
+                }
+                Err(e) => error!("rediscovery failed, keeping the previous topology: {e}"),
+            }
+        }
+    });
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut connections = JoinSet::new();
+    let admission = limits::Admission::new(config.limits);
     let mut next_id: u64 = 0;
     // Ready (systemd's Type=notify): topology discovered, both sockets listening, signals
     // handled.
@@ -119,27 +142,40 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
                 Ok((stream, _)) => {
                     next_id += 1;
                     let uid = stream.peer_cred().map(|c| c.uid()).ok();
-                    let span = tracing::info_span!("conn", id = next_id, peer_uid = ?uid);
-                    connections.spawn(api::serve(stream, Arc::clone(&shared)).instrument(span));
+                    match admission.admit(uid) {
+                        Ok(ticket) => {
+                            let span = tracing::info_span!("conn", id = next_id, peer_uid = ?uid);
+                            let shared = Arc::clone(&shared);
+                            connections.spawn(async move {
+                                api::serve(stream, shared).await;
+                                drop(ticket);
+                            }.instrument(span));
+                        }
+                        Err(message) => {
+                            debug!(peer_uid = ?uid, "refused a connection: {message}");
+                            limits::refuse(&stream, &message);
+                        }
+                    }
                 }
-                Err(e) => warn!("accept failed: {e}"),
+                Err(e) => accept_failed("accept", &e).await,
             },
             accepted = peer_listener.accept() => match accepted {
-                Ok((stream, from)) => {
-                    let span = tracing::info_span!("peer", from = %from);
-                    connections.spawn(gang::serve_peer(stream, Arc::clone(&key), gang_tx.clone()).instrument(span));
-                }
-                Err(e) => warn!("peer accept failed: {e}"),
+                Ok((stream, from)) => match admission.admit_peer() {
+                    Some(ticket) => {
+                        let span = tracing::info_span!("peer", from = %from);
+                        let (key, gang_tx) = (Arc::clone(&key), gang_tx.clone());
+                        connections.spawn(async move {
+                            gang::serve_peer(stream, key, gang_tx).await;
+                            drop(ticket);
+                        }.instrument(span));
+                    }
+                    None => warn!(from = %from, "refused a peer connection: too many open"),
+                },
+                Err(e) => accept_failed("peer accept", &e).await,
             },
             _ = hangup.recv() => {
                 info!("SIGHUP: rediscovering the topology");
-                match topo::discover_async(config.topology.clone()).await {
-                    Ok(snapshot) => {
-                        info!(summary = %snapshot.summary, "topology rediscovered");
-                        topology_tx.send_replace(Some(snapshot));
-                    }
-                    Err(e) => error!("rediscovery failed, keeping the previous topology: {e}"),
-                }
+                let _ = rediscover.try_send(());
             },
             _ = terminate.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = interrupt.recv() => { info!("SIGINT: shutting down"); break; }

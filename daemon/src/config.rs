@@ -51,7 +51,7 @@ struct RawConfig {
     #[serde(default)]
     topology: RawTopology,
     #[serde(default)]
-    catalog: RawCatalog,
+    limits: RawLimits,
     #[serde(default)]
     log: RawLog,
 }
@@ -74,8 +74,10 @@ struct RawTopology {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCatalog {
-    root: Option<PathBuf>,
+struct RawLimits {
+    max_connections: Option<usize>,
+    max_connections_per_user: Option<usize>,
+    idle_timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +106,18 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// What the local API's clients may make the daemon hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Open local API connections, all users together; root's connections may use them all.
+    pub(crate) max_connections: usize,
+    /// Open local API connections of one user other than root.
+    pub(crate) max_connections_per_user: usize,
+    /// How long a connection may stay silent (between requests, or within one) before it is
+    /// closed.
+    pub(crate) idle_timeout: std::time::Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
@@ -122,8 +136,8 @@ pub(crate) struct Config {
     pub(crate) peer_nodes: std::collections::BTreeMap<String, std::net::SocketAddr>,
     /// Where the topology comes from.
     pub(crate) topology: TopologySource,
-    /// Root of the experiment catalog on the shared filesystem, if this node has one.
-    pub(crate) catalog_root: Option<PathBuf>,
+    /// What clients may make the daemon hold.
+    pub(crate) limits: Limits,
     /// Log filter (`info`, `info,cohort_daemon=debug`); `COHORT_LOG` overrides it.
     pub(crate) log_filter: String,
     /// Log format; `COHORT_LOG_FORMAT` overrides it.
@@ -143,7 +157,14 @@ impl Default for Config {
             node_name: None,
             peer_nodes: std::collections::BTreeMap::new(),
             topology: TopologySource::Live,
-            catalog_root: None,
+            // A node runs a few steps at a time, each needing one connection per node for its
+            // join and one per task exit; a user's `cohort status` needs one. These leave room
+            // for thousands of tasks while bounding what one user can make the daemon hold.
+            limits: Limits {
+                max_connections: 4096,
+                max_connections_per_user: 64,
+                idle_timeout: std::time::Duration::from_secs(60),
+            },
             log_filter: "info".to_owned(),
             log_format: LogFormat::Plain,
         }
@@ -213,6 +234,34 @@ impl Config {
             })?;
             peer_nodes.insert(node, parsed);
         }
+        let mut limits = defaults.limits;
+        if let Some(n) = raw.limits.max_connections {
+            if n == 0 {
+                return Err(invalid(
+                    "limits.max_connections",
+                    "0 would refuse everyone".into(),
+                ));
+            }
+            limits.max_connections = n;
+        }
+        if let Some(n) = raw.limits.max_connections_per_user {
+            if n == 0 {
+                return Err(invalid(
+                    "limits.max_connections_per_user",
+                    "0 would refuse every user but root".into(),
+                ));
+            }
+            limits.max_connections_per_user = n;
+        }
+        if let Some(seconds) = raw.limits.idle_timeout {
+            if seconds == 0 {
+                return Err(invalid(
+                    "limits.idle_timeout",
+                    "0 would close every connection at once".into(),
+                ));
+            }
+            limits.idle_timeout = std::time::Duration::from_secs(seconds);
+        }
         if raw.node_name.as_deref() == Some("") {
             return Err(invalid("node_name", "empty".into()));
         }
@@ -224,7 +273,7 @@ impl Config {
             peer_port: raw.peer.port.unwrap_or(defaults.peer_port),
             key_file: raw.peer.key_file.unwrap_or(defaults.key_file),
             topology,
-            catalog_root: raw.catalog.root,
+            limits,
             log_filter: raw.log.filter.unwrap_or(defaults.log_filter),
             log_format,
         })
@@ -256,7 +305,7 @@ mod tests {
                 Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
                 _ => line,
             })
-            .filter(|line| !line.starts_with("node_name") && !line.starts_with("root"))
+            .filter(|line| !line.starts_with("node_name"))
             .filter(|line| !line.starts_with("[peer.nodes]") && !line.starts_with("gpu001"))
             .map(|line| format!("{line}\n"))
             .collect();
@@ -295,7 +344,9 @@ mod tests {
             "port",
             "key_file",
             "source",
-            "root",
+            "max_connections",
+            "max_connections_per_user",
+            "idle_timeout",
             "filter",
             "format",
         ] {
@@ -308,7 +359,7 @@ mod tests {
                 "{key} missing from packaging/cohortd.toml"
             );
         }
-        for section in ["[peer]", "[peer.nodes]", "[topology]", "[catalog]", "[log]"] {
+        for section in ["[peer]", "[peer.nodes]", "[topology]", "[limits]", "[log]"] {
             assert!(
                 page.contains(section),
                 "{section} missing from cohortd.toml(5)"
@@ -326,8 +377,10 @@ port = 7200
 key_file = "/tmp/x/key"
 [topology]
 source = "/srv/topo.xml"
-[catalog]
-root = "/shared/cohort"
+[limits]
+max_connections = 100
+max_connections_per_user = 8
+idle_timeout = 5
 [log]
 filter = "debug"
 format = "json"
@@ -339,6 +392,11 @@ format = "json"
             TopologySource::File("/srv/topo.xml".into())
         );
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.limits.max_connections_per_user, 8);
+        assert_eq!(
+            config.limits.idle_timeout,
+            std::time::Duration::from_secs(5)
+        );
         assert_eq!(Config::parse("", "t.toml").unwrap(), Config::default());
     }
 
@@ -356,6 +414,11 @@ format = "json"
         );
         let err = Config::parse("[peer]\nport = \"x\"\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
+        let err = Config::parse("[limits]\nidle_timeout = 0\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("limits.idle_timeout"), "{err}");
+        // The daemon does not use the catalog: the key is refused, not silently ignored.
+        let err = Config::parse("[catalog]\nroot = \"/x\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("catalog"), "{err}");
         let err = Config::parse("socket = \"relative.sock\"\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("not an absolute path"), "{err}");
     }

@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cohort_proto::daemon::{JoinRequest, StepPlan, TaskExit};
+use cohort_proto::daemon::{ErrorCode, JoinRequest, StepPlan, TaskExit};
 use cohort_proto::peer::{PeerMsg, Summary};
 use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
 use cohort_topology::{LocalPlanOptions, Topology};
@@ -22,13 +23,62 @@ use tracing::{info, warn};
 use crate::peer;
 use crate::topo::Snapshot;
 
+/// Why a node's part in a gang start failed; each kind has its own code on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// The gang failed (nodes missing, the leader unreachable, an abort); the text names the
+    /// nodes concerned.
+    #[error("{0}")]
+    Failed(String),
+    /// This launch of the step was already decided; a second join of it is stale.
+    #[error("step {}.{} attempt {} was already started", .0.0, .0.1, .0.2)]
+    AlreadyStarted(StepKey),
+    /// A newer join of the same step on this node replaced this one.
+    #[error("superseded by a newer join of the same step")]
+    Superseded,
+    /// Too many steps are starting on this node at once.
+    #[error("{0} steps are already starting on this node, the most it holds at once; try again")]
+    Busy(usize),
+    /// A bug while handling this step; the daemon goes on serving the others.
+    #[error("internal error in cohortd while starting the step (a bug; see cohortd's log): {0}")]
+    Internal(String),
+}
+
+impl JoinError {
+    /// The stable code of the local API for this error.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            JoinError::Failed(_) | JoinError::AlreadyStarted(_) | JoinError::Superseded => {
+                ErrorCode::GangFailed
+            }
+            JoinError::Busy(_) => ErrorCode::Busy,
+            JoinError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<String> for JoinError {
+    fn from(message: String) -> JoinError {
+        JoinError::Failed(message)
+    }
+}
+
+impl From<&str> for JoinError {
+    fn from(message: &str) -> JoinError {
+        JoinError::Failed(message.to_owned())
+    }
+}
+
+/// What the leader's own join is answered with.
+pub(crate) type JoinAnswer = Result<StepPlan, JoinError>;
+
 /// What the actor is asked to do.
 #[derive(Debug)]
 pub(crate) enum GangCommand {
     /// The leader node's own join (from its plugin).
     LeaderJoin {
         request: JoinRequest,
-        respond: oneshot::Sender<Result<StepPlan, String>>,
+        respond: oneshot::Sender<JoinAnswer>,
     },
     /// A follower's summary, with the addresses of the connection it came on.
     Summary {
@@ -42,6 +92,7 @@ pub(crate) enum GangCommand {
         key: StepKey,
         nodes: Vec<String>,
         ranks: usize,
+        uid: u32,
     },
     /// A local task ended.
     TaskExit { exit: TaskExit },
@@ -52,17 +103,44 @@ pub(crate) enum GangCommand {
         node: String,
         status: i32,
     },
-    /// One line per known step, for `cohort status`.
+    /// One line per known step, for `cohort status`: every step for root, a user's own steps
+    /// for a user.
     ListSteps {
+        uid: Option<u32>,
         respond: oneshot::Sender<Vec<String>>,
     },
     /// Check deadlines.
     Tick,
+    /// Makes the actor panic while handling a step (tests of the supervision only).
+    #[cfg(test)]
+    Panic { key: StepKey },
+}
+
+impl GangCommand {
+    /// The step a command concerns, if it concerns one.
+    fn step(&self) -> Option<StepKey> {
+        match self {
+            GangCommand::LeaderJoin { request, .. } => {
+                Some((request.job_id, request.step_id, request.attempt))
+            }
+            GangCommand::Summary { summary, .. } => {
+                Some((summary.job_id, summary.step_id, summary.attempt))
+            }
+            GangCommand::Started { key, .. } | GangCommand::PeerTaskFailed { key, .. } => {
+                Some(*key)
+            }
+            GangCommand::TaskExit { exit } => Some((exit.job_id, exit.step_id, exit.attempt)),
+            #[cfg(test)]
+            GangCommand::Panic { key } => Some(*key),
+            GangCommand::ListSteps { .. } | GangCommand::Tick => None,
+        }
+    }
 }
 
 /// What a node remembers of a started step.
 #[derive(Debug)]
 struct StepRecord {
+    uid: u32,
     nodes: Vec<String>,
     ranks: usize,
     ended: usize,
@@ -82,20 +160,20 @@ pub(crate) struct NodeContext {
     pub(crate) peer_port: u16,
 }
 
+/// How long an authenticated peer may take to send its message after the handshake.
+const PEER_MESSAGE_LIMIT: Duration = Duration::from_secs(30);
 /// Summaries that arrive before the leader's own join wait at most this long.
 const ORPHAN_LIMIT: Duration = Duration::from_secs(120);
 /// Completed steps remembered, so late or duplicate messages are recognised as stale.
 const FINISHED_MEMORY: usize = 4096;
+/// Steps starting at once on one node (as leader); more are refused as busy.
+pub(crate) const MAX_STARTING: usize = 1024;
 
 /// A step launch: job, step, attempt.
 pub(crate) type StepKey = (u32, u32, u32);
 
 /// The leader's own join: the request, its deadline, where the answer goes.
-type LeaderJoin = (
-    JoinRequest,
-    Instant,
-    oneshot::Sender<Result<StepPlan, String>>,
-);
+type LeaderJoin = (JoinRequest, Instant, oneshot::Sender<JoinAnswer>);
 /// A follower's summary, its address, where the answer goes.
 type FollowerJoin = (Summary, IpAddr, oneshot::Sender<PeerMsg>);
 
@@ -185,98 +263,120 @@ fn topology_of(ctx: &NodeContext) -> Option<Arc<Snapshot>> {
 }
 
 /// Runs the actor until every sender is gone.
+///
+/// Each command, and each step's decision, is handled under `catch_unwind`: a bug while
+/// handling one step fails that step (its nodes get an internal error) and the actor goes on
+/// serving every other step.
 pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangCommand>) {
-    let mut gangs: BTreeMap<StepKey, Gang> = BTreeMap::new();
-    let mut finished: BTreeSet<StepKey> = BTreeSet::new();
-    let mut records: BTreeMap<StepKey, StepRecord> = BTreeMap::new();
+    let mut actor = Actor {
+        ctx,
+        gangs: BTreeMap::new(),
+        finished: BTreeSet::new(),
+        records: BTreeMap::new(),
+    };
     while let Some(command) = commands.recv().await {
+        let step = command.step();
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| actor.handle(command))) {
+            actor.abandon(step, &panic_text(panic.as_ref()));
+        }
+        // Complete or fail whatever can be decided now.
+        let now = Instant::now();
+        let keys: Vec<StepKey> = actor.gangs.keys().copied().collect();
+        for key in keys {
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| actor.decide(key, now))) {
+                actor.abandon(Some(key), &panic_text(panic.as_ref()));
+            }
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// The actor's state: steps starting, steps decided, records of started steps.
+struct Actor {
+    ctx: NodeContext,
+    gangs: BTreeMap<StepKey, Gang>,
+    finished: BTreeSet<StepKey>,
+    records: BTreeMap<StepKey, StepRecord>,
+}
+
+impl Actor {
+    /// After a panic while handling `step`: the step fails on every node waiting for it, with
+    /// an internal error, and is remembered as decided so its late messages are stale.
+    fn abandon(&mut self, step: Option<StepKey>, panic: &str) {
+        tracing::error!(?step, "bug while handling a step: {panic}");
+        let Some(key) = step else { return };
+        if let Some(gang) = self.gangs.remove(&key) {
+            finish(gang, Outcome::Fail(JoinError::Internal(panic.to_owned())));
+        }
+        self.mark_finished(key);
+    }
+
+    fn mark_finished(&mut self, key: StepKey) {
+        self.finished.insert(key);
+        while self.finished.len() > FINISHED_MEMORY {
+            self.finished.pop_first();
+        }
+    }
+
+    /// A new step's gang, unless this node holds as many starting steps as it may.
+    fn gang(&mut self, key: StepKey) -> Result<&mut Gang, JoinError> {
+        if !self.gangs.contains_key(&key) && self.gangs.len() >= MAX_STARTING {
+            return Err(JoinError::Busy(self.gangs.len()));
+        }
+        Ok(self.gangs.entry(key).or_insert_with(|| Gang::new(key)))
+    }
+
+    fn handle(&mut self, command: GangCommand) {
         match command {
-            GangCommand::Started { key, nodes, ranks } => {
-                remember(&mut records, key, nodes, ranks);
-                continue;
-            }
-            GangCommand::TaskExit { exit } => {
-                let key = (exit.job_id, exit.step_id, exit.attempt);
-                if let Some(record) = records.get_mut(&key) {
-                    record.ended += 1;
-                    if exit.status != 0 {
-                        record
-                            .failed
-                            .push((exit.rank, ctx.node.clone(), exit.status));
-                        warn!(
-                            job = key.0,
-                            step = key.1,
-                            rank = exit.rank,
-                            status = exit.status,
-                            "task failed; telling the step's other nodes"
-                        );
-                        for node in record.nodes.iter().filter(|n| **n != ctx.node) {
-                            tokio::spawn(tell_task_failed(
-                                ctx.clone(),
-                                node.clone(),
-                                key,
-                                exit.rank,
-                                exit.status,
-                            ));
-                        }
-                    }
-                }
-                continue;
-            }
+            GangCommand::Started {
+                key,
+                nodes,
+                ranks,
+                uid,
+            } => remember(&mut self.records, key, nodes, ranks, uid),
+            GangCommand::TaskExit { exit } => self.task_exit(&exit),
             GangCommand::PeerTaskFailed {
                 key,
                 rank,
                 node,
                 status,
             } => {
-                if let Some(record) = records.get_mut(&key) {
+                if let Some(record) = self.records.get_mut(&key) {
                     info!(job = key.0, step = key.1, rank, node = %node, status, "a task of this step failed on another node");
                     record.failed.push((rank, node, status));
                 }
-                continue;
             }
-            GangCommand::ListSteps { respond } => {
-                let lines = records
+            GangCommand::ListSteps { uid, respond } => {
+                let lines = self
+                    .records
                     .iter()
-                    .map(|((job, step, attempt), record)| {
-                        let state = if record.failed.is_empty() {
-                            if record.ended > 0 {
-                                format!("{} local task(s) ended", record.ended)
-                            } else {
-                                "running".to_owned()
-                            }
-                        } else {
-                            let failures: Vec<String> = record
-                                .failed
-                                .iter()
-                                .map(|(rank, node, status)| {
-                                    format!("rank {rank} on {node} (status {status})")
-                                })
-                                .collect();
-                            format!("failed: {}", failures.join(", "))
-                        };
-                        format!(
-                            "{job}.{step} attempt {attempt}: {} ranks on {} nodes, {state}",
-                            record.ranks,
-                            record.nodes.len()
-                        )
-                    })
+                    .filter(|(_, record)| uid.is_none_or(|uid| uid == record.uid))
+                    .map(|(key, record)| describe(*key, record))
                     .collect();
                 let _ = respond.send(lines);
-                continue;
             }
             GangCommand::LeaderJoin { request, respond } => {
                 let key = (request.job_id, request.step_id, request.attempt);
-                if finished.contains(&key) {
-                    let _ = respond.send(Err(format!(
-                        "step {}.{} attempt {} was already started",
-                        key.0, key.1, key.2
-                    )));
-                    continue;
+                if self.finished.contains(&key) {
+                    let _ = respond.send(Err(JoinError::AlreadyStarted(key)));
+                    return;
                 }
-                let gang = gangs.entry(key).or_insert_with(|| Gang::new(key));
+                let gang = match self.gang(key) {
+                    Ok(gang) => gang,
+                    Err(e) => {
+                        let _ = respond.send(Err(e));
+                        return;
+                    }
+                };
                 if let Some((_, _, old)) = gang.leader.take() {
-                    let _ = old.send(Err("superseded by a newer join of the same step".into()));
+                    let _ = old.send(Err(JoinError::Superseded));
                 }
                 let deadline = Instant::now() + Duration::from_millis(request.timeout_ms);
                 info!(
@@ -295,60 +395,115 @@ pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangComma
                 respond,
             } => {
                 let key = (summary.job_id, summary.step_id, summary.attempt);
-                if finished.contains(&key) {
-                    let _ = respond.send(PeerMsg::Abort {
-                        job_id: key.0,
-                        step_id: key.1,
-                        reason: format!(
-                            "step {}.{} attempt {} already started; this message came too late",
-                            key.0, key.1, key.2
-                        ),
-                    });
-                    continue;
+                let abort = |reason: String| PeerMsg::Abort {
+                    job_id: key.0,
+                    step_id: key.1,
+                    reason,
+                };
+                if self.finished.contains(&key) {
+                    let _ = respond.send(abort(format!(
+                        "step {}.{} attempt {} already started; this message came too late",
+                        key.0, key.1, key.2
+                    )));
+                    return;
                 }
-                let gang = gangs.entry(key).or_insert_with(|| Gang::new(key));
+                let gang = match self.gang(key) {
+                    Ok(gang) => gang,
+                    Err(e) => {
+                        let _ = respond.send(abort(format!("the leader: {e}")));
+                        return;
+                    }
+                };
                 gang.local_ip.get_or_insert(local_ip);
                 if let Some((_, _, old)) = gang.followers.remove(&summary.node_index) {
-                    let _ = old.send(PeerMsg::Abort {
-                        job_id: key.0,
-                        step_id: key.1,
-                        reason: "superseded by a newer message from the same node".into(),
-                    });
+                    let _ = old.send(abort(
+                        "superseded by a newer message from the same node".into(),
+                    ));
                 }
                 gang.followers
                     .insert(summary.node_index, (summary, peer_ip, respond));
             }
             GangCommand::Tick => {}
-        }
-        // Complete or fail whatever can be decided now.
-        let now = Instant::now();
-        let keys: Vec<StepKey> = gangs.keys().copied().collect();
-        for key in keys {
-            let Some(gang) = gangs.get_mut(&key) else {
-                continue;
-            };
-            let decision = decide(&ctx, gang, now);
-            if let Some(outcome) = decision {
-                if let (Outcome::Plan(plan), Some(gang)) = (&outcome, gangs.get(&key)) {
-                    if let Some((request, _, _)) = &gang.leader {
-                        remember(
-                            &mut records,
-                            key,
-                            request.nodes.clone(),
-                            plan.plan.ranks.len(),
-                        );
-                    }
-                }
-                if let Some(gang) = gangs.remove(&key) {
-                    finish(gang, outcome);
-                }
-                finished.insert(key);
-                while finished.len() > FINISHED_MEMORY {
-                    finished.pop_first();
-                }
-            }
+            #[cfg(test)]
+            GangCommand::Panic { key } => panic!("a test's panic while handling step {key:?}"),
         }
     }
+
+    fn task_exit(&mut self, exit: &TaskExit) {
+        let key = (exit.job_id, exit.step_id, exit.attempt);
+        let Some(record) = self.records.get_mut(&key) else {
+            return;
+        };
+        record.ended += 1;
+        if exit.status == 0 {
+            return;
+        }
+        record
+            .failed
+            .push((exit.rank, self.ctx.node.clone(), exit.status));
+        warn!(
+            job = key.0,
+            step = key.1,
+            rank = exit.rank,
+            status = exit.status,
+            "task failed; telling the step's other nodes"
+        );
+        for node in record.nodes.iter().filter(|n| **n != self.ctx.node) {
+            tokio::spawn(tell_task_failed(
+                self.ctx.clone(),
+                node.clone(),
+                key,
+                exit.rank,
+                exit.status,
+            ));
+        }
+    }
+
+    /// Completes or fails one step if it can be decided now.
+    fn decide(&mut self, key: StepKey, now: Instant) {
+        let Some(gang) = self.gangs.get_mut(&key) else {
+            return;
+        };
+        let Some(outcome) = decide(&self.ctx, gang, now) else {
+            return;
+        };
+        if let (Outcome::Plan(plan), Some((request, _, _))) = (&outcome, &gang.leader) {
+            remember(
+                &mut self.records,
+                key,
+                request.nodes.clone(),
+                plan.plan.ranks.len(),
+                request.uid,
+            );
+        }
+        if let Some(gang) = self.gangs.remove(&key) {
+            finish(gang, outcome);
+        }
+        self.mark_finished(key);
+    }
+}
+
+/// One line of `cohort status` for a step.
+fn describe((job, step, attempt): StepKey, record: &StepRecord) -> String {
+    let state = if record.failed.is_empty() {
+        if record.ended > 0 {
+            format!("{} local task(s) ended", record.ended)
+        } else {
+            "running".to_owned()
+        }
+    } else {
+        let failures: Vec<String> = record
+            .failed
+            .iter()
+            .map(|(rank, node, status)| format!("rank {rank} on {node} (status {status})"))
+            .collect();
+        format!("failed: {}", failures.join(", "))
+    };
+    format!(
+        "{job}.{step} attempt {attempt}: {} ranks on {} nodes, {state}",
+        record.ranks,
+        record.nodes.len()
+    )
 }
 
 fn remember(
@@ -356,10 +511,12 @@ fn remember(
     key: StepKey,
     nodes: Vec<String>,
     ranks: usize,
+    uid: u32,
 ) {
     records.insert(
         key,
         StepRecord {
+            uid,
             nodes,
             ranks,
             ended: 0,
@@ -403,7 +560,7 @@ async fn tell_task_failed(ctx: NodeContext, node: String, key: StepKey, rank: u3
 /// The end of a gang: a plan for everyone, or a reason for everyone.
 enum Outcome {
     Plan(Box<StepPlan>),
-    Fail(String),
+    Fail(JoinError),
 }
 
 fn decide(ctx: &NodeContext, gang: &mut Gang, now: Instant) -> Option<Outcome> {
@@ -416,7 +573,7 @@ fn decide(ctx: &NodeContext, gang: &mut Gang, now: Instant) -> Option<Outcome> {
     if present.is_superset(&expected) {
         return Some(match build_plan(ctx, gang) {
             Ok(plan) => Outcome::Plan(Box::new(plan)),
-            Err(e) => Outcome::Fail(e),
+            Err(e) => Outcome::Fail(e.into()),
         });
     }
     if now >= *deadline {
@@ -424,11 +581,11 @@ fn decide(ctx: &NodeContext, gang: &mut Gang, now: Instant) -> Option<Outcome> {
             .difference(&present)
             .filter_map(|&i| request.nodes.get(i as usize).map(String::as_str))
             .collect();
-        return Some(Outcome::Fail(format!(
+        return Some(Outcome::Fail(JoinError::Failed(format!(
             "nodes missing at the deadline ({:.1} s): {}",
             Duration::from_millis(request.timeout_ms).as_secs_f64(),
             missing.join(", ")
-        )));
+        ))));
     }
     None
 }
@@ -487,7 +644,7 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
         rings: vec![ring],
     };
     plan.check().map_err(|e| e.to_string())?;
-    let rank0 = &plan.ranks[0];
+    let rank0 = plan.ranks.first().ok_or("the step has no ranks")?;
     let store_port = if request.ranks.contains(&0) {
         free_port(own_ip).ok_or("no free port for the rendezvous store")?
     } else {
@@ -530,7 +687,7 @@ fn finish(gang: Gang, outcome: Outcome) {
                 let _ = respond.send(PeerMsg::Abort {
                     job_id: summary.job_id,
                     step_id: summary.step_id,
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 });
             }
             if let Some((_, _, respond)) = gang.leader {
@@ -650,8 +807,27 @@ pub(crate) async fn serve_peer(
         warn!("refused peer {who}: {e}");
         return;
     }
-    let summary = match peer::receive::<PeerMsg>(&mut stream).await {
-        Ok(PeerMsg::Summary(summary)) => summary,
+    // An authenticated peer sends its message at once; one that does not is not waited for.
+    let message = tokio::time::timeout(PEER_MESSAGE_LIMIT, peer::receive::<PeerMsg>(&mut stream))
+        .await
+        .unwrap_or_else(|_| Err("sent nothing after the handshake".to_owned()));
+    let summary = match message {
+        Ok(PeerMsg::Summary(summary)) => {
+            if let Err(e) = summary.validate() {
+                warn!("peer {who} sent an invalid summary: {e}");
+                let _ = peer::send(
+                    &mut stream,
+                    &PeerMsg::Abort {
+                        job_id: summary.job_id,
+                        step_id: summary.step_id,
+                        reason: format!("the leader refused this node's summary: {e}"),
+                    },
+                )
+                .await;
+                return;
+            }
+            summary
+        }
         Ok(PeerMsg::TaskFailed {
             job_id,
             step_id,
@@ -696,5 +872,131 @@ pub(crate) async fn serve_peer(
         if let Err(e) = peer::send(&mut stream, &answer).await {
             warn!("peer {who}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> NodeContext {
+        NodeContext {
+            node: "n0".into(),
+            topology: watch::channel(None).1,
+            key: Arc::new(vec![7; 32]),
+            peer_nodes: BTreeMap::new(),
+            peer_port: 1,
+        }
+    }
+
+    fn join(job: u32, nodes: usize) -> JoinRequest {
+        JoinRequest {
+            job_id: job,
+            step_id: 0,
+            attempt: 0,
+            nodes: (0..nodes).map(|n| format!("n{n}")).collect(),
+            node_index: 0,
+            ranks: vec![0],
+            world_size: u32::try_from(nodes).unwrap(),
+            gpus: vec![],
+            topology_addr: None,
+            timeout_ms: 60_000,
+            uid: 1000,
+        }
+    }
+
+    async fn lead(
+        commands: &mpsc::Sender<GangCommand>,
+        request: JoinRequest,
+    ) -> oneshot::Receiver<JoinAnswer> {
+        let (respond, answer) = oneshot::channel();
+        commands
+            .send(GangCommand::LeaderJoin { request, respond })
+            .await
+            .unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_only_its_own_step_and_the_actor_goes_on() {
+        let (commands, receiver) = mpsc::channel(16);
+        tokio::spawn(run(context(), receiver));
+        // Step 1 waits for a second node; a bug while handling it fails it, with an internal
+        // error, on the node waiting for it.
+        let waiting = lead(&commands, join(1, 2)).await;
+        commands
+            .send(GangCommand::Panic { key: (1, 0, 0) })
+            .await
+            .unwrap();
+        let answer = waiting.await.unwrap().unwrap_err();
+        assert!(matches!(answer, JoinError::Internal(_)), "{answer:?}");
+        assert_eq!(answer.code(), ErrorCode::Internal);
+        // The next step starts, and a late join of the failed one is stale.
+        let plan = lead(&commands, join(2, 1)).await.await.unwrap().unwrap();
+        assert_eq!(plan.plan.ranks.len(), 1);
+        let late = lead(&commands, join(1, 2))
+            .await
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(late, JoinError::AlreadyStarted((1, 0, 0)));
+    }
+
+    #[tokio::test]
+    async fn a_node_holds_a_bounded_number_of_starting_steps() {
+        let (commands, receiver) = mpsc::channel(16);
+        tokio::spawn(run(context(), receiver));
+        let mut waiting = Vec::new();
+        for job in 0..u32::try_from(MAX_STARTING).unwrap() {
+            waiting.push(lead(&commands, join(job + 10, 2)).await);
+        }
+        let refused = lead(&commands, join(1, 2))
+            .await
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused, JoinError::Busy(MAX_STARTING));
+        assert_eq!(refused.code(), ErrorCode::Busy);
+        // A second join of a step already starting replaces the first; no new slot needed.
+        let again = lead(&commands, join(10, 2)).await;
+        assert_eq!(
+            waiting.remove(0).await.unwrap().unwrap_err(),
+            JoinError::Superseded
+        );
+        drop(again);
+    }
+
+    #[tokio::test]
+    async fn a_user_sees_only_their_own_steps_and_root_sees_all() {
+        let (commands, receiver) = mpsc::channel(16);
+        tokio::spawn(run(context(), receiver));
+        for (job, uid) in [(1, 1000), (2, 1001)] {
+            commands
+                .send(GangCommand::Started {
+                    key: (job, 0, 0),
+                    nodes: vec!["n0".into(), "n1".into()],
+                    ranks: 2,
+                    uid,
+                })
+                .await
+                .unwrap();
+        }
+        let list = |uid| {
+            let commands = commands.clone();
+            async move {
+                let (respond, answer) = oneshot::channel();
+                commands
+                    .send(GangCommand::ListSteps { uid, respond })
+                    .await
+                    .unwrap();
+                answer.await.unwrap()
+            }
+        };
+        assert_eq!(
+            list(Some(1000)).await,
+            vec!["1.0 attempt 0: 2 ranks on 2 nodes, running"]
+        );
+        assert_eq!(list(None).await.len(), 2);
+        assert!(list(Some(4242)).await.is_empty());
     }
 }

@@ -12,6 +12,7 @@ mod bench;
 mod config;
 mod frame;
 mod gang;
+mod limits;
 mod peer;
 mod topo;
 mod trace;

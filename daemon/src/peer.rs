@@ -132,7 +132,7 @@ pub(crate) async fn send<T: Serialize>(stream: &mut TcpStream, message: &T) -> R
 
 /// Reads one frame; the connection closing first is an error here.
 pub(crate) async fn receive<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<T, String> {
-    crate::frame::read(stream)
+    crate::frame::read(stream, cohort_proto::frame::MAX_FRAME)
         .await?
         .ok_or_else(|| "the connection was closed".to_owned())
 }

@@ -53,13 +53,18 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with("")
+    }
+
+    /// A daemon whose configuration ends with `extra` (a `[limits]` table, say).
+    fn start_with(extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/cohortd.sock");
         let config = dir.path().join("cohortd.toml");
         std::fs::write(
             &config,
             format!(
-                "socket = {:?}\n[peer]\nlisten = \"127.0.0.1\"\nport = {}\nkey_file = {:?}\n[topology]\nsource = {:?}\n",
+                "socket = {:?}\n[peer]\nlisten = \"127.0.0.1\"\nport = {}\nkey_file = {:?}\n[topology]\nsource = {:?}\n{extra}",
                 socket.display().to_string(),
                 free_port(),
                 key(dir.path()).display().to_string(),
@@ -417,4 +422,165 @@ fn the_man_page_comes_from_the_same_definitions_as_help() {
     let page = std::fs::read_to_string(dir.path().join("cohortd.8")).unwrap();
     assert!(page.contains(".TH cohortd 8"), "{page}");
     assert!(page.contains("\\-\\-check\\-config"), "{page}");
+}
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn status_works(socket: &Path) {
+    let (mut stream, hello) = connect(socket, API_VERSION);
+    assert!(matches!(hello, Response::Hello { .. }), "{hello:?}");
+    write_frame(&mut stream, &Request::GetStatus).unwrap();
+    let answer: Response = read_frame(&mut stream).unwrap();
+    assert!(matches!(answer, Response::Status(_)), "{answer:?}");
+}
+
+/// A join that parses but cannot be acted on is refused naming the field (here the world size
+/// of 0 that once took the gang actor down), and the daemon goes on starting real steps.
+#[test]
+fn an_inconsistent_join_is_refused_by_field_and_the_next_step_starts() {
+    use cohort_proto::daemon::JoinRequest;
+    let daemon = Daemon::start();
+    let join = |world_size: u32, ranks: Vec<u32>| JoinRequest {
+        job_id: 5,
+        step_id: 0,
+        attempt: 0,
+        nodes: vec!["node0".into()],
+        node_index: 0,
+        ranks,
+        world_size,
+        gpus: vec![],
+        topology_addr: None,
+        timeout_ms: 5000,
+        uid: 0,
+    };
+    let (mut stream, _) = connect(&daemon.socket, API_VERSION);
+    write_frame(&mut stream, &Request::Join(join(0, vec![]))).unwrap();
+    match read_frame::<Response>(&mut stream).unwrap() {
+        Response::Error {
+            code: ErrorCode::BadRequest,
+            message,
+        } => assert!(message.contains("world_size"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let (mut stream, _) = connect(&daemon.socket, API_VERSION);
+    write_frame(&mut stream, &Request::Join(join(1, vec![0]))).unwrap();
+    let answer: Response = read_frame(&mut stream).unwrap();
+    assert!(matches!(answer, Response::Joined(_)), "{answer:?}");
+}
+
+/// A thousand idle connections and a client stalled half-way through a frame: others are
+/// served meanwhile, the daemon's memory stays bounded, and the idle ones are closed at the
+/// idle timeout.
+#[test]
+fn idle_and_stalled_clients_neither_block_others_nor_grow_memory() {
+    use std::io::{Read, Write};
+    // The test holds a thousand sockets of its own.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    if hard < 1200 {
+        eprintln!("skipped: the file descriptor limit ({hard}) is below what the test needs");
+        return;
+    }
+    let daemon = Daemon::start_with("[limits]\nidle_timeout = 3\n");
+    let before = rss_kib(daemon.child.id());
+    // A client that announces a 4 MiB frame, sends 10 bytes and stalls.
+    let mut stalled = UnixStream::connect(&daemon.socket).unwrap();
+    stalled.write_all(&(4u32 << 20).to_le_bytes()).unwrap();
+    stalled.write_all(b"{\"type\":\"h").unwrap();
+    let idle: Vec<UnixStream> = (0..1000)
+        .map(|_| UnixStream::connect(&daemon.socket).unwrap())
+        .collect();
+    let start = Instant::now();
+    status_works(&daemon.socket);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let during = rss_kib(daemon.child.id());
+    assert!(
+        during < before + 32 * 1024,
+        "1000 idle connections grew the daemon from {before} KiB to {during} KiB"
+    );
+    // At the idle timeout the daemon closes them (a read sees the end, or the stalled one an
+    // error frame at most).
+    std::thread::sleep(Duration::from_secs(4));
+    let mut closed = 0;
+    for mut stream in idle.into_iter().chain([stalled]) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut rest = Vec::new();
+        if stream.read_to_end(&mut rest).is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1001);
+    status_works(&daemon.socket);
+}
+
+/// One user other than root holds at most `max_connections_per_user` connections; beyond it
+/// they are told the daemon is busy, while root (the plugin) is still served.
+#[test]
+fn a_user_cannot_crowd_out_root() {
+    use std::os::unix::process::CommandExt;
+    if !running_as_root() {
+        return;
+    }
+    let daemon = Daemon::start_with("[limits]\nmax_connections_per_user = 5\n");
+    // As nobody: open 20 connections and keep them, then report how each first answer went.
+    let script = r#"
+import socket, struct, sys, json
+held, busy = [], 0
+for _ in range(20):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); held.append(s)
+hello = json.dumps({"type": "hello", "api_version": int(sys.argv[2]), "client": "crowd"}).encode()
+for s in held:
+    try:
+        s.sendall(struct.pack('<I', len(hello)) + hello)
+        n = struct.unpack('<I', s.recv(4, socket.MSG_WAITALL))[0]
+        if b'"busy"' in s.recv(n, socket.MSG_WAITALL): busy += 1
+    except OSError:
+        busy += 1
+print(busy, flush=True)
+sys.stdin.read()
+"#;
+    let mut crowd = Command::new("python3")
+        .args(["-c", script])
+        .arg(&daemon.socket)
+        .arg(API_VERSION.to_string())
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(crowd.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "15", "refused connections of nobody");
+    status_works(&daemon.socket);
+    drop(crowd.stdin.take());
+    crowd.wait().unwrap();
+}
+
+fn running_as_root() -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        eprintln!("skipped: acting as another user needs root");
+    }
+    root
 }

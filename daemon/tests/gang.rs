@@ -279,27 +279,41 @@ fn the_gang_benchmark_runs_the_real_protocol() {
     assert!(text.contains("32 nodes: median"), "{text}");
 }
 
-/// Only root and the job's owner may join a step: another user is refused by the daemon
-/// (SO_PEERCRED), here a client running as `nobody` for a job owned by uid 0.
+/// The attacks of a local user who talks to cohortd directly, with a client speaking the
+/// documented framing (Python, run as `nobody`): a join of someone else's job, a join of a job
+/// claiming to own it (the request's uid is the caller's), a join with world size 0, a task
+/// report. All are refused, and the real step of that job then starts on the node.
 #[test]
-fn another_user_cannot_join_someone_elses_step() {
+fn another_user_cannot_start_steal_or_stall_a_step() {
     use std::os::unix::process::CommandExt;
     if running_as_root().is_none() {
         return;
     }
-    let cluster = Cluster::start(1, None);
-    let request = serde_json::to_string(&Request::Join(JoinRequest {
+    let cluster = Cluster::start(2, None);
+    // The attacker's joins name the same step the real one will be.
+    let join = |uid: u32, world_size: u32, ranks: Vec<u32>| {
+        serde_json::to_string(&Request::Join(JoinRequest {
+            job_id: 99,
+            step_id: 0,
+            attempt: 0,
+            nodes: vec!["node0".into(), "node1".into()],
+            node_index: 0,
+            ranks,
+            world_size: world_size * 2,
+            gpus: vec![],
+            topology_addr: None,
+            timeout_ms: 1000,
+            uid,
+        }))
+        .unwrap()
+    };
+    let exit = serde_json::to_string(&Request::TaskExit(cohort_proto::daemon::TaskExit {
         job_id: 99,
         step_id: 0,
         attempt: 0,
-        nodes: vec!["node0".into()],
-        node_index: 0,
-        ranks: vec![0],
-        world_size: 1,
-        gpus: vec![],
-        topology_addr: None,
-        timeout_ms: 1000,
-        uid: 0,
+        rank: 0,
+        status: 9,
+        uid: 65534,
     }))
     .unwrap();
     let hello = serde_json::to_string(&Request::Hello {
@@ -307,32 +321,56 @@ fn another_user_cannot_join_someone_elses_step() {
         client: "nobody".into(),
     })
     .unwrap();
-    // A tiny client in Python (installed with the build tools), run as nobody.
+    // A tiny client in Python (installed with the build tools), run as nobody: one
+    // connection per request, each answer on a line.
     let script = r#"
 import socket, struct, sys
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
-def send(m):
-    b = m.encode(); s.sendall(struct.pack('<I', len(b)) + b)
-def recv():
-    n = struct.unpack('<I', s.recv(4, socket.MSG_WAITALL))[0]; return s.recv(n, socket.MSG_WAITALL).decode()
-send(sys.argv[2]); recv(); send(sys.argv[3]); print(recv())
+def ask(m):
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+    def send(m):
+        b = m.encode(); s.sendall(struct.pack('<I', len(b)) + b)
+    def recv():
+        n = struct.unpack('<I', s.recv(4, socket.MSG_WAITALL))[0]; return s.recv(n, socket.MSG_WAITALL).decode()
+    send(sys.argv[2]); recv(); send(m); print(recv(), flush=True)
+for m in sys.argv[3:]:
+    ask(m)
 "#;
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(&cluster.sockets[0])
         .arg(&hello)
-        .arg(&request)
+        .arg(join(0, 2, vec![0, 1]))
+        .arg(join(65534, 2, vec![0, 1]))
+        .arg(join(65534, 0, vec![]))
+        .arg(&exit)
         .uid(65534)
         .gid(65534)
         .output()
         .unwrap();
-    let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        answer.contains("permission_denied"),
-        "{answer} {}",
+    let answers = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = answers.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "{answers} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(answer.contains("uid 65534 may not join job 99"), "{answer}");
+    for line in &lines {
+        assert!(line.contains("permission_denied"), "{answers}");
+    }
+    assert!(
+        lines[0].contains("uid 65534 may not join job 99"),
+        "{answers}"
+    );
+    assert!(
+        lines[3].contains("may not report tasks of job 99"),
+        "{answers}"
+    );
+    // The real step of job 99 starts on both nodes, as if nothing had happened.
+    let plans = cluster.join(99, &[0, 1], 2, 5000);
+    for plan in &plans {
+        assert!(plan.is_ok(), "{plans:?}");
+    }
 }
 
 /// `Some(())` when the tests run as root (needed to act as another user); prints why not.

@@ -82,8 +82,180 @@ pub struct JoinRequest {
     pub topology_addr: Option<String>,
     /// How long to wait for the other nodes, in milliseconds.
     pub timeout_ms: u64,
-    /// The job owner's uid (only root and the owner may join a step).
+    /// The job owner's uid. Only root may join a step (the plugin joins from slurmstepd, as
+    /// root), so this is the owner Slurm gave the plugin, never the caller's claim.
     pub uid: u32,
+}
+
+/// The most nodes a step may have.
+pub const MAX_NODES: usize = 1 << 16;
+/// The most ranks a step may have.
+pub const MAX_RANKS: u32 = 1 << 20;
+/// The most GPUs one node may list.
+pub const MAX_GPUS: usize = 1024;
+/// The longest node name or topology address, in bytes.
+pub const MAX_NAME: usize = 255;
+/// The longest gang-start deadline a join may ask for, in milliseconds (one hour).
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// A request that is well-formed JSON but cannot be acted on: the field and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    /// The field at fault (`world_size`, `ranks`, `nodes[3]`).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Checks a node name (as Slurm names nodes: letters, digits, `-`, `_`, `.`).
+pub fn check_node_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(invalid(
+            field,
+            format!("a node name has 1 to {MAX_NAME} bytes, not {}", name.len()),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(invalid(
+            field,
+            format!("{bad:?} is not allowed in a node name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a list of ranks: at least one, each below `world_size`, none twice.
+pub fn check_ranks(field: &str, ranks: &[u32], world_size: u32) -> Result<(), Invalid> {
+    if ranks.is_empty() {
+        return Err(invalid(field, "a node of a step runs at least one rank"));
+    }
+    if ranks.len() > world_size as usize {
+        return Err(invalid(
+            field,
+            format!(
+                "{} ranks on one node, {world_size} in the step",
+                ranks.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for &rank in ranks {
+        if rank >= world_size {
+            return Err(invalid(
+                field,
+                format!("rank {rank} is not below the world size {world_size}"),
+            ));
+        }
+        if !seen.insert(rank) {
+            return Err(invalid(field, format!("rank {rank} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+impl JoinRequest {
+    /// Checks everything the daemon relies on before acting: counts against each other,
+    /// sizes against the limits above, no duplicates; the error names the field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.nodes.is_empty() || self.nodes.len() > MAX_NODES {
+            return Err(invalid(
+                "nodes",
+                format!(
+                    "a step has 1 to {MAX_NODES} nodes, not {}",
+                    self.nodes.len()
+                ),
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            check_node_name(&format!("nodes[{i}]"), node)?;
+            if !names.insert(node.as_str()) {
+                return Err(invalid(
+                    format!("nodes[{i}]"),
+                    format!("node {node} is listed twice"),
+                ));
+            }
+        }
+        if self.node_index as usize >= self.nodes.len() {
+            return Err(invalid(
+                "node_index",
+                format!(
+                    "{} is not a position in the step's {} nodes",
+                    self.node_index,
+                    self.nodes.len()
+                ),
+            ));
+        }
+        if self.world_size == 0 || self.world_size > MAX_RANKS {
+            return Err(invalid(
+                "world_size",
+                format!("a step has 1 to {MAX_RANKS} ranks, not {}", self.world_size),
+            ));
+        }
+        if (self.world_size as usize) < self.nodes.len() {
+            return Err(invalid(
+                "world_size",
+                format!(
+                    "{} ranks cannot cover {} nodes (each runs at least one)",
+                    self.world_size,
+                    self.nodes.len()
+                ),
+            ));
+        }
+        check_ranks("ranks", &self.ranks, self.world_size)?;
+        if self.gpus.len() > MAX_GPUS {
+            return Err(invalid(
+                "gpus",
+                format!("{} GPUs on one node (at most {MAX_GPUS})", self.gpus.len()),
+            ));
+        }
+        let mut gpus = std::collections::BTreeSet::new();
+        if let Some(gpu) = self.gpus.iter().find(|&&g| !gpus.insert(g)) {
+            return Err(invalid("gpus", format!("GPU {gpu} is listed twice")));
+        }
+        if let Some(address) = &self.topology_addr {
+            if address.len() > MAX_NAME {
+                return Err(invalid(
+                    "topology_addr",
+                    format!("{} bytes (at most {MAX_NAME})", address.len()),
+                ));
+            }
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(invalid(
+                "timeout_ms",
+                format!(
+                    "the deadline is 1 to {MAX_TIMEOUT_MS} ms, not {}",
+                    self.timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TaskExit {
+    /// Checks the report before the daemon acts on it.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.rank >= MAX_RANKS {
+            return Err(invalid(
+                "rank",
+                format!("{} is above the largest rank {}", self.rank, MAX_RANKS - 1),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What every node of a step receives: the same plan, secret and rendezvous address.
@@ -136,7 +308,7 @@ pub enum ErrorCode {
     VersionMismatch,
     /// The first message was not `Hello`, or a message could not be parsed.
     BadRequest,
-    /// The caller may not do this (job operations are for root and the job's owner).
+    /// The caller may not do this (joining a step and reporting its tasks are for root).
     PermissionDenied,
     /// The daemon is still discovering the topology.
     NotReady,
@@ -145,6 +317,11 @@ pub enum ErrorCode {
     GangFailed,
     /// Something failed inside the daemon.
     Internal,
+    /// The daemon is at one of its limits (connections, steps starting); try again later.
+    Busy,
+    /// A code this build does not know (sent by a newer daemon).
+    #[serde(other)]
+    Unknown,
 }
 
 /// What `cohort status` shows.
@@ -166,4 +343,77 @@ pub struct StatusDoc {
     /// running`), newest last.
     #[serde(default)]
     pub steps: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join() -> JoinRequest {
+        JoinRequest {
+            job_id: 7,
+            step_id: 0,
+            attempt: 0,
+            nodes: vec!["node1".into(), "node2".into()],
+            node_index: 1,
+            ranks: vec![2, 3],
+            world_size: 4,
+            gpus: vec![0, 1],
+            topology_addr: None,
+            timeout_ms: 30_000,
+            uid: 1000,
+        }
+    }
+
+    /// Each broken field is refused by name.
+    #[test]
+    fn every_inconsistent_join_is_refused_naming_its_field() {
+        assert_eq!(join().validate(), Ok(()));
+        type Break = Box<dyn Fn(&mut JoinRequest)>;
+        let cases: Vec<(&str, Break)> = vec![
+            ("world_size", Box::new(|j| j.world_size = 0)),
+            ("world_size", Box::new(|j| j.world_size = 1)),
+            ("world_size", Box::new(|j| j.world_size = MAX_RANKS + 1)),
+            ("ranks", Box::new(|j| j.ranks.clear())),
+            ("ranks", Box::new(|j| j.ranks = vec![2, 2])),
+            ("ranks", Box::new(|j| j.ranks = vec![4])),
+            ("nodes", Box::new(|j| j.nodes.clear())),
+            ("nodes[1]", Box::new(|j| j.nodes[1] = "node1".into())),
+            ("nodes[0]", Box::new(|j| j.nodes[0] = "a b".into())),
+            (
+                "nodes[0]",
+                Box::new(|j| j.nodes[0] = "x".repeat(MAX_NAME + 1)),
+            ),
+            ("node_index", Box::new(|j| j.node_index = 2)),
+            ("gpus", Box::new(|j| j.gpus = vec![1, 1])),
+            ("timeout_ms", Box::new(|j| j.timeout_ms = 0)),
+            (
+                "timeout_ms",
+                Box::new(|j| j.timeout_ms = MAX_TIMEOUT_MS + 1),
+            ),
+            (
+                "topology_addr",
+                Box::new(|j| j.topology_addr = Some("s".repeat(300))),
+            ),
+        ];
+        for (field, break_it) in cases {
+            let mut request = join();
+            break_it(&mut request);
+            let err = request.validate().unwrap_err();
+            assert_eq!(err.field, field, "{request:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_error_codes_from_a_newer_daemon_still_parse() {
+        let text = r#"{"type":"error","code":"some_new_code","message":"m"}"#;
+        let response: Response = serde_json::from_str(text).unwrap();
+        assert!(matches!(
+            response,
+            Response::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
+    }
 }

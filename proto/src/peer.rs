@@ -70,3 +70,107 @@ pub struct Summary {
     /// How long the follower waits, in milliseconds.
     pub timeout_ms: u64,
 }
+
+impl Summary {
+    /// Checks a follower's summary before the leader acts on it; the error names the field.
+    pub fn validate(&self) -> Result<(), crate::daemon::Invalid> {
+        use crate::daemon::{check_node_name, Invalid, MAX_NAME, MAX_NODES, MAX_RANKS};
+        let invalid = |field: &str, problem: String| Invalid {
+            field: field.to_owned(),
+            problem,
+        };
+        check_node_name("node", &self.node)?;
+        if self.node_index == 0 || self.node_index as usize >= MAX_NODES {
+            return Err(invalid(
+                "node_index",
+                format!(
+                    "a follower is at position 1 to {} of the step, not {}",
+                    MAX_NODES - 1,
+                    self.node_index
+                ),
+            ));
+        }
+        let ranks: Vec<u32> = self.ranks.iter().map(|r| r.rank).collect();
+        crate::daemon::check_ranks("ranks", &ranks, MAX_RANKS)?;
+        for (i, rank) in self.ranks.iter().enumerate() {
+            let long = [&rank.host, &rank.address]
+                .into_iter()
+                .chain(&rank.nics)
+                .any(|text| text.len() > MAX_NAME);
+            if long || rank.nics.len() > 64 || rank.cpus.len() > 1 << 16 {
+                return Err(invalid(
+                    &format!("ranks[{i}]"),
+                    format!(
+                        "a host, address or NIC name longer than {MAX_NAME} bytes, more than 64 \
+                         NICs, or a CPU list longer than 64 KiB"
+                    ),
+                ));
+            }
+        }
+        if let Some(address) = &self.topology_addr {
+            if address.len() > MAX_NAME {
+                return Err(invalid(
+                    "topology_addr",
+                    format!("{} bytes (at most {MAX_NAME})", address.len()),
+                ));
+            }
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > crate::daemon::MAX_TIMEOUT_MS {
+            return Err(invalid(
+                "timeout_ms",
+                format!(
+                    "{} ms is not a deadline a join may ask for",
+                    self.timeout_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            job_id: 1,
+            step_id: 0,
+            attempt: 0,
+            node: "node2".into(),
+            node_index: 1,
+            ranks: vec![RankPlan {
+                rank: 1,
+                host: "node2".into(),
+                local_rank: 0,
+                gpu: None,
+                nics: vec![],
+                address: "10.0.0.2".into(),
+                cpus: String::new(),
+            }],
+            topology_addr: None,
+            store_port: None,
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn a_summary_is_checked_before_the_leader_uses_it() {
+        assert_eq!(summary().validate(), Ok(()));
+        let mut s = summary();
+        s.node_index = 0;
+        assert_eq!(s.validate().unwrap_err().field, "node_index");
+        let mut s = summary();
+        s.ranks.clear();
+        assert_eq!(s.validate().unwrap_err().field, "ranks");
+        let mut s = summary();
+        s.ranks.push(s.ranks[0].clone());
+        assert_eq!(s.validate().unwrap_err().field, "ranks");
+        let mut s = summary();
+        s.ranks[0].address = "a".repeat(1000);
+        assert_eq!(s.validate().unwrap_err().field, "ranks[0]");
+        let mut s = summary();
+        s.node = String::new();
+        assert_eq!(s.validate().unwrap_err().field, "node");
+    }
+}

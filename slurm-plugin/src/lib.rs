@@ -1,5 +1,5 @@
 //! spank_cohort.so: the Slurm SPANK plugin. For steps run with `--cohort`, it joins the step's
-//! gang start through the node's cohortd (one join per node, in slurmstepd), then gives every
+//! gang start through the node's cohortd (one join per node, in slurmstepd, as root), then gives every
 //! task its rank, GPU, closest NIC, CPUs and the step's secret and rendezvous address.
 //!
 //! It owns only the SPANK glue: options, `plugstack.conf` arguments, the join request, the task
@@ -113,9 +113,9 @@ struct StepData {
 
 static STEP: OnceLock<StepData> = OnceLock::new();
 
-/// Why the gang start failed on this node. Slurm 22.05's srun exits 0 when `user_init` fails
-/// (it reports a launch failure only), so the failure is kept here and every task fails in
-/// `task_init`, which srun does turn into a non-zero exit.
+/// Why the gang start failed on this node. Slurm 22.05's srun exits 0 when a remote hook before
+/// the tasks fails (it reports a launch failure only), so the failure is kept here and every
+/// task fails in `task_init`, which srun does turn into a non-zero exit.
 static FAILED: OnceLock<String> = OnceLock::new();
 
 /// Step ids from here up are Slurm's special steps (`SLURM_PENDING_STEP` 0xfffffffd,
@@ -171,57 +171,90 @@ pub extern "C" fn slurm_spank_init(spank: Spank, argc: c_int, argv: *const *cons
     })
 }
 
-/// `slurm_spank_init_post_opt`: checks option values where the user sees errors (srun).
+/// `slurm_spank_init_post_opt`: checks option values where the user sees errors (srun); in
+/// slurmstepd (remote context, as root) joins the step's gang start through the node's cohortd.
+///
+/// The join runs here because this hook runs as root: cohortd accepts joins and task reports
+/// from root only, so a user on the node cannot start, take over or stall anyone's step by
+/// talking to the daemon. What must be done as the job's user (the plan file, the catalog
+/// record) waits for `user_init`.
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_init_post_opt(
-    spank: Spank,
-    _argc: c_int,
-    _argv: *const *const c_char,
-) -> c_int {
-    guarded("init_post_opt", || {
-        if let Some(bind) = ffi::getopt(spank, &OPT_BIND) {
-            Bind::parse(&bind)?;
-        }
-        Ok(())
-    })
-}
-
-/// `slurm_spank_user_init` (slurmstepd, once per step per node): the gang start.
-#[unsafe(no_mangle)]
-pub extern "C" fn slurm_spank_user_init(
     spank: Spank,
     argc: c_int,
     argv: *const *const c_char,
 ) -> c_int {
     let args = plugstack_args(argc, argv);
-    guarded("user_init", || {
+    guarded("init_post_opt", || {
+        if let Some(bind) = ffi::getopt(spank, &OPT_BIND) {
+            Bind::parse(&bind)?;
+        }
         if ffi::context() != ffi::S_CTX_REMOTE || ffi::getopt(spank, &OPT_COHORT).is_none() {
             return Ok(());
         }
-        let mut config = PluginConfig::parse(args.iter().map(String::as_str))?;
-        let bind = match ffi::getopt(spank, &OPT_BIND) {
-            Some(text) => Bind::parse(&text)?,
-            None => Bind::All,
-        };
         // The batch script, the extern step and interactive steps are not steps of ranks.
         if ffi::get_u32(spank, item::S_JOB_STEPID)? >= SPECIAL_STEPS {
             return Ok(());
         }
+        let mut config = PluginConfig::parse(args.iter().map(String::as_str))?;
         let request = join_request(spank, &config)?;
         // `%n` in the socket path is this node's name (as Slurm names it in the step's node
         // list), so nodes sharing one file system reach their own daemon. The environment's
         // SLURMD_NODENAME is not used: under sbatch it is the batch node's on every node.
-        let node = &request.nodes[request.node_index as usize];
-        config.socket = config.socket.to_string_lossy().replace("%n", node).into();
-        let plan = match client::join(&config, &request) {
-            Ok(plan) => plan,
+        let node = request.nodes[request.node_index as usize].clone();
+        config.socket = config.socket.to_string_lossy().replace("%n", &node).into();
+        match client::join(&config, &request) {
+            Ok(plan) => {
+                let _ = JOINED.set(Joined {
+                    plan,
+                    request,
+                    config,
+                    node,
+                });
+            }
             Err(message) => {
                 ffi::error(&message);
                 let _ = FAILED.set(message);
-                return Ok(());
             }
+        }
+        Ok(())
+    })
+}
+
+/// What the join in `init_post_opt` produced, for `user_init` to finish as the job's user.
+#[derive(Debug)]
+struct Joined {
+    plan: StepPlan,
+    request: JoinRequest,
+    config: PluginConfig,
+    node: String,
+}
+
+static JOINED: OnceLock<Joined> = OnceLock::new();
+
+/// `slurm_spank_user_init` (slurmstepd, once per step per node, as the job's user): the plan
+/// file and the catalog record of a step joined in `init_post_opt`.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_user_init(
+    spank: Spank,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guarded("user_init", || {
+        let Some(joined) = JOINED.get() else {
+            return Ok(());
         };
-        let plan_path = write_plan(&plan, request.job_id, request.step_id)?;
+        let Joined {
+            plan,
+            request,
+            config,
+            node,
+        } = joined;
+        let bind = match ffi::getopt(spank, &OPT_BIND) {
+            Some(text) => Bind::parse(&text)?,
+            None => Bind::All,
+        };
+        let plan_path = write_plan(plan, request.job_id, request.step_id)?;
         let experiment =
             ffi::getopt(spank, &OPT_EXP).or_else(|| ffi::getenv(spank, "COHORT_EXPERIMENT"));
         let recording = match experiment {
@@ -262,7 +295,7 @@ pub extern "C" fn slurm_spank_user_init(
             None => None,
         };
         let _ = STEP.set(StepData {
-            plan,
+            plan: plan.clone(),
             plan_path,
             bind,
             socket: config.socket.clone(),
