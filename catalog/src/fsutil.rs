@@ -1,6 +1,11 @@
 //! The only ways the catalog changes a shared directory: create-if-absent (`mkdir`, `link`,
 //! `O_EXCL`) and replace-by-rename of a fully written, fsynced temporary file. Also the
 //! writer identity, the clock, and what kind of filesystem a path is on.
+//!
+//! [`publish_new`], [`replace`], [`mkdir_if_absent`], [`sync_dir`] and [`nonce`] are public so
+//! that everything else writing inside a catalog (the search controller's files in an
+//! experiment's `search/` directory) follows the same rules; `docs/catalog-format.md` says
+//! which file is written by which rule.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -37,8 +42,9 @@ pub(crate) fn writer() -> Writer {
     }
 }
 
-/// A random hex token.
-pub(crate) fn nonce() -> String {
+/// A random hex token (16 digits), to tell one writer's record from another's with the same
+/// content, as [`publish_new`]'s callers must on NFS.
+pub fn nonce() -> String {
     let mut bytes = [0u8; 8];
     // Without randomness the token still differs between processes by pid and time.
     if getrandom::fill(&mut bytes).is_err() {
@@ -93,8 +99,9 @@ fn write_temp_owned(
     Ok(tmp)
 }
 
-/// Fsyncs a directory so a new entry in it survives a crash.
-fn sync_dir(dir: &Path) {
+/// Fsyncs a directory so a new entry in it (a created, renamed or linked file) survives a
+/// crash. Best effort: a filesystem that refuses fsync on a directory is not an error.
+pub fn sync_dir(dir: &Path) {
     // Best effort: some filesystems refuse fsync on directories; the entry is still there.
     if let Ok(file) = File::open(dir) {
         let _ = file.sync_all();
@@ -102,7 +109,18 @@ fn sync_dir(dir: &Path) {
 }
 
 /// Replaces `target` with `bytes`: a reader sees the old or the new content, never a mix.
-pub(crate) fn replace(target: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
+///
+/// The bytes go to a temporary file beside `target` (`.NAME.tmp-PID-NONCE`), which is fsynced
+/// and renamed over `target`; the directory is fsynced after. Two writers racing both leave a
+/// complete file: the later rename wins. Use it for a file that one writer owns, or whose
+/// writers may overwrite each other; never to take something only one may have (use
+/// [`publish_new`]).
+///
+/// # Errors
+///
+/// [`CatalogError::Io`] naming `target` when the temporary file cannot be written or renamed
+/// (no temporary file is left behind).
+pub fn replace(target: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
     replace_owned(target, bytes, None)
 }
 
@@ -126,10 +144,18 @@ pub(crate) fn replace_owned(
 /// Publishes `bytes` at `target` only if nothing is there yet. Returns `true` when this call
 /// published, `false` when another writer's file was there first (read it).
 ///
-/// `link(2)` is atomic and fails with `EEXIST` if the name exists. On NFS a retransmitted
-/// `link` can report `EEXIST` although it succeeded; the caller compares the published
-/// content with its own (the records carry a nonce) to tell.
-pub(crate) fn publish_new(target: &Path, bytes: &[u8]) -> Result<bool, CatalogError> {
+/// The bytes go to a fsynced temporary file beside `target`, which is then hard-linked to
+/// `target` and removed: a reader sees no file or the whole file, never part of it.
+/// `link(2)` is atomic and fails with `EEXIST` if the name exists, so of writers racing for
+/// the same name exactly one wins. On NFS a retransmitted `link` can report `EEXIST` although
+/// it succeeded; the caller compares the published content with its own (put a [`nonce`] in
+/// it) to tell.
+///
+/// # Errors
+///
+/// [`CatalogError::Io`] naming `target` when the temporary file cannot be written or linked
+/// for another reason than an existing name.
+pub fn publish_new(target: &Path, bytes: &[u8]) -> Result<bool, CatalogError> {
     let tmp = write_temp(target, bytes)?;
     let result = std::fs::hard_link(&tmp, target);
     let _ = std::fs::remove_file(&tmp);
@@ -146,7 +172,12 @@ pub(crate) fn publish_new(target: &Path, bytes: &[u8]) -> Result<bool, CatalogEr
 }
 
 /// `mkdir` that treats an existing directory as success. Returns whether this call created it.
-pub(crate) fn mkdir_if_absent(dir: &Path) -> Result<bool, CatalogError> {
+///
+/// # Errors
+///
+/// [`CatalogError::Io`] naming `dir` when it cannot be created, or when something other than
+/// a directory has that name.
+pub fn mkdir_if_absent(dir: &Path) -> Result<bool, CatalogError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => Ok(false),
@@ -194,6 +225,35 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"first");
         // No temporary file is left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn publish_new_admits_exactly_one_of_racing_writers() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join("lease.json");
+            let barrier = std::sync::Barrier::new(8);
+            let wins: Vec<(usize, bool)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|i| {
+                        let (target, barrier) = (&target, &barrier);
+                        scope.spawn(move || {
+                            barrier.wait();
+                            (
+                                i,
+                                publish_new(target, format!("writer {i}").as_bytes()).unwrap(),
+                            )
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let winners: Vec<usize> = wins.iter().filter(|(_, won)| *won).map(|w| w.0).collect();
+            assert_eq!(winners.len(), 1, "{wins:?}");
+            let content = std::fs::read_to_string(&target).unwrap();
+            assert_eq!(content, format!("writer {}", winners[0]));
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
     }
 
     #[test]

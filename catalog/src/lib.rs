@@ -15,7 +15,7 @@ pub mod catalog;
 pub mod ckpt;
 pub mod error;
 pub mod export;
-mod fsutil;
+pub mod fsutil;
 mod history_cache;
 pub mod index;
 pub mod log;

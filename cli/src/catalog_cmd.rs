@@ -210,7 +210,7 @@ pub(crate) struct TrialTarget {
     catalog: CatalogArg,
 }
 
-fn warn_all(warnings: &[Warning]) {
+pub(crate) fn warn_all(warnings: &[Warning]) {
     let mut stderr = std::io::stderr().lock();
     for warning in warnings {
         let _ = writeln!(stderr, "cohort: warning: {warning}");

@@ -537,10 +537,10 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             }
             let root = crate::catalog_cmd::catalog_root(catalog.path())?;
             let catalog = cohort_catalog::Catalog::open_or_create(std::path::absolute(&root)?)?;
-            let controller = cohort_search::controller::Controller::start(&catalog, &spec)?;
+            let mut controller = cohort_search::controller::Controller::start(&catalog, &spec)?;
+            crate::catalog_cmd::warn_all(&controller.take_warnings());
             let cwd = std::env::current_dir()?;
-            let dir = cohort_search::controller::search_dir(controller.experiment());
-            std::fs::write(dir.join("cwd"), cwd.as_os_str().as_encoded_bytes())?;
+            controller.save_workdir(&cwd)?;
             drive(controller, &spec, *local, cwd)
         }
         SearchCommand::Resume {
@@ -552,12 +552,14 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             let catalog = cohort_catalog::Catalog::open(std::path::absolute(&root)?)?;
             let mut controller =
                 cohort_search::controller::Controller::resume(&catalog, experiment)?;
+            crate::catalog_cmd::warn_all(&controller.take_warnings());
             if let Some(n) = local {
                 controller.limit_concurrency(*n);
             }
             let dir = cohort_search::controller::search_dir(controller.experiment());
-            let cwd = std::fs::read_to_string(dir.join("cwd"))
-                .map_or_else(|_| std::env::current_dir(), |c| Ok(PathBuf::from(c)))?;
+            let cwd = controller
+                .workdir()
+                .map_or_else(std::env::current_dir, Ok)?;
             let mut spec = ExperimentSpec::load(&dir.join("spec.toml"))?;
             if let Some(n) = local {
                 spec.searcher.max_concurrent_trials = spec.searcher.max_concurrent_trials.min(*n);

@@ -217,11 +217,9 @@ fn a_stopped_search_ends_and_says_so() {
     assert!(trials(&catalog).len() < 8);
 }
 
-#[test]
-fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = search_file(dir.path());
-    let catalog = dir.path().join("catalog");
+/// Starts the search of `search_file` in `catalog` and kills its controller (SIGKILL) once
+/// it has launched some trials; returns its event log.
+fn start_and_kill(file: &Path, catalog: &Path) -> std::path::PathBuf {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args([
             "search",
@@ -235,13 +233,15 @@ fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once it has launched some trials.
-    let events = catalog.join("experiments");
     let start = std::time::Instant::now();
+    let mut log = None;
     loop {
-        let launched = walk(&events)
-            .iter()
+        let logs: Vec<_> = walk(&catalog.join("experiments"))
+            .into_iter()
             .filter(|p| p.ends_with("events.jsonl"))
+            .collect();
+        let launched = logs
+            .iter()
             .map(|p| {
                 std::fs::read_to_string(p)
                     .unwrap_or_default()
@@ -249,6 +249,7 @@ fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
                     .count()
             })
             .sum::<usize>();
+        log = logs.into_iter().next().or(log);
         if launched >= 3 || start.elapsed().as_secs() > 30 {
             break;
         }
@@ -256,6 +257,15 @@ fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    log.expect("the search wrote its event log")
+}
+
+#[test]
+fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(dir.path());
+    let catalog = dir.path().join("catalog");
+    start_and_kill(&file, &catalog);
     let out = cohort(&[
         "search",
         "resume",
@@ -289,6 +299,58 @@ fn a_killed_controller_resumes_without_losing_or_repeating_a_trial() {
         catalog.to_str().unwrap(),
     ]);
     assert_eq!(again.status.code(), Some(0));
+    assert_eq!(trials(&catalog).len(), 8);
+}
+
+#[test]
+fn a_controller_killed_mid_record_twice_resumes_with_a_warning_and_whole_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(dir.path());
+    let catalog = dir.path().join("catalog");
+    let log = start_and_kill(&file, &catalog);
+    let committed = std::fs::read_to_string(&log).unwrap();
+    let mut torn = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut torn, b"{\"event\":\"launched\",\"tri").unwrap();
+    drop(torn);
+    let resume = || {
+        cohort(&[
+            "search",
+            "resume",
+            "local-asha",
+            "--local",
+            "4",
+            "--catalog",
+            catalog.to_str().unwrap(),
+        ])
+    };
+    let out = resume();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("cohort: warning: ")
+            && err.contains("events.jsonl: ")
+            && err.contains("never committed"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with(&committed),
+        "every committed record is kept"
+    );
+    for line in text.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "a line glued to a torn record: {line:?}"
+        );
+    }
+    assert_eq!(trials(&catalog).len(), 8);
+    // Torn again after the search ended: the next resume cuts it off and finds it finished.
+    let mut torn = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut torn, b"{\"event\":\"fin").unwrap();
+    drop(torn);
+    let again = resume();
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
     assert_eq!(trials(&catalog).len(), 8);
 }
 

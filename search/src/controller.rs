@@ -2,23 +2,31 @@
 //! at most `max_concurrent_trials` running, restarts failed trials from their checkpoints,
 //! and records every decision so a killed controller resumes where it stopped.
 //!
-//! State lives in the catalog, in the experiment's `search/` directory:
-//! - `spec.json`: the experiment file as parsed (written once, when the search starts);
+//! State lives in the catalog, in the experiment's `search/` directory, written by the
+//! catalog's rules (`cohort_catalog::fsutil`; `docs/catalog-format.md` has the details):
+//! - `spec.toml`: the experiment file as given, published once (create-if-absent) when the
+//!   search starts; it is what says the experiment has a search;
+//! - `cwd`: the directory trials start in, replaced whole (temporary file, fsync, rename);
+//! - `controller-N.json`: the lease, naming the controller's host and pid; each controller
+//!   publishes the next generation N (create-if-absent), only after finding the highest one
+//!   released or its holder gone, so of controllers racing exactly one drives the search;
 //! - `events.jsonl`: what the controller did, one JSON object per line, appended and fsynced
-//!   by the one controller that holds `controller.json` (a lease naming its host and pid);
-//! - `stop`: asks the controller and every trial to stop.
+//!   by the lease holder alone, which first cuts off a last line that a crash left torn;
+//! - `stop`: asks the controller and every trial to stop (create-if-absent).
 //!
 //! Searchers are deterministic, so replaying the events through a fresh searcher rebuilds its
 //! state exactly; trials that were running when the controller died are adopted (their
 //! `cohort run` goes on and records its end in the trial's state), not started again.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cohort_catalog::catalog::{read_state, trial_dir_name};
-use cohort_catalog::{Catalog, Experiment, NewExperiment};
+use cohort_catalog::fsutil::{mkdir_if_absent, nonce, publish_new, replace, sync_dir};
+use cohort_catalog::{Catalog, Experiment, NewExperiment, Warning};
 use cohort_proto::catalog::TrialState;
 use serde::{Deserialize, Serialize};
 
@@ -179,11 +187,192 @@ pub enum ControllerError {
     Other(String),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The experiment file as given (`search/spec.toml`).
+const SPEC_FILE: &str = "spec.toml";
+/// The event log (`search/events.jsonl`).
+const EVENTS_FILE: &str = "events.jsonl";
+/// The directory trials start in (`search/cwd`).
+const WORKDIR_FILE: &str = "cwd";
+/// Where controllers of earlier versions kept their lease, written in place.
+const LEGACY_LEASE_FILE: &str = "controller.json";
+
+fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> ControllerError + '_ {
+    move |e| ControllerError::State {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    }
+}
+
+/// One generation of the lease, in `search/controller-N.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Lease {
     host: String,
     pid: u32,
     at: f64,
+    /// Tells this lease from another with the same host and pid.
+    #[serde(default)]
+    nonce: String,
+    /// Its controller ended and gave the search up.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    released: bool,
+}
+
+/// Nonces of the leases that controllers of this process hold now. A lease naming this
+/// process is held only if listed here: otherwise it was left by a controller of this
+/// process that is gone, or by a dead process whose pid this one got again.
+static HELD: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+fn held() -> MutexGuard<'static, BTreeSet<String>> {
+    HELD.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Lease {
+    /// Whether a controller still holds it.
+    fn holds(&self) -> bool {
+        if self.released {
+            return false;
+        }
+        if self.host == host() && self.pid == std::process::id() {
+            return held().contains(&self.nonce);
+        }
+        alive(&self.host, self.pid)
+    }
+
+    fn holder(&self) -> String {
+        format!("{}:{}", self.host, self.pid)
+    }
+}
+
+fn lease_file(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("controller-{generation}.json"))
+}
+
+/// The generations of the lease files in `dir`, lowest first.
+fn lease_generations(dir: &Path) -> Result<Vec<u64>, ControllerError> {
+    let mut generations: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(state_error(dir))?
+        .flatten()
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("controller-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    generations.sort_unstable();
+    Ok(generations)
+}
+
+/// A lease file's record; `None` when there is none or it is not a lease.
+fn read_lease(path: &Path) -> Option<Lease> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The lease a controller holds: the highest generation in the search directory. Dropping
+/// it releases it.
+///
+/// A generation's file is published with `link` (create-if-absent) and never rewritten but
+/// by its holder, to mark it released; the highest generation is never removed. So a
+/// controller that saw generation N released or its holder gone and then publishes N + 1
+/// wins only if nobody took the search since, and of controllers racing for the same N + 1
+/// exactly one wins. A live controller's lease is never taken: a holder on another host is
+/// taken to live, as its process cannot be checked from here.
+#[derive(Debug)]
+struct LeaseGuard {
+    path: PathBuf,
+    lease: Lease,
+}
+
+impl LeaseGuard {
+    /// Takes the search in `dir` for this process, or names the controller that holds it.
+    fn take(dir: &Path, experiment: &str) -> Result<LeaseGuard, ControllerError> {
+        let busy = |lease: &Lease| ControllerError::Busy {
+            experiment: experiment.to_owned(),
+            holder: lease.holder(),
+        };
+        if let Some(legacy) = read_lease(&dir.join(LEGACY_LEASE_FILE)) {
+            let own = legacy.host == host() && legacy.pid == std::process::id();
+            if !own && alive(&legacy.host, legacy.pid) {
+                return Err(busy(&legacy));
+            }
+        }
+        let lease = Lease {
+            host: host(),
+            pid: std::process::id(),
+            at: cohort_catalog::now(),
+            nonce: nonce(),
+            released: false,
+        };
+        // Listed before it is published, so that another controller of this process that
+        // reads it sees it held.
+        held().insert(lease.nonce.clone());
+        let taken = Self::publish(dir, lease.clone(), &busy);
+        if taken.is_err() {
+            held().remove(&lease.nonce);
+        }
+        taken
+    }
+
+    fn publish(
+        dir: &Path,
+        lease: Lease,
+        busy: &dyn Fn(&Lease) -> ControllerError,
+    ) -> Result<LeaseGuard, ControllerError> {
+        let bytes = serde_json::to_vec(&lease).unwrap_or_default();
+        let mut generation = lease_generations(dir)?.last().copied().unwrap_or(0);
+        // Each pass finds a newer generation published by another controller; it holds the
+        // search unless it ended at once, so few passes are ever needed.
+        for _ in 0..64 {
+            if generation > 0 {
+                // Absent: removed by the winner of a later generation, which the link finds.
+                if let Some(current) = read_lease(&lease_file(dir, generation)) {
+                    if current.holds() {
+                        return Err(busy(&current));
+                    }
+                }
+            }
+            let path = lease_file(dir, generation + 1);
+            // On NFS a retransmitted link can report the name taken although it took it:
+            // the nonce tells.
+            let won = publish_new(&path, &bytes)?
+                || std::fs::read(&path).is_ok_and(|published| published == bytes);
+            if won {
+                for old in lease_generations(dir)? {
+                    if old <= generation {
+                        let _ = std::fs::remove_file(lease_file(dir, old));
+                    }
+                }
+                let _ = std::fs::remove_file(dir.join(LEGACY_LEASE_FILE));
+                return Ok(LeaseGuard { path, lease });
+            }
+            generation += 1;
+        }
+        Err(ControllerError::State {
+            path: lease_file(dir, generation).display().to_string(),
+            problem: "cannot take the search's lease: controllers keep taking it and ending".into(),
+        })
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        // Only while it is still this controller's: a later generation may have replaced it
+        // if this host was taken for dead.
+        if read_lease(&self.path).is_some_and(|l| l.nonce == self.lease.nonce) {
+            let released = Lease {
+                released: true,
+                ..self.lease.clone()
+            };
+            let _ = replace(
+                &self.path,
+                &serde_json::to_vec(&released).unwrap_or_default(),
+            );
+        }
+        held().remove(&self.lease.nonce);
+    }
 }
 
 fn host() -> String {
@@ -201,7 +390,11 @@ fn alive(host_name: &str, pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    // EPERM: it exists, under another user.
+    matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    )
 }
 
 /// Where a search keeps its state.
@@ -209,34 +402,116 @@ pub fn search_dir(experiment: &Experiment) -> PathBuf {
     experiment.dir.join("search")
 }
 
-/// Reads the events (a torn last line, from a controller killed mid-write, is ignored).
+/// Reads the events. A last line that a crash left torn (not ended by a newline, or not a
+/// record) is ignored, and a record glued to the torn start of another (left by a controller
+/// of an earlier version appending after a crash) is read; a damaged line followed by whole
+/// ones is an error.
 pub fn read_events(dir: &Path) -> Result<Vec<Event>, ControllerError> {
-    let path = dir.join("events.jsonl");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
+    let path = dir.join(EVENTS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ControllerError::State {
-                path: path.display().to_string(),
-                problem: e.to_string(),
-            })
-        }
+        Err(e) => return Err(state_error(&path)(e)),
     };
-    let lines: Vec<&str> = text.lines().collect();
-    let mut events = Vec::with_capacity(lines.len());
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str(line) {
-            Ok(event) => events.push(event),
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-            Err(e) => {
-                return Err(ControllerError::State {
-                    path: path.display().to_string(),
-                    problem: format!("line {}: {e}", i + 1),
-                })
+    Ok(scan_events(&path, &bytes)?.events)
+}
+
+/// What `events.jsonl` holds.
+#[derive(Debug)]
+struct EventScan {
+    events: Vec<Event>,
+    /// Length of the whole lines: what follows is a torn tail, never committed.
+    whole: u64,
+    /// What was skipped or dropped, one sentence each.
+    problems: Vec<String>,
+}
+
+/// Reads events from `bytes` (the content of `path`). A line is committed once its newline is
+/// written: the controller writes a record and its newline at once and fsyncs before acting on
+/// it. So a tail with no newline, and whole lines at the end that are not records (a crash
+/// can leave zeros or garbage where a write was under way), were never committed. A damaged
+/// line before a record is not a crash's torn tail and is an error, so that the searcher is
+/// never replayed with a decision missing.
+fn scan_events(path: &Path, bytes: &[u8]) -> Result<EventScan, ControllerError> {
+    let mut events = Vec::new();
+    let mut problems = Vec::new();
+    let mut whole = 0;
+    let mut whole_lines = 0;
+    // The first line since the last record that is not one: (line number, why).
+    let mut damaged: Option<(usize, String)> = None;
+    let mut start = 0;
+    let mut number = 0;
+    while let Some(len) = bytes[start..].iter().position(|&b| b == b'\n') {
+        number += 1;
+        let line = &bytes[start..start + len];
+        start += len + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match parse_line(line) {
+            Ok((event, cut)) => {
+                if let Some((at, why)) = damaged.take() {
+                    return Err(ControllerError::State {
+                        path: path.display().to_string(),
+                        problem: format!(
+                            "line {at}: {why}; records follow it, so it is damage, not a write cut short by a crash"
+                        ),
+                    });
+                }
+                if cut > 0 {
+                    problems.push(format!(
+                        "line {number}: skipped {cut} bytes left by a write cut short by a crash ({}), read the record after them",
+                        excerpt(&line[..cut])
+                    ));
+                }
+                events.push(event);
+                whole = start;
+                whole_lines = number;
+            }
+            Err(why) => {
+                damaged.get_or_insert((number, why));
             }
         }
     }
-    Ok(events)
+    if whole < bytes.len() {
+        problems.push(format!(
+            "{} bytes after line {whole_lines} are a record cut short by a crash and were never committed: {}",
+            bytes.len() - whole,
+            excerpt(&bytes[whole..])
+        ));
+    }
+    Ok(EventScan {
+        events,
+        whole: u64::try_from(whole).unwrap_or(u64::MAX),
+        problems,
+    })
+}
+
+/// One line's record, and how many bytes before it were skipped: a controller of an earlier
+/// version, resumed after a crash mid-write, appended its first record to the torn one.
+fn parse_line(line: &[u8]) -> Result<(Event, usize), String> {
+    let whole_error = match serde_json::from_slice::<Event>(line) {
+        Ok(event) => return Ok((event, 0)),
+        Err(e) => e.to_string(),
+    };
+    // Records are written with their tag first, and inside a JSON string the quotes of this
+    // pattern would be escaped, so it only starts a record.
+    const START: &[u8] = b"{\"event\":";
+    (1..line.len())
+        .filter(|&at| line[at..].starts_with(START))
+        .find_map(|at| {
+            serde_json::from_slice::<Event>(&line[at..])
+                .ok()
+                .map(|event| (event, at))
+        })
+        .ok_or(whole_error)
+}
+
+/// The start of `bytes` for a message, quoted.
+fn excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
+    let more = if bytes.len() > 80 { "..." } else { "" };
+    format!("{:?}{more}", text)
 }
 
 /// A trial as the controller sees it.
@@ -258,7 +533,13 @@ pub struct Controller {
     spec: ExperimentSpec,
     searcher: Box<dyn Searcher>,
     dir: PathBuf,
+    /// Held while the controller lives; released when it is dropped.
+    _lease: LeaseGuard,
     events: std::fs::File,
+    /// Length of `events.jsonl`: every record written so far, each ended by its newline.
+    events_len: u64,
+    /// What opening found wrong and repaired, for the caller to show.
+    warnings: Vec<Warning>,
     /// Trials waiting for a slot (new, promoted, or to restart).
     pending: Vec<TrialSlot>,
     /// Trials running: launched here, or adopted.
@@ -288,24 +569,15 @@ impl Controller {
             searcher: Some(searcher_name(spec)),
         })?;
         let dir = search_dir(&experiment);
-        if dir.join("spec.toml").exists() {
+        mkdir_if_absent(&dir)?;
+        let text = std::fs::read(&spec.file).map_err(state_error(&spec.file))?;
+        // Published once: of two starts of the same experiment, the first to link it wins.
+        if !publish_new(&dir.join(SPEC_FILE), &text)? {
             return Err(ControllerError::Other(format!(
                 "experiment {} already has a search; `cohort search resume {}` continues it",
                 spec.name, spec.name
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| ControllerError::State {
-            path: dir.display().to_string(),
-            problem: e.to_string(),
-        })?;
-        let text = std::fs::read_to_string(&spec.file).map_err(|e| ControllerError::State {
-            path: spec.file.display().to_string(),
-            problem: e.to_string(),
-        })?;
-        std::fs::write(dir.join("spec.toml"), text).map_err(|e| ControllerError::State {
-            path: dir.join("spec.toml").display().to_string(),
-            problem: e.to_string(),
-        })?;
         Controller::open(catalog, experiment, spec.clone())
     }
 
@@ -313,7 +585,7 @@ impl Controller {
     pub fn resume(catalog: &Catalog, name: &str) -> Result<Controller, ControllerError> {
         let experiment = catalog.experiment(name)?;
         let dir = search_dir(&experiment);
-        let spec_path = dir.join("spec.toml");
+        let spec_path = dir.join(SPEC_FILE);
         if !spec_path.exists() {
             return Err(ControllerError::Other(format!(
                 "experiment {name} has no search to resume (no {})",
@@ -332,40 +604,42 @@ impl Controller {
         spec: ExperimentSpec,
     ) -> Result<Controller, ControllerError> {
         let dir = search_dir(&experiment);
-        // The lease: one controller at a time.
-        let lease_path = dir.join("controller.json");
-        if let Ok(bytes) = std::fs::read(&lease_path) {
-            if let Ok(lease) = serde_json::from_slice::<Lease>(&bytes) {
-                if lease.pid != std::process::id() && alive(&lease.host, lease.pid) {
-                    return Err(ControllerError::Busy {
-                        experiment: spec.name.clone(),
-                        holder: format!("{}:{}", lease.host, lease.pid),
-                    });
-                }
-            }
-        }
-        let lease = Lease {
-            host: host(),
-            pid: std::process::id(),
-            at: cohort_catalog::now(),
-        };
-        let tmp = dir.join(format!(".controller.{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(&lease).unwrap_or_default())
-            .and_then(|()| std::fs::rename(&tmp, &lease_path))
-            .map_err(|e| ControllerError::State {
-                path: lease_path.display().to_string(),
-                problem: e.to_string(),
-            })?;
-        let past = read_events(&dir)?;
-        let events_path = dir.join("events.jsonl");
-        let events = std::fs::OpenOptions::new()
-            .create(true)
+        // One controller at a time: only the lease holder writes the event log.
+        let lease = LeaseGuard::take(&dir, &spec.name)?;
+        let events_path = dir.join(EVENTS_FILE);
+        let mut events = std::fs::OpenOptions::new()
+            .read(true)
             .append(true)
+            .create(true)
             .open(&events_path)
-            .map_err(|e| ControllerError::State {
-                path: events_path.display().to_string(),
-                problem: e.to_string(),
-            })?;
+            .map_err(state_error(&events_path))?;
+        let mut bytes = Vec::new();
+        events
+            .read_to_end(&mut bytes)
+            .map_err(state_error(&events_path))?;
+        if bytes.is_empty() {
+            // Perhaps just created: its name must survive a crash with the first records.
+            sync_dir(&dir);
+        }
+        let scan = scan_events(&events_path, &bytes)?;
+        if scan.whole < bytes.len() as u64 {
+            // Cut the torn tail off, or the next record would be glued to it.
+            events
+                .set_len(scan.whole)
+                .and_then(|()| events.sync_all())
+                .map_err(|e| ControllerError::State {
+                    path: events_path.display().to_string(),
+                    problem: format!("cannot cut off a torn last record: {e}"),
+                })?;
+        }
+        let warnings = scan
+            .problems
+            .into_iter()
+            .map(|problem| Warning {
+                path: events_path.clone(),
+                problem,
+            })
+            .collect();
         let searcher = build(&spec).map_err(ControllerError::Other)?;
         let mut controller = Controller {
             catalog: catalog.clone(),
@@ -373,7 +647,10 @@ impl Controller {
             spec,
             searcher,
             dir,
+            _lease: lease,
             events,
+            events_len: scan.whole,
+            warnings,
             pending: Vec::new(),
             running: BTreeMap::new(),
             by_search: BTreeMap::new(),
@@ -382,7 +659,7 @@ impl Controller {
             unassigned: Vec::new(),
             done: false,
         };
-        controller.replay(&past)?;
+        controller.replay(&scan.events)?;
         controller.unassigned = controller.unassigned_trials();
         Ok(controller)
     }
@@ -531,16 +808,47 @@ impl Controller {
         Ok(created.id)
     }
 
+    /// Appends `event` and its newline to the log and fsyncs it: committed when this returns.
     fn record(&mut self, event: &Event) -> Result<(), ControllerError> {
         let mut line = serde_json::to_vec(event).unwrap_or_default();
         line.push(b'\n');
-        self.events
+        let written = self
+            .events
             .write_all(&line)
-            .and_then(|()| self.events.sync_data())
-            .map_err(|e| ControllerError::State {
-                path: self.dir.join("events.jsonl").display().to_string(),
+            .and_then(|()| self.events.sync_data());
+        if let Err(e) = written {
+            // A part written (a full disk) would be glued to the next record: cut it off.
+            // Should that fail too, the next controller cuts it off when it opens the log.
+            let _ = self.events.set_len(self.events_len);
+            return Err(ControllerError::State {
+                path: self.dir.join(EVENTS_FILE).display().to_string(),
                 problem: format!("cannot record: {e}"),
-            })
+            });
+        }
+        self.events_len += line.len() as u64;
+        Ok(())
+    }
+
+    /// What opening the search found wrong and repaired (a torn last record of the event log),
+    /// each naming the file; empty once taken.
+    pub fn take_warnings(&mut self) -> Vec<Warning> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// Records the directory the search's trials start in (`search/cwd`, replaced whole).
+    pub fn save_workdir(&self, cwd: &Path) -> Result<(), ControllerError> {
+        replace(
+            &self.dir.join(WORKDIR_FILE),
+            cwd.as_os_str().as_encoded_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// The directory the search's trials start in, as [`Controller::save_workdir`] recorded it.
+    pub fn workdir(&self) -> Option<PathBuf> {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = std::fs::read(self.dir.join(WORKDIR_FILE)).ok()?;
+        (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsString::from_vec(bytes)))
     }
 
     /// Runs at most `n` trials at once (fewer than the file allows).
@@ -611,8 +919,9 @@ impl Controller {
         }
         if self.dir.join("stop").exists() {
             for trial in self.running.keys() {
-                let _ = std::fs::write(
-                    self.trial_dir(*trial)
+                let _ = publish_new(
+                    &self
+                        .trial_dir(*trial)
                         .join(cohort_catalog::tracker::STOP_FILE),
                     b"",
                 );
@@ -806,7 +1115,6 @@ impl Controller {
             }
             last = Instant::now();
         }
-        let _ = std::fs::remove_file(self.dir.join("controller.json"));
         Ok(())
     }
 }
@@ -904,16 +1212,14 @@ fn searcher_name(spec: &ExperimentSpec) -> String {
 pub fn request_stop(catalog: &Catalog, name: &str) -> Result<PathBuf, ControllerError> {
     let experiment = catalog.experiment(name)?;
     let dir = search_dir(&experiment);
-    if !dir.join("spec.toml").exists() {
+    if !dir.join(SPEC_FILE).exists() {
         return Err(ControllerError::Other(format!(
             "experiment {name} has no search"
         )));
     }
     let path = dir.join("stop");
-    std::fs::write(&path, b"").map_err(|e| ControllerError::State {
-        path: path.display().to_string(),
-        problem: e.to_string(),
-    })?;
+    // Already there: asked before, which is as good.
+    publish_new(&path, b"")?;
     Ok(path)
 }
 
@@ -1001,6 +1307,378 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
             catalog.trial_records(&experiment).len(),
             2,
             "one trial per searcher trial"
+        );
+    }
+
+    /// Launches nothing for real: every trial fails at once, so each step records events.
+    struct FailNow;
+
+    #[derive(Debug)]
+    struct Failed;
+
+    impl Running for Failed {
+        fn poll(&mut self) -> Option<Result<(), String>> {
+            Some(Err("failed at once".into()))
+        }
+        fn pid(&self) -> u32 {
+            0
+        }
+    }
+
+    impl Launcher for FailNow {
+        fn launch(&mut self, _: &Job) -> Result<Box<dyn Running>, String> {
+            Ok(Box::new(Failed))
+        }
+        fn adopt(&mut self, _: &str, _: u32, _: &Job) -> Option<Box<dyn Running>> {
+            Some(Box::new(Failed))
+        }
+        fn find(&mut self, _: &Job) -> Option<Box<dyn Running>> {
+            None
+        }
+    }
+
+    /// A catalog with the experiment file `SPEC` beside it.
+    fn setup() -> (tempfile::TempDir, ExperimentSpec, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("exp.toml");
+        std::fs::write(&file, SPEC).unwrap();
+        let spec = ExperimentSpec::load(&file).unwrap();
+        let catalog = Catalog::open_or_create(dir.path().join("catalog")).unwrap();
+        (dir, spec, catalog)
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        file.write_all(bytes).unwrap();
+    }
+
+    /// Every line of the log, each parsed on its own (a glued line fails to).
+    fn lines_one_record_each(path: &Path) -> Vec<Event> {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.ends_with('\n'),
+            "the log ends with a whole line: {text:?}"
+        );
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("line {line:?} is not one record: {e}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_torn_last_event_is_cut_off_at_each_resume_and_no_committed_event_is_lost() {
+        let (_dir, spec, catalog) = setup();
+        let mut controller = Controller::start(&catalog, &spec).unwrap();
+        let search = search_dir(controller.experiment());
+        let log = search.join(EVENTS_FILE);
+        assert!(controller.step(&mut FailNow).unwrap());
+        drop(controller);
+        let first = read_events(&search).unwrap();
+        assert!(first.len() >= 4, "{first:?}");
+        let committed = std::fs::metadata(&log).unwrap().len();
+
+        // A crash in the middle of a record: part of it, no newline.
+        let torn = br#"{"event":"launched","trial":1,"un"#;
+        append(&log, torn);
+        assert_eq!(
+            read_events(&search).unwrap(),
+            first,
+            "a reader skips the torn tail"
+        );
+        let mut controller = Controller::resume(&catalog, "orphans").unwrap();
+        let warnings = controller.take_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].path, log);
+        assert!(
+            warnings[0]
+                .problem
+                .contains(&format!("{} bytes", torn.len()))
+                && warnings[0].problem.contains("never committed")
+                && warnings[0].problem.contains("launched"),
+            "the warning says what was dropped: {}",
+            warnings[0].problem
+        );
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), committed);
+        assert_eq!(lines_one_record_each(&log), first);
+        assert!(controller.step(&mut FailNow).unwrap());
+        drop(controller);
+        let second = lines_one_record_each(&log);
+        assert!(second.len() > first.len() && second.starts_with(&first));
+
+        // Another crash, this time leaving a whole line that is not a record.
+        append(&log, b"{\"event\":\"exited\",\"trial\":2,\"ok\":fa\0\0\n");
+        let mut controller = Controller::resume(&catalog, "orphans").unwrap();
+        assert_eq!(controller.take_warnings().len(), 1);
+        assert_eq!(lines_one_record_each(&log), second);
+        assert!(controller.step(&mut FailNow).unwrap());
+        drop(controller);
+        let third = lines_one_record_each(&log);
+        assert!(third.len() > second.len() && third.starts_with(&second));
+        assert_eq!(read_events(&search).unwrap(), third);
+
+        // A clean log gives no warning.
+        let mut controller = Controller::resume(&catalog, "orphans").unwrap();
+        assert!(controller.take_warnings().is_empty());
+    }
+
+    #[test]
+    fn a_last_line_without_its_newline_is_not_committed_even_when_it_parses() {
+        let bytes =
+            b"{\"event\":\"failed\",\"search_trial\":0}\n{\"event\":\"failed\",\"search_trial\":1}";
+        let scan = scan_events(Path::new("events.jsonl"), bytes).unwrap();
+        assert_eq!(scan.events, vec![Event::Failed { search_trial: 0 }]);
+        assert_eq!(scan.whole, 36);
+        assert_eq!(scan.problems.len(), 1);
+    }
+
+    #[test]
+    fn a_record_glued_to_a_torn_one_is_read_and_the_torn_bytes_are_named() {
+        let bytes = b"{\"event\":\"failed\",\"search_trial\":0}\n{\"event\":\"exi{\"event\":\"failed\",\"search_trial\":1}\n{\"event\":\"failed\",\"search_trial\":2}\n";
+        let scan = scan_events(Path::new("events.jsonl"), bytes).unwrap();
+        let trials: Vec<Event> = (0..3).map(|t| Event::Failed { search_trial: t }).collect();
+        assert_eq!(scan.events, trials);
+        assert_eq!(scan.whole, bytes.len() as u64);
+        assert_eq!(scan.problems.len(), 1);
+        assert!(
+            scan.problems[0].starts_with("line 2: skipped 13 bytes"),
+            "{:?}",
+            scan.problems
+        );
+    }
+
+    #[test]
+    fn damage_before_whole_records_is_an_error_not_a_torn_tail() {
+        let bytes = b"{\"event\":\"failed\",\"search_trial\":0}\nnot a record\n{\"event\":\"failed\",\"search_trial\":1}\n";
+        let err = scan_events(Path::new("events.jsonl"), bytes).unwrap_err();
+        assert!(
+            err.to_string().starts_with("events.jsonl: line 2:"),
+            "{err}"
+        );
+    }
+
+    /// Takes the lease of `dir` from `threads` threads at once; returns how many won, keeping
+    /// the winners' leases until all are done.
+    fn race_for_lease(dir: &Path, threads: usize) -> (usize, Vec<String>) {
+        let barrier = std::sync::Barrier::new(threads);
+        let results: Vec<Result<LeaseGuard, ControllerError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        LeaseGuard::take(dir, "raced")
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let losers: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        (won, losers)
+    }
+
+    fn lease_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn of_controllers_racing_for_a_new_lease_exactly_one_wins() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let (won, losers) = race_for_lease(dir.path(), 6);
+            assert_eq!(won, 1, "{losers:?}");
+            assert!(
+                losers
+                    .iter()
+                    .all(|e| e.contains("is driven by the controller")),
+                "{losers:?}"
+            );
+            // One generation, published whole, and no temporary file left.
+            assert_eq!(lease_files(dir.path()), vec!["controller-1.json"]);
+        }
+    }
+
+    /// A pid above Linux's highest: no process has it.
+    const DEAD_PID: u32 = 0x3FFF_FFFF;
+
+    fn write_lease(path: &Path, host: String, pid: u32, released: bool) {
+        let lease = Lease {
+            host,
+            pid,
+            at: 0.0,
+            nonce: "old".into(),
+            released,
+        };
+        std::fs::write(path, serde_json::to_vec(&lease).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn of_controllers_racing_to_take_over_a_dead_controllers_lease_exactly_one_wins() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            write_lease(&lease_file(dir.path(), 3), host(), DEAD_PID, false);
+            let (won, losers) = race_for_lease(dir.path(), 6);
+            assert_eq!(won, 1, "{losers:?}");
+            // The next generation, the dead one's removed.
+            assert_eq!(lease_files(dir.path()), vec!["controller-4.json"]);
+        }
+    }
+
+    #[test]
+    fn a_live_controllers_lease_is_never_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lease_file(dir.path(), 1);
+        let parent = std::os::unix::process::parent_id();
+        write_lease(&path, host(), parent, false);
+        let err = LeaseGuard::take(dir.path(), "raced").unwrap_err();
+        assert!(err.to_string().contains(&format!(":{parent}")), "{err}");
+        // Another host's controller cannot be checked from here: it is taken to live.
+        write_lease(&path, "elsewhere".into(), DEAD_PID, false);
+        let err = LeaseGuard::take(dir.path(), "raced").unwrap_err();
+        assert!(err.to_string().contains("elsewhere"), "{err}");
+        // A live controller of this process holds its lease against another of it.
+        let dir = tempfile::tempdir().unwrap();
+        let held = LeaseGuard::take(dir.path(), "raced").unwrap();
+        assert!(LeaseGuard::take(dir.path(), "raced").is_err());
+        drop(held);
+        assert_eq!(lease_files(dir.path()), vec!["controller-1.json"]);
+        assert!(read_lease(&lease_file(dir.path(), 1)).unwrap().released);
+        let again = LeaseGuard::take(dir.path(), "raced").unwrap();
+        assert_eq!(again.path, lease_file(dir.path(), 2));
+        assert_eq!(lease_files(dir.path()), vec!["controller-2.json"]);
+        // Nothing is written while refusing.
+        let live = tempfile::tempdir().unwrap();
+        write_lease(&lease_file(live.path(), 5), host(), parent, false);
+        assert!(LeaseGuard::take(live.path(), "raced").is_err());
+        assert_eq!(lease_files(live.path()), vec!["controller-5.json"]);
+    }
+
+    #[test]
+    fn a_released_or_dead_lease_is_taken_by_the_next_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        write_lease(
+            &lease_file(dir.path(), 1),
+            host(),
+            std::os::unix::process::parent_id(),
+            true,
+        );
+        let taken = LeaseGuard::take(dir.path(), "x").unwrap();
+        assert_eq!(taken.path, lease_file(dir.path(), 2));
+        let on_disk = read_lease(&taken.path).unwrap();
+        assert_eq!(on_disk.nonce, taken.lease.nonce);
+        assert!(!on_disk.released);
+        assert_eq!((on_disk.host, on_disk.pid), (host(), std::process::id()));
+        drop(taken);
+        // Left unreleased by a dead process whose pid this one has now.
+        write_lease(
+            &lease_file(dir.path(), 2),
+            host(),
+            std::process::id(),
+            false,
+        );
+        let taken = LeaseGuard::take(dir.path(), "x").unwrap();
+        assert_eq!(taken.path, lease_file(dir.path(), 3));
+        drop(taken);
+        // The lease file of earlier versions: a dead holder's is taken over and removed.
+        let legacy = tempfile::tempdir().unwrap();
+        write_lease(
+            &legacy.path().join(LEGACY_LEASE_FILE),
+            host(),
+            DEAD_PID,
+            false,
+        );
+        drop(LeaseGuard::take(legacy.path(), "x").unwrap());
+        assert_eq!(lease_files(legacy.path()), vec!["controller-1.json"]);
+        write_lease(
+            &legacy.path().join(LEGACY_LEASE_FILE),
+            host(),
+            std::os::unix::process::parent_id(),
+            false,
+        );
+        assert!(LeaseGuard::take(legacy.path(), "x").is_err());
+    }
+
+    #[test]
+    fn starting_a_search_publishes_its_files_whole_and_leaves_no_temporary_file() {
+        let (dir, spec, catalog) = setup();
+        let controller = Controller::start(&catalog, &spec).unwrap();
+        let search = search_dir(controller.experiment());
+        assert_eq!(
+            std::fs::read(search.join(SPEC_FILE)).unwrap(),
+            SPEC.as_bytes()
+        );
+        controller.save_workdir(Path::new("/first")).unwrap();
+        controller.save_workdir(dir.path()).unwrap();
+        assert_eq!(controller.workdir().as_deref(), Some(dir.path()));
+        assert_eq!(
+            lease_files(&search),
+            vec!["controller-1.json", "cwd", "events.jsonl", "spec.toml"]
+        );
+        // A second start of the experiment, from another file, changes nothing.
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, SPEC.replace("max_trials = 4", "max_trials = 9")).unwrap();
+        let err = Controller::start(&catalog, &ExperimentSpec::load(&other).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("already has a search"), "{err}");
+        assert_eq!(
+            std::fs::read(search.join(SPEC_FILE)).unwrap(),
+            SPEC.as_bytes()
+        );
+        // Asking it to stop twice is as good as once.
+        let stop = request_stop(&catalog, "orphans").unwrap();
+        assert_eq!(request_stop(&catalog, "orphans").unwrap(), stop);
+        assert!(stop.is_file());
+        drop(controller);
+        assert_eq!(
+            lease_files(&search),
+            vec![
+                "controller-1.json",
+                "cwd",
+                "events.jsonl",
+                "spec.toml",
+                "stop"
+            ]
+        );
+    }
+
+    #[test]
+    fn of_starts_of_one_search_racing_exactly_one_runs() {
+        let (_dir, spec, catalog) = setup();
+        let barrier = std::sync::Barrier::new(4);
+        let started: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (barrier, spec, catalog) = (&barrier, &spec, &catalog);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        Controller::start(catalog, spec)
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            started.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{started:?}"
+        );
+        assert!(
+            started
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| e.contains("already has a search")),
+            "{started:?}"
         );
     }
 }
