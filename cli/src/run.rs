@@ -7,6 +7,7 @@
 //! others within seconds and exits non-zero naming the rank.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
@@ -168,6 +169,14 @@ fn end_trial(
 /// How long ranks get to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
 
+/// Clears close-on-exec on the store's socket, so that the next spawned process inherits it.
+fn make_inheritable(listener: &std::net::TcpListener) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(listener, FcntlArg::F_SETFD(FdFlag::empty()))
+        .context("making the store's socket inheritable by rank 0")?;
+    Ok(())
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")
         .context("finding a free port for the rendezvous store")?
@@ -275,7 +284,20 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     std::fs::write(&plan_path, plan.to_json_pretty())
         .with_context(|| format!("{}: cannot write the plan", plan_path.display()))?;
     let secret = cohort_collectives::generate_secret()?;
-    let store = format!("127.0.0.1:{}", free_port()?);
+    // The store's socket is bound here and handed to rank 0 (COHORT_STORE_FD), so the port is
+    // never free between its choice and rank 0's use of it.
+    let mut store_listener = Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding the rendezvous store's socket")?,
+    );
+    let store = format!(
+        "127.0.0.1:{}",
+        store_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?
+            .map_or(0, |a| a.port())
+    );
     let master_port = free_port()?.to_string();
     let world = spec.ranks.to_string();
 
@@ -319,7 +341,21 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         if let Some(gpu) = rank_plan.gpu {
             command.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
         }
-        let mut child = match command.spawn() {
+        // Rank 0 inherits the store's socket: it is made inheritable only for its spawn (no
+        // other process is spawned meanwhile), and the launcher's copy is closed after it.
+        let inherited = match (rank_plan.rank, &store_listener) {
+            (0, Some(listener)) => {
+                make_inheritable(listener)?;
+                command.env("COHORT_STORE_FD", listener.as_raw_fd().to_string());
+                true
+            }
+            _ => false,
+        };
+        let spawned = command.spawn();
+        if inherited {
+            store_listener = None;
+        }
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 signal_all(&children, Signal::SIGKILL);

@@ -51,7 +51,8 @@ fn ranks_get_their_environment_and_a_plan() {
         "--",
         "sh",
         "-c",
-        "echo env $COHORT_RANK $COHORT_WORLD_SIZE $RANK $WORLD_SIZE $LOCAL_RANK $MASTER_ADDR; cat $COHORT_PLAN",
+        "echo env $COHORT_RANK $COHORT_WORLD_SIZE $RANK $WORLD_SIZE $LOCAL_RANK $MASTER_ADDR; \
+         echo store ${COHORT_STORE_FD:-none} $(ls -l /proc/$$/fd | grep -c socket:); cat $COHORT_PLAN",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -61,10 +62,24 @@ fn ranks_get_their_environment_and_a_plan() {
             "{stdout}"
         );
     }
+    // Rank 0 alone inherits the store's socket, bound by `cohort run` (one socket open beside
+    // none in the others).
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("[0] store ") && !l.contains("none") && l.ends_with(" 1")),
+        "{stdout}"
+    );
+    for rank in 1..3 {
+        assert!(
+            stdout.contains(&format!("[{rank}] store none 0")),
+            "{stdout}"
+        );
+    }
     let plan_text: String = stdout
         .lines()
         .filter_map(|line| line.strip_prefix("[1] "))
-        .filter(|line| !line.starts_with("env "))
+        .filter(|line| !line.starts_with("env ") && !line.starts_with("store "))
         .collect::<Vec<_>>()
         .join("\n");
     let plan = Plan::from_json(plan_text.as_bytes()).unwrap();

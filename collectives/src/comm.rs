@@ -74,6 +74,11 @@ pub struct CommOptions {
     /// TCP connections per peer between hosts (`COHORT_TCP_STREAMS`, 1 to 16); `None` picks
     /// from the speed of the interface this rank listens on (one per 25 Gb/s, at most 8).
     pub tcp_streams: Option<usize>,
+    /// For rank 0: the store's listening socket, already bound to the store's port by the
+    /// launcher and inherited as this file descriptor (`COHORT_STORE_FD`), so that no other
+    /// process can take the port between its choice and its use. `None`: rank 0 binds the
+    /// store's address itself.
+    pub store_fd: Option<i32>,
 }
 
 /// The most TCP connections per peer.
@@ -170,6 +175,19 @@ impl CommOptions {
                     })?,
             ),
         };
+        let store_fd = match std::env::var("COHORT_STORE_FD") {
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|fd| *fd > 2)
+                    .ok_or_else(|| InitError::Env {
+                        var: "COHORT_STORE_FD",
+                        problem: format!("{text:?} is not an inherited file descriptor number"),
+                    })?,
+            ),
+            Err(_) => None,
+        };
         let options = CommOptions {
             rank,
             world_size,
@@ -182,6 +200,7 @@ impl CommOptions {
             transport,
             algorithm,
             tcp_streams,
+            store_fd,
         };
         options.check()?;
         Ok(options)
@@ -393,9 +412,12 @@ impl Communicator {
         let host = my_plan.map_or_else(hostname, |p| p.host.clone());
         let bind_ip = my_plan.map_or("127.0.0.1", |p| p.address.as_str());
         if rank == 0 {
-            let listener = TcpListener::bind(&options.store).map_err(|e| {
-                CommError::io(format!("rank 0 serving the store on {}", options.store), e)
-            })?;
+            let listener = match options.store_fd {
+                Some(fd) => crate::inherit::store_listener(fd, &options.store)?,
+                None => TcpListener::bind(&options.store).map_err(|e| {
+                    CommError::io(format!("rank 0 serving the store on {}", options.store), e)
+                })?,
+            };
             StoreServer::spawn(listener, options.secret.clone())?;
         }
         let mut store = StoreClient::connect(&options.store, &options.secret, rank, deadline)?;

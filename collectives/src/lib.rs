@@ -18,6 +18,7 @@ mod comm;
 mod dtype;
 mod engine;
 mod error;
+mod inherit;
 mod link;
 #[cfg(feature = "rdma")]
 pub use link::rdma;

@@ -41,6 +41,7 @@ fn options(
         transport,
         algorithm,
         tcp_streams: None,
+        store_fd: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn with_ranks<R: Send + 'static>(size: u32, f: fn(Communicator) -> R) -> Vec<R> 
                     transport: Transport::Auto,
                     algorithm: Algorithm::Auto,
                     tcp_streams: None,
+                    store_fd: None,
                 })
                 .unwrap();
                 f(comm)

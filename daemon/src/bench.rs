@@ -68,6 +68,7 @@ pub(crate) async fn gang(nodes: u32, repeats: u32) -> Result<()> {
             gpus: vec![],
             topology_addr: None,
             timeout_ms: 120_000,
+            store_port: None,
             uid: 0,
         };
         let start = Instant::now();

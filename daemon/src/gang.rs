@@ -646,7 +646,10 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
     plan.check().map_err(|e| e.to_string())?;
     let rank0 = plan.ranks.first().ok_or("the step has no ranks")?;
     let store_port = if request.ranks.contains(&0) {
-        free_port(own_ip).ok_or("no free port for the rendezvous store")?
+        request
+            .store_port
+            .or_else(|| free_port(own_ip))
+            .ok_or("no free port for the rendezvous store")?
     } else {
         gang.followers
             .values()
@@ -769,7 +772,7 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
         ranks,
         topology_addr: request.topology_addr.clone(),
         store_port: if request.ranks.contains(&0) {
-            free_port(local_ip)
+            request.store_port.or_else(|| free_port(local_ip))
         } else {
             None
         },
@@ -901,6 +904,7 @@ mod tests {
             gpus: vec![],
             topology_addr: None,
             timeout_ms: 60_000,
+            store_port: None,
             uid: 1000,
         }
     }

@@ -460,6 +460,7 @@ fn an_inconsistent_join_is_refused_by_field_and_the_next_step_starts() {
         gpus: vec![],
         topology_addr: None,
         timeout_ms: 5000,
+        store_port: None,
         uid: 0,
     };
     let (mut stream, _) = connect(&daemon.socket, API_VERSION);

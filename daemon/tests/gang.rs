@@ -145,6 +145,7 @@ impl Cluster {
                     gpus: vec![0, 1],
                     topology_addr: None,
                     timeout_ms,
+                    store_port: None,
                     uid: 0,
                 };
                 std::thread::spawn(move || {
@@ -303,6 +304,7 @@ fn another_user_cannot_start_steal_or_stall_a_step() {
             gpus: vec![],
             topology_addr: None,
             timeout_ms: 1000,
+            store_port: None,
             uid,
         }))
         .unwrap()

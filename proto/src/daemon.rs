@@ -82,6 +82,10 @@ pub struct JoinRequest {
     pub topology_addr: Option<String>,
     /// How long to wait for the other nodes, in milliseconds.
     pub timeout_ms: u64,
+    /// On the node of rank 0: the port of the rendezvous store's socket, which the plugin has
+    /// bound and hands to rank 0. Absent: the daemon picks a free port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_port: Option<u16>,
     /// The job owner's uid. Only root may join a step (the plugin joins from slurmstepd, as
     /// root), so this is the owner Slurm gave the plugin, never the caller's claim.
     pub uid: u32,
@@ -232,6 +236,15 @@ impl JoinRequest {
                 ));
             }
         }
+        if self.store_port == Some(0) {
+            return Err(invalid("store_port", "0 is not a port"));
+        }
+        if self.store_port.is_some() && !self.ranks.contains(&0) {
+            return Err(invalid(
+                "store_port",
+                "only the node of rank 0 hands over the store's socket",
+            ));
+        }
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
             return Err(invalid(
                 "timeout_ms",
@@ -361,6 +374,7 @@ mod tests {
             gpus: vec![0, 1],
             topology_addr: None,
             timeout_ms: 30_000,
+            store_port: None,
             uid: 1000,
         }
     }
@@ -387,6 +401,8 @@ mod tests {
             ("node_index", Box::new(|j| j.node_index = 2)),
             ("gpus", Box::new(|j| j.gpus = vec![1, 1])),
             ("timeout_ms", Box::new(|j| j.timeout_ms = 0)),
+            ("store_port", Box::new(|j| j.store_port = Some(0))),
+            ("store_port", Box::new(|j| j.store_port = Some(5000))),
             (
                 "timeout_ms",
                 Box::new(|j| j.timeout_ms = MAX_TIMEOUT_MS + 1),

@@ -191,6 +191,14 @@ pub(crate) fn info(message: &str) {
     }
 }
 
+/// Lets the next exec keep `socket` open (clears close-on-exec): the task inherits it.
+pub(crate) fn inherit(socket: &impl std::os::fd::AsFd) -> Result<(), String> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(socket, FcntlArg::F_SETFD(FdFlag::empty()))
+        .map(drop)
+        .map_err(|e| format!("handing the store's socket to rank 0: {e}"))
+}
+
 /// Pins the calling process (the task, before it execs) to those of `cpus` it may use, and
 /// returns them; an empty result means none of them is available to it (nothing is changed).
 pub(crate) fn bind_cpus(cpus: &[usize]) -> Result<Vec<usize>, String> {

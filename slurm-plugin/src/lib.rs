@@ -17,7 +17,8 @@ pub mod record;
 
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use cohort_proto::daemon::{JoinRequest, StepPlan};
 
@@ -58,7 +59,7 @@ static OPT_COHORT: SpankOption = SpankOption {
     usage: c"Start this step through Cohort: gang start, rank, GPU, NIC and CPU placement".as_ptr(),
     has_arg: 0,
     val: 1,
-    cb: None,
+    cb: Some(on_cohort),
 };
 static OPT_EXP: SpankOption = SpankOption {
     name: args::OPTION_EXP.as_ptr(),
@@ -84,6 +85,17 @@ static OPT_BIND: SpankOption = SpankOption {
     val: 4,
     cb: Some(check_bind),
 };
+
+/// Whether the step asked for Cohort (`--cohort`). Set by the option's callback, which Slurm
+/// runs as it processes the step's options in slurmstepd, before `init_post_opt`; options
+/// cannot be read with `spank_option_getopt` in `init_post_opt`.
+static COHORT_ASKED: AtomicBool = AtomicBool::new(false);
+
+/// Records `--cohort` (in srun while it parses options, and in slurmstepd for the step).
+extern "C" fn on_cohort(_val: c_int, _optarg: *const c_char, _remote: c_int) -> c_int {
+    COHORT_ASKED.store(true, Ordering::Relaxed);
+    0
+}
 
 /// Checks `--cohort-bind` while srun or sbatch parses options, so a bad value stops it there.
 extern "C" fn check_bind(_val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
@@ -171,8 +183,9 @@ pub extern "C" fn slurm_spank_init(spank: Spank, argc: c_int, argv: *const *cons
     })
 }
 
-/// `slurm_spank_init_post_opt`: checks option values where the user sees errors (srun); in
-/// slurmstepd (remote context, as root) joins the step's gang start through the node's cohortd.
+/// `slurm_spank_init_post_opt`: in slurmstepd (remote context, as root), joins the step's gang
+/// start through the node's cohortd. (Option values are checked by their callbacks, where
+/// srun parses them.)
 ///
 /// The join runs here because this hook runs as root: cohortd accepts joins and task reports
 /// from root only, so a user on the node cannot start, take over or stall anyone's step by
@@ -186,10 +199,7 @@ pub extern "C" fn slurm_spank_init_post_opt(
 ) -> c_int {
     let args = plugstack_args(argc, argv);
     guarded("init_post_opt", || {
-        if let Some(bind) = ffi::getopt(spank, &OPT_BIND) {
-            Bind::parse(&bind)?;
-        }
-        if ffi::context() != ffi::S_CTX_REMOTE || ffi::getopt(spank, &OPT_COHORT).is_none() {
+        if ffi::context() != ffi::S_CTX_REMOTE || !COHORT_ASKED.load(Ordering::Relaxed) {
             return Ok(());
         }
         // The batch script, the extern step and interactive steps are not steps of ranks.
@@ -197,7 +207,10 @@ pub extern "C" fn slurm_spank_init_post_opt(
             return Ok(());
         }
         let mut config = PluginConfig::parse(args.iter().map(String::as_str))?;
-        let request = join_request(spank, &config)?;
+        let mut request = join_request(spank, &config)?;
+        if request.ranks.contains(&0) {
+            request.store_port = Some(bind_store()?);
+        }
         // `%n` in the socket path is this node's name (as Slurm names it in the step's node
         // list), so nodes sharing one file system reach their own daemon. The environment's
         // SLURMD_NODENAME is not used: under sbatch it is the batch node's on every node.
@@ -213,6 +226,7 @@ pub extern "C" fn slurm_spank_init_post_opt(
                 });
             }
             Err(message) => {
+                // In slurmd's log now; on srun's stderr from user_init.
                 ffi::error(&message);
                 let _ = FAILED.set(message);
             }
@@ -241,6 +255,12 @@ pub extern "C" fn slurm_spank_user_init(
     _argv: *const *const c_char,
 ) -> c_int {
     guarded("user_init", || {
+        if let Some(reason) = FAILED.get() {
+            // Said here, once per node: slurmstepd forwards this hook's errors to srun, not
+            // those of init_post_opt, where the join failed.
+            ffi::error(reason);
+            return Ok(());
+        }
         let Some(joined) = JOINED.get() else {
             return Ok(());
         };
@@ -355,8 +375,27 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
         gpus,
         topology_addr: ffi::getenv(spank, "SLURM_TOPOLOGY_ADDR"),
         timeout_ms: u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+        store_port: None,
         uid,
     })
+}
+
+/// The rendezvous store's socket, bound on the node of rank 0 before the join and handed to
+/// rank 0's task (`COHORT_STORE_FD`), so that its port is never free for another process to
+/// take. slurmstepd's copy is closed once rank 0's task is forked.
+static STORE_SOCKET: Mutex<Option<std::net::TcpListener>> = Mutex::new(None);
+
+/// Binds the store's socket (all addresses: the plan chooses which one ranks use) and returns
+/// its port.
+fn bind_store() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0))
+        .map_err(|e| format!("binding the rendezvous store's socket: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("the rendezvous store's socket: {e}"))?
+        .port();
+    *STORE_SOCKET.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    Ok(port)
 }
 
 /// Writes the plan where the job's tasks can read it (this hook runs as the job's user), and
@@ -399,6 +438,17 @@ pub extern "C" fn slurm_spank_task_init(
         for (name, value) in env::task_env(&step.plan, &step.plan_path, rank, step.bind)? {
             ffi::setenv(spank, &name, &value)?;
         }
+        if rank == 0 {
+            let socket = STORE_SOCKET.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(listener) = socket.as_ref() {
+                ffi::inherit(listener)?;
+                ffi::setenv(
+                    spank,
+                    "COHORT_STORE_FD",
+                    &std::os::fd::AsRawFd::as_raw_fd(listener).to_string(),
+                )?;
+            }
+        }
         if let Some(recording) = &step.recording {
             ffi::setenv(
                 spank,
@@ -437,6 +487,26 @@ fn parse_cpus(list: &str) -> Vec<usize> {
             }
         })
         .collect()
+}
+
+/// `slurm_spank_task_post_fork` (slurmstepd, after each task is forked): once rank 0 has its
+/// copy of the store's socket, slurmstepd closes its own, so the port is freed when rank 0
+/// ends.
+#[unsafe(no_mangle)]
+pub extern "C" fn slurm_spank_task_post_fork(
+    spank: Spank,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    guarded("task_post_fork", || {
+        if STEP.get().is_some() && ffi::get_u32(spank, item::S_TASK_GLOBAL_ID)? == 0 {
+            STORE_SOCKET
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+        Ok(())
+    })
 }
 
 /// `slurm_spank_task_exit` (slurmstepd, as each task ends): tells cohortd, which tells the

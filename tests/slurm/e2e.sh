@@ -123,6 +123,29 @@ if setpriv --reuid=65534 --regid=65534 --clear-groups cat "$plan" > /dev/null 2>
 fi
 wait
 ok "another user cannot read a running step's plan"
+# 6b. Another local user talks to the daemons directly: leader joins of the next jobs' steps
+#     (claiming to own them, or with world size 0) and task reports, before and while a real
+#     step of those jobs starts. Every one is refused, and the real steps start and succeed.
+held=$(sbatch --parsable --hold --wrap true)
+scancel "$held"
+next=$((held + 1))
+setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 tests/slurm/intruder.py \
+    "$L/run/node1/cohortd.sock" node1,node2 "$next" 3 > "$L/intruder.out" 2>&1 \
+    || fail "the daemon did not refuse another user:\n$(cat "$L/intruder.out")"
+(setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 tests/slurm/intruder.py \
+    "$L/run/node1/cohortd.sock" node1,node2 "$next" 3 > "$L/intruder2.out" 2>&1; echo $? > "$L/intruder2.rc") &
+timeout 60 srun -N2 -w node[1-2] --cohort sh -c 'echo "rank $COHORT_RANK fd ${COHORT_STORE_FD:-none}"' > "$L/victim.out" 2>&1 \
+    || fail "a step with an intruder around failed:\n$(cat "$L/victim.out")"
+wait
+[[ $(cat "$L/intruder2.rc") == 0 ]] || fail "the daemon did not refuse another user:\n$(cat "$L/intruder2.out")"
+[[ $(grep -c "^rank" "$L/victim.out") == 2 ]] || fail "the step's ranks:\n$(cat "$L/victim.out")"
+# Rank 0, and only rank 0, inherits the store's socket bound before the join.
+grep -q "^rank 0 fd [0-9]" "$L/victim.out" && grep -q "^rank 1 fd none" "$L/victim.out" \
+    || fail "the store's socket is not handed to rank 0 alone:\n$(cat "$L/victim.out")"
+grep -q "may not join job $next" "$L/intruder.out" || fail "the refusal does not say why:\n$(cat "$L/intruder.out")"
+"$COHORT" status --socket "$L/run/node1/cohortd.sock" > "$L/status.out"
+grep -q "$next.0 attempt 0: 2 ranks on 2 nodes" "$L/status.out" || fail "status:\n$(cat "$L/status.out")"
+ok "another user's joins and task reports are refused before and during a step; the step starts"
 # 7. Steps recorded in the catalog (--cohort-exp): rank 0's node creates the trial, rank 0
 #    logs into it, and the state follows the ranks: completed, or failed with the failing
 #    rank's status recorded by its own node.
