@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end: an ASHA search of the example MLP (libtorch) on this machine. Needs release builds:
-#   cargo build --release -p cohort-cli -p cohort-examples
+#   cargo build --release -p cohort-cli && cargo build --release -p cohort-examples
 # Runs examples/search/mlp.toml (4 trials, 2 at a time), checks that trials were stopped and
 # promoted ones resumed from their checkpoints, and that one trial trained the full length.
 set -euo pipefail

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of cohortd and spank_cohort.so on a real 4-node Slurm cluster made by
 # tests/slurm/cluster.sh (network namespaces on this machine). Needs root and release builds:
-#   cargo build --release -p cohort-daemon -p cohort-slurm-plugin -p cohort-cli -p cohort-examples
+#   cargo build --release -p cohort-daemon -p cohort-slurm-plugin -p cohort-cli
+#   cargo build --release -p cohort-examples   (apart, so that cohort does not link libtorch)
 # Each scenario prints "ok: ..." or fails the script with what went wrong (the cluster's logs
 # are then left in the temporary directory it names).
 set -euo pipefail
