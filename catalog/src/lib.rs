@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use cohort_proto::env as vars;
 pub mod catalog;
 pub mod ckpt;
 pub mod error;
@@ -56,10 +57,10 @@ pub fn format_number(value: f64) -> String {
 /// configuration (`COHORT_CONFIG`, default `/etc/cohort/cohort.toml`), else `./cohort-catalog`.
 pub fn default_root() -> Result<std::path::PathBuf, CatalogError> {
     use std::path::PathBuf;
-    if let Some(path) = std::env::var_os("COHORT_CATALOG").filter(|v| !v.is_empty()) {
+    if let Some(path) = std::env::var_os(vars::CATALOG).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    let config = std::env::var_os("COHORT_CONFIG")
+    let config = std::env::var_os(vars::CONFIG)
         .map_or_else(|| PathBuf::from("/etc/cohort/cohort.toml"), PathBuf::from);
     if let Ok(text) = std::fs::read_to_string(&config) {
         let malformed = |problem: String| CatalogError::Malformed {

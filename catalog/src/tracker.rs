@@ -6,6 +6,7 @@
 //! `fsync_interval` and at [`Tracker::finish`]. Only rank 0 writes unless told otherwise.
 //! Nothing here panics on I/O: the first write error is kept and returned by the next call.
 
+use cohort_proto::env as vars;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -251,20 +252,20 @@ impl Tracker {
     /// (`COHORT_RANK`, else `RANK`) get a disabled tracker unless `COHORT_TRACK_ALL_RANKS=1`,
     /// and so does a process with neither `COHORT_EXPERIMENT` nor `COHORT_CATALOG` set.
     pub fn from_env() -> Result<Tracker, CatalogError> {
-        let rank: u32 = env("COHORT_RANK")
+        let rank: u32 = env(vars::RANK)
             .or_else(|| env("RANK"))
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
-        if rank != 0 && env("COHORT_TRACK_ALL_RANKS").as_deref() != Some("1") {
+        if rank != 0 && env(vars::TRACK_ALL_RANKS).as_deref() != Some("1") {
             return Ok(Tracker::disabled());
         }
         // Outside a launcher that records (cohort run, the Slurm plugin with --cohort-exp)
         // and without an explicit experiment or catalog, nothing is recorded.
-        if env("COHORT_EXPERIMENT").is_none() && env("COHORT_CATALOG").is_none() {
+        if env(vars::EXPERIMENT).is_none() && env(vars::CATALOG).is_none() {
             return Ok(Tracker::disabled());
         }
         let root = crate::default_root()?;
-        let experiment = env("COHORT_EXPERIMENT").unwrap_or_else(|| {
+        let experiment = env(vars::EXPERIMENT).unwrap_or_else(|| {
             std::env::args()
                 .next()
                 .and_then(|p| {
@@ -274,7 +275,7 @@ impl Tracker {
                 })
                 .unwrap_or_else(|| "default".to_owned())
         });
-        let trial = match env("COHORT_TRIAL") {
+        let trial = match env(vars::TRIAL) {
             Some(text) => Some(text.parse::<u64>().map_err(|_| {
                 CatalogError::BadQuery(format!(
                     "environment variable COHORT_TRIAL: {text:?} is not a trial number"
@@ -411,7 +412,7 @@ impl Tracker {
             trial: Some(trial),
             owns_state,
             finished: false,
-            until: env("COHORT_SEARCH_UNTIL").and_then(|v| v.parse().ok()),
+            until: env(vars::SEARCH_UNTIL).and_then(|v| v.parse().ok()),
             stop_seen: Mutex::new((None, false)),
         })
     }

@@ -2,6 +2,7 @@
 //! columns. Run under `cohort run`; started directly, it starts itself under `cohort run
 //! -n RANKS`.
 
+use cohort_proto::env as vars;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -71,7 +72,7 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
     if args.min_bytes > args.max_bytes {
         bail!("-b {} is larger than -e {}", args.min_bytes, args.max_bytes);
     }
-    if std::env::var_os("COHORT_RANK").is_none() {
+    if std::env::var_os(vars::RANK).is_none() {
         // Not under a launcher: start this same command under `cohort run`.
         let exe = std::env::current_exe().context("finding the cohort executable")?;
         let status = std::process::Command::new(&exe)

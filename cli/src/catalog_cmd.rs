@@ -4,6 +4,7 @@
 //! Tables by default, `--json` with the shapes documented in `docs/catalog.md`. Files that a
 //! query skipped are named on stderr as `cohort: warning: FILE: problem`; the rest is shown.
 
+use cohort_proto::env as vars;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1074,13 +1075,13 @@ pub(crate) fn log(command: &LogCommand) -> Result<ExitCode> {
         trial,
         catalog,
     } = target;
-    let experiment = match experiment.clone().or_else(|| std::env::var("COHORT_EXPERIMENT").ok().filter(|v| !v.is_empty())) {
+    let experiment = match experiment.clone().or_else(|| std::env::var(vars::EXPERIMENT).ok().filter(|v| !v.is_empty())) {
         Some(e) => e,
         None => bail!("no experiment: run under `cohort run` or the Slurm plugin (which set COHORT_EXPERIMENT and COHORT_TRIAL), or give --experiment and --trial"),
     };
     let trial = match trial {
         Some(t) => *t,
-        None => match std::env::var("COHORT_TRIAL").ok().filter(|v| !v.is_empty()) {
+        None => match std::env::var(vars::TRIAL).ok().filter(|v| !v.is_empty()) {
             Some(text) => text.parse().map_err(|_| anyhow::anyhow!("environment variable COHORT_TRIAL: {text:?} is not a trial number"))?,
             None => bail!("no trial: run under `cohort run` or the Slurm plugin (which set COHORT_TRIAL), or give --trial"),
         },

@@ -21,6 +21,7 @@ mod png;
 mod run;
 mod search_cmd;
 
+use cohort_proto::env as vars;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -568,10 +569,10 @@ fn run() -> Result<ExitCode> {
                 if seconds.is_nan() || seconds <= 0.0 {
                     anyhow::bail!("--timeout must be a positive number of seconds");
                 }
-                env.push(("COHORT_TIMEOUT".to_owned(), seconds.to_string()));
+                env.push((vars::TIMEOUT.to_owned(), seconds.to_string()));
             }
             if args.tcp {
-                env.push(("COHORT_TRANSPORT".to_owned(), "tcp".to_owned()));
+                env.push((vars::TRANSPORT.to_owned(), "tcp".to_owned()));
             }
             let track = if args.no_track {
                 None

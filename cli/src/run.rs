@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use cohort_catalog::{Catalog, NewExperiment, TrialRef};
 use cohort_proto::catalog::TrialState;
+use cohort_proto::env;
 use cohort_topology::{LiveOptions, LocalPlanOptions, Topology};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -118,11 +119,11 @@ fn start_trial(
     state.nodes = vec![host.to_owned()];
     cohort_catalog::catalog::write_state(&trial.dir, &state)?;
     let env = vec![
-        ("COHORT_CATALOG".to_owned(), root.display().to_string()),
-        ("COHORT_EXPERIMENT".to_owned(), spec.experiment.clone()),
-        ("COHORT_TRIAL".to_owned(), trial.id.to_string()),
+        (env::CATALOG.to_owned(), root.display().to_string()),
+        (env::EXPERIMENT.to_owned(), spec.experiment.clone()),
+        (env::TRIAL.to_owned(), trial.id.to_string()),
         (
-            "COHORT_HPARAMS".to_owned(),
+            env::HPARAMS.to_owned(),
             serde_json::to_string(
                 &trial_hparams(&trial.dir).unwrap_or_else(|| spec.hparams.clone()),
             )
@@ -177,11 +178,26 @@ fn make_inheritable(listener: &std::net::TcpListener) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .context("finding a free port for the rendezvous store")?
-        .local_addr()?
-        .port())
+/// The store's socket, on a port whose successor (torch's `MASTER_PORT`) is free too.
+fn store_socket() -> Result<std::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..32 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding the rendezvous store's socket")?;
+        let port = listener.local_addr()?.port();
+        match port
+            .checked_add(1)
+            .map(|next| std::net::TcpListener::bind(("127.0.0.1", next)))
+        {
+            Some(Ok(_)) => return Ok(listener),
+            Some(Err(e)) => last = Some(e),
+            None => {}
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no port for the rendezvous store whose next port is free for MASTER_PORT: {}",
+        last.map_or_else(|| "none".to_owned(), |e| e.to_string())
+    ))
 }
 
 fn signal_all(children: &[(u32, Child)], signal: Signal) {
@@ -286,10 +302,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     let secret = cohort_collectives::generate_secret()?;
     // The store's socket is bound here and handed to rank 0 (COHORT_STORE_FD), so the port is
     // never free between its choice and rank 0's use of it.
-    let mut store_listener = Some(
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .context("binding the rendezvous store's socket")?,
-    );
+    let mut store_listener = Some(store_socket()?);
     let store = format!(
         "127.0.0.1:{}",
         store_listener
@@ -298,8 +311,13 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
             .transpose()?
             .map_or(0, |a| a.port())
     );
-    let master_port = free_port()?.to_string();
-    let world = spec.ranks.to_string();
+    let plan_text = plan_path.to_string_lossy().into_owned();
+    let launch = cohort_proto::env::Launch {
+        plan_path: &plan_text,
+        store: &store,
+        secret: &secret,
+        own_gpu: true,
+    };
 
     // Signals arrive as a counter so the wait loop can forward them.
     let interrupts = Arc::new(AtomicUsize::new(0));
@@ -312,41 +330,27 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     let mut children: Vec<(u32, Child)> = Vec::new();
     let mut pumps = Vec::new();
     for rank_plan in &plan.ranks {
-        let rank = rank_plan.rank.to_string();
+        let rank_env = cohort_proto::env::rank_env(&plan, rank_plan.rank, &launch)
+            .map_err(anyhow::Error::msg)?;
         let mut command = Command::new(program);
         command
             .args(args)
-            .env("COHORT_RANK", &rank)
-            .env("COHORT_WORLD_SIZE", &world)
-            .env("COHORT_LOCAL_RANK", rank_plan.local_rank.to_string())
-            .env("COHORT_LOCAL_WORLD_SIZE", &world)
-            .env("COHORT_STORE", &store)
-            .env("COHORT_SECRET", &secret)
-            .env("COHORT_PLAN", &plan_path)
-            .env("RANK", &rank)
-            .env("WORLD_SIZE", &world)
-            .env("LOCAL_RANK", rank_plan.local_rank.to_string())
-            .env("LOCAL_WORLD_SIZE", &world)
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", &master_port)
+            .envs(rank_env)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(trial_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        if let Some(nic) = rank_plan.nics.first() {
-            command.env("COHORT_NIC", nic);
-        }
-        if let Some(gpu) = rank_plan.gpu {
-            command.env("CUDA_VISIBLE_DEVICES", gpu.to_string());
-        }
         // Rank 0 inherits the store's socket: it is made inheritable only for its spawn (no
         // other process is spawned meanwhile), and the launcher's copy is closed after it.
         let inherited = match (rank_plan.rank, &store_listener) {
             (0, Some(listener)) => {
                 make_inheritable(listener)?;
-                command.env("COHORT_STORE_FD", listener.as_raw_fd().to_string());
+                command.env(
+                    cohort_proto::env::STORE_FD,
+                    listener.as_raw_fd().to_string(),
+                );
                 true
             }
             _ => false,

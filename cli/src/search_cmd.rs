@@ -4,6 +4,7 @@
 //! `COHORT_SEARCH_UNTIL` and the trial's hyperparameters in `COHORT_HPARAMS`; the controller
 //! stays in the foreground (interrupting it leaves the trials running; `resume` adopts them).
 
+use cohort_proto::env as vars;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -185,7 +186,7 @@ impl cohort_search::controller::Launcher for LocalLauncher {
                 "--",
             ])
             .args(&self.command)
-            .env("COHORT_SEARCH_UNTIL", job.until.to_string())
+            .env(vars::SEARCH_UNTIL, job.until.to_string())
             .current_dir(&self.cwd)
             .stdin(std::process::Stdio::null())
             .stdout(log)
@@ -420,10 +421,10 @@ impl cohort_search::controller::Launcher for SlurmLauncher {
         }
         // sbatch passes its environment on (the values hold commas, which --export cannot).
         command
-            .env("COHORT_CATALOG", &job.catalog)
-            .env("COHORT_SEARCH_UNTIL", job.until.to_string())
+            .env(vars::CATALOG, &job.catalog)
+            .env(vars::SEARCH_UNTIL, job.until.to_string())
             .env(
-                "COHORT_HPARAMS",
+                vars::HPARAMS,
                 serde_json::to_string(&job.hparams).unwrap_or_default(),
             );
         let out = output_within(command, SLURM_COMMAND_LIMIT)

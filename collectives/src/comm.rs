@@ -1,6 +1,7 @@
 //! The `Communicator`: set-up from the environment or explicit options, rendezvous through the
 //! store, links to every peer, and the operations (blocking and asynchronous).
 
+use cohort_proto::env as vars;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -111,31 +112,31 @@ impl CommOptions {
     /// (`auto`/`tcp`/`tcp-slots`/`rdma`), `COHORT_ALGO` (`auto`/`ring`/`rd`) and `COHORT_TCP_STREAMS` (`auto` or 1 to 16). Errors
     /// name the variable.
     pub fn from_env() -> Result<CommOptions, InitError> {
-        let rank = env_u32("COHORT_RANK")?;
-        let world_size = env_u32("COHORT_WORLD_SIZE")?;
-        let local_rank = env_u32("COHORT_LOCAL_RANK")?;
-        let local_world_size = env_u32("COHORT_LOCAL_WORLD_SIZE")?;
-        let store = env_var("COHORT_STORE")?;
-        let secret = env_var("COHORT_SECRET")?;
+        let rank = env_u32(vars::RANK)?;
+        let world_size = env_u32(vars::WORLD_SIZE)?;
+        let local_rank = env_u32(vars::LOCAL_RANK)?;
+        let local_world_size = env_u32(vars::LOCAL_WORLD_SIZE)?;
+        let store = env_var(vars::STORE)?;
+        let secret = env_var(vars::SECRET)?;
         if secret.len() < 16 {
             return Err(InitError::Env {
-                var: "COHORT_SECRET",
+                var: vars::SECRET,
                 problem: "shorter than 16 characters".into(),
             });
         }
-        let plan = match std::env::var("COHORT_PLAN") {
+        let plan = match std::env::var(vars::PLAN) {
             Ok(path) => Some(read_plan(Path::new(&path))?),
             Err(_) => None,
         };
-        let timeout = match std::env::var("COHORT_TIMEOUT") {
+        let timeout = match std::env::var(vars::TIMEOUT) {
             Ok(text) => {
                 let seconds: f64 = text.trim().parse().map_err(|_| InitError::Env {
-                    var: "COHORT_TIMEOUT",
+                    var: vars::TIMEOUT,
                     problem: format!("{text:?} is not a number of seconds"),
                 })?;
                 if seconds.is_nan() || seconds <= 0.0 || seconds >= 1e9 {
                     return Err(InitError::Env {
-                        var: "COHORT_TIMEOUT",
+                        var: vars::TIMEOUT,
                         problem: format!("{text:?} must be a positive number of seconds"),
                     });
                 }
@@ -143,26 +144,26 @@ impl CommOptions {
             }
             Err(_) => DEFAULT_TIMEOUT,
         };
-        let transport = match std::env::var("COHORT_TRANSPORT").as_deref() {
+        let transport = match std::env::var(vars::TRANSPORT).as_deref() {
             Err(_) | Ok("auto") => Transport::Auto,
             Ok("tcp") => Transport::Tcp,
             Ok("tcp-slots") => Transport::TcpSlots,
             Ok("rdma") => Transport::Rdma,
             Ok(other) => {
                 return Err(InitError::Env {
-                    var: "COHORT_TRANSPORT",
+                    var: vars::TRANSPORT,
                     problem: format!("{other:?} is not one of auto, tcp, tcp-slots, rdma"),
                 })
             }
         };
-        let algorithm = match std::env::var("COHORT_ALGO") {
+        let algorithm = match std::env::var(vars::ALGO) {
             Err(_) => Algorithm::Auto,
             Ok(text) => Algorithm::parse(&text).ok_or_else(|| InitError::Env {
-                var: "COHORT_ALGO",
+                var: vars::ALGO,
                 problem: format!("{text:?} is not one of auto, ring, rd, hier"),
             })?,
         };
-        let tcp_streams = match std::env::var("COHORT_TCP_STREAMS").as_deref() {
+        let tcp_streams = match std::env::var(vars::TCP_STREAMS).as_deref() {
             Err(_) | Ok("auto") => None,
             Ok(text) => Some(
                 text.trim()
@@ -170,19 +171,19 @@ impl CommOptions {
                     .ok()
                     .filter(|n| (1..=MAX_TCP_STREAMS).contains(n))
                     .ok_or_else(|| InitError::Env {
-                        var: "COHORT_TCP_STREAMS",
+                        var: vars::TCP_STREAMS,
                         problem: format!("{text:?} is not auto or a number from 1 to 16"),
                     })?,
             ),
         };
-        let store_fd = match std::env::var("COHORT_STORE_FD") {
+        let store_fd = match std::env::var(vars::STORE_FD) {
             Ok(text) => Some(
                 text.trim()
                     .parse::<i32>()
                     .ok()
                     .filter(|fd| *fd > 2)
                     .ok_or_else(|| InitError::Env {
-                        var: "COHORT_STORE_FD",
+                        var: vars::STORE_FD,
                         problem: format!("{text:?} is not an inherited file descriptor number"),
                     })?,
             ),
@@ -209,11 +210,11 @@ impl CommOptions {
     fn check(&self) -> Result<(), InitError> {
         let bad = |var: &'static str, problem: String| Err(InitError::Env { var, problem });
         if self.world_size == 0 {
-            return bad("COHORT_WORLD_SIZE", "must be at least 1".into());
+            return bad(vars::WORLD_SIZE, "must be at least 1".into());
         }
         if self.rank >= self.world_size {
             return bad(
-                "COHORT_RANK",
+                vars::RANK,
                 format!(
                     "{} is not below the world size {}",
                     self.rank, self.world_size
@@ -222,7 +223,7 @@ impl CommOptions {
         }
         if self.local_rank >= self.local_world_size.max(1) {
             return bad(
-                "COHORT_LOCAL_RANK",
+                vars::LOCAL_RANK,
                 format!(
                     "{} is not below the local world size {}",
                     self.local_rank, self.local_world_size
@@ -232,7 +233,7 @@ impl CommOptions {
         if let Some(plan) = &self.plan {
             if plan.ranks.len() != self.world_size as usize {
                 return Err(InitError::Plan {
-                    path: "COHORT_PLAN".into(),
+                    path: vars::PLAN.into(),
                     problem: format!(
                         "{} ranks, but COHORT_WORLD_SIZE is {}",
                         plan.ranks.len(),

@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod daemon;
+pub mod env;
 pub mod frame;
 pub mod peer;
 pub mod plan;

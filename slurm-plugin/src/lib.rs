@@ -15,6 +15,7 @@ pub mod env;
 mod ffi;
 pub mod record;
 
+use cohort_proto::env as vars;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -276,11 +277,11 @@ pub extern "C" fn slurm_spank_user_init(
         };
         let plan_path = write_plan(plan, request.job_id, request.step_id)?;
         let experiment =
-            ffi::getopt(spank, &OPT_EXP).or_else(|| ffi::getenv(spank, "COHORT_EXPERIMENT"));
+            ffi::getopt(spank, &OPT_EXP).or_else(|| ffi::getenv(spank, vars::EXPERIMENT));
         let recording = match experiment {
             Some(experiment) => {
                 let trial = match ffi::getopt(spank, &OPT_TRIAL)
-                    .or_else(|| ffi::getenv(spank, "COHORT_TRIAL"))
+                    .or_else(|| ffi::getenv(spank, vars::TRIAL))
                 {
                     Some(text) => Some(
                         text.trim()
@@ -290,12 +291,12 @@ pub extern "C" fn slurm_spank_user_init(
                     None => None,
                 };
                 let started = record::start(&record::Request {
-                    catalog: ffi::getenv(spank, "COHORT_CATALOG")
+                    catalog: ffi::getenv(spank, vars::CATALOG)
                         .map(std::path::PathBuf::from)
                         .or_else(|| config.catalog.clone()),
                     experiment,
                     trial,
-                    hparams: ffi::getenv(spank, "COHORT_HPARAMS"),
+                    hparams: ffi::getenv(spank, vars::HPARAMS),
                     job: request.job_id,
                     step: request.step_id,
                     nodes: request.nodes.clone(),
@@ -444,20 +445,16 @@ pub extern "C" fn slurm_spank_task_init(
                 ffi::inherit(listener)?;
                 ffi::setenv(
                     spank,
-                    "COHORT_STORE_FD",
+                    vars::STORE_FD,
                     &std::os::fd::AsRawFd::as_raw_fd(listener).to_string(),
                 )?;
             }
         }
         if let Some(recording) = &step.recording {
-            ffi::setenv(
-                spank,
-                "COHORT_CATALOG",
-                &recording.catalog.to_string_lossy(),
-            )?;
-            ffi::setenv(spank, "COHORT_EXPERIMENT", &recording.experiment)?;
+            ffi::setenv(spank, vars::CATALOG, &recording.catalog.to_string_lossy())?;
+            ffi::setenv(spank, vars::EXPERIMENT, &recording.experiment)?;
             if let Some(trial) = recording.trial {
-                ffi::setenv(spank, "COHORT_TRIAL", &trial.to_string())?;
+                ffi::setenv(spank, vars::TRIAL, &trial.to_string())?;
             }
         }
         if step.bind == Bind::All {

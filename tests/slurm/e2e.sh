@@ -147,6 +147,17 @@ grep -q "may not join job $next" "$L/intruder.out" || fail "the refusal does not
 "$COHORT" status --socket "$L/run/node1/cohortd.sock" > "$L/status.out"
 grep -q "$next.0 attempt 0: 2 ranks on 2 nodes" "$L/status.out" || fail "status:\n$(cat "$L/status.out")"
 ok "another user's joins and task reports are refused before and during a step; the step starts"
+# 6c. `cohort run` and `srun --cohort` give a rank the same variables, built by one function;
+#     only the hardware's differ (the simulated nodes have GPUs and RDMA NICs, this machine's
+#     `cohort run` sees none).
+names='env | grep -oE "^(COHORT_[A-Z_]+|RANK|WORLD_SIZE|LOCAL_RANK|LOCAL_WORLD_SIZE|MASTER_ADDR|MASTER_PORT)=" | tr -d = | sort | tr "\n" " "'
+slurm_names=$(timeout 60 srun -N1 -w node1 -n2 --gpus-per-task=1 --cohort sh -c "[ \$COHORT_RANK = 1 ] && $names; true" 2>&1 | grep COHORT_RANK)
+local_names=$(timeout 60 "$COHORT" run --no-track --no-prefix -n 2 -- sh -c "[ \$COHORT_RANK = 1 ] && $names; true" 2>&1 | grep COHORT_RANK)
+hardware() { echo "$1" | tr ' ' '\n' | grep -vE '^(COHORT_NIC|COHORT_CPUS)$' | tr '\n' ' '; }
+[[ $(hardware "$slurm_names") == $(hardware "$local_names") ]] \
+    || fail "the ranks' variables differ:\n srun:        $slurm_names\n cohort run:  $local_names"
+[[ $slurm_names == *COHORT_NIC*COHORT_PLAN* && $slurm_names == *MASTER_PORT* ]] || fail "srun: $slurm_names"
+ok "cohort run and srun --cohort give a rank the same variables"
 # 7. Steps recorded in the catalog (--cohort-exp): rank 0's node creates the trial, rank 0
 #    logs into it, and the state follows the ranks: completed, or failed with the failing
 #    rank's status recorded by its own node.

@@ -16,6 +16,7 @@
 //! Each link opens its own device context and registers 2 x 16 x 256 KiB = 8 MiB of locked
 //! memory; where agreeing fails, the pair goes on over that one TCP connection (not striped).
 
+use cohort_proto::env as vars;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::net::{IpAddr, TcpStream};
@@ -169,7 +170,7 @@ fn mtu_of(bytes: u32) -> Mtu {
 /// the device behind the network interface that holds `ip` (the rank's NIC in the plan), else
 /// the first device with an active port.
 fn choose_device(ip: IpAddr) -> Result<(String, u8), String> {
-    if let Ok(text) = std::env::var("COHORT_RDMA_DEVICE") {
+    if let Ok(text) = std::env::var(vars::RDMA_DEVICE) {
         let (name, port) = text.split_once(':').unwrap_or((text.as_str(), "1"));
         let port = port
             .parse::<u8>()

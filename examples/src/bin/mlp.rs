@@ -15,6 +15,7 @@
 use anyhow::{bail, Context, Result};
 use cohort_collectives::torch::{GradSync, DEFAULT_BUCKET_BYTES};
 use cohort_collectives::{Communicator, ReduceOp};
+use cohort_proto::env as vars;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -53,7 +54,7 @@ fn fingerprint(vs: &nn::VarStore) -> Result<i64> {
 
 /// A hyperparameter from `COHORT_HPARAMS` (set by a search), or its default.
 fn hparam(name: &str, default: f64) -> Result<f64> {
-    let Ok(text) = std::env::var("COHORT_HPARAMS") else {
+    let Ok(text) = std::env::var(vars::HPARAMS) else {
         return Ok(default);
     };
     let values: serde_json::Value =
@@ -65,7 +66,7 @@ fn hparam(name: &str, default: f64) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let searched = std::env::var("COHORT_SEARCH_UNTIL").ok();
+    let searched = std::env::var(vars::SEARCH_UNTIL).ok();
     let epochs: usize = match (&searched, std::env::args().nth(1)) {
         (Some(until), _) => until
             .parse()
