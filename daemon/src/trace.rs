@@ -1,18 +1,19 @@
 //! The one place logging is set up: filter and format from the configuration, overridden by
 //! `COHORT_LOG` and `COHORT_LOG_FORMAT`; output to stderr (journald collects it under systemd).
 
+use cohort_proto::env as vars;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
 /// Installs the global subscriber.
 pub(crate) fn init(config: &Config) {
-    let filter = std::env::var("COHORT_LOG").unwrap_or_else(|_| config.log_filter.clone());
+    let filter = std::env::var(vars::LOG).unwrap_or_else(|_| config.log_filter.clone());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
         eprintln!("cohortd: log filter {filter:?} is invalid ({e}); using \"info\"");
         EnvFilter::new("info")
     });
-    let format = match std::env::var("COHORT_LOG_FORMAT").as_deref() {
+    let format = match std::env::var(vars::LOG_FORMAT).as_deref() {
         Ok("json") => LogFormat::Json,
         Ok("plain") => LogFormat::Plain,
         _ => config.log_format,
