@@ -9,22 +9,44 @@
 //!     state.json     its state (replaced by rename)
 //!     metrics-<NNNN>.clog   metric log segments, one writer each
 //!     gc-*.json      checkpoints deleted by collection
+//!     output.log, slurm-<job>.out   the output of a search's local run or Slurm job
+//!     stop           asks the trial to stop (created if absent)
+//! ROOT/experiments/<slug>-<hash>/search/             a search's files ([`SearchDir`])
+//! ROOT/experiments/<slug>-<hash>/slurm/<job>.<step>.json   which trial a Slurm step records into
 //! ROOT/index/<slug>-<hash>.json                      rebuildable summary cache
 //! ```
 //! The experiment's directory is derived from its name alone, so any node finds or creates it
-//! without listing anything.
+//! without listing anything. This module and [`SearchDir`] are the only places that name the
+//! tree's files: other crates ask them for paths, and change shared files only through
+//! [`crate::fsutil`]'s rules.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cohort_proto::catalog::{
-    CatalogMarker, ExperimentRecord, StateRecord, TrialRecord, TrialState, CATALOG_VERSION,
+    CatalogMarker, ExperimentRecord, SlurmStepRecord, StateRecord, TrialRecord, TrialState,
+    TrialSummary, CATALOG_VERSION,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
+use crate::search_dir::SearchDir;
+use crate::tracker::STOP_FILE;
+
+/// An experiment's directory of trials.
+const TRIALS_DIR: &str = "trials";
+/// An experiment's record, in its directory.
+const EXPERIMENT_FILE: &str = "experiment.json";
+/// A trial's record, in its directory.
+const TRIAL_FILE: &str = "trial.json";
+/// A trial's state, in its directory.
+const STATE_FILE: &str = "state.json";
+/// A search's directory, in its experiment's.
+const SEARCH_DIR: &str = "search";
+/// The output of a trial that a local search runs.
+const OUTPUT_LOG: &str = "output.log";
 
 /// An open catalog.
 #[derive(Debug, Clone)]
@@ -39,6 +61,38 @@ pub struct Experiment {
     pub record: ExperimentRecord,
     /// Its directory.
     pub dir: PathBuf,
+}
+
+impl Experiment {
+    /// The directory holding the experiment's trials, one directory each.
+    pub fn trials_dir(&self) -> PathBuf {
+        self.dir.join(TRIALS_DIR)
+    }
+
+    /// The directory of trial `id` (whether or not it exists).
+    pub fn trial_dir(&self, id: u64) -> PathBuf {
+        self.trials_dir().join(trial_dir_name(id))
+    }
+
+    /// The directory a trial's summary was read from.
+    pub fn summary_dir(&self, trial: &TrialSummary) -> PathBuf {
+        self.trials_dir().join(&trial.dir)
+    }
+
+    /// How many trial directories the experiment has (0 when they cannot be listed).
+    pub fn trial_count(&self) -> usize {
+        std::fs::read_dir(self.trials_dir()).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    }
+
+    /// The experiment's search directory (whether or not it has a search).
+    pub fn search_dir(&self) -> SearchDir {
+        SearchDir::new(self.dir.join(SEARCH_DIR))
+    }
 }
 
 /// What to create an experiment with.
@@ -192,12 +246,12 @@ impl Catalog {
             ));
         }
         let dir = self.experiment_dir(&spec.name);
-        let path = dir.join("experiment.json");
+        let path = dir.join(EXPERIMENT_FILE);
         if path.exists() {
             return Ok((self.experiment_at(&dir, &spec.name)?, false));
         }
         fsutil::mkdir_if_absent(&dir)?;
-        fsutil::mkdir_if_absent(&dir.join("trials"))?;
+        fsutil::mkdir_if_absent(&dir.join(TRIALS_DIR))?;
         let record = ExperimentRecord {
             format: "cohort.experiment".into(),
             version: CATALOG_VERSION,
@@ -218,7 +272,7 @@ impl Catalog {
     }
 
     fn experiment_at(&self, dir: &Path, name: &str) -> Result<Experiment, CatalogError> {
-        let path = dir.join("experiment.json");
+        let path = dir.join(EXPERIMENT_FILE);
         let record: ExperimentRecord = read_record(&path, "cohort.experiment")?;
         if record.name != name {
             return Err(CatalogError::Malformed {
@@ -235,7 +289,7 @@ impl Catalog {
     /// The experiment called `name`.
     pub fn experiment(&self, name: &str) -> Result<Experiment, CatalogError> {
         let dir = self.experiment_dir(name);
-        if !dir.join("experiment.json").exists() {
+        if !dir.join(EXPERIMENT_FILE).exists() {
             return Err(CatalogError::NoExperiment {
                 name: name.to_owned(),
                 root: self.root.clone(),
@@ -261,7 +315,7 @@ impl Catalog {
         let results: Vec<Result<Experiment, Warning>> = dirs
             .par_iter()
             .map(|dir| {
-                let path = dir.join("experiment.json");
+                let path = dir.join(EXPERIMENT_FILE);
                 match read_record::<ExperimentRecord>(&path, "cohort.experiment") {
                     Ok(record) => Ok(Experiment {
                         record,
@@ -305,7 +359,7 @@ impl Catalog {
         command: Vec<String>,
         state: Option<TrialState>,
     ) -> Result<TrialRef, CatalogError> {
-        let trials = experiment.dir.join("trials");
+        let trials = experiment.trials_dir();
         fsutil::mkdir_if_absent(&trials)?;
         let existing = std::fs::read_dir(&trials)
             .map(|entries| entries.count() as u64)
@@ -328,7 +382,7 @@ impl Catalog {
             created_by: fsutil::writer(),
             command,
         };
-        fsutil::publish_new(&dir.join("trial.json"), &to_json(&record))?;
+        fsutil::publish_new(&dir.join(TRIAL_FILE), &to_json(&record))?;
         let trial = TrialRef {
             experiment: experiment.record.name.clone(),
             id,
@@ -346,8 +400,8 @@ impl Catalog {
 
     /// The trial `id` of `experiment`.
     pub fn trial(&self, experiment: &Experiment, id: u64) -> Result<TrialRef, CatalogError> {
-        let dir = experiment.dir.join("trials").join(trial_dir_name(id));
-        if !dir.join("trial.json").exists() {
+        let dir = experiment.trial_dir(id);
+        if !dir.join(TRIAL_FILE).exists() {
             return Err(CatalogError::NoTrial {
                 experiment: experiment.record.name.clone(),
                 id,
@@ -363,8 +417,7 @@ impl Catalog {
     /// The trials of `experiment` whose record can be read, by number, with their records;
     /// a directory without a readable `trial.json` is left out.
     pub fn trial_records(&self, experiment: &Experiment) -> Vec<(TrialRef, TrialRecord)> {
-        let trials = experiment.dir.join("trials");
-        let Ok(entries) = std::fs::read_dir(&trials) else {
+        let Ok(entries) = std::fs::read_dir(experiment.trials_dir()) else {
             return Vec::new();
         };
         let mut found: Vec<(TrialRef, TrialRecord)> = entries
@@ -372,8 +425,7 @@ impl Catalog {
             .filter_map(|entry| {
                 let id: u64 = entry.file_name().to_str()?.parse().ok()?;
                 let dir = entry.path();
-                let record: TrialRecord =
-                    read_record(&dir.join("trial.json"), "cohort.trial").ok()?;
+                let record = read_trial_record(&dir).ok()?;
                 Some((
                     TrialRef {
                         experiment: experiment.record.name.clone(),
@@ -401,11 +453,11 @@ impl Catalog {
         if let Some(dir) = marker.parent() {
             fsutil::mkdir_if_absent(dir)?;
         }
-        let record = serde_json::json!({
-            "format": "cohort.slurm-step",
-            "version": CATALOG_VERSION,
-            "trial": id,
-        });
+        let record = SlurmStepRecord {
+            format: "cohort.slurm-step".into(),
+            version: CATALOG_VERSION,
+            trial: id,
+        };
         fsutil::publish_new(&marker, &to_json(&record))?;
         self.slurm_trial(experiment, job, step)?
             .ok_or_else(|| CatalogError::Malformed {
@@ -433,15 +485,8 @@ impl Catalog {
                 })
             }
         };
-        let value: serde_json::Value = parse_record(&marker, &bytes, "cohort.slurm-step")?;
-        value
-            .get("trial")
-            .and_then(serde_json::Value::as_u64)
-            .map(Some)
-            .ok_or_else(|| CatalogError::Malformed {
-                path: marker,
-                problem: "no trial number".into(),
-            })
+        let record: SlurmStepRecord = parse_record(&marker, &bytes, "cohort.slurm-step")?;
+        Ok(Some(record.trial))
     }
 
     /// Where the index of `experiment` is kept.
@@ -485,9 +530,53 @@ pub fn new_state(state: TrialState) -> StateRecord {
     }
 }
 
+/// Reads a trial's record (`trial.json`): what the trial is.
+pub fn read_trial_record(trial_dir: &Path) -> Result<TrialRecord, CatalogError> {
+    read_record(&trial_dir.join(TRIAL_FILE), "cohort.trial")
+}
+
+/// Where a trial's record is (`trial.json`), for a reader that reports on it.
+pub(crate) fn trial_record_path(trial_dir: &Path) -> PathBuf {
+    trial_dir.join(TRIAL_FILE)
+}
+
+/// Where a trial's state is (`state.json`), for a reader that reports on it.
+pub(crate) fn state_path(trial_dir: &Path) -> PathBuf {
+    trial_dir.join(STATE_FILE)
+}
+
+/// Where the output of a trial that a local search runs goes (`output.log`, appended by the
+/// trial's one run at a time).
+pub fn output_log(trial_dir: &Path) -> PathBuf {
+    trial_dir.join(OUTPUT_LOG)
+}
+
+/// Where Slurm writes the output of a trial's job: sbatch's `--output` pattern (`%j` is the
+/// job id).
+pub fn slurm_output_pattern(trial_dir: &Path) -> PathBuf {
+    trial_dir.join("slurm-%j.out")
+}
+
+/// Where Slurm wrote the output of the trial's job `job` (see [`slurm_output_pattern`]).
+pub fn slurm_output(trial_dir: &Path, job: u32) -> PathBuf {
+    trial_dir.join(format!("slurm-{job}.out"))
+}
+
+/// Asks the trial to checkpoint and stop: creates its `stop` file if absent. Returns whether
+/// this call created it.
+pub fn request_stop(trial_dir: &Path) -> Result<bool, CatalogError> {
+    fsutil::publish_new(&trial_dir.join(STOP_FILE), b"")
+}
+
+/// Withdraws a request to stop, before the trial runs again. Best effort: a request that
+/// cannot be removed is left for the trial to see.
+pub fn clear_stop(trial_dir: &Path) {
+    let _ = std::fs::remove_file(trial_dir.join(STOP_FILE));
+}
+
 /// Reads a trial's state, if it has one.
 pub fn read_state(trial_dir: &Path) -> Result<Option<StateRecord>, CatalogError> {
-    let path = trial_dir.join("state.json");
+    let path = state_path(trial_dir);
     match std::fs::read(&path) {
         Ok(bytes) => parse_record(&path, &bytes, "cohort.trial-state").map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -514,7 +603,7 @@ pub fn write_state_owned(
     let mut state = state.clone();
     state.updated = fsutil::now();
     state.writer = fsutil::writer();
-    fsutil::replace_owned(&trial_dir.join("state.json"), &to_json(&state), owner)
+    fsutil::replace_owned(&state_path(trial_dir), &to_json(&state), owner)
 }
 
 /// Where the trial of Slurm step `job.step` is noted (see [`Catalog::slurm_trial`]).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cohort_proto::catalog::TrialSummary;
 
-use crate::catalog::{trial_dir_name, Experiment};
+use crate::catalog::Experiment;
 use crate::error::{CatalogError, Warning};
 use crate::read::{history, shown_state, Point};
 
@@ -71,7 +71,7 @@ pub fn export<W: Write + Send>(
     out: W,
     warnings: &mut Vec<Warning>,
 ) -> Result<ExportStats, CatalogError> {
-    let dir = |t: &TrialSummary| experiment.dir.join("trials").join(trial_dir_name(t.id));
+    let dir = |t: &TrialSummary| experiment.trial_dir(t.id);
     let mut stats = ExportStats::default();
     match format {
         Format::Csv => {

@@ -15,7 +15,17 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::read::Point;
+/// One point of a metric's history.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Point {
+    /// Training step.
+    pub step: i64,
+    /// The value.
+    #[serde(with = "cohort_proto::catalog::float_text")]
+    pub value: f64,
+    /// Unix seconds.
+    pub wall: f64,
+}
 
 const MAGIC: &[u8; 8] = b"COHHST01";
 const POINT_BYTES: usize = 24;

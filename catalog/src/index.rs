@@ -221,7 +221,7 @@ pub fn load(
         .enumerate()
         .map(|(i, t)| (t.dir.as_str(), i))
         .collect();
-    let trials_dir = experiment.dir.join("trials");
+    let trials_dir = experiment.trials_dir();
     let mut dirs: Vec<(String, Option<usize>)> = match std::fs::read_dir(&trials_dir) {
         Ok(entries) => entries
             .filter_map(Result::ok)

@@ -6,7 +6,9 @@
 //! than by create-if-absent or rename of a fully written and fsynced file, or treat the index
 //! as the truth: the index is a cache rebuilt from the trials' own files. Readers tolerate
 //! torn and corrupt data, skipping what is damaged and naming it, and never lose a committed
-//! record. The on-disk format is described in `docs/catalog-format.md`.
+//! record. The on-disk format is described in `docs/catalog-format.md`. No other crate names
+//! a file of the tree: they ask [`Experiment`], [`SearchDir`] and the functions of
+//! [`catalog`] for paths and records.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,17 +19,20 @@ pub mod ckpt;
 pub mod error;
 pub mod export;
 pub mod fsutil;
+pub mod fuzzing;
 mod history_cache;
 pub mod index;
 pub mod log;
 pub mod query;
 pub mod read;
+pub mod search_dir;
 pub mod synth;
 pub mod tracker;
 
 pub use catalog::{Catalog, Experiment, NewExperiment, TrialRef};
 pub use error::{CatalogError, Warning};
 pub use index::{load, LoadOptions, Loaded};
+pub use search_dir::SearchDir;
 pub use tracker::{Tracker, TrackerOptions};
 
 /// Formats a number for a table: integers as integers, others with six significant digits,

@@ -13,6 +13,7 @@ use crate::catalog::{read_record, read_state, strip_path};
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
 use crate::history_cache;
+pub use crate::history_cache::Point;
 use crate::log::{scan, Damage, Item};
 
 /// File names of a trial's metric log segments: `metrics-0001.clog`, ...
@@ -237,10 +238,10 @@ pub fn summarize_changed(
     segments.sort();
     gc_files.sort();
 
-    let trial_path = dir.join("trial.json");
+    let trial_path = crate::catalog::trial_record_path(dir);
     let trial: TrialRecord = match previous {
         Some(prev) => prev.trial.clone(),
-        None => match read_record(&trial_path, "cohort.trial") {
+        None => match crate::catalog::read_trial_record(dir) {
             Ok(trial) => trial,
             Err(CatalogError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -263,7 +264,7 @@ pub fn summarize_changed(
     let state = match read_state(dir) {
         Ok(state) => state,
         Err(e) => {
-            let path = dir.join("state.json");
+            let path = crate::catalog::state_path(dir);
             warnings.push(warn(
                 &path,
                 format!("{}; state shown as unknown", strip_path(&e, &path)),
@@ -350,18 +351,6 @@ pub fn summarize_changed(
     summary.deleted = deleted.iter().cloned().collect();
     summary.checkpoints.retain(|c| !deleted.contains(&c.path));
     Ok(Some(summary))
-}
-
-/// One point of a metric's history.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Point {
-    /// Training step.
-    pub step: i64,
-    /// The value.
-    #[serde(with = "cohort_proto::catalog::float_text")]
-    pub value: f64,
-    /// Unix seconds.
-    pub wall: f64,
 }
 
 /// The full history of a trial's metrics (only those in `only`, when given), ordered by step.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cohort_proto::catalog::{Checkpoint, LogEvent, TrialState, CATALOG_VERSION};
+use cohort_proto::catalog::{Checkpoint, LogEvent, SegmentHeader, TrialState, CATALOG_VERSION};
 
 use crate::catalog::{update_state, Catalog, NewExperiment, TrialRef};
 use crate::error::CatalogError;
@@ -346,15 +346,15 @@ impl Tracker {
         } else {
             new_segment(&trial.dir)?
         };
-        let header = serde_json::json!({
-            "format": "cohort.metrics",
-            "version": CATALOG_VERSION,
-            "experiment": trial.experiment,
-            "trial": trial.id,
-            "rank": options.rank,
-            "writer": fsutil::writer(),
-            "created": fsutil::now(),
-        });
+        let header = SegmentHeader {
+            format: "cohort.metrics".into(),
+            version: CATALOG_VERSION,
+            experiment: trial.experiment.clone(),
+            trial: trial.id,
+            rank: options.rank,
+            writer: fsutil::writer(),
+            created: fsutil::now(),
+        };
         let mut buf = Vec::with_capacity(options.buffer_bytes + RECORD_BYTES + 4096);
         push_frame(
             &mut buf,

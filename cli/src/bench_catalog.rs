@@ -284,21 +284,21 @@ fn query(args: &QueryArgs) -> Result<ExitCode> {
     let t_list = time_runs(args.runs, || {
         let (list, _) = catalog.experiments()?;
         for e in &list {
-            let _ = std::fs::read_dir(e.dir.join("trials")).map(Iterator::count);
+            let _ = e.trial_count();
         }
         Ok(())
     })?;
     let t_indexed = time_runs(args.runs, || best_with(true).map(drop))?;
     let t_scan = time_runs(args.runs, || best_with(false).map(drop))?;
     let t_read = time_runs(args.runs, || {
-        read_all(&experiment.dir.join("trials"))?;
+        read_all(&experiment.trials_dir())?;
         Ok(())
     })?;
     let trial = catalog.trial(&experiment, args.history_trial.unwrap_or(best))?;
     let dirs: Vec<PathBuf> = indexed
         .trials
         .iter()
-        .map(|t| experiment.dir.join("trials").join(&t.dir))
+        .map(|t| experiment.summary_dir(t))
         .collect();
     let t_history_all = time_runs(args.runs, || {
         cohort_catalog::read::histories(&dirs, &args.metric, &mut Vec::new())?;

@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod bench_catalog;
-mod catalog_cmd;
+mod catalog;
 mod daemon_client;
 mod plot;
 mod png;
@@ -56,53 +56,53 @@ enum Command {
     Bench(BenchCommand),
     /// The catalog's experiments.
     #[command(subcommand)]
-    Exp(catalog_cmd::ExpCommand),
+    Exp(catalog::ExpCommand),
     /// An experiment's trials: filter with --where, sort with --sort, best first.
-    Trials(catalog_cmd::TrialsArgs),
+    Trials(catalog::TrialsArgs),
     /// One trial.
     #[command(subcommand)]
     Trial(TrialCommand),
     /// A trial's metric history.
-    Metrics(catalog_cmd::MetricsArgs),
+    Metrics(catalog::MetricsArgs),
     /// Trials side by side: state, hyperparameters, metric summaries.
     Compare {
         /// Trials as EXPERIMENT/NUMBER.
         #[arg(required = true, num_args = 1.., value_name = "TRIAL")]
         trials: Vec<String>,
         #[command(flatten)]
-        catalog: catalog_cmd::CatalogArg,
+        catalog: catalog::CatalogArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// A metric's curve in the terminal.
-    Plot(catalog_cmd::PlotArgs),
+    Plot(catalog::PlotArgs),
     /// Export an experiment's metrics as CSV, JSON or Parquet.
     Export {
         /// The experiment.
         experiment: String,
         #[command(flatten)]
-        catalog: catalog_cmd::CatalogArg,
+        catalog: catalog::CatalogArg,
         /// Output format.
         #[arg(long, value_enum, default_value = "csv")]
-        format: catalog_cmd::ExportFormat,
+        format: catalog::ExportFormat,
         /// Write to FILE (written beside it and renamed when complete) instead of stdout.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
     },
     /// Checkpoints: list them, collect the ones a retention policy does not keep.
     #[command(subcommand)]
-    Ckpt(catalog_cmd::CkptCommand),
+    Ckpt(catalog::CkptCommand),
     /// Rebuild the index of one experiment (or all) from the trials' files.
     Index {
         /// The experiment (default: every experiment).
         experiment: Option<String>,
         #[command(flatten)]
-        catalog: catalog_cmd::CatalogArg,
+        catalog: catalog::CatalogArg,
     },
     /// Record into the current trial from any program or shell script.
     #[command(subcommand)]
-    Log(catalog_cmd::LogCommand),
+    Log(catalog::LogCommand),
     /// Hyperparameter search: preview or simulate an experiment file.
     #[command(subcommand)]
     Search(search_cmd::SearchCommand),
@@ -154,7 +154,7 @@ enum TrialCommand {
         /// The trial: EXPERIMENT/NUMBER.
         trial: String,
         #[command(flatten)]
-        catalog: catalog_cmd::CatalogArg,
+        catalog: catalog::CatalogArg,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -193,7 +193,7 @@ struct RunArgs {
     #[arg(long, value_name = "NUMBER", conflicts_with = "hparams")]
     trial: Option<u64>,
     #[command(flatten)]
-    catalog: catalog_cmd::CatalogArg,
+    catalog: catalog::CatalogArg,
     /// The program and its arguments.
     #[arg(
         required = true,
@@ -532,32 +532,32 @@ fn run() -> Result<ExitCode> {
             bench::collective(cohort_collectives::bench::BenchOp::ReduceScatter, args)
         }
         Command::Bench(BenchCommand::Catalog(command)) => bench_catalog::run(command),
-        Command::Exp(command) => catalog_cmd::exp(command),
-        Command::Trials(args) => catalog_cmd::trials(args),
+        Command::Exp(command) => catalog::exp(command),
+        Command::Trials(args) => catalog::trials(args),
         Command::Trial(TrialCommand::Show {
             trial,
             catalog,
             json,
-        }) => catalog_cmd::trial_show(trial, catalog, *json),
-        Command::Metrics(args) => catalog_cmd::metrics(args),
+        }) => catalog::trial_show(trial, catalog, *json),
+        Command::Metrics(args) => catalog::metrics(args),
         Command::Compare {
             trials,
             catalog,
             json,
-        } => catalog_cmd::compare(trials, catalog, *json),
-        Command::Plot(args) => catalog_cmd::plot(args),
+        } => catalog::compare(trials, catalog, *json),
+        Command::Plot(args) => catalog::plot(args),
         Command::Export {
             experiment,
             catalog,
             format,
             output,
-        } => catalog_cmd::export(experiment, catalog, *format, output.as_deref()),
-        Command::Ckpt(command) => catalog_cmd::ckpt(command),
+        } => catalog::export(experiment, catalog, *format, output.as_deref()),
+        Command::Ckpt(command) => catalog::ckpt(command),
         Command::Index {
             experiment,
             catalog,
-        } => catalog_cmd::index(experiment.as_deref(), catalog),
-        Command::Log(command) => catalog_cmd::log(command),
+        } => catalog::index(experiment.as_deref(), catalog),
+        Command::Log(command) => catalog::log(command),
         Command::Search(command) => search_cmd::search(command),
         Command::Generate(command) => generate(command),
         Command::Bench(BenchCommand::Search(args)) => {
@@ -589,7 +589,7 @@ fn run() -> Result<ExitCode> {
                         ),
                 };
                 Some(run::TrackSpec {
-                    catalog: catalog_cmd::catalog_root(args.catalog.path())?,
+                    catalog: catalog::catalog_root(args.catalog.path())?,
                     experiment,
                     hparams: run::parse_hparams(&args.hparams)?,
                     trial: args.trial,

@@ -135,9 +135,11 @@ fn start_trial(
 
 /// The hyperparameters recorded for a trial.
 fn trial_hparams(dir: &std::path::Path) -> Option<BTreeMap<String, serde_json::Value>> {
-    let bytes = std::fs::read(dir.join("trial.json")).ok()?;
-    let record: cohort_proto::catalog::TrialRecord = serde_json::from_slice(&bytes).ok()?;
-    Some(record.hparams)
+    Some(
+        cohort_catalog::catalog::read_trial_record(dir)
+            .ok()?
+            .hparams,
+    )
 }
 
 /// Records how the run ended.

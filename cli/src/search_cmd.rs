@@ -3,15 +3,21 @@
 //! `start --local N` runs each trial through `cohort run` on this machine, N at a time, with
 //! `COHORT_SEARCH_UNTIL` and the trial's hyperparameters in `COHORT_HPARAMS`; the controller
 //! stays in the foreground (interrupting it leaves the trials running; `resume` adopts them).
+//! The launchers and the comparison of `bench search` are `cohort_search`'s; this module
+//! parses, calls and prints.
 
-use cohort_proto::env as vars;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use cohort_search::simulate::{simulate, SimOptions, SimResult};
-use cohort_search::spec::SearcherKind;
+use cohort_proto::search::Event;
+use cohort_search::compare::{CompareError, Comparison};
+use cohort_search::controller::Controller;
+use cohort_search::launch::local::LocalLauncher;
+use cohort_search::launch::slurm::SlurmLauncher;
+use cohort_search::launch::Launcher;
+use cohort_search::simulate::{mean, simulate_repeated, SimOptions, SimResult};
 use cohort_search::ExperimentSpec;
 
 use crate::write_out;
@@ -39,7 +45,7 @@ pub(crate) enum SearchCommand {
         #[arg(long, value_name = "N")]
         local: Option<u64>,
         #[command(flatten)]
-        catalog: crate::catalog_cmd::CatalogArg,
+        catalog: crate::catalog::CatalogArg,
     },
     /// Continue a search whose controller stopped: nothing lost, nothing run twice; trials
     /// still running are adopted.
@@ -50,7 +56,7 @@ pub(crate) enum SearchCommand {
         #[arg(long, value_name = "N")]
         local: Option<u64>,
         #[command(flatten)]
-        catalog: crate::catalog_cmd::CatalogArg,
+        catalog: crate::catalog::CatalogArg,
     },
     /// A search's trials (hyperparameters, length reached, latest and best metric, state)
     /// and the best so far; --follow shows a live progress line with an ETA.
@@ -58,7 +64,7 @@ pub(crate) enum SearchCommand {
         /// The experiment.
         experiment: String,
         #[command(flatten)]
-        catalog: crate::catalog_cmd::CatalogArg,
+        catalog: crate::catalog::CatalogArg,
         /// Keep showing progress until the search ends.
         #[arg(long)]
         follow: bool,
@@ -71,7 +77,7 @@ pub(crate) enum SearchCommand {
         /// The experiment.
         experiment: String,
         #[command(flatten)]
-        catalog: crate::catalog_cmd::CatalogArg,
+        catalog: crate::catalog::CatalogArg,
     },
 }
 
@@ -100,424 +106,55 @@ fn load(file: &Path) -> Result<ExperimentSpec> {
     Ok(ExperimentSpec::load(file)?)
 }
 
-fn run_many(spec: &ExperimentSpec, args: &SimArgs) -> Result<Vec<SimResult>> {
+/// The simulation's options from the arguments, checked.
+fn sim_options(args: &SimArgs) -> Result<SimOptions> {
     if args.workers == 0 || args.repeat == 0 {
         bail!("--workers and --repeat must be at least 1");
     }
     if !(args.bias.is_finite() && args.noise.is_finite() && args.bias >= 0.0 && args.noise >= 0.0) {
         bail!("--bias and --noise must be non-negative numbers");
     }
-    (0..args.repeat)
-        .map(|i| {
-            let mut spec = spec.clone();
-            spec.searcher.seed = spec.searcher.seed.wrapping_add(i);
-            simulate(
-                &spec,
-                &SimOptions {
-                    workers: args.workers,
-                    bias: args.bias,
-                    noise: args.noise,
-                    seed: 1 + i,
-                },
-            )
-            .map_err(anyhow::Error::msg)
-        })
-        .collect()
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0));
-    if n > 0.0 {
-        sum / n
-    } else {
-        f64::NAN
-    }
-}
-
-/// Starts trials on this machine through `cohort run`.
-#[derive(Debug)]
-struct LocalLauncher {
-    exe: PathBuf,
-    command: Vec<String>,
-    cwd: PathBuf,
-}
-
-#[derive(Debug)]
-struct LocalRun {
-    child: std::process::Child,
-}
-
-impl cohort_search::controller::Running for LocalRun {
-    fn poll(&mut self) -> Option<Result<(), String>> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) if status.success() => Some(Ok(())),
-            Ok(Some(status)) => Some(Err(format!("cohort run ended with {status}"))),
-            Err(e) => Some(Err(format!("cannot wait for cohort run: {e}"))),
-        }
-    }
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl cohort_search::controller::Launcher for LocalLauncher {
-    fn launch(
-        &mut self,
-        job: &cohort_search::controller::Job,
-    ) -> Result<Box<dyn cohort_search::controller::Running>, String> {
-        use std::os::unix::process::CommandExt;
-        let log_path = job.dir.join("output.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = std::process::Command::new(&self.exe)
-            .arg("run")
-            .args(["-n", "1", "--catalog"])
-            .arg(&job.catalog)
-            .args([
-                "--experiment",
-                &job.experiment,
-                "--trial",
-                &job.trial.to_string(),
-                "--",
-            ])
-            .args(&self.command)
-            .env(vars::SEARCH_UNTIL, job.until.to_string())
-            .current_dir(&self.cwd)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            // Its own process group: interrupting the controller leaves the trials running.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start cohort run for trial {}: {e}", job.trial))?;
-        Ok(Box::new(LocalRun { child }))
-    }
-}
-
-/// Submits each trial as a Slurm job (`sbatch --cohort --cohort-exp --cohort-trial`).
-#[derive(Debug)]
-struct SlurmLauncher {
-    spec: ExperimentSpec,
-    cwd: PathBuf,
-}
-
-/// A trial's Slurm job, watched with squeue; its end is read from the trial's state, which
-/// the plugin records.
-#[derive(Debug)]
-struct SlurmJob {
-    id: u32,
-    dir: PathBuf,
-    /// When squeue first stopped listing it (the plugin may still be recording its end).
-    gone_since: Option<std::time::Instant>,
-    /// When squeue first failed in a row (slurmctld busy or unreachable).
-    failing_since: Option<std::time::Instant>,
-}
-
-impl SlurmJob {
-    fn new(id: u32, dir: &Path) -> SlurmJob {
-        SlurmJob {
-            id,
-            dir: dir.to_path_buf(),
-            gone_since: None,
-            failing_since: None,
-        }
-    }
-}
-
-/// How long a Slurm command may take before it counts as failed.
-const SLURM_COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long squeue may keep failing before the trial's job counts as lost.
-const SQUEUE_FAILING_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
-/// How long the plugin has to record a trial's end after its job left the queue.
-const END_RECORD_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Runs `command` to its end, killing it after `limit`: a Slurm command waiting on a hung
-/// slurmctld must not hang the search.
-fn output_within(
-    mut command: std::process::Command,
-    limit: std::time::Duration,
-) -> Result<std::process::Output, String> {
-    use std::io::Read;
-    use std::process::Stdio;
-    let name = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {name}: {e}"))?;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let started = std::time::Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < limit => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "{name} did not answer within {} s (is slurmctld up?)",
-                    limit.as_secs()
-                ));
-            }
-            Err(e) => return Err(format!("cannot wait for {name}: {e}")),
-        }
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+    Ok(SimOptions {
+        workers: args.workers,
+        bias: args.bias,
+        noise: args.noise,
+        seed: 1,
     })
 }
 
-/// The job name of a trial's run: one name per trial, length and attempt, so that a
-/// controller can find a job its predecessor submitted without recording it.
-fn slurm_job_name(job: &cohort_search::controller::Job) -> String {
-    format!(
-        "cohort-{}-{}-u{}-a{}",
-        job.experiment, job.trial, job.until, job.attempt
-    )
-}
-
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
-    }
-}
-
-impl cohort_search::controller::Running for SlurmJob {
-    fn poll(&mut self) -> Option<Result<(), String>> {
-        let mut squeue = std::process::Command::new("squeue");
-        squeue.args(["-h", "-o", "%T", "-j", &self.id.to_string()]);
-        match output_within(squeue, SLURM_COMMAND_LIMIT) {
-            Ok(out) if out.status.success() => {
-                self.failing_since = None;
-                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-                    return None;
-                }
-            }
-            // A job slurmctld has forgotten.
-            Ok(out) if String::from_utf8_lossy(&out.stderr).contains("Invalid job id") => {
-                self.failing_since = None;
-            }
-            failed => {
-                let since = *self
-                    .failing_since
-                    .get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() < SQUEUE_FAILING_LIMIT {
-                    return None;
-                }
-                let why = match failed {
-                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                    Err(e) => e,
-                };
-                return Some(Err(format!(
-                    "job {}: squeue has failed for {} s: {why}",
-                    self.id,
-                    SQUEUE_FAILING_LIMIT.as_secs()
-                )));
-            }
-        }
-        use cohort_proto::catalog::TrialState;
-        match cohort_catalog::catalog::read_state(&self.dir) {
-            // Only this job's record counts: an earlier run's end is not this one's.
-            Ok(Some(state))
-                if state.state.is_final()
-                    && state.slurm_job.as_deref() == Some(&self.id.to_string()) =>
-            {
-                Some(if state.state == TrialState::Completed {
-                    Ok(())
-                } else {
-                    Err(state
-                        .message
-                        .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state)))
-                })
-            }
-            _ => {
-                // The plugin records the end as the step finishes; give it a moment.
-                let since = *self.gone_since.get_or_insert_with(std::time::Instant::now);
-                (since.elapsed() > END_RECORD_GRACE).then(|| {
-                    Err(format!(
-                        "job {} ended without recording the trial's end (see {}/slurm-{}.out)",
-                        self.id,
-                        self.dir.display(),
-                        self.id
-                    ))
-                })
-            }
-        }
-    }
-    fn pid(&self) -> u32 {
-        self.id
-    }
-    fn host(&self) -> String {
-        "slurm".to_owned()
-    }
-}
-
-impl cohort_search::controller::Launcher for SlurmLauncher {
-    fn launch(
-        &mut self,
-        job: &cohort_search::controller::Job,
-    ) -> Result<Box<dyn cohort_search::controller::Running>, String> {
-        let mut command = std::process::Command::new("sbatch");
-        command
-            .arg("--parsable")
-            .arg(format!("--job-name={}", slurm_job_name(job)))
-            .arg(format!("--nodes={}", self.spec.nodes))
-            .arg(format!(
-                "--ntasks-per-node={}",
-                self.spec.gpus_per_node.max(1)
-            ))
-            .arg(format!("--chdir={}", self.cwd.display()))
-            .arg(format!("--output={}/slurm-%j.out", job.dir.display()))
-            .arg("--cohort")
-            .arg(format!("--cohort-exp={}", job.experiment))
-            .arg(format!("--cohort-trial={}", job.trial));
-        if self.spec.gpus_per_node > 0 {
-            command.arg(format!("--gpus-per-node={}", self.spec.gpus_per_node));
-        }
-        match &self.spec.launch {
-            cohort_search::spec::Launch::Sbatch(path) => {
-                command.arg(path);
-            }
-            cohort_search::spec::Launch::Command(words) => {
-                let line: Vec<String> = words.iter().map(|w| shell_quote(w)).collect();
-                command.arg(format!("--wrap=srun {}", line.join(" ")));
-            }
-        }
-        // sbatch passes its environment on (the values hold commas, which --export cannot).
-        command
-            .env(vars::CATALOG, &job.catalog)
-            .env(vars::SEARCH_UNTIL, job.until.to_string())
-            .env(
-                vars::HPARAMS,
-                serde_json::to_string(&job.hparams).unwrap_or_default(),
-            );
-        let out = output_within(command, SLURM_COMMAND_LIMIT)
-            .map_err(|e| format!("trial {}: {e}", job.trial))?;
-        if !out.status.success() {
-            return Err(format!(
-                "sbatch refused trial {}: {}",
-                job.trial,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let id: u32 = text
-            .trim()
-            .split(';')
-            .next()
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| format!("sbatch printed {text:?}, not a job id"))?;
-        Ok(Box::new(SlurmJob::new(id, &job.dir)))
-    }
-
-    fn find(
-        &mut self,
-        job: &cohort_search::controller::Job,
-    ) -> Option<Box<dyn cohort_search::controller::Running>> {
-        let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-            .ok()
-            .flatten()
-            .map(|u| u.name)?;
-        let mut squeue = std::process::Command::new("squeue");
-        squeue
-            .args(["-h", "-o", "%i", "-u", &user, "-n"])
-            .arg(slurm_job_name(job));
-        let out = output_within(squeue, SLURM_COMMAND_LIMIT).ok()?;
-        let listed = String::from_utf8_lossy(&out.stdout);
-        let id: u32 = listed.split_whitespace().next()?.parse().ok()?;
-        Some(Box::new(SlurmJob::new(id, &job.dir)))
-    }
-
-    fn adopt(
-        &mut self,
-        host: &str,
-        pid: u32,
-        job: &cohort_search::controller::Job,
-    ) -> Option<Box<dyn cohort_search::controller::Running>> {
-        (host == "slurm").then(|| {
-            Box::new(SlurmJob::new(pid, &job.dir)) as Box<dyn cohort_search::controller::Running>
-        })
-    }
+fn run_many(spec: &ExperimentSpec, args: &SimArgs) -> Result<Vec<SimResult>> {
+    simulate_repeated(spec, &sim_options(args)?, args.repeat).map_err(anyhow::Error::msg)
 }
 
 fn drive(
-    mut controller: cohort_search::controller::Controller,
+    mut controller: Controller,
     spec: &ExperimentSpec,
     local: Option<u64>,
     cwd: PathBuf,
 ) -> Result<ExitCode> {
-    let (mut launcher, interval, how): (Box<dyn cohort_search::controller::Launcher>, _, _) =
-        if local.is_some() {
-            let command = match &spec.launch {
-                cohort_search::spec::Launch::Command(command) => command.clone(),
-                cohort_search::spec::Launch::Sbatch(path) => {
-                    vec!["sh".into(), path.display().to_string()]
-                }
-            };
-            let launcher = LocalLauncher {
-                exe: std::env::current_exe()?,
-                command,
-                cwd,
-            };
-            (Box::new(launcher), 200, "running its trials here")
-        } else {
-            let found = std::process::Command::new("sbatch")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !found {
-                bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
-            }
-            let launcher = SlurmLauncher {
-                spec: spec.clone(),
-                cwd,
-            };
-            (Box::new(launcher), 1000, "submitting its trials to Slurm")
-        };
+    let (mut launcher, interval, how): (Box<dyn Launcher>, _, _) = if local.is_some() {
+        let launcher = LocalLauncher::new(std::env::current_exe()?, spec, cwd);
+        (
+            Box::new(launcher),
+            LocalLauncher::INTERVAL,
+            "running its trials here",
+        )
+    } else {
+        if !SlurmLauncher::available() {
+            bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
+        }
+        let launcher = SlurmLauncher::new(spec.clone(), cwd);
+        (
+            Box::new(launcher),
+            SlurmLauncher::INTERVAL,
+            "submitting its trials to Slurm",
+        )
+    };
     eprintln!(
         "cohort: search {} {how}; `cohort search status {}` shows it",
         spec.name, spec.name
     );
-    controller.run(
-        launcher.as_mut(),
-        std::time::Duration::from_millis(interval),
-    )?;
+    controller.run(launcher.as_mut(), interval)?;
     eprintln!("cohort: search {} finished", spec.name);
     Ok(ExitCode::SUCCESS)
 }
@@ -536,10 +173,10 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
                 }
                 spec.searcher.max_concurrent_trials = spec.searcher.max_concurrent_trials.min(*n);
             }
-            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let root = crate::catalog::catalog_root(catalog.path())?;
             let catalog = cohort_catalog::Catalog::open_or_create(std::path::absolute(&root)?)?;
-            let mut controller = cohort_search::controller::Controller::start(&catalog, &spec)?;
-            crate::catalog_cmd::warn_all(&controller.take_warnings());
+            let mut controller = Controller::start(&catalog, &spec)?;
+            crate::catalog::warn_all(&controller.take_warnings());
             let cwd = std::env::current_dir()?;
             controller.save_workdir(&cwd)?;
             drive(controller, &spec, *local, cwd)
@@ -549,19 +186,17 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             local,
             catalog,
         } => {
-            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let root = crate::catalog::catalog_root(catalog.path())?;
             let catalog = cohort_catalog::Catalog::open(std::path::absolute(&root)?)?;
-            let mut controller =
-                cohort_search::controller::Controller::resume(&catalog, experiment)?;
-            crate::catalog_cmd::warn_all(&controller.take_warnings());
+            let mut controller = Controller::resume(&catalog, experiment)?;
+            crate::catalog::warn_all(&controller.take_warnings());
             if let Some(n) = local {
                 controller.limit_concurrency(*n);
             }
-            let dir = cohort_search::controller::search_dir(controller.experiment());
             let cwd = controller
                 .workdir()
                 .map_or_else(std::env::current_dir, Ok)?;
-            let mut spec = ExperimentSpec::load(&dir.join("spec.toml"))?;
+            let mut spec = ExperimentSpec::load(&controller.experiment().search_dir().spec())?;
             if let Some(n) = local {
                 spec.searcher.max_concurrent_trials = spec.searcher.max_concurrent_trials.min(*n);
             }
@@ -573,7 +208,7 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             follow,
             json,
         } => {
-            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let root = crate::catalog::catalog_root(catalog.path())?;
             let catalog = cohort_catalog::Catalog::open(root)?;
             status(&catalog, experiment, *follow, *json)
         }
@@ -581,7 +216,7 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             experiment,
             catalog,
         } => {
-            let root = crate::catalog_cmd::catalog_root(catalog.path())?;
+            let root = crate::catalog::catalog_root(catalog.path())?;
             let catalog = cohort_catalog::Catalog::open(root)?;
             let path = cohort_search::controller::request_stop(&catalog, experiment)?;
             write_out(&format!(
@@ -655,21 +290,15 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
 /// with a third of that budget and with all of it.
 pub(crate) fn bench(args: &SimArgs, random_trials: u64, png: Option<&Path>) -> Result<ExitCode> {
     let spec = load(&args.file)?;
-    if !matches!(spec.searcher.kind, SearcherKind::Asha(_)) {
-        bail!("{}: bench search compares an asha searcher with random search; this file's searcher is not asha", args.file.display());
-    }
-    let mut random = spec.clone();
-    random.searcher.kind = SearcherKind::Random;
-    random.searcher.max_trials = random_trials;
-    let random_runs = run_many(&random, args)?;
-    let asha_runs = run_many(&spec, args)?;
-    let random_budget = random_trials * spec.searcher.max_length;
-    let third = random_budget / 3;
-    let random_regret = mean(random_runs.iter().map(|r| r.regret));
-    let asha_third = mean(asha_runs.iter().map(|r| r.regret_at(third)));
-    let asha_final = mean(asha_runs.iter().map(|r| r.regret));
-    #[allow(clippy::cast_precision_loss)]
-    let asha_budget = mean(asha_runs.iter().map(|r| r.budget as f64));
+    let options = sim_options(args)?;
+    let c = match Comparison::run(&spec, &options, args.repeat, random_trials) {
+        Ok(c) => c,
+        Err(CompareError::NotAsha) => bail!("{}: bench search compares an asha searcher with random search; this file's searcher is not asha", args.file.display()),
+        Err(CompareError::Simulation(e)) => bail!(e),
+    };
+    let (random_budget, third) = (c.random_budget, c.third());
+    let random_regret = c.random_regret();
+    let asha_third = c.asha_regret_at_third();
     let mut text = format!(
         "{} runs, {} workers, Hartmann 6-D (bias {}, noise {}), max_length {}\n",
         args.repeat, args.workers, args.bias, args.noise, spec.searcher.max_length
@@ -678,46 +307,38 @@ pub(crate) fn bench(args: &SimArgs, random_trials: u64, png: Option<&Path>) -> R
         "  random search: {random_trials} trials, budget {random_budget}, mean final regret {random_regret:.4}\n"
     ));
     text.push_str(&format!(
-        "  asha:          {} trials, mean budget {asha_budget:.0}, mean regret {asha_third:.4} at budget {third} (1/3), {asha_final:.4} at its end\n",
-        spec.searcher.max_trials
+        "  asha:          {} trials, mean budget {:.0}, mean regret {asha_third:.4} at budget {third} (1/3), {:.4} at its end\n",
+        c.asha_trials,
+        c.asha_budget(),
+        c.asha_regret()
     ));
     text.push_str(&format!(
         "  asha at 1/3 of random's budget reaches {} regret than random with all of it (ratio {:.2})\n",
-        if asha_third <= random_regret { "a smaller or equal" } else { "a LARGER" },
+        if c.asha_wins() { "a smaller or equal" } else { "a LARGER" },
         asha_third / random_regret
     ));
     text.push_str("  mean regret by budget (budget: random, asha):\n");
-    for step in 1..=10u64 {
-        let budget = random_budget * step / 10;
-        text.push_str(&format!(
-            "    {:>9}: {:.4}  {:.4}\n",
-            budget,
-            mean(random_runs.iter().map(|r| r.regret_at(budget))),
-            mean(asha_runs.iter().map(|r| r.regret_at(budget)))
-        ));
+    for (budget, random, asha) in c.curve(10) {
+        text.push_str(&format!("    {budget:>9}: {random:.4}  {asha:.4}\n"));
     }
     if let Some(path) = png {
-        let curve = |runs: &[SimResult]| -> Vec<cohort_catalog::read::Point> {
-            (1..=100u64)
-                .map(|i| {
-                    let budget = random_budget * i / 100;
-                    cohort_catalog::read::Point {
-                        step: i64::try_from(budget).unwrap_or(i64::MAX),
-                        value: mean(runs.iter().map(|r| r.regret_at(budget))),
-                        wall: 0.0,
-                    }
+        let curve = c.curve(100);
+        let points = |pick: fn(&(u64, f64, f64)) -> f64| -> Vec<cohort_catalog::read::Point> {
+            curve
+                .iter()
+                .map(|p| cohort_catalog::read::Point {
+                    step: i64::try_from(p.0).unwrap_or(i64::MAX),
+                    value: pick(p),
+                    wall: 0.0,
                 })
                 .collect()
         };
         let series = vec![
             (
                 format!("random search, {random_trials} trials"),
-                curve(&random_runs),
+                points(|p| p.1),
             ),
-            (
-                format!("ASHA, {} trials", spec.searcher.max_trials),
-                curve(&asha_runs),
-            ),
+            (format!("ASHA, {} trials", c.asha_trials), points(|p| p.2)),
         ];
         let title = format!(
             "Mean regret on Hartmann 6-D by budget ({} runs, {} workers)",
@@ -759,15 +380,15 @@ struct Progress {
 type SearchView = (
     ExperimentSpec,
     Vec<cohort_proto::catalog::TrialSummary>,
-    Vec<cohort_search::controller::Event>,
+    Vec<Event>,
     Progress,
 );
 
 fn progress(catalog: &cohort_catalog::Catalog, name: &str) -> Result<SearchView> {
     use cohort_proto::catalog::TrialState;
     let experiment = catalog.experiment(name)?;
-    let dir = cohort_search::controller::search_dir(&experiment);
-    let spec = ExperimentSpec::load(&dir.join("spec.toml"))
+    let dir = experiment.search_dir();
+    let spec = ExperimentSpec::load(&dir.spec())
         .map_err(|e| anyhow::anyhow!("experiment {name} has no search ({e})"))?;
     let events = cohort_search::controller::read_events(&dir)?;
     let loaded =
@@ -804,7 +425,7 @@ fn progress(catalog: &cohort_catalog::Catalog, name: &str) -> Result<SearchView>
             .sum(),
         total,
         finished: events.iter().rev().find_map(|e| match e {
-            cohort_search::controller::Event::Finished { reason } => Some(reason.clone()),
+            Event::Finished { reason } => Some(reason.clone()),
             _ => None,
         }),
         best,
@@ -873,7 +494,7 @@ fn status(
     let (spec, trials, events, p) = progress(catalog, name)?;
     let mut reached: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     for event in &events {
-        if let cohort_search::controller::Event::Launched { trial, until, .. } = event {
+        if let Event::Launched { trial, until, .. } = event {
             reached.insert(*trial, *until);
         }
     }

@@ -5,6 +5,8 @@
 //! 0 runs, so there is no moment when the port is free for another process to take. Taking an
 //! inherited descriptor is the one unsafe operation here: the process must own it.
 
+#![allow(unsafe_code)]
+
 use std::net::TcpListener;
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};

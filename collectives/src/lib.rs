@@ -7,8 +7,11 @@
 //! dead-peer detection, and the algorithms. It must never go through the daemon, never block
 //! without a deadline, and never let a dead or stalled peer hang a rank: every error names the
 //! rank and host it concerns. Unsafe code is confined to `link/shm.rs`, which maps the
-//! shared-memory rings, and `torch.rs` (feature `tch`), which views CPU tensors' memory.
+//! shared-memory rings, `link/rdma.rs` (feature `rdma`), which registers memory with verbs,
+//! `inherit.rs`, which takes the store's socket the launcher hands down, and `torch.rs`
+//! (feature `tch`), which views CPU tensors' memory; each allows it by name.
 
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod algo;

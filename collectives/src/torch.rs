@@ -7,6 +7,8 @@
 //! a libtorch error becomes a `TensorError`, never a panic. CUDA tensors are staged through
 //! host memory (GPUDirect is not used yet).
 
+#![allow(unsafe_code)]
+
 use tch::{Device, Kind, Tensor};
 
 use crate::dtype::{DataType, ReduceOp};

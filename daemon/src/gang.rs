@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use cohort_proto::daemon::{ErrorCode, JoinRequest, StepPlan, TaskExit};
 use cohort_proto::peer::{PeerMsg, Summary};
-use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
-use cohort_topology::{LocalPlanOptions, Topology};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::peer;
+pub(crate) use crate::planning::place_ranks;
+use crate::planning::{assemble, NodePart};
 use crate::topo::Snapshot;
 
 /// Why a node's part in a gang start failed; each kind has its own code on the wire.
@@ -196,51 +196,6 @@ impl Gang {
             local_ip: None,
         }
     }
-}
-
-/// Places a node's ranks on its own hardware: GPUs in ring order, closest NICs, local CPUs,
-/// and the address peers reach them at (the first assigned NIC's IPv4 address when it has one).
-pub(crate) fn place_ranks(
-    topology: Option<&Topology>,
-    node: &str,
-    ranks: &[u32],
-    gpus: &[u32],
-    fallback_address: IpAddr,
-) -> Result<Vec<RankPlan>, String> {
-    let n_ranks = u32::try_from(ranks.len()).map_err(|_| "too many ranks".to_owned())?;
-    let empty = Topology::default();
-    let topo = topology.unwrap_or(&empty);
-    let local = topo
-        .local_plan(&LocalPlanOptions {
-            n_ranks,
-            gpus: Some(gpus.to_vec()),
-            host: node.to_owned(),
-            address: fallback_address.to_string(),
-        })
-        .map_err(|e| format!("GPUs granted by Slurm: {e}"))?;
-    Ok(local
-        .ranks
-        .into_iter()
-        .zip(ranks)
-        .map(|(mut plan, &global)| {
-            plan.rank = global;
-            if let Some(address) = plan.nics.first().and_then(|name| nic_ipv4(topo, name)) {
-                plan.address = address;
-            }
-            plan
-        })
-        .collect())
-}
-
-fn nic_ipv4(topo: &Topology, name: &str) -> Option<String> {
-    topo.nics
-        .iter()
-        .find(|nic| nic.name == name)?
-        .netdevs
-        .iter()
-        .flat_map(|dev| dev.addresses.iter())
-        .find(|address| address.parse::<std::net::Ipv4Addr>().is_ok())
-        .cloned()
 }
 
 fn free_port(ip: IpAddr) -> Option<u16> {
@@ -596,18 +551,17 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
     };
     let snapshot = topology_of(ctx);
     let own_ip = gang.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let mut by_node: Vec<(String, Option<String>, Vec<RankPlan>)> = Vec::new();
-    by_node.push((
-        ctx.node.clone(),
-        request.topology_addr.clone(),
-        place_ranks(
+    let mut parts = vec![NodePart {
+        node: ctx.node.clone(),
+        topology_addr: request.topology_addr.clone(),
+        ranks: place_ranks(
             snapshot.as_ref().map(|s| s.topology.as_ref()),
             &ctx.node,
             &request.ranks,
             &request.gpus,
             own_ip,
         )?,
-    ));
+    }];
     for (summary, peer_ip, _) in gang.followers.values() {
         let mut ranks = summary.ranks.clone();
         for rank in &mut ranks {
@@ -615,35 +569,13 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
                 rank.address = peer_ip.to_string();
             }
         }
-        by_node.push((summary.node.clone(), summary.topology_addr.clone(), ranks));
+        parts.push(NodePart {
+            node: summary.node.clone(),
+            topology_addr: summary.topology_addr.clone(),
+            ranks,
+        });
     }
-    // Hosts ordered so neighbours share switches; ranks of a host in their local ring order.
-    let hosts: Vec<(String, Option<String>)> = by_node
-        .iter()
-        .map(|(n, t, _)| (n.clone(), t.clone()))
-        .collect();
-    let order = cohort_topology::plan::order_hosts(&hosts);
-    let ring: Vec<u32> = order
-        .iter()
-        .flat_map(|&i| by_node[i].2.iter().map(|r| r.rank))
-        .collect();
-    let mut ranks: Vec<RankPlan> = by_node.into_iter().flat_map(|(_, _, r)| r).collect();
-    ranks.sort_by_key(|r| r.rank);
-    let world = request.world_size as usize;
-    if ranks.len() != world || ranks.iter().enumerate().any(|(i, r)| r.rank as usize != i) {
-        return Err(format!(
-            "the nodes' ranks do not make 0..{} (got {:?})",
-            world,
-            ranks.iter().map(|r| r.rank).collect::<Vec<_>>()
-        ));
-    }
-    let plan = Plan {
-        format: PLAN_FORMAT.to_owned(),
-        version: PLAN_VERSION,
-        ranks,
-        rings: vec![ring],
-    };
-    plan.check().map_err(|e| e.to_string())?;
+    let plan = assemble(parts, request.world_size)?;
     let rank0 = plan.ranks.first().ok_or("the step has no ranks")?;
     let store_port = if request.ranks.contains(&0) {
         request

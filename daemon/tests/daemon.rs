@@ -58,7 +58,11 @@ impl Daemon {
 
     /// A daemon whose configuration ends with `extra` (a `[limits]` table, say).
     fn start_with(extra: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
+        Daemon::start_in(tempfile::tempdir().unwrap(), &fixture(), extra)
+    }
+
+    /// A daemon in `dir` whose topology comes from `topology`.
+    fn start_in(dir: tempfile::TempDir, topology: &Path, extra: &str) -> Daemon {
         let socket = dir.path().join("run/cohortd.sock");
         let config = dir.path().join("cohortd.toml");
         std::fs::write(
@@ -68,7 +72,7 @@ impl Daemon {
                 socket.display().to_string(),
                 free_port(),
                 key(dir.path()).display().to_string(),
-                fixture().display().to_string()
+                topology.display().to_string()
             ),
         )
         .unwrap();
@@ -584,4 +588,46 @@ fn running_as_root() -> bool {
         eprintln!("skipped: acting as another user needs root");
     }
     root
+}
+
+/// Rediscovery that does not finish (here the topology file is a FIFO no one writes after the
+/// first discovery) neither stops the daemon from serving nor from stopping at SIGTERM.
+#[test]
+fn a_stuck_rediscovery_neither_blocks_serving_nor_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("topology.xml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // The first discovery reads the file once.
+    let content = std::fs::read(fixture()).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(&fifo, content).unwrap())
+    };
+    let mut daemon = Daemon::start_in(dir, &fifo, "");
+    writer.join().unwrap();
+    status_works(&daemon.socket);
+    // The second waits for a writer that never comes.
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    status_works(&daemon.socket);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let started = Instant::now();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        // (Dropping the daemon kills it, so a failure here leaves nothing running.)
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "cohortd did not stop within 8 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
 }

@@ -1,5 +1,6 @@
 //! The experiment catalog's JSON records: the catalog marker, experiments, trials, trial
-//! states, the events of a trial's metric log, checkpoint deletions and the index.
+//! states, the header and events of a trial's metric log, checkpoint deletions, the notes of
+//! Slurm steps and the index.
 //!
 //! Each record carries `format` and `version`; readers ignore unknown fields and refuse another
 //! format or major version. The binary framing of metric logs is described in
@@ -250,6 +251,39 @@ pub struct GcRecord {
     pub writer: Writer,
 }
 
+/// The header frame (kind 0) that starts every metric log segment: whose segment it is.
+/// Readers of metrics skip it; it tells a person or tool looking at a segment where it came
+/// from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentHeader {
+    /// Always `cohort.metrics`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The experiment's name.
+    pub experiment: String,
+    /// The trial's number.
+    pub trial: u64,
+    /// The rank writing the segment.
+    pub rank: u32,
+    /// The process writing it.
+    pub writer: Writer,
+    /// When the segment was started (Unix seconds).
+    pub created: f64,
+}
+
+/// `slurm/<job>.<step>.json` in an experiment's directory: which trial a Slurm step records
+/// into, so the step's other nodes find it (published once; the first note wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlurmStepRecord {
+    /// Always `cohort.slurm-step`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The trial's number.
+    pub trial: u64,
+}
+
 /// Summary of one metric of a trial. Non-finite values (a diverged loss) are kept as
 /// `NaN`/`inf` in `last`, never in `min`/`max`. In JSON it is an object; in binary formats
 /// (the index) an array of its fields in order, which is several times smaller and faster.
@@ -381,7 +415,8 @@ impl MetricSummary {
 
     /// Folds in the summary of points written after every point already summarised.
     pub fn merge_later(&mut self, later: &MetricSummary) {
-        self.count += later.count;
+        // Counts come from files (an index entry may say anything): saturate, never overflow.
+        self.count = self.count.saturating_add(later.count);
         if let Some(min) = later.min {
             if self.min.is_none_or(|m| min < m) {
                 self.min = Some(min);
@@ -403,7 +438,7 @@ impl MetricSummary {
 
     /// Adds a point written after every point already summarised.
     pub fn add(&mut self, step: i64, value: f64, wall: f64) {
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         if value.is_finite() {
             if self.min.is_none_or(|min| value < min) {
                 self.min = Some(value);
@@ -542,6 +577,17 @@ pub mod float_text {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index entry may hold any count (fuzz/regressions/catalog_readers/index-count-overflow).
+    #[test]
+    fn counts_from_files_saturate() {
+        let mut summary = MetricSummary::first(0, 1.0, 0.0);
+        summary.count = u64::MAX;
+        summary.merge_later(&MetricSummary::first(1, 0.5, 1.0));
+        summary.add(2, 0.25, 2.0);
+        assert_eq!(summary.count, u64::MAX);
+        assert_eq!((summary.min, summary.last_step), (Some(0.25), 2));
+    }
 
     #[test]
     fn summary_keeps_non_finite_out_of_min_and_max_and_round_trips() {

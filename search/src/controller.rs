@@ -24,141 +24,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use cohort_catalog::catalog::{read_state, trial_dir_name};
+use cohort_catalog::catalog::read_state;
 use cohort_catalog::fsutil::{mkdir_if_absent, nonce, publish_new, replace, sync_dir};
-use cohort_catalog::{Catalog, Experiment, NewExperiment, Warning};
+use cohort_catalog::{Catalog, Experiment, NewExperiment, SearchDir, Warning};
 use cohort_proto::catalog::TrialState;
-use serde::{Deserialize, Serialize};
+use cohort_proto::search::{Event, Handle, LeaseRecord};
 
+use crate::launch::{alive, host, Job, Launcher, Running, StateWatch};
 use crate::searcher::{build, Decision, Next, Searcher};
 use crate::space::Values;
 use crate::spec::ExperimentSpec;
-
-/// One thing the controller did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// The searcher handed out work: `search_trial` is the searcher's number, `trial` the
-    /// catalog's.
-    Assign {
-        /// Searcher's trial number.
-        search_trial: u64,
-        /// Catalog trial number.
-        trial: u64,
-        /// Length to reach.
-        until: u64,
-        /// Hyperparameters of a new trial.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        hparams: Option<Values>,
-    },
-    /// A trial's process was started.
-    Launched {
-        /// Catalog trial.
-        trial: u64,
-        /// Length it trains to.
-        until: u64,
-        /// Attempt (0 first, then restarts).
-        attempt: u32,
-        /// Host and pid of its launcher process.
-        host: String,
-        /// Pid.
-        pid: u32,
-    },
-    /// A trial's process ended.
-    Exited {
-        /// Catalog trial.
-        trial: u64,
-        /// Whether it succeeded.
-        ok: bool,
-        /// Why it failed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
-    },
-    /// A trial reported its metric at a length (what the searcher was told).
-    Report {
-        /// Searcher's trial number.
-        search_trial: u64,
-        /// Length reached.
-        length: u64,
-        /// The metric.
-        metric: f64,
-    },
-    /// A trial failed for good.
-    Failed {
-        /// Searcher's trial number.
-        search_trial: u64,
-    },
-    /// The search ended.
-    Finished {
-        /// Why (done, stopped).
-        reason: String,
-    },
-}
-
-/// Starts trial processes.
-pub trait Launcher {
-    /// Starts `job`; returns its pid and a way to see it end.
-    fn launch(&mut self, job: &Job) -> Result<Box<dyn Running>, String>;
-
-    /// A handle on a trial an earlier controller launched (`host` and `pid` as its
-    /// [`Running`] reported them), when this launcher can watch it; otherwise the trial is
-    /// watched through its state in the catalog.
-    fn adopt(&mut self, host: &str, pid: u32, job: &Job) -> Option<Box<dyn Running>> {
-        let _ = (host, pid, job);
-        None
-    }
-
-    /// Before `job` is launched: a handle on a copy of it that already runs or waits to
-    /// (started by a controller that died before recording it), so that it is not started
-    /// twice. By default, a trial whose state says it runs under a live process of this
-    /// host is watched through its state.
-    fn find(&mut self, job: &Job) -> Option<Box<dyn Running>> {
-        let state = read_state(&job.dir).ok()??;
-        (state.state == TrialState::Running
-            && state.writer.host == host()
-            && alive(&state.writer.host, state.writer.pid))
-        .then(|| {
-            Box::new(StateWatch {
-                dir: job.dir.clone(),
-                host: state.writer.host,
-                pid: state.writer.pid,
-            }) as Box<dyn Running>
-        })
-    }
-}
-
-/// A started trial.
-pub trait Running: std::fmt::Debug {
-    /// `None` while it runs; then whether it succeeded (with the reason when not).
-    fn poll(&mut self) -> Option<Result<(), String>>;
-    /// Its pid (or the scheduler's job id).
-    fn pid(&self) -> u32;
-
-    /// Where it runs: this host's name for a local process, or a scheduler's tag
-    /// (`slurm`), recorded with the pid so a later controller can find it again.
-    fn host(&self) -> String {
-        host()
-    }
-}
-
-/// What to start.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The catalog.
-    pub catalog: PathBuf,
-    /// The experiment.
-    pub experiment: String,
-    /// Catalog trial number.
-    pub trial: u64,
-    /// Its directory.
-    pub dir: PathBuf,
-    /// Hyperparameters.
-    pub hparams: Values,
-    /// Length to train to (`COHORT_SEARCH_UNTIL`).
-    pub until: u64,
-    /// Attempt number.
-    pub attempt: u32,
-}
 
 /// Why a search could not run.
 #[derive(Debug, thiserror::Error)]
@@ -187,34 +62,11 @@ pub enum ControllerError {
     Other(String),
 }
 
-/// The experiment file as given (`search/spec.toml`).
-const SPEC_FILE: &str = "spec.toml";
-/// The event log (`search/events.jsonl`).
-const EVENTS_FILE: &str = "events.jsonl";
-/// The directory trials start in (`search/cwd`).
-const WORKDIR_FILE: &str = "cwd";
-/// Where controllers of earlier versions kept their lease, written in place.
-const LEGACY_LEASE_FILE: &str = "controller.json";
-
 fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> ControllerError + '_ {
     move |e| ControllerError::State {
         path: path.display().to_string(),
         problem: e.to_string(),
     }
-}
-
-/// One generation of the lease, in `search/controller-N.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Lease {
-    host: String,
-    pid: u32,
-    at: f64,
-    /// Tells this lease from another with the same host and pid.
-    #[serde(default)]
-    nonce: String,
-    /// Its controller ended and gave the search up.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    released: bool,
 }
 
 /// Nonces of the leases that controllers of this process hold now. A lease naming this
@@ -226,48 +78,24 @@ fn held() -> MutexGuard<'static, BTreeSet<String>> {
     HELD.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Lease {
-    /// Whether a controller still holds it.
-    fn holds(&self) -> bool {
-        if self.released {
-            return false;
-        }
-        if self.host == host() && self.pid == std::process::id() {
-            return held().contains(&self.nonce);
-        }
-        alive(&self.host, self.pid)
+/// Whether a controller still holds `lease`.
+fn holds(lease: &LeaseRecord) -> bool {
+    if lease.released {
+        return false;
     }
-
-    fn holder(&self) -> String {
-        format!("{}:{}", self.host, self.pid)
+    if lease.host == host() && lease.pid == std::process::id() {
+        return held().contains(&lease.nonce);
     }
-}
-
-fn lease_file(dir: &Path, generation: u64) -> PathBuf {
-    dir.join(format!("controller-{generation}.json"))
+    alive(&lease.host, lease.pid)
 }
 
 /// The generations of the lease files in `dir`, lowest first.
-fn lease_generations(dir: &Path) -> Result<Vec<u64>, ControllerError> {
-    let mut generations: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(state_error(dir))?
-        .flatten()
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()?
-                .strip_prefix("controller-")?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    generations.sort_unstable();
-    Ok(generations)
+fn lease_generations(dir: &SearchDir) -> Result<Vec<u64>, ControllerError> {
+    dir.lease_generations().map_err(state_error(dir.path()))
 }
 
 /// A lease file's record; `None` when there is none or it is not a lease.
-fn read_lease(path: &Path) -> Option<Lease> {
+fn read_lease(path: &Path) -> Option<LeaseRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
@@ -283,23 +111,23 @@ fn read_lease(path: &Path) -> Option<Lease> {
 #[derive(Debug)]
 struct LeaseGuard {
     path: PathBuf,
-    lease: Lease,
+    lease: LeaseRecord,
 }
 
 impl LeaseGuard {
     /// Takes the search in `dir` for this process, or names the controller that holds it.
-    fn take(dir: &Path, experiment: &str) -> Result<LeaseGuard, ControllerError> {
-        let busy = |lease: &Lease| ControllerError::Busy {
+    fn take(dir: &SearchDir, experiment: &str) -> Result<LeaseGuard, ControllerError> {
+        let busy = |lease: &LeaseRecord| ControllerError::Busy {
             experiment: experiment.to_owned(),
             holder: lease.holder(),
         };
-        if let Some(legacy) = read_lease(&dir.join(LEGACY_LEASE_FILE)) {
+        if let Some(legacy) = read_lease(&dir.legacy_lease()) {
             let own = legacy.host == host() && legacy.pid == std::process::id();
             if !own && alive(&legacy.host, legacy.pid) {
                 return Err(busy(&legacy));
             }
         }
-        let lease = Lease {
+        let lease = LeaseRecord {
             host: host(),
             pid: std::process::id(),
             at: cohort_catalog::now(),
@@ -317,9 +145,9 @@ impl LeaseGuard {
     }
 
     fn publish(
-        dir: &Path,
-        lease: Lease,
-        busy: &dyn Fn(&Lease) -> ControllerError,
+        dir: &SearchDir,
+        lease: LeaseRecord,
+        busy: &dyn Fn(&LeaseRecord) -> ControllerError,
     ) -> Result<LeaseGuard, ControllerError> {
         let bytes = serde_json::to_vec(&lease).unwrap_or_default();
         let mut generation = lease_generations(dir)?.last().copied().unwrap_or(0);
@@ -328,13 +156,13 @@ impl LeaseGuard {
         for _ in 0..64 {
             if generation > 0 {
                 // Absent: removed by the winner of a later generation, which the link finds.
-                if let Some(current) = read_lease(&lease_file(dir, generation)) {
-                    if current.holds() {
+                if let Some(current) = read_lease(&dir.lease(generation)) {
+                    if holds(&current) {
                         return Err(busy(&current));
                     }
                 }
             }
-            let path = lease_file(dir, generation + 1);
+            let path = dir.lease(generation + 1);
             // On NFS a retransmitted link can report the name taken although it took it:
             // the nonce tells.
             let won = publish_new(&path, &bytes)?
@@ -342,16 +170,16 @@ impl LeaseGuard {
             if won {
                 for old in lease_generations(dir)? {
                     if old <= generation {
-                        let _ = std::fs::remove_file(lease_file(dir, old));
+                        let _ = std::fs::remove_file(dir.lease(old));
                     }
                 }
-                let _ = std::fs::remove_file(dir.join(LEGACY_LEASE_FILE));
+                let _ = std::fs::remove_file(dir.legacy_lease());
                 return Ok(LeaseGuard { path, lease });
             }
             generation += 1;
         }
         Err(ControllerError::State {
-            path: lease_file(dir, generation).display().to_string(),
+            path: dir.lease(generation).display().to_string(),
             problem: "cannot take the search's lease: controllers keep taking it and ending".into(),
         })
     }
@@ -362,7 +190,7 @@ impl Drop for LeaseGuard {
         // Only while it is still this controller's: a later generation may have replaced it
         // if this host was taken for dead.
         if read_lease(&self.path).is_some_and(|l| l.nonce == self.lease.nonce) {
-            let released = Lease {
+            let released = LeaseRecord {
                 released: true,
                 ..self.lease.clone()
             };
@@ -375,39 +203,12 @@ impl Drop for LeaseGuard {
     }
 }
 
-fn host() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown-host".into())
-}
-
-fn alive(host_name: &str, pid: u32) -> bool {
-    if host_name != host() {
-        // Another host's process cannot be checked from here: assume it lives.
-        return true;
-    }
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // EPERM: it exists, under another user.
-    matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Ok(()) | Err(nix::errno::Errno::EPERM)
-    )
-}
-
-/// Where a search keeps its state.
-pub fn search_dir(experiment: &Experiment) -> PathBuf {
-    experiment.dir.join("search")
-}
-
 /// Reads the events. A last line that a crash left torn (not ended by a newline, or not a
 /// record) is ignored, and a record glued to the torn start of another (left by a controller
 /// of an earlier version appending after a crash) is read; a damaged line followed by whole
 /// ones is an error.
-pub fn read_events(dir: &Path) -> Result<Vec<Event>, ControllerError> {
-    let path = dir.join(EVENTS_FILE);
+pub fn read_events(dir: &SearchDir) -> Result<Vec<Event>, ControllerError> {
+    let path = dir.events();
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -532,7 +333,7 @@ pub struct Controller {
     experiment: Experiment,
     spec: ExperimentSpec,
     searcher: Box<dyn Searcher>,
-    dir: PathBuf,
+    dir: SearchDir,
     /// Held while the controller lives; released when it is dropped.
     _lease: LeaseGuard,
     events: std::fs::File,
@@ -546,8 +347,8 @@ pub struct Controller {
     running: BTreeMap<u64, (TrialSlot, Box<dyn Running>)>,
     by_search: BTreeMap<u64, u64>,
     hparams: BTreeMap<u64, Values>,
-    /// Trials an earlier controller launched, to hand to the launcher: (trial, host, pid).
-    adopt: Vec<(u64, String, u32)>,
+    /// Trials an earlier controller launched, to hand to the launcher: (trial, handle).
+    adopt: Vec<(u64, Handle)>,
     /// Trials an earlier controller created but died before assigning: (trial, hyperparameters).
     /// The replayed searcher asks for them again, and gets these rather than new ones.
     unassigned: Vec<(u64, Values)>,
@@ -568,11 +369,11 @@ impl Controller {
             config,
             searcher: Some(searcher_name(spec)),
         })?;
-        let dir = search_dir(&experiment);
-        mkdir_if_absent(&dir)?;
+        let dir = experiment.search_dir();
+        mkdir_if_absent(dir.path())?;
         let text = std::fs::read(&spec.file).map_err(state_error(&spec.file))?;
         // Published once: of two starts of the same experiment, the first to link it wins.
-        if !publish_new(&dir.join(SPEC_FILE), &text)? {
+        if !publish_new(&dir.spec(), &text)? {
             return Err(ControllerError::Other(format!(
                 "experiment {} already has a search; `cohort search resume {}` continues it",
                 spec.name, spec.name
@@ -584,8 +385,7 @@ impl Controller {
     /// Resumes the search of experiment `name`: replays its events and adopts running trials.
     pub fn resume(catalog: &Catalog, name: &str) -> Result<Controller, ControllerError> {
         let experiment = catalog.experiment(name)?;
-        let dir = search_dir(&experiment);
-        let spec_path = dir.join(SPEC_FILE);
+        let spec_path = experiment.search_dir().spec();
         if !spec_path.exists() {
             return Err(ControllerError::Other(format!(
                 "experiment {name} has no search to resume (no {})",
@@ -603,10 +403,10 @@ impl Controller {
         experiment: Experiment,
         spec: ExperimentSpec,
     ) -> Result<Controller, ControllerError> {
-        let dir = search_dir(&experiment);
+        let dir = experiment.search_dir();
         // One controller at a time: only the lease holder writes the event log.
         let lease = LeaseGuard::take(&dir, &spec.name)?;
-        let events_path = dir.join(EVENTS_FILE);
+        let events_path = dir.events();
         let mut events = std::fs::OpenOptions::new()
             .read(true)
             .append(true)
@@ -619,7 +419,7 @@ impl Controller {
             .map_err(state_error(&events_path))?;
         if bytes.is_empty() {
             // Perhaps just created: its name must survive a crash with the first records.
-            sync_dir(&dir);
+            sync_dir(dir.path());
         }
         let scan = scan_events(&events_path, &bytes)?;
         if scan.whole < bytes.len() as u64 {
@@ -667,7 +467,7 @@ impl Controller {
     /// Rebuilds the searcher's state and the trials' from past events.
     fn replay(&mut self, past: &[Event]) -> Result<(), ControllerError> {
         let mut launched: BTreeMap<u64, TrialSlot> = BTreeMap::new();
-        let mut launched_by: BTreeMap<u64, (String, u32)> = BTreeMap::new();
+        let mut launched_by: BTreeMap<u64, Handle> = BTreeMap::new();
         let mut unreported: BTreeMap<u64, TrialSlot> = BTreeMap::new();
         for event in past {
             match event {
@@ -702,10 +502,9 @@ impl Controller {
                     trial,
                     until,
                     attempt,
-                    host,
-                    pid,
+                    handle,
                 } => {
-                    launched_by.insert(*trial, (host.clone(), *pid));
+                    launched_by.insert(*trial, handle.clone());
                     if let Some(pos) = self.pending.iter().position(|p| p.trial == *trial) {
                         let mut slot = self.pending.remove(pos);
                         slot.until = *until;
@@ -756,14 +555,13 @@ impl Controller {
         // Launched and not seen to end: adopted. Ended without a report (the controller died
         // in between): reported at the first step.
         for (trial, slot) in launched {
-            let (host, pid) = launched_by.remove(&trial).unwrap_or_default();
+            let handle = launched_by.remove(&trial).unwrap_or_else(|| Handle::Local {
+                host: String::new(),
+                pid: 0,
+            });
             // Watched through its state until the launcher adopts it (first step).
-            let watch = StateWatch {
-                dir: self.trial_dir(trial),
-                host: host.clone(),
-                pid,
-            };
-            self.adopt.push((trial, host, pid));
+            let watch = StateWatch::new(self.trial_dir(trial), handle.clone());
+            self.adopt.push((trial, handle));
             self.running.insert(trial, (slot, Box::new(watch)));
         }
         for (trial, slot) in unreported {
@@ -821,7 +619,7 @@ impl Controller {
             // Should that fail too, the next controller cuts it off when it opens the log.
             let _ = self.events.set_len(self.events_len);
             return Err(ControllerError::State {
-                path: self.dir.join(EVENTS_FILE).display().to_string(),
+                path: self.dir.events().display().to_string(),
                 problem: format!("cannot record: {e}"),
             });
         }
@@ -837,17 +635,14 @@ impl Controller {
 
     /// Records the directory the search's trials start in (`search/cwd`, replaced whole).
     pub fn save_workdir(&self, cwd: &Path) -> Result<(), ControllerError> {
-        replace(
-            &self.dir.join(WORKDIR_FILE),
-            cwd.as_os_str().as_encoded_bytes(),
-        )?;
+        replace(&self.dir.workdir(), cwd.as_os_str().as_encoded_bytes())?;
         Ok(())
     }
 
     /// The directory the search's trials start in, as [`Controller::save_workdir`] recorded it.
     pub fn workdir(&self) -> Option<PathBuf> {
         use std::os::unix::ffi::OsStringExt;
-        let bytes = std::fs::read(self.dir.join(WORKDIR_FILE)).ok()?;
+        let bytes = std::fs::read(self.dir.workdir()).ok()?;
         (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsString::from_vec(bytes)))
     }
 
@@ -863,10 +658,7 @@ impl Controller {
     }
 
     fn trial_dir(&self, trial: u64) -> PathBuf {
-        self.experiment
-            .dir
-            .join("trials")
-            .join(trial_dir_name(trial))
+        self.experiment.trial_dir(trial)
     }
 
     fn slots(&self) -> usize {
@@ -896,7 +688,8 @@ impl Controller {
         if self.done {
             return Ok(false);
         }
-        for (trial, host, pid) in std::mem::take(&mut self.adopt) {
+        for (trial, launched) in std::mem::take(&mut self.adopt) {
+            let dir = self.trial_dir(trial);
             let Some((slot, handle)) = self.running.get_mut(&trial) else {
                 continue;
             };
@@ -904,27 +697,18 @@ impl Controller {
                 catalog: self.catalog.root().to_path_buf(),
                 experiment: self.spec.name.clone(),
                 trial,
-                dir: self
-                    .experiment
-                    .dir
-                    .join("trials")
-                    .join(trial_dir_name(trial)),
+                dir,
                 hparams: slot.hparams.clone(),
                 until: slot.until,
                 attempt: slot.attempt,
             };
-            if let Some(adopted) = launcher.adopt(&host, pid, &job) {
+            if let Some(adopted) = launcher.adopt(&launched, &job) {
                 *handle = adopted;
             }
         }
-        if self.dir.join("stop").exists() {
+        if self.dir.stop().exists() {
             for trial in self.running.keys() {
-                let _ = publish_new(
-                    &self
-                        .trial_dir(*trial)
-                        .join(cohort_catalog::tracker::STOP_FILE),
-                    b"",
-                );
+                let _ = cohort_catalog::catalog::request_stop(&self.trial_dir(*trial));
             }
             if self.running.is_empty() {
                 self.record(&Event::Finished {
@@ -1007,7 +791,7 @@ impl Controller {
             let running = match launcher.find(&job) {
                 Some(found) => found,
                 None => {
-                    let _ = std::fs::remove_file(job.dir.join(cohort_catalog::tracker::STOP_FILE));
+                    cohort_catalog::catalog::clear_stop(&job.dir);
                     launcher.launch(&job).map_err(ControllerError::Other)?
                 }
             };
@@ -1015,8 +799,7 @@ impl Controller {
                 trial: slot.trial,
                 until: slot.until,
                 attempt: slot.attempt,
-                host: running.host(),
-                pid: running.pid(),
+                handle: running.handle(),
             })?;
             self.running.insert(slot.trial, (slot, running));
         }
@@ -1127,46 +910,11 @@ impl Running for Ended {
     fn poll(&mut self) -> Option<Result<(), String>> {
         Some(Ok(()))
     }
-    fn pid(&self) -> u32 {
-        0
-    }
-}
-
-/// A trial started by an earlier controller, watched through its state in the catalog: its
-/// launcher records the end there; a launcher gone without recording it failed.
-#[derive(Debug)]
-struct StateWatch {
-    dir: PathBuf,
-    host: String,
-    pid: u32,
-}
-
-impl Running for StateWatch {
-    fn poll(&mut self) -> Option<Result<(), String>> {
-        adopted_outcome(&self.dir)
-    }
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-    fn host(&self) -> String {
-        self.host.clone()
-    }
-}
-
-fn adopted_outcome(dir: &Path) -> Option<Result<(), String>> {
-    match read_state(dir) {
-        Ok(Some(state)) if state.state.is_final() => {
-            Some(if state.state == TrialState::Completed {
-                Ok(())
-            } else {
-                Err(state.message.unwrap_or_else(|| state.state.to_string()))
-            })
+    fn handle(&self) -> Handle {
+        Handle::Local {
+            host: host(),
+            pid: 0,
         }
-        Ok(Some(state)) if !alive(&state.writer.host, state.writer.pid) => Some(Err(format!(
-            "its launcher (pid {} on {}) is gone",
-            state.writer.pid, state.writer.host
-        ))),
-        _ => None,
     }
 }
 
@@ -1210,14 +958,13 @@ fn searcher_name(spec: &ExperimentSpec) -> String {
 
 /// Asks a running search and its trials to stop.
 pub fn request_stop(catalog: &Catalog, name: &str) -> Result<PathBuf, ControllerError> {
-    let experiment = catalog.experiment(name)?;
-    let dir = search_dir(&experiment);
-    if !dir.join(SPEC_FILE).exists() {
+    let dir = catalog.experiment(name)?.search_dir();
+    if !dir.spec().exists() {
         return Err(ControllerError::Other(format!(
             "experiment {name} has no search"
         )));
     }
-    let path = dir.join("stop");
+    let path = dir.stop();
     // Already there: asked before, which is as good.
     publish_new(&path, b"")?;
     Ok(path)
@@ -1251,8 +998,11 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         fn poll(&mut self) -> Option<Result<(), String>> {
             None
         }
-        fn pid(&self) -> u32 {
-            0
+        fn handle(&self) -> Handle {
+            Handle::Local {
+                host: host(),
+                pid: 0,
+            }
         }
     }
 
@@ -1320,8 +1070,11 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         fn poll(&mut self) -> Option<Result<(), String>> {
             Some(Err("failed at once".into()))
         }
-        fn pid(&self) -> u32 {
-            0
+        fn handle(&self) -> Handle {
+            Handle::Local {
+                host: host(),
+                pid: 0,
+            }
         }
     }
 
@@ -1329,7 +1082,7 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         fn launch(&mut self, _: &Job) -> Result<Box<dyn Running>, String> {
             Ok(Box::new(Failed))
         }
-        fn adopt(&mut self, _: &str, _: u32, _: &Job) -> Option<Box<dyn Running>> {
+        fn adopt(&mut self, _: &Handle, _: &Job) -> Option<Box<dyn Running>> {
             Some(Box::new(Failed))
         }
         fn find(&mut self, _: &Job) -> Option<Box<dyn Running>> {
@@ -1371,8 +1124,8 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     fn a_torn_last_event_is_cut_off_at_each_resume_and_no_committed_event_is_lost() {
         let (_dir, spec, catalog) = setup();
         let mut controller = Controller::start(&catalog, &spec).unwrap();
-        let search = search_dir(controller.experiment());
-        let log = search.join(EVENTS_FILE);
+        let search = controller.experiment().search_dir();
+        let log = search.events();
         assert!(controller.step(&mut FailNow).unwrap());
         drop(controller);
         let first = read_events(&search).unwrap();
@@ -1468,7 +1221,7 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
                     let barrier = &barrier;
                     scope.spawn(move || {
                         barrier.wait();
-                        LeaseGuard::take(dir, "raced")
+                        LeaseGuard::take(&SearchDir::new(dir), "raced")
                     })
                 })
                 .collect();
@@ -1512,7 +1265,7 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     const DEAD_PID: u32 = 0x3FFF_FFFF;
 
     fn write_lease(path: &Path, host: String, pid: u32, released: bool) {
-        let lease = Lease {
+        let lease = LeaseRecord {
             host,
             pid,
             at: 0.0,
@@ -1526,7 +1279,12 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     fn of_controllers_racing_to_take_over_a_dead_controllers_lease_exactly_one_wins() {
         for _ in 0..20 {
             let dir = tempfile::tempdir().unwrap();
-            write_lease(&lease_file(dir.path(), 3), host(), DEAD_PID, false);
+            write_lease(
+                &SearchDir::new(dir.path()).lease(3),
+                host(),
+                DEAD_PID,
+                false,
+            );
             let (won, losers) = race_for_lease(dir.path(), 6);
             assert_eq!(won, 1, "{losers:?}");
             // The next generation, the dead one's removed.
@@ -1537,29 +1295,33 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     #[test]
     fn a_live_controllers_lease_is_never_taken() {
         let dir = tempfile::tempdir().unwrap();
-        let path = lease_file(dir.path(), 1);
+        let path = SearchDir::new(dir.path()).lease(1);
         let parent = std::os::unix::process::parent_id();
         write_lease(&path, host(), parent, false);
-        let err = LeaseGuard::take(dir.path(), "raced").unwrap_err();
+        let err = LeaseGuard::take(&SearchDir::new(dir.path()), "raced").unwrap_err();
         assert!(err.to_string().contains(&format!(":{parent}")), "{err}");
         // Another host's controller cannot be checked from here: it is taken to live.
         write_lease(&path, "elsewhere".into(), DEAD_PID, false);
-        let err = LeaseGuard::take(dir.path(), "raced").unwrap_err();
+        let err = LeaseGuard::take(&SearchDir::new(dir.path()), "raced").unwrap_err();
         assert!(err.to_string().contains("elsewhere"), "{err}");
         // A live controller of this process holds its lease against another of it.
         let dir = tempfile::tempdir().unwrap();
-        let held = LeaseGuard::take(dir.path(), "raced").unwrap();
-        assert!(LeaseGuard::take(dir.path(), "raced").is_err());
+        let held = LeaseGuard::take(&SearchDir::new(dir.path()), "raced").unwrap();
+        assert!(LeaseGuard::take(&SearchDir::new(dir.path()), "raced").is_err());
         drop(held);
         assert_eq!(lease_files(dir.path()), vec!["controller-1.json"]);
-        assert!(read_lease(&lease_file(dir.path(), 1)).unwrap().released);
-        let again = LeaseGuard::take(dir.path(), "raced").unwrap();
-        assert_eq!(again.path, lease_file(dir.path(), 2));
+        assert!(
+            read_lease(&SearchDir::new(dir.path()).lease(1))
+                .unwrap()
+                .released
+        );
+        let again = LeaseGuard::take(&SearchDir::new(dir.path()), "raced").unwrap();
+        assert_eq!(again.path, SearchDir::new(dir.path()).lease(2));
         assert_eq!(lease_files(dir.path()), vec!["controller-2.json"]);
         // Nothing is written while refusing.
         let live = tempfile::tempdir().unwrap();
-        write_lease(&lease_file(live.path(), 5), host(), parent, false);
-        assert!(LeaseGuard::take(live.path(), "raced").is_err());
+        write_lease(&SearchDir::new(live.path()).lease(5), host(), parent, false);
+        assert!(LeaseGuard::take(&SearchDir::new(live.path()), "raced").is_err());
         assert_eq!(lease_files(live.path()), vec!["controller-5.json"]);
     }
 
@@ -1567,13 +1329,13 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     fn a_released_or_dead_lease_is_taken_by_the_next_generation() {
         let dir = tempfile::tempdir().unwrap();
         write_lease(
-            &lease_file(dir.path(), 1),
+            &SearchDir::new(dir.path()).lease(1),
             host(),
             std::os::unix::process::parent_id(),
             true,
         );
-        let taken = LeaseGuard::take(dir.path(), "x").unwrap();
-        assert_eq!(taken.path, lease_file(dir.path(), 2));
+        let taken = LeaseGuard::take(&SearchDir::new(dir.path()), "x").unwrap();
+        assert_eq!(taken.path, SearchDir::new(dir.path()).lease(2));
         let on_disk = read_lease(&taken.path).unwrap();
         assert_eq!(on_disk.nonce, taken.lease.nonce);
         assert!(!on_disk.released);
@@ -1581,47 +1343,44 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         drop(taken);
         // Left unreleased by a dead process whose pid this one has now.
         write_lease(
-            &lease_file(dir.path(), 2),
+            &SearchDir::new(dir.path()).lease(2),
             host(),
             std::process::id(),
             false,
         );
-        let taken = LeaseGuard::take(dir.path(), "x").unwrap();
-        assert_eq!(taken.path, lease_file(dir.path(), 3));
+        let taken = LeaseGuard::take(&SearchDir::new(dir.path()), "x").unwrap();
+        assert_eq!(taken.path, SearchDir::new(dir.path()).lease(3));
         drop(taken);
         // The lease file of earlier versions: a dead holder's is taken over and removed.
         let legacy = tempfile::tempdir().unwrap();
         write_lease(
-            &legacy.path().join(LEGACY_LEASE_FILE),
+            &SearchDir::new(legacy.path()).legacy_lease(),
             host(),
             DEAD_PID,
             false,
         );
-        drop(LeaseGuard::take(legacy.path(), "x").unwrap());
+        drop(LeaseGuard::take(&SearchDir::new(legacy.path()), "x").unwrap());
         assert_eq!(lease_files(legacy.path()), vec!["controller-1.json"]);
         write_lease(
-            &legacy.path().join(LEGACY_LEASE_FILE),
+            &SearchDir::new(legacy.path()).legacy_lease(),
             host(),
             std::os::unix::process::parent_id(),
             false,
         );
-        assert!(LeaseGuard::take(legacy.path(), "x").is_err());
+        assert!(LeaseGuard::take(&SearchDir::new(legacy.path()), "x").is_err());
     }
 
     #[test]
     fn starting_a_search_publishes_its_files_whole_and_leaves_no_temporary_file() {
         let (dir, spec, catalog) = setup();
         let controller = Controller::start(&catalog, &spec).unwrap();
-        let search = search_dir(controller.experiment());
-        assert_eq!(
-            std::fs::read(search.join(SPEC_FILE)).unwrap(),
-            SPEC.as_bytes()
-        );
+        let search = controller.experiment().search_dir();
+        assert_eq!(std::fs::read(search.spec()).unwrap(), SPEC.as_bytes());
         controller.save_workdir(Path::new("/first")).unwrap();
         controller.save_workdir(dir.path()).unwrap();
         assert_eq!(controller.workdir().as_deref(), Some(dir.path()));
         assert_eq!(
-            lease_files(&search),
+            lease_files(search.path()),
             vec!["controller-1.json", "cwd", "events.jsonl", "spec.toml"]
         );
         // A second start of the experiment, from another file, changes nothing.
@@ -1629,17 +1388,14 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         std::fs::write(&other, SPEC.replace("max_trials = 4", "max_trials = 9")).unwrap();
         let err = Controller::start(&catalog, &ExperimentSpec::load(&other).unwrap()).unwrap_err();
         assert!(err.to_string().contains("already has a search"), "{err}");
-        assert_eq!(
-            std::fs::read(search.join(SPEC_FILE)).unwrap(),
-            SPEC.as_bytes()
-        );
+        assert_eq!(std::fs::read(search.spec()).unwrap(), SPEC.as_bytes());
         // Asking it to stop twice is as good as once.
         let stop = request_stop(&catalog, "orphans").unwrap();
         assert_eq!(request_stop(&catalog, "orphans").unwrap(), stop);
         assert!(stop.is_file());
         drop(controller);
         assert_eq!(
-            lease_files(&search),
+            lease_files(search.path()),
             vec![
                 "controller-1.json",
                 "cwd",

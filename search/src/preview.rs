@@ -40,6 +40,7 @@ pub struct Preview {
 /// Computes the preview.
 pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
     let s = &spec.searcher;
+    // Budgets of absurd files (up to 2^63 trials of 2^63 steps) saturate rather than overflow.
     let whole = |trials: u64, name: &str| Preview {
         searcher: name.to_owned(),
         trials,
@@ -49,9 +50,9 @@ pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
                 length: s.max_length,
                 trials,
             }],
-            budget: trials * s.max_length,
+            budget: trials.saturating_mul(s.max_length),
         }],
-        budget: trials * s.max_length,
+        budget: trials.saturating_mul(s.max_length),
     };
     Ok(match &s.kind {
         SearcherKind::Single => whole(1, "single"),
@@ -70,13 +71,14 @@ pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
                 .iter()
                 .zip(shares)
                 .map(|(&r, trials)| {
-                    let mut budget = 0;
+                    let mut budget = 0u64;
                     let mut previous = 0;
                     let plan: Vec<RungPlan> = (0..r)
                         .map(|k| {
-                            let length = (s.max_length / divisor.pow(r - 1 - k)).max(1);
-                            let reaching = trials / divisor.pow(k);
-                            budget += reaching * (length - previous);
+                            let length = (s.max_length / divisor.saturating_pow(r - 1 - k)).max(1);
+                            let reaching = trials / divisor.saturating_pow(k);
+                            budget =
+                                budget.saturating_add(reaching.saturating_mul(length - previous));
                             previous = length;
                             RungPlan {
                                 length,
@@ -94,7 +96,9 @@ pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
             Preview {
                 searcher: format!("asha ({} bracket(s), divisor {divisor})", brackets.len()),
                 trials: s.max_trials,
-                budget: brackets.iter().map(|b| b.budget).sum(),
+                budget: brackets
+                    .iter()
+                    .fold(0u64, |sum, b| sum.saturating_add(b.budget)),
                 brackets,
             }
         }
@@ -131,10 +135,12 @@ impl Preview {
                 ));
             }
         }
-        let full = self.trials * spec.searcher.max_length;
+        // In floating point: trials times length may pass u64 (and the budget saturate there).
         #[allow(clippy::cast_precision_loss)]
-        let share = if full > 0 {
-            self.budget as f64 / full as f64 * 100.0
+        let full = self.trials as f64 * spec.searcher.max_length as f64;
+        #[allow(clippy::cast_precision_loss)]
+        let share = if full > 0.0 {
+            self.budget as f64 / full * 100.0
         } else {
             0.0
         };

@@ -208,7 +208,13 @@ pub fn allocate(max_trials: u64, rungs: &[u32], divisor: u64) -> Vec<u64> {
         .collect();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let mut counts: Vec<u64> = exact.iter().map(|e| e.floor() as u64).collect();
-    let mut left = max_trials - counts.iter().sum::<u64>();
+    // Beyond 2^53 trials the shares are not exact and may add up to more than there are: the
+    // excess goes back from the largest.
+    let given = counts.iter().fold(0u64, |sum, &c| sum.saturating_add(c));
+    if let Some(largest) = (0..counts.len()).max_by_key(|&j| counts[j]) {
+        counts[largest] = counts[largest].saturating_sub(given.saturating_sub(max_trials));
+    }
+    let mut left = max_trials.saturating_sub(given);
     let mut order: Vec<usize> = (0..counts.len()).collect();
     order.sort_by(|&a, &b| {
         (exact[b] - exact[b].floor())
@@ -256,7 +262,7 @@ impl Asha {
             .zip(counts)
             .map(|(&r, n)| {
                 let lengths = (0..r)
-                    .map(|k| (max_length / divisor.pow(r - 1 - k)).max(1))
+                    .map(|k| (max_length / divisor.saturating_pow(r - 1 - k)).max(1))
                     .collect();
                 Bracket {
                     lengths,

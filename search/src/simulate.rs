@@ -77,6 +77,43 @@ impl SimResult {
     }
 }
 
+/// Simulates the search `repeat` times: run `i` (from 0) with the file's searcher seed plus
+/// `i` and the noise seed `options.seed` plus `i`, so runs differ and each is reproducible.
+pub fn simulate_repeated(
+    spec: &ExperimentSpec,
+    options: &SimOptions,
+    repeat: u64,
+) -> Result<Vec<SimResult>, String> {
+    (0..repeat)
+        .map(|i| {
+            let mut spec = spec.clone();
+            spec.searcher.seed = spec.searcher.seed.wrapping_add(i);
+            simulate(
+                &spec,
+                &SimOptions {
+                    seed: options.seed.wrapping_add(i),
+                    ..*options
+                },
+            )
+        })
+        .collect()
+}
+
+/// The mean of `values` (NaN when there are none).
+pub fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0.0), |(s, n), v| (s + v, n + 1.0));
+    if n > 0.0 {
+        sum / n
+    } else {
+        f64::NAN
+    }
+}
+
+/// The mean regret of `runs` once `budget` units were spent.
+pub fn mean_regret_at(runs: &[SimResult], budget: u64) -> f64 {
+    mean(runs.iter().map(|r| r.regret_at(budget)))
+}
+
 fn coordinates(spec: &ExperimentSpec, values: &Values) -> Result<[f64; 6], String> {
     let numeric: Vec<(&String, &Hparam)> = spec
         .hparams

@@ -4,7 +4,43 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
-use crate::spec::Hparam;
+/// A hyperparameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hparam {
+    /// Always this value.
+    Const(serde_json::Value),
+    /// An integer in `[min, max]`; `count` points for grid search.
+    Int {
+        /// Smallest value.
+        min: i64,
+        /// Largest value.
+        max: i64,
+        /// Grid points.
+        count: Option<u32>,
+    },
+    /// A float in `[min, max]`.
+    Double {
+        /// Smallest value.
+        min: f64,
+        /// Largest value.
+        max: f64,
+        /// Grid points.
+        count: Option<u32>,
+    },
+    /// `base ^ e` for `e` in `[min, max]`, uniform in the exponent.
+    Log {
+        /// The base.
+        base: f64,
+        /// Smallest exponent.
+        min: f64,
+        /// Largest exponent.
+        max: f64,
+        /// Grid points.
+        count: Option<u32>,
+    },
+    /// One of these values.
+    Categorical(Vec<serde_json::Value>),
+}
 
 /// A trial's hyperparameters.
 pub type Values = BTreeMap<String, serde_json::Value>;

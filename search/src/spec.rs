@@ -69,43 +69,7 @@ impl SpecError {
     }
 }
 
-/// A hyperparameter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Hparam {
-    /// Always this value.
-    Const(serde_json::Value),
-    /// An integer in `[min, max]`; `count` points for grid search.
-    Int {
-        /// Smallest value.
-        min: i64,
-        /// Largest value.
-        max: i64,
-        /// Grid points.
-        count: Option<u32>,
-    },
-    /// A float in `[min, max]`.
-    Double {
-        /// Smallest value.
-        min: f64,
-        /// Largest value.
-        max: f64,
-        /// Grid points.
-        count: Option<u32>,
-    },
-    /// `base ^ e` for `e` in `[min, max]`, uniform in the exponent.
-    Log {
-        /// The base.
-        base: f64,
-        /// Smallest exponent.
-        min: f64,
-        /// Largest exponent.
-        max: f64,
-        /// Grid points.
-        count: Option<u32>,
-    },
-    /// One of these values.
-    Categorical(Vec<serde_json::Value>),
-}
+pub use crate::space::Hparam;
 
 /// The searcher and its settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -484,17 +448,22 @@ fn parse_searcher(ctx: &Ctx<'_>, raw: &RawSearcher) -> Result<SearcherSpec, Spec
         ));
     }
     if let SearcherKind::Asha(settings) = &kind {
-        let smallest = max_length / u64::from(settings.divisor).pow(settings.max_rungs - 1);
-        if smallest == 0 {
+        // divisor^(max_rungs - 1): what the first rung's length is divided by (beyond u64, the
+        // rung certainly trains for 0 steps).
+        let shrink = u64::from(settings.divisor).checked_pow(settings.max_rungs - 1);
+        if shrink.is_none_or(|shrink| max_length / shrink == 0) {
+            let need = shrink.map_or_else(
+                || format!("{}^{}", settings.divisor, settings.max_rungs - 1),
+                |shrink| shrink.to_string(),
+            );
             let span = raw.max_length.as_ref().map(Spanned::span);
             return Err(ctx.err(
                 span.as_ref(),
                 "searcher.max_length",
                 format!(
-                    "{max_length} is too short for {} rungs with divisor {}: the first rung would train for 0 steps (need at least {})",
+                    "{max_length} is too short for {} rungs with divisor {}: the first rung would train for 0 steps (need at least {need})",
                     settings.max_rungs,
                     settings.divisor,
-                    u64::from(settings.divisor).pow(settings.max_rungs - 1)
                 ),
             ));
         }

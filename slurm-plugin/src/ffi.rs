@@ -3,6 +3,8 @@
 //!
 //! Item and context numbers are those of `spank.h` (stable since Slurm 2.x).
 
+#![allow(unsafe_code)]
+
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 /// The opaque SPANK handle.
@@ -235,4 +237,33 @@ pub(crate) fn bind_cpus(cpus: &[usize]) -> Result<Vec<usize>, String> {
         }
         Ok(usable)
     }
+}
+
+/// A NUL-terminated string Slurm passes (an option's argument), copied; `None` for null.
+pub(crate) fn c_string(ptr: *const c_char) -> Option<String> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: Slurm passes option arguments as NUL-terminated strings that live for the call;
+    // the bytes are copied at once.
+    Some(
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// The `argc` strings of a plugstack line Slurm passes in `argv`, copied.
+pub(crate) fn strings(argc: c_int, argv: *const *const c_char) -> Vec<String> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    if argv.is_null() {
+        return Vec::new();
+    }
+    (0..n)
+        .filter_map(|i| {
+            // SAFETY: Slurm passes `argc` valid pointers in `argv`.
+            let ptr = unsafe { *argv.add(i) };
+            c_string(ptr)
+        })
+        .collect()
 }

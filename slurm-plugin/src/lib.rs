@@ -7,6 +7,7 @@
 //! error), never start threads or a runtime, never block Slurm longer than its timeout, and only
 //! talk to the local daemon. Steps without `--cohort` are left untouched.
 
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod args;
@@ -16,7 +17,7 @@ mod ffi;
 pub mod record;
 
 use cohort_proto::env as vars;
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -27,18 +28,22 @@ use crate::args::{Bind, PluginConfig};
 use crate::ffi::{item, Spank, SpankOption};
 
 /// `plugin_name`, as `SPANK_PLUGIN(cohort, 1)` would define it.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 #[used]
 pub static plugin_name: [u8; 7] = *b"cohort\0";
 /// `plugin_type`.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 #[used]
 pub static plugin_type: [u8; 6] = *b"spank\0";
 /// `plugin_version`: the Slurm version built against (Slurm checks major.minor).
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 #[used]
 pub static plugin_version: u32 = slurm_version();
 /// `spank_plugin_version`.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 #[used]
 pub static spank_plugin_version: u32 = 1;
@@ -104,8 +109,7 @@ extern "C" fn check_bind(_val: c_int, optarg: *const c_char, _remote: c_int) -> 
         if optarg.is_null() {
             return Err("--cohort-bind needs a value: all, gpu or none".into());
         }
-        // SAFETY: Slurm passes the option's argument as a NUL-terminated string.
-        let text = unsafe { CStr::from_ptr(optarg) }.to_string_lossy();
+        let text = ffi::c_string(optarg).unwrap_or_default();
         Bind::parse(&text).map(drop)
     })
 }
@@ -153,25 +157,11 @@ fn guarded(hook: &str, body: impl FnOnce() -> Result<(), String>) -> c_int {
 }
 
 fn plugstack_args(argc: c_int, argv: *const *const c_char) -> Vec<String> {
-    let n = usize::try_from(argc).unwrap_or(0);
-    if argv.is_null() {
-        return Vec::new();
-    }
-    (0..n)
-        .filter_map(|i| {
-            // SAFETY: Slurm passes `argc` valid NUL-terminated strings in `argv`.
-            let ptr = unsafe { *argv.add(i) };
-            (!ptr.is_null()).then(|| {
-                // SAFETY: non-null entries are NUL-terminated strings owned by Slurm.
-                unsafe { CStr::from_ptr(ptr) }
-                    .to_string_lossy()
-                    .into_owned()
-            })
-        })
-        .collect()
+    ffi::strings(argc, argv)
 }
 
 /// `slurm_spank_init`: registers the options in every context, checks plugstack arguments.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_init(spank: Spank, argc: c_int, argv: *const *const c_char) -> c_int {
     let args = plugstack_args(argc, argv);
@@ -192,6 +182,7 @@ pub extern "C" fn slurm_spank_init(spank: Spank, argc: c_int, argv: *const *cons
 /// from root only, so a user on the node cannot start, take over or stall anyone's step by
 /// talking to the daemon. What must be done as the job's user (the plan file, the catalog
 /// record) waits for `user_init`.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_init_post_opt(
     spank: Spank,
@@ -249,6 +240,7 @@ static JOINED: OnceLock<Joined> = OnceLock::new();
 
 /// `slurm_spank_user_init` (slurmstepd, once per step per node, as the job's user): the plan
 /// file and the catalog record of a step joined in `init_post_opt`.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_user_init(
     spank: Spank,
@@ -421,6 +413,7 @@ fn write_plan(plan: &StepPlan, job: u32, step: u32) -> Result<String, String> {
 }
 
 /// `slurm_spank_task_init` (each task, before exec): its environment and binding.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_task_init(
     spank: Spank,
@@ -489,6 +482,7 @@ fn parse_cpus(list: &str) -> Vec<usize> {
 /// `slurm_spank_task_post_fork` (slurmstepd, after each task is forked): once rank 0 has its
 /// copy of the store's socket, slurmstepd closes its own, so the port is freed when rank 0
 /// ends.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_task_post_fork(
     spank: Spank,
@@ -508,6 +502,7 @@ pub extern "C" fn slurm_spank_task_post_fork(
 
 /// `slurm_spank_task_exit` (slurmstepd, as each task ends): tells cohortd, which tells the
 /// step's other nodes when the task failed.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_task_exit(
     spank: Spank,
@@ -552,6 +547,7 @@ pub extern "C" fn slurm_spank_task_exit(
 }
 
 /// `slurm_spank_exit`: says so when the step ran through Cohort.
+#[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_exit(
     _spank: Spank,

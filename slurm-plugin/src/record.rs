@@ -136,12 +136,7 @@ fn trial_dir(recording: &Recording, job: u32, step: u32) -> Result<Option<PathBu
             .slurm_trial(&experiment, job, step)
             .map_err(|e| e.to_string())?,
     };
-    Ok(id.map(|id| {
-        experiment
-            .dir
-            .join("trials")
-            .join(cohort_catalog::catalog::trial_dir_name(id))
-    }))
+    Ok(id.map(|id| experiment.trial_dir(id)))
 }
 
 /// Describes a raw wait status.
@@ -244,6 +239,15 @@ mod tests {
         }
     }
 
+    /// The directory of trial 1 of experiment `e` in the catalog at `root`.
+    fn trial_1(root: &std::path::Path) -> PathBuf {
+        Catalog::open(root)
+            .unwrap()
+            .experiment("e")
+            .unwrap()
+            .trial_dir(1)
+    }
+
     #[test]
     fn a_failure_on_another_node_wins_over_the_end_of_the_step() {
         let dir = tempfile::tempdir().unwrap();
@@ -261,14 +265,7 @@ mod tests {
         );
         task_failed(&other, 42, 0, me, 3, "node2", 7 << 8).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
-        let state = read_state(
-            &dir.path()
-                .join("experiments")
-                .join(cohort_catalog::catalog::experiment_dir_name("e"))
-                .join("trials/000001"),
-        )
-        .unwrap()
-        .unwrap();
+        let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
         assert_eq!(state.state, TrialState::Failed);
         assert_eq!(state.exit_status, Some(7));
         assert_eq!(
@@ -295,11 +292,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(again.trial, Some(1));
-        let trial = dir
-            .path()
-            .join("experiments")
-            .join(cohort_catalog::catalog::experiment_dir_name("e"))
-            .join("trials/000001");
+        let trial = trial_1(dir.path());
         let state = read_state(&trial).unwrap().unwrap();
         assert_eq!(state.state, TrialState::Running);
         assert_eq!(state.restarts.len(), 1);

@@ -6,7 +6,7 @@
 //! machines, or a job granted fewer GPUs than the node has) become extra rails of the
 //! GPUs they are closest to.
 
-use crate::hwloc::natural_key;
+use crate::model::natural_key;
 use crate::model::Topology;
 use crate::path::{Device, PathClass};
 

@@ -393,13 +393,6 @@ fn collect_devices(
     topo.plain_netdevs.dedup();
 }
 
-/// Sorts `mlx5_10` after `mlx5_9`.
-pub(crate) fn natural_key(name: &str) -> (String, u64) {
-    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    let (stem, number) = name.split_at(name.len() - digits);
-    (stem.to_owned(), number.parse().unwrap_or(0))
-}
-
 /// Per-link NVLink bandwidth in MB/s, as hwloc's NVML backend reports it: 20 GB/s for the
 /// first generation (P100), 25 GB/s afterwards, 50 GB/s from the fifth (Blackwell).
 fn per_link_mbs(bandwidth: u64, model: Option<&str>) -> u64 {

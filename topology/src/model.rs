@@ -438,8 +438,7 @@ impl Topology {
 
     /// Sorts NICs by name, `mlx5_10` after `mlx5_9`.
     pub(crate) fn sort_nics(&mut self) {
-        self.nics
-            .sort_by_cached_key(|nic| crate::hwloc::natural_key(&nic.name));
+        self.nics.sort_by_cached_key(|nic| natural_key(&nic.name));
     }
 
     /// Records that a source was used.
@@ -450,6 +449,13 @@ impl Topology {
             detail: detail.into(),
         });
     }
+}
+
+/// Sorts `mlx5_10` after `mlx5_9`.
+pub(crate) fn natural_key(name: &str) -> (String, u64) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = name.split_at(name.len() - digits);
+    (stem.to_owned(), number.parse().unwrap_or(0))
 }
 
 #[cfg(test)]

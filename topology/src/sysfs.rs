@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::hwloc::natural_key;
+use crate::model::natural_key;
 use crate::model::{BusId, Locality, Netdev, Nic, NicKind, Port, PortState, SourceKind, Topology};
 
 /// A directory standing for `/` when reading sysfs.

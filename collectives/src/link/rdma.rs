@@ -16,6 +16,8 @@
 //! Each link opens its own device context and registers 2 x 16 x 256 KiB = 8 MiB of locked
 //! memory; where agreeing fails, the pair goes on over that one TCP connection (not striped).
 
+#![allow(unsafe_code)]
+
 use cohort_proto::env as vars;
 use std::collections::VecDeque;
 use std::io::Read;

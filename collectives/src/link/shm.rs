@@ -10,6 +10,8 @@
 //! Messages start at multiples of 8 and elements are at most 8 bytes, so an element never
 //! straddles the end of the ring and every view is aligned for its type.
 
+#![allow(unsafe_code)]
+
 use std::fs::{File, OpenOptions};
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,8 @@
 //! Run: `cohort run -n 4 -- target/release/mlp [EPOCHS]`; searched: `cohort search start
 //! examples/search/mlp.toml --local 2`.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context, Result};
 use cohort_collectives::torch::{GradSync, DEFAULT_BUCKET_BYTES};
 use cohort_collectives::{Communicator, ReduceOp};

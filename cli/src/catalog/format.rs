@@ -1,0 +1,123 @@
+//! How the catalog commands print: dates and durations, plain text tables, JSON, a trial's
+//! state, hyperparameter values and a trial as JSON.
+
+use anyhow::Result;
+use cohort_catalog::format_number;
+use cohort_catalog::read::shown_state;
+use cohort_proto::catalog::TrialSummary;
+
+use crate::write_out;
+
+pub(super) fn time_text(t: Option<f64>) -> String {
+    let Some(t) = t else {
+        return "-".into();
+    };
+    #[allow(clippy::cast_possible_truncation)]
+    let secs = t as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(super) fn duration_text(seconds: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let s = seconds.max(0.0) as u64;
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else if s < 172_800 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}d", s / 86_400)
+    }
+}
+
+/// A plain text table: left-aligned columns two spaces apart.
+pub(super) fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub(super) fn json_out(value: &impl serde::Serialize) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_out(&text)
+}
+
+pub(super) fn state_text(trial: &TrialSummary) -> String {
+    let state = shown_state(trial).map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+    // A running trial whose logs stopped moving long ago may have lost its writer.
+    if shown_state(trial) == Some(cohort_proto::catalog::TrialState::Running) {
+        if let Some(last) = trial.last_write {
+            let idle = cohort_catalog::now() - last;
+            if idle > 600.0 {
+                return format!("{state} (idle {})", duration_text(idle));
+            }
+        }
+    }
+    state
+}
+
+pub(super) fn hparam_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), format_number),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn trial_json(trial: &TrialSummary) -> serde_json::Value {
+    let metrics: serde_json::Map<String, serde_json::Value> = trial
+        .metrics
+        .iter()
+        .map(|(name, m)| (name.clone(), serde_json::to_value(m).unwrap_or_default()))
+        .collect();
+    let state = trial.state.as_ref();
+    serde_json::json!({
+        "trial": trial.id,
+        "state": shown_state(trial).map(|s| s.as_str()),
+        "hparams": trial.hparams,
+        "metrics": metrics,
+        "created": trial.trial.created,
+        "started": state.and_then(|s| s.started),
+        "ended": state.and_then(|s| s.ended),
+        "exit_status": state.and_then(|s| s.exit_status),
+        "slurm_job": state.and_then(|s| s.slurm_job.clone()),
+        "nodes": state.map(|s| s.nodes.clone()).unwrap_or_default(),
+        "checkpoints": trial.checkpoints.len(),
+        "last_write": trial.last_write,
+    })
+}

@@ -1,0 +1,128 @@
+//! The catalog commands: `exp`, `trials`, `trial show`, `metrics`, `compare`, `plot`,
+//! `export`, `ckpt`, `index`, `log metric`, `log checkpoint`.
+//!
+//! Tables by default, `--json` with the shapes documented in `docs/catalog.md`. Files that a
+//! query skipped are named on stderr as `cohort: warning: FILE: problem`; the rest is shown.
+//! This module holds what the commands share (the catalog option, loading an experiment or a
+//! trial, warnings); `query.rs` the queries, `admin.rs` checkpoint collection and the index,
+//! `log.rs` `cohort log`, and `format.rs` the tables and JSON they print.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use cohort_catalog::index::{IndexWrite, LoadOptions};
+use cohort_catalog::{Catalog, Experiment, Loaded, Warning};
+use cohort_proto::catalog::TrialSummary;
+
+mod admin;
+mod format;
+mod log;
+mod query;
+
+pub(crate) use admin::{ckpt, index, CkptCommand};
+pub(crate) use log::{log, LogCommand};
+pub(crate) use query::{
+    compare, exp, export, metrics, plot, trial_show, trials, ExpCommand, ExportFormat, MetricsArgs,
+    PlotArgs, TrialsArgs,
+};
+
+/// Where the catalog is.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CatalogArg {
+    /// The catalog's directory (default: COHORT_CATALOG, else `catalog` in
+    /// /etc/cohort/cohort.toml, else ./cohort-catalog).
+    #[arg(long, value_name = "DIR", global = true)]
+    catalog: Option<PathBuf>,
+}
+
+/// Resolves the catalog directory: the option, `COHORT_CATALOG`, `/etc/cohort/cohort.toml`'s
+/// `catalog`, `./cohort-catalog`.
+pub(crate) fn catalog_root(option: Option<&Path>) -> Result<PathBuf> {
+    match option {
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok(cohort_catalog::default_root()?),
+    }
+}
+
+impl CatalogArg {
+    /// The directory given with --catalog, if any.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.catalog.as_deref()
+    }
+
+    fn open(&self) -> Result<Catalog> {
+        Ok(Catalog::open(catalog_root(self.catalog.as_deref())?)?)
+    }
+}
+
+pub(crate) fn warn_all(warnings: &[Warning]) {
+    let mut stderr = std::io::stderr().lock();
+    for warning in warnings {
+        let _ = writeln!(stderr, "cohort: warning: {warning}");
+    }
+}
+
+fn note_staleness(loaded: &Loaded) {
+    if let Some(fs) = loaded.stats.shared_fs {
+        eprintln!(
+            "cohort: note: the catalog is on {fs}; what other nodes wrote in the last seconds may not show yet (attribute caching)"
+        );
+    }
+}
+
+/// `EXPERIMENT/NUMBER`.
+fn parse_trial_ref(text: &str) -> Result<(String, u64)> {
+    let Some((experiment, id)) = text.rsplit_once('/') else {
+        bail!("{text:?}: name a trial as EXPERIMENT/NUMBER (for example mlp/3)");
+    };
+    let id: u64 = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{text:?}: {id:?} is not a trial number"))?;
+    Ok((experiment.to_owned(), id))
+}
+
+fn load(catalog: &Catalog, experiment: &Experiment, use_index: bool) -> Result<Loaded> {
+    let loaded = cohort_catalog::load(
+        catalog,
+        experiment,
+        LoadOptions {
+            use_index,
+            write: IndexWrite::Auto,
+        },
+    )?;
+    warn_all(&loaded.warnings);
+    note_staleness(&loaded);
+    Ok(loaded)
+}
+
+fn one_trial(catalog: &Catalog, text: &str) -> Result<(Experiment, TrialSummary)> {
+    let (name, id) = parse_trial_ref(text)?;
+    let experiment = catalog.experiment(&name)?;
+    let trial = catalog.trial(&experiment, id)?;
+    let mut warnings = Vec::new();
+    let summary = cohort_catalog::read::summarize(&trial.dir, None, &mut warnings)?;
+    warn_all(&warnings);
+    let Some(summary) = summary else {
+        bail!("{}: not a complete trial", trial.dir.display());
+    };
+    Ok((experiment, summary))
+}
+
+fn targets(
+    catalog: &Catalog,
+    target: &str,
+    use_index: bool,
+) -> Result<(Experiment, Vec<TrialSummary>)> {
+    if let Ok((name, id)) = parse_trial_ref(target) {
+        if let Ok(experiment) = catalog.experiment(&name) {
+            let (experiment, trial) =
+                one_trial(catalog, &format!("{}/{id}", experiment.record.name))?;
+            return Ok((experiment, vec![trial]));
+        }
+    }
+    let experiment = catalog.experiment(target)?;
+    let loaded = load(catalog, &experiment, use_index)?;
+    Ok((experiment, loaded.trials))
+}
