@@ -34,17 +34,22 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     exit 2
 fi
 # cargo fuzz has no --locked: check that fuzz/Cargo.lock needs no change first.
-cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml
-echo "building the fuzz targets"
-started=$SECONDS
-(cd fuzz && cargo fuzz build "${build_flags[@]}") || exit 2
-echo "built in $((SECONDS - started)) s; fuzzing each target for $seconds s"
-
+cargo fetch --locked --quiet --manifest-path fuzz/Cargo.toml || exit 2
+mkdir -p fuzz/target
 scratch=$(mktemp -d "$PWD/fuzz/target/run.XXXXXX")
 # The catalog target's fixture (a small catalog, rewritten for every input) goes to TMPDIR:
 # memory when there is /dev/shm.
 tmp=$(mktemp -d /dev/shm/cohort-fuzz.XXXXXX 2>/dev/null) || tmp=$(mktemp -d "$scratch/tmp.XXXXXX")
 trap 'rm -rf "$scratch" "$tmp"' EXIT
+
+echo "building the fuzz targets (sanitizer: ${build_flags[1]})"
+started=$SECONDS
+if ! (cd fuzz && cargo fuzz build "${build_flags[@]}") >"$scratch/build.log" 2>&1; then
+    tail -n 30 "$scratch/build.log"
+    echo "bench/fuzz.sh: the fuzz targets do not build" >&2
+    exit 2
+fi
+echo "built in $((SECONDS - started)) s; fuzzing each target for $seconds s"
 total=0
 crashed=()
 root=$PWD
