@@ -33,7 +33,10 @@ use sha2::{Digest, Sha256};
 use crate::error::{CatalogError, Warning};
 use crate::fsutil;
 use crate::search_dir::SearchDir;
-use crate::tracker::STOP_FILE;
+
+/// Name of the file in a trial's directory that asks its workers to stop (`cohort search
+/// stop`, a searcher's decision).
+pub const STOP_FILE: &str = "stop";
 
 /// An experiment's directory of trials.
 const TRIALS_DIR: &str = "trials";

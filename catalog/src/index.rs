@@ -328,3 +328,383 @@ pub fn load(
         stats,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use cohort_proto::catalog::TrialState;
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalog::NewExperiment;
+    use crate::tracker::{Tracker, TrackerOptions};
+
+    const NAME: &str = "index-test";
+
+    fn no_index() -> LoadOptions {
+        LoadOptions {
+            use_index: false,
+            write: IndexWrite::Never,
+        }
+    }
+
+    fn read_only() -> LoadOptions {
+        LoadOptions {
+            use_index: true,
+            write: IndexWrite::Never,
+        }
+    }
+
+    /// `loss` of trial `trial` at `step`: trial / (step + 1).
+    fn loss(trial: u64, step: i64) -> f64 {
+        trial as f64 / (step + 1) as f64
+    }
+
+    /// Adds a trial with `lr` = trial / 10 and `loss` at steps 0..10, finished as completed.
+    fn add_trial(catalog: &Catalog, exp: &Experiment) -> u64 {
+        let id = exp.trial_count() as u64 + 1;
+        let hparams = BTreeMap::from([("lr".to_owned(), json!(id as f64 / 10.0))]);
+        let trial = catalog
+            .create_trial(exp, hparams, Vec::new(), Some(TrialState::Running))
+            .unwrap();
+        assert_eq!(trial.id, id);
+        let tracker = Tracker::attach(
+            trial,
+            TrackerOptions {
+                owns_state: true,
+                ..TrackerOptions::default()
+            },
+        )
+        .unwrap();
+        for step in 0..10 {
+            tracker
+                .log_metrics(step, &[("loss", loss(id, step))])
+                .unwrap();
+        }
+        tracker
+            .log_hparams(BTreeMap::from([("seed".to_owned(), json!(id))]))
+            .unwrap();
+        tracker.finish(TrialState::Completed).unwrap();
+        id
+    }
+
+    fn experiment(trials: usize) -> (tempfile::TempDir, Catalog, Experiment) {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_or_create(dir.path().join("catalog")).unwrap();
+        let (exp, _) = catalog
+            .create_experiment(&NewExperiment {
+                name: NAME.into(),
+                ..NewExperiment::default()
+            })
+            .unwrap();
+        for _ in 0..trials {
+            add_trial(&catalog, &exp);
+        }
+        (dir, catalog, exp)
+    }
+
+    /// The summaries as a query sees them. The index keeps a trial's hyperparameters once,
+    /// in the summary's `hparams` (which queries read), not again in its copy of the trial
+    /// record, so that copy is left out of the comparison.
+    fn comparable(trials: &[TrialSummary]) -> Vec<TrialSummary> {
+        trials
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.trial.hparams.clear();
+                t
+            })
+            .collect()
+    }
+
+    /// Checks the summaries against what `add_trial` wrote, computed by hand.
+    fn check_written(trials: &[TrialSummary], ids: &[u64]) {
+        assert_eq!(trials.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
+        for t in trials {
+            let id = t.id;
+            let m = &t.metrics["loss"];
+            assert_eq!(m.count, 10, "trial {id}");
+            assert_eq!(m.last_step, 9, "trial {id}");
+            assert_eq!(m.last, id as f64 / 10.0, "trial {id}");
+            assert_eq!(m.min, Some(id as f64 / 10.0), "trial {id}");
+            assert_eq!(m.max, Some(id as f64), "trial {id}");
+            assert_eq!(t.hparams["lr"], json!(id as f64 / 10.0), "trial {id}");
+            assert_eq!(t.hparams["seed"], json!(id), "trial {id}");
+            assert_eq!(
+                t.state.as_ref().map(|s| s.state),
+                Some(TrialState::Completed)
+            );
+        }
+    }
+
+    fn assert_same(with: &Loaded, without: &Loaded) {
+        assert_eq!(comparable(&with.trials), comparable(&without.trials));
+    }
+
+    fn assert_index_ignored(
+        loaded: &Loaded,
+        baseline: &Loaded,
+        index: &std::path::Path,
+        what: &str,
+    ) {
+        assert_eq!(loaded.stats.index, "unreadable", "{what}");
+        assert!(
+            loaded.warnings.iter().any(|w| w.path == index),
+            "{what}: no warning names the index: {:?}",
+            loaded.warnings
+        );
+        assert_eq!(
+            comparable(&loaded.trials),
+            comparable(&baseline.trials),
+            "{what}"
+        );
+    }
+
+    #[test]
+    fn without_an_index_every_trial_is_read_from_its_files() {
+        let (_dir, catalog, exp) = experiment(3);
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        assert_eq!(loaded.stats.index, "none");
+        assert_eq!(loaded.stats.read_whole, 3);
+        assert!(!loaded.stats.index_written);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        check_written(&loaded.trials, &[1, 2, 3]);
+        assert!(!catalog.index_path(&exp).exists());
+    }
+
+    #[test]
+    fn an_index_written_then_loaded_gives_the_same_summaries_as_no_index() {
+        let (_dir, catalog, exp) = experiment(3);
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        check_written(&baseline.trials, &[1, 2, 3]);
+        let path = write_index(&catalog, &exp, &baseline.trials).unwrap();
+        assert_eq!(path, catalog.index_path(&exp));
+
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        assert_eq!(loaded.stats.index, "used");
+        assert_eq!(loaded.stats.unchanged, 3);
+        assert_eq!(loaded.stats.read_whole + loaded.stats.updated, 0);
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_same(&loaded, &baseline);
+        check_written(&loaded.trials, &[1, 2, 3]);
+    }
+
+    #[test]
+    fn an_index_of_no_trials_round_trips() {
+        let (_dir, catalog, exp) = experiment(0);
+        write_index(&catalog, &exp, &[]).unwrap();
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        assert_eq!(loaded.stats.index, "used");
+        assert!(loaded.trials.is_empty());
+    }
+
+    #[test]
+    fn data_written_after_the_index_is_read_on_top_of_it() {
+        let (_dir, catalog, exp) = experiment(3);
+        let first = load(&catalog, &exp, no_index()).unwrap();
+        write_index(&catalog, &exp, &first.trials).unwrap();
+
+        // Trial 2 runs again (a new segment, steps 10..15), and a trial 4 appears.
+        let trial = catalog.trial(&exp, 2).unwrap();
+        let tracker = Tracker::attach(trial, TrackerOptions::default()).unwrap();
+        for step in 10..15 {
+            tracker.log_metrics(step, &[("loss", 0.01)]).unwrap();
+        }
+        tracker.close().unwrap();
+        add_trial(&catalog, &exp);
+
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        assert_eq!(loaded.stats.index, "used");
+        assert_eq!(loaded.stats.unchanged, 2);
+        assert_eq!(loaded.stats.updated, 1);
+        assert_eq!(loaded.stats.read_whole, 1);
+        assert_same(&loaded, &baseline);
+        let two = &loaded.trials[1].metrics["loss"];
+        assert_eq!((two.count, two.last_step, two.last), (15, 14, 0.01));
+        assert_eq!(two.min, Some(0.01));
+        assert_eq!(two.max, Some(2.0));
+        check_written(&loaded.trials[3..], &[4]);
+    }
+
+    #[test]
+    fn a_trial_deleted_after_the_index_is_not_answered_from_it() {
+        let (_dir, catalog, exp) = experiment(3);
+        let first = load(&catalog, &exp, no_index()).unwrap();
+        write_index(&catalog, &exp, &first.trials).unwrap();
+        std::fs::remove_dir_all(exp.trial_dir(2)).unwrap();
+
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        assert_same(&loaded, &baseline);
+        check_written(&loaded.trials, &[1, 3]);
+    }
+
+    #[test]
+    fn a_truncated_index_is_ignored_with_a_warning() {
+        let (_dir, catalog, exp) = experiment(3);
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        let path = write_index(&catalog, &exp, &baseline.trials).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let step = (whole.len() / 150).max(1);
+        let mut lengths: Vec<usize> = (0..whole.len()).step_by(step).collect();
+        lengths.extend([1, 7, 8, 9, whole.len() - 1]);
+        for len in lengths {
+            std::fs::write(&path, &whole[..len]).unwrap();
+            let loaded = load(&catalog, &exp, read_only()).unwrap();
+            assert_index_ignored(&loaded, &baseline, &path, &format!("cut at {len}"));
+        }
+    }
+
+    #[test]
+    fn an_index_with_damaged_bytes_is_ignored_with_a_warning() {
+        let (_dir, catalog, exp) = experiment(2);
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        let path = write_index(&catalog, &exp, &baseline.trials).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut other_magic = whole.clone();
+        other_magic[..8].copy_from_slice(b"NOTINDEX");
+        cases.push(("bad magic", other_magic));
+        let mut older = whole.clone();
+        older[..8].copy_from_slice(b"COHIDX01");
+        cases.push(("another encoding", older));
+        let mut garbage = b"COHIDX02".to_vec();
+        garbage.extend((0..4096u32).map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3]));
+        cases.push(("garbage after the magic", garbage));
+        cases.push(("text", b"{\"format\": \"cohort.index\"}".to_vec()));
+        for (what, bytes) in cases {
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = load(&catalog, &exp, read_only()).unwrap();
+            assert_index_ignored(&loaded, &baseline, &path, what);
+        }
+    }
+
+    #[test]
+    fn an_index_of_another_version_or_experiment_is_ignored() {
+        let (_dir, catalog, exp) = experiment(2);
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        let path = catalog.index_path(&exp);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        for (what, format, version, experiment) in [
+            ("a later version", "cohort.index", CATALOG_VERSION + 1, NAME),
+            ("another format", "cohort.other", CATALOG_VERSION, NAME),
+            (
+                "another experiment",
+                "cohort.index",
+                CATALOG_VERSION,
+                "other",
+            ),
+        ] {
+            let mut bytes = b"COHIDX02".to_vec();
+            let doc = IndexDoc {
+                format: format.into(),
+                version,
+                experiment: experiment.into(),
+                built: 0.0,
+                chunks: 0,
+            };
+            rmp_serde::encode::write_named(&mut bytes, &doc).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+            let loaded = load(&catalog, &exp, read_only()).unwrap();
+            assert_index_ignored(&loaded, &baseline, &path, what);
+        }
+    }
+
+    #[test]
+    fn an_index_that_is_not_used_is_not_read() {
+        let (_dir, catalog, exp) = experiment(2);
+        let path = catalog.index_path(&exp);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"damaged").unwrap();
+        let loaded = load(&catalog, &exp, no_index()).unwrap();
+        assert_eq!(loaded.stats.index, "not used");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        check_written(&loaded.trials, &[1, 2]);
+    }
+
+    #[test]
+    fn a_damaged_index_is_rebuilt_by_a_load_that_always_writes() {
+        let (_dir, catalog, exp) = experiment(2);
+        let path = catalog.index_path(&exp);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"COHIDX02 torn").unwrap();
+        let rebuilt = load(
+            &catalog,
+            &exp,
+            LoadOptions {
+                use_index: true,
+                write: IndexWrite::Always,
+            },
+        )
+        .unwrap();
+        assert_eq!(rebuilt.stats.index, "unreadable");
+        assert!(rebuilt.stats.index_written);
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        assert_eq!(loaded.stats.index, "used");
+        assert_eq!(loaded.stats.unchanged, 2);
+        assert_same(&loaded, &rebuilt);
+        check_written(&loaded.trials, &[1, 2]);
+    }
+
+    #[test]
+    fn reading_many_trials_without_an_index_writes_one() {
+        let (_dir, catalog, exp) = experiment(16);
+        let first = load(&catalog, &exp, LoadOptions::default()).unwrap();
+        assert_eq!(first.stats.index, "none");
+        assert!(first.stats.index_written);
+        let second = load(&catalog, &exp, LoadOptions::default()).unwrap();
+        assert_eq!(second.stats.index, "used");
+        assert_eq!(second.stats.unchanged, 16);
+        assert!(!second.stats.index_written);
+        assert_same(&second, &first);
+        let ids: Vec<u64> = (1..=16).collect();
+        check_written(&second.trials, &ids);
+    }
+
+    #[test]
+    fn racing_index_writes_leave_a_valid_index_readers_never_see_torn() {
+        let (_dir, catalog, exp) = experiment(3);
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        let path = write_index(&catalog, &exp, &baseline.trials).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..20 {
+                            write_index(&catalog, &exp, &baseline.trials).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            let reader = s.spawn(|| {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                    let loaded = load(&catalog, &exp, read_only()).unwrap();
+                    assert_eq!(loaded.stats.index, "used", "{:?}", loaded.warnings);
+                    assert_same(&loaded, &baseline);
+                    reads += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            for writer in writers {
+                writer.join().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+        });
+        let loaded = load(&catalog, &exp, read_only()).unwrap();
+        assert_eq!(loaded.stats.index, "used");
+        assert_same(&loaded, &baseline);
+        // No temporary file is left beside the index.
+        let leftovers: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

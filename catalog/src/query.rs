@@ -306,3 +306,527 @@ pub fn select<'a>(
     }
     chosen
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cohort_proto::catalog::{MetricSummary, TrialRecord, TrialState, Writer};
+    use serde_json::json;
+
+    use super::*;
+
+    fn metric(last: f64, min: f64, max: f64, count: u64, last_step: i64) -> MetricSummary {
+        MetricSummary {
+            count,
+            min: Some(min),
+            min_step: Some(0),
+            max: Some(max),
+            max_step: Some(0),
+            last_step,
+            last,
+            last_wall: 1.0,
+        }
+    }
+
+    fn trial(
+        id: u64,
+        hparams: &[(&str, serde_json::Value)],
+        metrics: &[(&str, MetricSummary)],
+        state: Option<TrialState>,
+    ) -> TrialSummary {
+        let hparams: BTreeMap<String, serde_json::Value> = hparams
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        TrialSummary {
+            id,
+            dir: format!("{id:06}"),
+            dir_mtime_ns: 0,
+            trial: TrialRecord {
+                format: "cohort.trial".into(),
+                version: 1,
+                experiment: "e".into(),
+                id,
+                hparams: hparams.clone(),
+                created: 0.0,
+                created_by: Writer {
+                    host: "h".into(),
+                    pid: 1,
+                    user: "u".into(),
+                },
+                command: Vec::new(),
+            },
+            state: state.map(crate::catalog::new_state),
+            hparams,
+            metrics: metrics
+                .iter()
+                .map(|(k, m)| ((*k).to_owned(), m.clone()))
+                .collect(),
+            checkpoints: Vec::new(),
+            deleted: Vec::new(),
+            segments: Vec::new(),
+            finished: None,
+            last_write: None,
+            damage: Vec::new(),
+        }
+    }
+
+    /// A trial with one metric `val_loss` whose last value is `last` (or none at all).
+    fn with_loss(id: u64, last: Option<f64>) -> TrialSummary {
+        match last {
+            Some(v) => trial(id, &[], &[("val_loss", metric(v, v, v, 1, 1))], None),
+            None => trial(id, &[], &[], None),
+        }
+    }
+
+    fn ids(selected: &[&TrialSummary]) -> Vec<u64> {
+        selected.iter().map(|t| t.id).collect()
+    }
+
+    fn bad_query(result: Result<impl std::fmt::Debug, CatalogError>) -> String {
+        match result {
+            Err(CatalogError::BadQuery(message)) => message,
+            other => panic!("expected a BadQuery error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn id_trial_and_state_name_the_trial_number_and_its_state() {
+        assert_eq!(Field::parse("id", &[]).unwrap(), Field::Id);
+        assert_eq!(Field::parse(" trial ", &[]).unwrap(), Field::Id);
+        assert_eq!(Field::parse("state", &[]).unwrap(), Field::State);
+
+        let t = trial(7, &[], &[], Some(TrialState::Completed));
+        assert_eq!(Field::Id.value(&t), Value::Num(7.0));
+        assert_eq!(Field::State.value(&t), Value::Text("completed".into()));
+    }
+
+    #[test]
+    fn state_falls_back_to_the_workers_report_and_else_is_missing() {
+        let mut t = trial(1, &[], &[], None);
+        assert_eq!(Field::State.value(&t), Value::Missing);
+        t.finished = Some(TrialState::Killed);
+        assert_eq!(Field::State.value(&t), Value::Text("killed".into()));
+        // The state file wins over the worker's report.
+        t.state = Some(crate::catalog::new_state(TrialState::Failed));
+        assert_eq!(Field::State.value(&t), Value::Text("failed".into()));
+    }
+
+    #[test]
+    fn a_metric_name_means_its_last_value_and_a_suffix_picks_another_summary() {
+        let trials = [trial(
+            1,
+            &[],
+            &[("val_loss", metric(0.3, 0.2, 0.9, 4, 40))],
+            None,
+        )];
+        let cases = [
+            ("val_loss", Agg::Last, 0.3),
+            ("val_loss:last", Agg::Last, 0.3),
+            ("val_loss:min", Agg::Min, 0.2),
+            ("val_loss:max", Agg::Max, 0.9),
+            ("val_loss:count", Agg::Count, 4.0),
+            ("val_loss:step", Agg::Step, 40.0),
+        ];
+        for (text, agg, expected) in cases {
+            let field = Field::parse(text, &trials).unwrap();
+            assert_eq!(field, Field::Metric("val_loss".into(), agg), "{text}");
+            assert_eq!(field.value(&trials[0]), Value::Num(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_metric_without_a_finite_minimum_has_a_missing_min() {
+        let mut m = metric(f64::NAN, 0.0, 0.0, 2, 5);
+        m.min = None;
+        m.max = None;
+        let t = trial(1, &[], &[("loss", m)], None);
+        assert_eq!(
+            Field::Metric("loss".into(), Agg::Min).value(&t),
+            Value::Missing
+        );
+        assert_eq!(
+            Field::Metric("loss".into(), Agg::Max).value(&t),
+            Value::Missing
+        );
+        assert_eq!(
+            Field::Metric("loss".into(), Agg::Count).value(&t),
+            Value::Num(2.0)
+        );
+    }
+
+    #[test]
+    fn a_bare_name_no_trial_has_as_a_metric_is_a_hyperparameter() {
+        let trials = [
+            trial(
+                1,
+                &[
+                    ("lr", json!(0.01)),
+                    ("optimizer", json!("adam")),
+                    ("nesterov", json!(true)),
+                    ("warmup", serde_json::Value::Null),
+                    ("layers", json!([64, 32])),
+                ],
+                &[("loss", metric(1.0, 1.0, 1.0, 1, 1))],
+                None,
+            ),
+            trial(2, &[], &[], None),
+        ];
+        let lr = Field::parse("lr", &trials).unwrap();
+        assert_eq!(lr, Field::Hparam("lr".into()));
+        assert_eq!(lr.value(&trials[0]), Value::Num(0.01));
+        assert_eq!(lr.value(&trials[1]), Value::Missing);
+        let text = |name: &str| Field::parse(name, &trials).unwrap().value(&trials[0]);
+        assert_eq!(text("optimizer"), Value::Text("adam".into()));
+        assert_eq!(text("nesterov"), Value::Text("true".into()));
+        assert_eq!(text("warmup"), Value::Missing);
+        assert_eq!(text("layers"), Value::Text("[64,32]".into()));
+    }
+
+    #[test]
+    fn a_name_that_is_both_a_metric_and_a_hyperparameter_means_the_metric() {
+        let trials = [trial(
+            1,
+            &[("score", json!(5))],
+            &[("score", metric(0.5, 0.5, 0.5, 1, 1))],
+            None,
+        )];
+        let field = Field::parse("score", &trials).unwrap();
+        assert_eq!(field, Field::Metric("score".into(), Agg::Last));
+        assert_eq!(field.value(&trials[0]), Value::Num(0.5));
+        let field = Field::parse("hparams.score", &trials).unwrap();
+        assert_eq!(field, Field::Hparam("score".into()));
+        assert_eq!(field.value(&trials[0]), Value::Num(5.0));
+    }
+
+    #[test]
+    fn prefixed_names_are_taken_as_they_are_even_when_no_trial_has_them() {
+        let trials = [trial(
+            1,
+            &[],
+            &[("loss", metric(1.0, 1.0, 1.0, 1, 1))],
+            None,
+        )];
+        assert_eq!(
+            Field::parse("metrics.acc", &trials).unwrap(),
+            Field::Metric("acc".into(), Agg::Last)
+        );
+        assert_eq!(
+            Field::parse("metrics.acc:max", &trials).unwrap(),
+            Field::Metric("acc".into(), Agg::Max)
+        );
+        let field = Field::parse("hparams.seed", &trials).unwrap();
+        assert_eq!(field, Field::Hparam("seed".into()));
+        assert_eq!(field.value(&trials[0]), Value::Missing);
+    }
+
+    #[test]
+    fn a_metric_whose_name_has_a_colon_is_reached_with_an_explicit_summary() {
+        let trials = [trial(
+            1,
+            &[],
+            &[("eval:loss", metric(0.4, 0.1, 0.8, 3, 9))],
+            None,
+        )];
+        assert_eq!(
+            Field::parse("eval:loss:min", &trials).unwrap(),
+            Field::Metric("eval:loss".into(), Agg::Min)
+        );
+        assert_eq!(
+            Field::parse("eval:loss:last", &trials)
+                .unwrap()
+                .value(&trials[0]),
+            Value::Num(0.4)
+        );
+    }
+
+    #[test]
+    fn with_no_trials_any_name_is_a_metric() {
+        assert_eq!(
+            Field::parse("anything:max", &[]).unwrap(),
+            Field::Metric("anything".into(), Agg::Max)
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_naming_it_and_listing_what_exists() {
+        let trials = [
+            trial(
+                1,
+                &[("lr", json!(0.1))],
+                &[("loss", metric(1.0, 1.0, 1.0, 1, 1))],
+                None,
+            ),
+            trial(
+                2,
+                &[("batch", json!(32)), ("lr", json!(0.2))],
+                &[("acc", metric(1.0, 1.0, 1.0, 1, 1))],
+                None,
+            ),
+        ];
+        let message = bad_query(Field::parse("los", &trials));
+        assert!(message.contains("\"los\""), "{message}");
+        assert!(message.contains("metrics: acc, loss"), "{message}");
+        assert!(message.contains("hyperparameters: batch, lr"), "{message}");
+
+        let bare = [trial(1, &[], &[], None)];
+        let message = bad_query(Field::parse("loss", &bare));
+        assert!(message.contains("metrics: none"), "{message}");
+        assert!(message.contains("hyperparameters: none"), "{message}");
+    }
+
+    #[test]
+    fn a_summary_of_a_hyperparameter_is_an_error() {
+        let trials = [trial(1, &[("lr", json!(0.1))], &[], None)];
+        let message = bad_query(Field::parse("lr:min", &trials));
+        assert!(message.contains("\"lr\""), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_summary_is_an_error_naming_it_and_the_choices() {
+        let message = bad_query(Field::parse("val_loss:median", &[]));
+        assert!(message.contains("\"median\""), "{message}");
+        assert!(message.contains("\"val_loss:median\""), "{message}");
+        assert!(
+            message.contains("last, min, max, count or step"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn lists_are_joined_with_commas_or_say_none() {
+        assert_eq!(list_or_none::<&str>(&[]), "none");
+        assert_eq!(list_or_none(&["a"]), "a");
+        assert_eq!(list_or_none(&["a".to_owned(), "b".to_owned()]), "a, b");
+    }
+
+    #[test]
+    fn values_display_as_numbers_text_or_a_dash() {
+        assert_eq!(Value::Num(0.5).to_string(), "0.5");
+        assert_eq!(Value::Num(3.0).to_string(), "3");
+        assert_eq!(Value::Text("adam".into()).to_string(), "adam");
+        assert_eq!(Value::Missing.to_string(), "-");
+    }
+
+    #[test]
+    fn filters_parse_every_operator_with_or_without_spaces() {
+        let trials = [trial(
+            1,
+            &[("lr", json!(0.1))],
+            &[("val_loss", metric(1.0, 1.0, 1.0, 1, 1))],
+            None,
+        )];
+        let cases = [
+            ("lr<0.01", Field::Hparam("lr".into()), Op::Lt, 0.01),
+            ("lr<=0.01", Field::Hparam("lr".into()), Op::Le, 0.01),
+            ("lr>2", Field::Hparam("lr".into()), Op::Gt, 2.0),
+            ("lr >= 1e-3", Field::Hparam("lr".into()), Op::Ge, 0.001),
+            ("lr=0.5", Field::Hparam("lr".into()), Op::Eq, 0.5),
+            ("lr==0.5", Field::Hparam("lr".into()), Op::Eq, 0.5),
+            ("lr != -1", Field::Hparam("lr".into()), Op::Ne, -1.0),
+            (
+                "val_loss:min <= 0.2",
+                Field::Metric("val_loss".into(), Agg::Min),
+                Op::Le,
+                0.2,
+            ),
+        ];
+        for (text, field, op, value) in cases {
+            let filter = Filter::parse(text, &trials).unwrap();
+            assert_eq!(filter.field, field, "{text}");
+            assert_eq!(filter.op, op, "{text}");
+            assert_eq!(filter.value, Value::Num(value), "{text}");
+        }
+        let filter = Filter::parse("state=completed", &trials).unwrap();
+        assert_eq!(filter.field, Field::State);
+        assert_eq!(filter.op, Op::Eq);
+        assert_eq!(filter.value, Value::Text("completed".into()));
+        let filter = Filter::parse("state!=failed", &trials).unwrap();
+        assert_eq!(filter.op, Op::Ne);
+        assert_eq!(filter.value, Value::Text("failed".into()));
+    }
+
+    #[test]
+    fn a_filter_without_an_operator_or_a_side_is_an_error_quoting_it() {
+        for text in ["lr", "lr~0.1"] {
+            let message = bad_query(Filter::parse(text, &[]));
+            assert!(message.contains(&format!("{text:?}")), "{message}");
+            assert!(message.contains("< <= > >= = !="), "{message}");
+        }
+        for text in ["<0.1", "lr<", " = "] {
+            let message = bad_query(Filter::parse(text, &[]));
+            assert!(message.contains(&format!("{text:?}")), "{message}");
+            assert!(message.contains("FIELD OP VALUE"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_filter_on_an_unknown_field_is_the_fields_error() {
+        let trials = [trial(1, &[("lr", json!(0.1))], &[], None)];
+        let message = bad_query(Filter::parse("lrr<0.1", &trials));
+        assert!(message.contains("\"lrr\""), "{message}");
+        assert!(message.contains("hyperparameters: lr"), "{message}");
+    }
+
+    #[test]
+    fn numeric_filters_compare_numbers() {
+        let trials: Vec<TrialSummary> = [0.001, 0.01, 0.1]
+            .iter()
+            .enumerate()
+            .map(|(i, lr)| trial(i as u64 + 1, &[("lr", json!(lr))], &[], None))
+            .collect();
+        // Expected ids by hand: lr = 0.001 (1), 0.01 (2), 0.1 (3).
+        let cases: [(&str, &[u64]); 6] = [
+            ("lr<0.01", &[1]),
+            ("lr<=0.01", &[1, 2]),
+            ("lr>0.01", &[3]),
+            ("lr>=0.01", &[2, 3]),
+            ("lr=0.01", &[2]),
+            ("lr!=0.01", &[1, 3]),
+        ];
+        for (text, expected) in cases {
+            let filter = Filter::parse(text, &trials).unwrap();
+            let accepted: Vec<u64> = trials
+                .iter()
+                .filter(|t| filter.accepts(t))
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(accepted, expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_value_passes_only_not_equal() {
+        let trials = [trial(1, &[("lr", json!(0.1))], &[], None)];
+        let without = trial(2, &[], &[], None);
+        for (text, passes) in [
+            ("lr<1", false),
+            ("lr>0", false),
+            ("lr=0.1", false),
+            ("lr!=0.1", true),
+        ] {
+            let filter = Filter::parse(text, &trials).unwrap();
+            assert_eq!(filter.accepts(&without), passes, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_nan_value_passes_only_not_equal() {
+        let t = with_loss(1, Some(f64::NAN));
+        let trials = [t.clone()];
+        for (text, passes) in [
+            ("val_loss<1", false),
+            ("val_loss>=0", false),
+            ("val_loss=0", false),
+            ("val_loss!=0", true),
+        ] {
+            let filter = Filter::parse(text, &trials).unwrap();
+            assert_eq!(filter.accepts(&t), passes, "{text}");
+        }
+    }
+
+    #[test]
+    fn text_filters_compare_text_and_numbers_as_they_are_shown() {
+        let done = trial(
+            1,
+            &[("batch", json!("32")), ("opt", json!("adam"))],
+            &[],
+            Some(TrialState::Completed),
+        );
+        let running = trial(
+            2,
+            &[("batch", json!(64)), ("opt", json!("sgd"))],
+            &[],
+            Some(TrialState::Running),
+        );
+        let trials = [done.clone(), running.clone()];
+        let accepts =
+            |text: &str, t: &TrialSummary| Filter::parse(text, &trials).unwrap().accepts(t);
+        assert!(accepts("state=completed", &done));
+        assert!(!accepts("state=completed", &running));
+        assert!(accepts("state!=completed", &running));
+        assert!(accepts("opt<b", &done));
+        assert!(!accepts("opt<b", &running));
+        // The text "32" equals the number 32; the number 64 equals the text "64".
+        assert!(accepts("batch=32", &done));
+        assert!(accepts("batch=64", &running));
+        assert!(accepts("batch!=64", &done));
+        // A number against text compares as it is shown: "64" > "1e" as text.
+        assert!(accepts("batch>1e", &running));
+    }
+
+    #[test]
+    fn sorting_puts_missing_and_nan_last_in_either_direction_ties_by_number() {
+        let trials = [
+            with_loss(1, Some(0.5)),
+            with_loss(2, None),
+            with_loss(3, Some(0.2)),
+            with_loss(4, Some(f64::NAN)),
+            with_loss(5, Some(0.2)),
+            with_loss(6, Some(0.9)),
+        ];
+        let field = Field::parse("val_loss", &trials).unwrap();
+        assert_eq!(
+            ids(&select(&trials, &[], Some((&field, false)), None)),
+            [3, 5, 1, 6, 2, 4]
+        );
+        assert_eq!(
+            ids(&select(&trials, &[], Some((&field, true)), None)),
+            [6, 1, 3, 5, 2, 4]
+        );
+    }
+
+    #[test]
+    fn sorting_text_orders_it_after_numbers() {
+        let trials = [
+            trial(1, &[("act", json!("relu"))], &[], None),
+            trial(2, &[("act", json!("gelu"))], &[], None),
+            trial(3, &[("act", json!(1))], &[], None),
+            trial(4, &[], &[], None),
+        ];
+        let field = Field::parse("act", &trials).unwrap();
+        assert_eq!(
+            ids(&select(&trials, &[], Some((&field, false)), None)),
+            [3, 2, 1, 4]
+        );
+        assert_eq!(
+            ids(&select(&trials, &[], Some((&field, true)), None)),
+            [1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn select_filters_then_sorts_then_limits() {
+        let trials: Vec<TrialSummary> = [0.4, 0.1, 0.3, 0.2, 0.5]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| with_loss(i as u64 + 1, Some(*v)))
+            .collect();
+        let field = Field::parse("val_loss", &trials).unwrap();
+        let filters = [Filter::parse("val_loss<0.45", &trials).unwrap()];
+        // Below 0.45: 0.4 (1), 0.1 (2), 0.3 (3), 0.2 (4); ascending 2, 4, 3, 1; first three.
+        assert_eq!(
+            ids(&select(&trials, &filters, Some((&field, false)), Some(3))),
+            [2, 4, 3]
+        );
+        // Without a sort the catalog's order is kept.
+        assert_eq!(ids(&select(&trials, &filters, None, None)), [1, 2, 3, 4]);
+        assert_eq!(ids(&select(&trials, &[], None, Some(2))), [1, 2]);
+        assert!(select(&trials, &filters, None, Some(0)).is_empty());
+    }
+
+    #[test]
+    fn every_filter_must_pass() {
+        let trials = [
+            trial(1, &[("lr", json!(0.1)), ("bs", json!(32))], &[], None),
+            trial(2, &[("lr", json!(0.1)), ("bs", json!(64))], &[], None),
+            trial(3, &[("lr", json!(0.5)), ("bs", json!(32))], &[], None),
+        ];
+        let filters = [
+            Filter::parse("lr<0.2", &trials).unwrap(),
+            Filter::parse("bs=32", &trials).unwrap(),
+        ];
+        assert_eq!(ids(&select(&trials, &filters, None, None)), [1]);
+    }
+}

@@ -61,6 +61,9 @@ impl Default for TrackerOptions {
 /// Payload size at which a points record is sealed.
 const RECORD_BYTES: usize = 64 << 10;
 
+/// Payload size at which a names record written again is cut (a frame holds at most 1 MiB).
+const NAMES_FRAME_BYTES: usize = 256 << 10;
+
 struct Inner {
     file: File,
     path: PathBuf,
@@ -72,6 +75,10 @@ struct Inner {
     recent: Vec<(String, u32)>,
     error: Option<CatalogError>,
     dropped: u64,
+    /// Ids `0..names_in_file` are defined in the file by earlier writes.
+    names_in_file: usize,
+    /// Ids defined in buffers already written or lost; the buffer defines those after.
+    names_before_buf: usize,
     last_sync: Instant,
     unsynced: bool,
     options: TrackerOptions,
@@ -88,6 +95,21 @@ impl Inner {
             return;
         }
         if self.error.is_none() {
+            // Each write carries the names its points use when the file may lack them: a
+            // shared host segment, where other processes define their own ids between our
+            // writes, or after a write that failed with names in it.
+            let known = if self.options.host_segment {
+                0
+            } else {
+                self.names_in_file
+            };
+            let mut out = self.names_from(known);
+            let bytes = if out.is_empty() {
+                &self.buf
+            } else {
+                out.extend_from_slice(&self.buf);
+                &out
+            };
             let written = if self.options.host_segment {
                 // Other processes of this host append to the same file: one locked write.
                 self.file
@@ -96,12 +118,15 @@ impl Inner {
                         nix::fcntl::Flock::lock(clone, nix::fcntl::FlockArg::LockExclusive)
                             .map_err(|(_, errno)| std::io::Error::from(errno))
                     })
-                    .and_then(|mut locked| locked.write_all(&self.buf))
+                    .and_then(|mut locked| locked.write_all(bytes))
             } else {
-                self.file.write_all(&self.buf)
+                self.file.write_all(bytes)
             };
             match written {
-                Ok(()) => self.unsynced = true,
+                Ok(()) => {
+                    self.unsynced = true;
+                    self.names_in_file = self.ids.len();
+                }
                 Err(source) => {
                     self.error = Some(CatalogError::Io {
                         path: self.path.clone(),
@@ -115,6 +140,39 @@ impl Inner {
             self.dropped += 1;
         }
         self.buf.clear();
+        self.names_before_buf = self.ids.len();
+    }
+
+    /// Names frames that define ids `from..names_before_buf` again (nothing when that range
+    /// is empty).
+    fn names_from(&self, from: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        if from >= self.names_before_buf {
+            return out;
+        }
+        let mut by_id: Vec<(u32, &str)> = self
+            .ids
+            .iter()
+            .map(|(name, id)| (*id, name.as_str()))
+            .filter(|(id, _)| (from..self.names_before_buf).contains(&(*id as usize)))
+            .collect();
+        by_id.sort_unstable();
+        // Several frames when there are many names, each well within a frame's size limit.
+        let mut first = from;
+        let mut names: Vec<&str> = Vec::new();
+        let mut bytes = 0;
+        for (i, (_, name)) in by_id.iter().enumerate() {
+            names.push(name);
+            bytes += name.len() + 2;
+            if i + 1 == by_id.len() || bytes >= NAMES_FRAME_BYTES || names.len() == 4096 {
+                let first_id = u32::try_from(first).unwrap_or(u32::MAX);
+                push_frame(&mut out, Kind::Names, &names_payload(first_id, &names));
+                first += names.len();
+                names.clear();
+                bytes = 0;
+            }
+        }
+        out
     }
 
     fn sync(&mut self) {
@@ -183,9 +241,7 @@ pub struct Tracker {
     stop_seen: Mutex<(Option<Instant>, bool)>,
 }
 
-/// Name of the file in a trial's directory that asks its workers to stop (`cohort search
-/// stop`, a searcher's decision).
-pub const STOP_FILE: &str = "stop";
+pub use crate::catalog::STOP_FILE;
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -373,6 +429,8 @@ impl Tracker {
             recent: Vec::new(),
             error: None,
             dropped: 0,
+            names_in_file: 0,
+            names_before_buf: 0,
             last_sync: Instant::now(),
             unsynced: false,
             options,
@@ -629,5 +687,638 @@ impl Drop for Tracker {
             let message = panicking.then(|| "the worker panicked".to_owned());
             let _ = self.end(state, message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cohort_proto::catalog::{LogEvent, SegmentHeader, TrialState};
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalog::read_state;
+    use crate::log::{scan, Item};
+
+    /// A row: its step and its values by metric name.
+    type NamedRow = (i64, Vec<(String, f64)>);
+
+    /// A segment as a reader sees it: its header, rows by metric name, and events.
+    #[derive(Debug, Default)]
+    struct Decoded {
+        headers: Vec<SegmentHeader>,
+        /// Names in the order they were defined, one entry per definition.
+        defined: Vec<String>,
+        rows: Vec<NamedRow>,
+        events: Vec<LogEvent>,
+        damaged: bool,
+    }
+
+    fn decode(bytes: &[u8]) -> Decoded {
+        let mut out = Decoded::default();
+        let mut names: BTreeMap<u32, String> = BTreeMap::new();
+        let end = scan(bytes, 0, |item| match item {
+            Item::Header(json) => out.headers.push(serde_json::from_slice(json).unwrap()),
+            Item::Names {
+                first_id,
+                names: new,
+            } => {
+                for (id, name) in (first_id..).zip(new) {
+                    out.defined.push(name.clone());
+                    names.insert(id, name);
+                }
+            }
+            Item::Points(rows) => {
+                for row in rows {
+                    let values = row
+                        .values()
+                        .map(|(id, v)| (names.get(&id).cloned().unwrap_or(format!("?{id}")), v))
+                        .collect();
+                    out.rows.push((row.step, values));
+                }
+            }
+            Item::Event(event) => out.events.push(event),
+        });
+        out.damaged = !end.damage.is_empty() || end.committed != bytes.len() as u64;
+        out
+    }
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with("metrics-") && name.ends_with(".clog")
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn only_segment(dir: &Path) -> Decoded {
+        let found = segments(dir);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let decoded = decode(&std::fs::read(&found[0]).unwrap());
+        assert!(!decoded.damaged, "{decoded:?}");
+        decoded
+    }
+
+    /// Options under which nothing is written unless a call asks for it.
+    fn quiet() -> TrackerOptions {
+        TrackerOptions {
+            flush_interval: Duration::from_secs(3600),
+            fsync_interval: Duration::from_secs(3600),
+            ..TrackerOptions::default()
+        }
+    }
+
+    fn new_trial(root: &Path) -> (Catalog, TrialRef) {
+        let catalog = Catalog::open_or_create(root.join("catalog")).unwrap();
+        let (exp, _) = catalog
+            .create_experiment(&NewExperiment {
+                name: "tracker-test".into(),
+                ..NewExperiment::default()
+            })
+            .unwrap();
+        let trial = catalog
+            .create_trial(
+                &exp,
+                BTreeMap::from([("lr".to_owned(), json!(0.1))]),
+                Vec::new(),
+                Some(TrialState::Running),
+            )
+            .unwrap();
+        (catalog, trial)
+    }
+
+    fn named(values: &[(&str, f64)]) -> Vec<(String, f64)> {
+        values.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect()
+    }
+
+    /// Calls `probe` until it returns something, for at most 20 s.
+    fn eventually<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(found) = probe() {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "gave up waiting");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn each_name_is_defined_once_and_rows_read_back_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        let logged: Vec<(i64, Vec<(&str, f64)>)> = vec![
+            (0, vec![("loss", 1.0), ("acc", 0.5)]),
+            (1, vec![("loss", 0.9), ("acc", 0.6)]),
+            (2, vec![("acc", 0.7), ("lr", 0.1)]),
+            (3, vec![("loss", 0.8)]),
+            (
+                4,
+                vec![("val/acc", 0.3), ("損失", -2.5), ("loss", f64::INFINITY)],
+            ),
+            (4, vec![("loss", 0.75), ("acc", 0.8)]),
+        ];
+        for (step, values) in &logged {
+            tracker.log_metrics(*step, values).unwrap();
+        }
+        tracker.sync().unwrap();
+        let decoded = only_segment(&trial.dir);
+        let expected: Vec<NamedRow> = logged
+            .iter()
+            .map(|(step, values)| (*step, named(values)))
+            .collect();
+        assert_eq!(decoded.rows, expected);
+        let mut defined = decoded.defined.clone();
+        defined.sort();
+        assert_eq!(defined, ["acc", "loss", "lr", "val/acc", "損失"]);
+    }
+
+    #[test]
+    fn the_segment_header_names_the_trial_and_rank() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker =
+            Tracker::attach(trial.clone(), TrackerOptions { rank: 3, ..quiet() }).unwrap();
+        tracker.close().unwrap();
+        let decoded = only_segment(&trial.dir);
+        assert_eq!(decoded.headers.len(), 1);
+        let header = &decoded.headers[0];
+        assert_eq!(header.format, "cohort.metrics");
+        assert_eq!(header.experiment, "tracker-test");
+        assert_eq!(header.trial, trial.id);
+        assert_eq!(header.rank, 3);
+        assert_eq!(header.writer.pid, std::process::id());
+        assert!(decoded.rows.is_empty());
+    }
+
+    #[test]
+    fn rows_stay_buffered_until_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        for step in 0..100 {
+            tracker.log_metrics(step, &[("loss", step as f64)]).unwrap();
+        }
+        let segment = &segments(&trial.dir)[0];
+        assert_eq!(std::fs::metadata(segment).unwrap().len(), 0);
+        tracker.sync().unwrap();
+        let decoded = only_segment(&trial.dir);
+        assert_eq!(decoded.headers.len(), 1);
+        let expected: Vec<NamedRow> = (0..100)
+            .map(|step| (step, named(&[("loss", step as f64)])))
+            .collect();
+        assert_eq!(decoded.rows, expected);
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_without_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(
+            trial.clone(),
+            TrackerOptions {
+                buffer_bytes: 4096,
+                ..quiet()
+            },
+        )
+        .unwrap();
+        // 8000 rows of one value are far more than a buffer of 4 KiB.
+        let rows = 8000;
+        for step in 0..rows {
+            tracker
+                .log_metrics(step, &[("loss", step as f64 / 2.0)])
+                .unwrap();
+        }
+        let early = only_segment(&trial.dir);
+        assert!(!early.rows.is_empty());
+        assert!(early.rows.len() < 8000);
+        for (i, (step, values)) in early.rows.iter().enumerate() {
+            assert_eq!(*step, i as i64);
+            assert_eq!(values, &named(&[("loss", i as f64 / 2.0)]));
+        }
+        tracker.sync().unwrap();
+        let all = only_segment(&trial.dir);
+        assert_eq!(all.rows.len(), 8000);
+        assert_eq!(all.rows[7999], (7999, named(&[("loss", 3999.5)])));
+    }
+
+    #[test]
+    fn buffered_rows_are_written_within_the_flush_interval_without_a_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(
+            trial.clone(),
+            TrackerOptions {
+                flush_interval: Duration::from_millis(20),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        for step in 0..3 {
+            tracker.log_metrics(step, &[("acc", 0.25)]).unwrap();
+        }
+        let rows = eventually(|| {
+            let decoded = only_segment(&trial.dir);
+            (decoded.rows.len() == 3).then_some(decoded.rows)
+        });
+        assert_eq!(rows[2], (2, named(&[("acc", 0.25)])));
+        tracker.close().unwrap();
+    }
+
+    #[test]
+    fn finish_writes_everything_and_records_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        for step in 0..10 {
+            tracker
+                .log_metrics(step, &[("loss", 1.0 / (step + 1) as f64)])
+                .unwrap();
+        }
+        tracker
+            .log_hparams(BTreeMap::from([("batch".to_owned(), json!(64))]))
+            .unwrap();
+        tracker.finish(TrialState::Failed).unwrap();
+        let decoded = only_segment(&trial.dir);
+        assert_eq!(decoded.rows.len(), 10);
+        assert_eq!(decoded.rows[9], (9, named(&[("loss", 0.1)])));
+        assert!(matches!(
+            &decoded.events[0],
+            LogEvent::Hparams { values } if values["batch"] == json!(64)
+        ));
+        assert!(matches!(
+            decoded.events.last(),
+            Some(LogEvent::Finish {
+                state: TrialState::Failed,
+                ..
+            })
+        ));
+        // A tracker that did not create the trial leaves its state to the launcher.
+        assert_eq!(
+            read_state(&trial.dir).unwrap().unwrap().state,
+            TrialState::Running
+        );
+    }
+
+    #[test]
+    fn close_writes_everything_and_records_no_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        tracker.log_metrics(5, &[("loss", 0.5)]).unwrap();
+        tracker.close().unwrap();
+        let decoded = only_segment(&trial.dir);
+        assert_eq!(decoded.rows, [(5, named(&[("loss", 0.5)]))]);
+        assert!(decoded.events.is_empty(), "{:?}", decoded.events);
+    }
+
+    #[test]
+    fn a_tracker_that_owns_the_state_writes_running_then_the_final_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        crate::catalog::write_state(&trial.dir, &crate::catalog::new_state(TrialState::Queued))
+            .unwrap();
+        let tracker = Tracker::attach(
+            trial.clone(),
+            TrackerOptions {
+                owns_state: true,
+                ..quiet()
+            },
+        )
+        .unwrap();
+        let running = read_state(&trial.dir).unwrap().unwrap();
+        assert_eq!(running.state, TrialState::Running);
+        assert!(running.started.is_some());
+        tracker.finish(TrialState::Killed).unwrap();
+        let ended = read_state(&trial.dir).unwrap().unwrap();
+        assert_eq!(ended.state, TrialState::Killed);
+        assert!(ended.ended.is_some());
+    }
+
+    #[test]
+    fn dropping_an_owning_tracker_completes_the_trial_and_a_panic_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, trial) = new_trial(dir.path());
+        let owning = TrackerOptions {
+            owns_state: true,
+            ..quiet()
+        };
+        {
+            let tracker = Tracker::attach(trial.clone(), owning.clone()).unwrap();
+            tracker.log_metrics(1, &[("loss", 1.0)]).unwrap();
+        }
+        assert_eq!(
+            read_state(&trial.dir).unwrap().unwrap().state,
+            TrialState::Completed
+        );
+
+        let exp = catalog.experiment("tracker-test").unwrap();
+        let second = catalog
+            .create_trial(&exp, BTreeMap::new(), Vec::new(), None)
+            .unwrap();
+        let dir2 = second.dir.clone();
+        let worker = std::thread::spawn(move || {
+            let tracker = Tracker::attach(second, owning).unwrap();
+            tracker.log_metrics(1, &[("loss", 2.0)]).unwrap();
+            panic!("the training loop failed");
+        });
+        assert!(worker.join().is_err());
+        let state = read_state(&dir2).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Failed);
+        assert_eq!(state.message.as_deref(), Some("the worker panicked"));
+        // What was buffered before the panic is in the log.
+        let decoded = only_segment(&dir2);
+        assert_eq!(decoded.rows, [(1, named(&[("loss", 2.0)]))]);
+    }
+
+    #[test]
+    fn open_without_a_trial_number_creates_one_and_owns_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_or_create(dir.path().join("catalog")).unwrap();
+        let tracker = Tracker::open(&catalog, "fresh", None, quiet()).unwrap();
+        let trial = tracker.trial().unwrap().clone();
+        assert_eq!(trial.experiment, "fresh");
+        assert_eq!(trial.id, 1);
+        assert_eq!(
+            read_state(&trial.dir).unwrap().unwrap().state,
+            TrialState::Running
+        );
+        tracker.finish(TrialState::Completed).unwrap();
+        assert_eq!(
+            read_state(&trial.dir).unwrap().unwrap().state,
+            TrialState::Completed
+        );
+        let second = Tracker::open(&catalog, "fresh", None, quiet()).unwrap();
+        assert_eq!(second.trial().unwrap().id, 2);
+    }
+
+    #[test]
+    fn open_of_a_trial_that_does_not_exist_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, _) = new_trial(dir.path());
+        let err = Tracker::open(&catalog, "tracker-test", Some(99), quiet()).unwrap_err();
+        assert!(
+            matches!(&err, CatalogError::NoTrial { id: 99, experiment } if experiment == "tracker-test"),
+            "{err:?}"
+        );
+        let err = Tracker::open(&catalog, "nope", Some(1), quiet()).unwrap_err();
+        assert!(
+            matches!(&err, CatalogError::NoExperiment { name, .. } if name == "nope"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn every_tracker_writes_its_own_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let a = Tracker::attach(trial.clone(), quiet()).unwrap();
+        let b = Tracker::attach(trial.clone(), TrackerOptions { rank: 1, ..quiet() }).unwrap();
+        a.log_metrics(0, &[("loss", 1.0)]).unwrap();
+        b.log_metrics(0, &[("grad", 7.0)]).unwrap();
+        a.close().unwrap();
+        b.close().unwrap();
+        let found = segments(&trial.dir);
+        assert_eq!(found.len(), 2);
+        let mut seen: Vec<(u32, Vec<NamedRow>)> = found
+            .iter()
+            .map(|p| {
+                let d = decode(&std::fs::read(p).unwrap());
+                (d.headers[0].rank, d.rows)
+            })
+            .collect();
+        seen.sort_by_key(|(rank, _)| *rank);
+        assert_eq!(
+            seen,
+            [
+                (0, vec![(0, named(&[("loss", 1.0)]))]),
+                (1, vec![(0, named(&[("grad", 7.0)]))]),
+            ]
+        );
+    }
+
+    #[test]
+    fn host_segment_writers_interleaved_keep_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let shared = TrackerOptions {
+            host_segment: true,
+            ..quiet()
+        };
+        let a = Tracker::attach(trial.clone(), shared.clone()).unwrap();
+        let b = Tracker::attach(trial.clone(), shared).unwrap();
+        a.log_metrics(0, &[("loss", 1.0)]).unwrap();
+        a.sync().unwrap();
+        b.log_metrics(1, &[("acc", 2.0)]).unwrap();
+        b.sync().unwrap();
+        a.log_metrics(2, &[("loss", 3.0)]).unwrap();
+        a.close().unwrap();
+        b.close().unwrap();
+        assert_eq!(segments(&trial.dir).len(), 1);
+        let history = crate::read::history(&trial.dir, None, &mut Vec::new()).unwrap();
+        let points = |name: &str| -> Vec<(i64, f64)> {
+            history
+                .get(name)
+                .map(|p| p.iter().map(|p| (p.step, p.value)).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(points("loss"), [(0, 1.0), (2, 3.0)]);
+        assert_eq!(points("acc"), [(1, 2.0)]);
+    }
+
+    #[test]
+    fn a_checkpoint_is_in_the_log_as_soon_as_it_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let file = dir.path().join("ckpt-3.pt");
+        std::fs::write(&file, b"12345").unwrap();
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        tracker.log_metrics(3, &[("loss", 0.3)]).unwrap();
+        tracker
+            .checkpoint(&file, 3, BTreeMap::from([("epoch".to_owned(), json!(1))]))
+            .unwrap();
+        let decoded = only_segment(&trial.dir);
+        assert_eq!(decoded.rows, [(3, named(&[("loss", 0.3)]))]);
+        let [LogEvent::Checkpoint(ckpt)] = decoded.events.as_slice() else {
+            panic!("{:?}", decoded.events);
+        };
+        assert_eq!(Path::new(&ckpt.path), file);
+        assert_eq!((ckpt.step, ckpt.size), (3, 5));
+        assert_eq!(ckpt.metadata["epoch"], json!(1));
+
+        let missing = dir.path().join("never-written.pt");
+        let err = tracker
+            .checkpoint(&missing, 4, BTreeMap::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("never-written.pt"), "{err}");
+        tracker.close().unwrap();
+    }
+
+    #[test]
+    fn the_latest_checkpoint_is_the_highest_step_whose_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        assert_eq!(tracker.latest_checkpoint().unwrap(), None);
+        for step in [10, 20, 15] {
+            let file = dir.path().join(format!("ckpt-{step}"));
+            std::fs::write(&file, b"x").unwrap();
+            tracker.checkpoint(&file, step, BTreeMap::new()).unwrap();
+        }
+        assert_eq!(tracker.latest_checkpoint().unwrap().unwrap().step, 20);
+        std::fs::remove_file(dir.path().join("ckpt-20")).unwrap();
+        let latest = tracker.latest_checkpoint().unwrap().unwrap();
+        assert_eq!(latest.step, 15);
+        assert_eq!(Path::new(&latest.path), dir.path().join("ckpt-15"));
+        tracker.close().unwrap();
+    }
+
+    #[test]
+    fn should_stop_when_the_trial_was_asked_to_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (catalog, trial) = new_trial(dir.path());
+        let exp = catalog.experiment("tracker-test").unwrap();
+        let other = catalog
+            .create_trial(&exp, BTreeMap::new(), Vec::new(), None)
+            .unwrap();
+        assert!(crate::catalog::request_stop(&trial.dir).unwrap());
+        let asked = Tracker::attach(trial, quiet()).unwrap();
+        let left_alone = Tracker::attach(other, quiet()).unwrap();
+        assert!(asked.should_stop(1));
+        assert!(!left_alone.should_stop(1));
+    }
+
+    #[test]
+    fn a_disabled_tracker_records_nothing_and_never_fails() {
+        let tracker = Tracker::disabled();
+        assert!(tracker.trial().is_none());
+        tracker.log_metrics(0, &[("loss", 1.0)]).unwrap();
+        tracker.log_hparams(BTreeMap::new()).unwrap();
+        tracker
+            .checkpoint(Path::new("/nonexistent/ckpt"), 0, BTreeMap::new())
+            .unwrap();
+        tracker.sync().unwrap();
+        assert_eq!(tracker.latest_checkpoint().unwrap(), None);
+        assert!(!tracker.should_stop(i64::MAX));
+        tracker.finish(TrialState::Completed).unwrap();
+    }
+
+    /// The name of this host's shared segment, as `TrackerOptions::host_segment` documents it:
+    /// `metrics-host-<HOST>.clog`, the host name's characters other than letters, digits and
+    /// `-` written as `_`.
+    fn host_segment_name() -> String {
+        let host: String = nix::unistd::gethostname()
+            .unwrap()
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("metrics-host-{host}.clog")
+    }
+
+    #[test]
+    fn a_write_error_is_kept_returned_by_the_next_call_then_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        // Every write to /dev/full fails with "no space left on device".
+        let segment = trial.dir.join(host_segment_name());
+        std::os::unix::fs::symlink("/dev/full", &segment).unwrap();
+        let tracker = Tracker::attach(
+            trial.clone(),
+            TrackerOptions {
+                host_segment: true,
+                flush_interval: Duration::from_millis(10),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        // The background writer fails; the next call (which writes nothing itself, the
+        // buffer being far from full) reports it.
+        let mut step = 0;
+        let err = eventually(|| {
+            step += 1;
+            tracker.log_metrics(step, &[("loss", 1.0)]).err()
+        });
+        let CatalogError::Io { path, what, source } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(path, &segment);
+        assert_eq!(*what, "cannot write metrics");
+        assert_eq!(source.kind(), ErrorKind::StorageFull);
+        assert!(source.to_string().contains("were lost"), "{source}");
+
+        // Once reported, it is not reported again; a later write fails again.
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = tracker.sync();
+        tracker.sync().unwrap();
+        tracker.log_metrics(1000, &[("loss", 2.0)]).unwrap();
+        let again = tracker.sync().unwrap_err();
+        assert!(
+            matches!(&again, CatalogError::Io { source, .. } if source.kind() == ErrorKind::StorageFull),
+            "{again:?}"
+        );
+        drop(tracker);
+    }
+
+    #[test]
+    fn names_lost_with_a_failed_write_are_written_again_with_the_next() {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        // The segment is a pipe: writes fail while nobody reads it and succeed once a
+        // reader opens it again.
+        let segment = trial.dir.join(host_segment_name());
+        nix::unistd::mkfifo(&segment, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let open_reader = || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&segment)
+                .unwrap()
+        };
+        let first_reader = open_reader();
+        let tracker = Tracker::attach(
+            trial.clone(),
+            TrackerOptions {
+                host_segment: true,
+                ..quiet()
+            },
+        )
+        .unwrap();
+        drop(first_reader);
+        tracker
+            .log_metrics(0, &[("loss", 1.0), ("acc", 0.5)])
+            .unwrap();
+        // Writing the buffer (which defines both names) fails.
+        let err = tracker.log_hparams(BTreeMap::new()).unwrap_err();
+        assert!(
+            matches!(&err, CatalogError::Io { source, .. } if source.kind() == ErrorKind::BrokenPipe),
+            "{err:?}"
+        );
+        let mut reader = open_reader();
+        tracker
+            .log_metrics(1, &[("loss", 0.9), ("acc", 0.6)])
+            .unwrap();
+        tracker.log_hparams(BTreeMap::new()).unwrap();
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        let decoded = decode(&bytes);
+        assert!(!decoded.damaged, "{decoded:?}");
+        assert_eq!(decoded.rows, [(1, named(&[("loss", 0.9), ("acc", 0.6)]))]);
+        drop(tracker);
     }
 }

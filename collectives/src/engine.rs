@@ -246,3 +246,443 @@ fn wait_a_little(peers: &[Option<Peer>], to: Option<usize>, from: Option<usize>)
     }
     let _ = poll(&mut fds, PollTimeout::from(10u8));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::link::shm::{create_inbound, ring_path, ShmLink};
+    use crate::link::tcp::TcpLink;
+
+    /// Two connected sockets over loopback.
+    fn sockets() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        (a, b)
+    }
+
+    fn tcp_pair() -> (Box<dyn Link>, Box<dyn Link>) {
+        let (a, b) = sockets();
+        (
+            Box::new(TcpLink::new(a).unwrap()),
+            Box::new(TcpLink::new(b).unwrap()),
+        )
+    }
+
+    /// `peers[index]` is the link to `rank` on `host`; the other places are empty.
+    fn peers_with(index: usize, rank: u32, host: &str, link: Box<dyn Link>) -> Vec<Option<Peer>> {
+        let mut peers: Vec<Option<Peer>> = (0..=index).map(|_| None).collect();
+        peers[index] = Some(Peer {
+            rank,
+            host: host.into(),
+            link,
+        });
+        peers
+    }
+
+    fn ctx(abort: &AtomicBool, timeout: Duration) -> OpCtx<'_> {
+        let start = Instant::now();
+        OpCtx {
+            op: "test exchange",
+            start,
+            deadline: start + timeout,
+            abort,
+            spins: SPINS_OVERSUBSCRIBED,
+        }
+    }
+
+    /// `len` bytes that differ with `seed` and repeat only every 251 bytes.
+    fn pattern(len: usize, seed: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| u8::try_from((i * 7 + seed) % 251).unwrap())
+            .collect()
+    }
+
+    /// Sends `mine` to peer `to` while receiving `theirs_len` bytes from it, as one rank.
+    fn swap(peers: &mut [Option<Peer>], to: usize, mine: &[u8], theirs_len: usize) -> Vec<u8> {
+        let abort = AtomicBool::new(false);
+        let mut received = vec![0u8; theirs_len];
+        exchange(
+            peers,
+            &ctx(&abort, Duration::from_secs(60)),
+            Some((to, mine, 1)),
+            Some(Incoming {
+                from: to,
+                len: theirs_len,
+                unit: 1,
+                sink: Sink::Copy(&mut received),
+            }),
+        )
+        .unwrap();
+        received
+    }
+
+    #[test]
+    fn exchange_sends_and_receives_at_once_over_tcp() {
+        let (a, b) = tcp_pair();
+        let mut left = peers_with(1, 1, "node-b", a);
+        let mut right = peers_with(0, 0, "node-a", b);
+        // Larger than both sides' socket buffers together, so neither send can finish
+        // before the other side receives.
+        let from_left = pattern(9 << 20, 1);
+        let from_right = pattern((6 << 20) + 13, 2);
+        let (got_right, got_left) = std::thread::scope(|s| {
+            let right_side = s.spawn(|| swap(&mut right, 0, &from_right, from_left.len()));
+            let got_left = swap(&mut left, 1, &from_left, from_right.len());
+            (right_side.join().unwrap(), got_left)
+        });
+        assert!(got_right == from_left);
+        assert!(got_left == from_right);
+    }
+
+    #[test]
+    fn exchange_sends_and_receives_at_once_over_shared_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let a_to_b = ring_path(dir.path(), "engine", 0, 1);
+        let b_to_a = ring_path(dir.path(), "engine", 1, 0);
+        create_inbound(&a_to_b).unwrap();
+        create_inbound(&b_to_a).unwrap();
+        let me = i32::try_from(std::process::id()).unwrap();
+        let a = ShmLink::open(&a_to_b, &b_to_a, me).unwrap();
+        let b = ShmLink::open(&b_to_a, &a_to_b, me).unwrap();
+        let mut left = peers_with(1, 1, "here", Box::new(a));
+        let mut right = peers_with(0, 0, "here", Box::new(b));
+        // Several times the ring's size each way.
+        let from_left = pattern((3 << 20) + 8, 3);
+        let from_right = pattern((5 << 20) + 16, 4);
+        let (got_right, got_left) = std::thread::scope(|s| {
+            let right_side = s.spawn(|| swap(&mut right, 0, &from_right, from_left.len()));
+            let got_left = swap(&mut left, 1, &from_left, from_right.len());
+            (right_side.join().unwrap(), got_left)
+        });
+        assert!(got_right == from_left);
+        assert!(got_left == from_right);
+    }
+
+    #[test]
+    fn a_sink_is_offered_whole_elements_and_reduces_in_place() {
+        let (a, b) = tcp_pair();
+        let mut sender = peers_with(1, 1, "node-b", a);
+        let mut receiver = peers_with(0, 0, "node-a", b);
+        let n = 700_000usize;
+        let values: Vec<u32> = (0..n).map(|i| u32::try_from(i * 3 + 1).unwrap()).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut acc: Vec<u32> = (0..n).map(|i| u32::try_from(i).unwrap()).collect();
+        let mut offered_badly = 0usize;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let abort = AtomicBool::new(false);
+                exchange(
+                    &mut sender,
+                    &ctx(&abort, Duration::from_secs(60)),
+                    Some((1, &bytes, 4)),
+                    None,
+                )
+                .unwrap();
+            });
+            let abort = AtomicBool::new(false);
+            let mut at = 0usize;
+            let mut add = |chunk: &[u8]| {
+                if chunk.len() % 4 != 0 {
+                    offered_badly += 1;
+                }
+                for word in chunk.chunks_exact(4) {
+                    acc[at] = acc[at].wrapping_add(u32::from_le_bytes(word.try_into().unwrap()));
+                    at += 1;
+                }
+                chunk.len() / 4 * 4
+            };
+            exchange(
+                &mut receiver,
+                &ctx(&abort, Duration::from_secs(60)),
+                None,
+                Some(Incoming {
+                    from: 0,
+                    len: bytes.len(),
+                    unit: 4,
+                    sink: Sink::With(&mut add),
+                }),
+            )
+            .unwrap();
+        });
+        assert_eq!(offered_badly, 0);
+        // acc[i] = i + (3i + 1) = 4i + 1.
+        for (i, v) in acc.iter().enumerate() {
+            assert_eq!(*v, u32::try_from(4 * i + 1).unwrap(), "element {i}");
+        }
+    }
+
+    #[test]
+    fn consecutive_messages_keep_their_boundaries() {
+        let (a, b) = tcp_pair();
+        let mut sender = peers_with(1, 1, "node-b", a);
+        let mut receiver = peers_with(0, 0, "node-a", b);
+        let messages = [
+            pattern(5, 1),
+            pattern((1 << 20) + 3, 2),
+            Vec::new(),
+            pattern(8, 3),
+        ];
+        let received = std::thread::scope(|s| {
+            s.spawn(|| {
+                let abort = AtomicBool::new(false);
+                for message in &messages {
+                    exchange(
+                        &mut sender,
+                        &ctx(&abort, Duration::from_secs(60)),
+                        Some((1, message, 1)),
+                        None,
+                    )
+                    .unwrap();
+                }
+            });
+            let abort = AtomicBool::new(false);
+            let mut received = Vec::new();
+            for message in &messages {
+                let mut buffer = vec![0u8; message.len()];
+                exchange(
+                    &mut receiver,
+                    &ctx(&abort, Duration::from_secs(60)),
+                    None,
+                    Some(Incoming {
+                        from: 0,
+                        len: message.len(),
+                        unit: 1,
+                        sink: Sink::Copy(&mut buffer),
+                    }),
+                )
+                .unwrap();
+                received.push(buffer);
+            }
+            received
+        });
+        assert!(received == messages);
+    }
+
+    #[test]
+    fn the_deadline_on_a_silent_peer_names_its_rank_and_host() {
+        let (a, _silent) = tcp_pair();
+        let mut peers = peers_with(1, 5, "node-f", a);
+        let abort = AtomicBool::new(false);
+        let mut buffer = vec![0u8; 16];
+        let started = Instant::now();
+        let err = exchange(
+            &mut peers,
+            &ctx(&abort, Duration::from_millis(300)),
+            None,
+            Some(Incoming {
+                from: 1,
+                len: 16,
+                unit: 1,
+                sink: Sink::Copy(&mut buffer),
+            }),
+        )
+        .unwrap_err();
+        let waited = started.elapsed();
+        let CommError::Timeout {
+            op,
+            rank,
+            host,
+            elapsed,
+            ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*op, *rank, host.as_str()), ("test exchange", 5, "node-f"));
+        assert!(*elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(waited < Duration::from_secs(20), "{waited:?}");
+        let message = err.to_string();
+        assert!(message.contains("rank 5 on node-f"), "{message}");
+        assert!(message.contains("test exchange timed out"), "{message}");
+    }
+
+    #[test]
+    fn a_send_that_cannot_finish_times_out_naming_the_receiver() {
+        let (a, _not_reading) = tcp_pair();
+        let (c, d) = tcp_pair();
+        let mut peers: Vec<Option<Peer>> = vec![
+            None,
+            Some(Peer {
+                rank: 3,
+                host: "node-d".into(),
+                link: a,
+            }),
+            Some(Peer {
+                rank: 4,
+                host: "node-e".into(),
+                link: c,
+            }),
+        ];
+        let mut other = peers_with(0, 0, "node-a", d);
+        let abort = AtomicBool::new(false);
+        // Far more than the socket buffers hold.
+        let big = vec![7u8; 64 << 20];
+        let err = std::thread::scope(|s| {
+            // The receive from rank 4 completes; the send to rank 3 never can.
+            s.spawn(|| {
+                let abort = AtomicBool::new(false);
+                exchange(
+                    &mut other,
+                    &ctx(&abort, Duration::from_secs(60)),
+                    Some((0, b"done", 1)),
+                    None,
+                )
+                .unwrap();
+            });
+            let mut buffer = [0u8; 4];
+            exchange(
+                &mut peers,
+                &ctx(&abort, Duration::from_millis(300)),
+                Some((1, &big, 1)),
+                Some(Incoming {
+                    from: 2,
+                    len: 4,
+                    unit: 1,
+                    sink: Sink::Copy(&mut buffer),
+                }),
+            )
+            .unwrap_err()
+        });
+        assert!(
+            matches!(&err, CommError::Timeout { rank: 3, host, .. } if host == "node-d"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_abort_flag_stops_a_wait_long_before_the_deadline() {
+        let (a, _silent) = tcp_pair();
+        let mut peers = peers_with(1, 1, "node-b", a);
+        let abort = AtomicBool::new(false);
+        let started = Instant::now();
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                abort.store(true, Ordering::Relaxed);
+            });
+            let mut buffer = vec![0u8; 16];
+            exchange(
+                &mut peers,
+                &ctx(&abort, Duration::from_secs(600)),
+                None,
+                Some(Incoming {
+                    from: 1,
+                    len: 16,
+                    unit: 1,
+                    sink: Sink::Copy(&mut buffer),
+                }),
+            )
+        });
+        assert!(matches!(result, Err(CommError::Aborted)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_closed_peer_is_gone_and_every_other_gone_peer_is_named() {
+        let (a, a_far) = tcp_pair();
+        let (b, b_far) = tcp_pair();
+        let (c, _c_far) = tcp_pair();
+        let mut peers: Vec<Option<Peer>> = vec![
+            None,
+            Some(Peer {
+                rank: 1,
+                host: "node-b".into(),
+                link: a,
+            }),
+            Some(Peer {
+                rank: 2,
+                host: "node-c".into(),
+                link: b,
+            }),
+            Some(Peer {
+                rank: 3,
+                host: "node-d".into(),
+                link: c,
+            }),
+        ];
+        drop(a_far);
+        drop(b_far);
+        let abort = AtomicBool::new(false);
+        let mut buffer = vec![0u8; 16];
+        let err = exchange(
+            &mut peers,
+            &ctx(&abort, Duration::from_secs(600)),
+            None,
+            Some(Incoming {
+                from: 1,
+                len: 16,
+                unit: 1,
+                sink: Sink::Copy(&mut buffer),
+            }),
+        )
+        .unwrap_err();
+        let CommError::PeerGone { rank, host, detail } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((*rank, host.as_str()), (1, "node-b"));
+        assert!(detail.contains("also gone: rank 2 on node-c"), "{detail}");
+        assert!(!detail.contains("rank 3"), "{detail}");
+        assert!(
+            err.to_string().contains("rank 1 on node-b is gone"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sending_to_a_closed_peer_reports_it_gone() {
+        let (a, far) = tcp_pair();
+        let mut peers = peers_with(2, 2, "node-c", a);
+        drop(far);
+        let abort = AtomicBool::new(false);
+        let big = vec![1u8; 32 << 20];
+        let err = exchange(
+            &mut peers,
+            &ctx(&abort, Duration::from_secs(600)),
+            Some((2, &big, 1)),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CommError::PeerGone { rank: 2, host, .. } if host == "node-c"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn empty_messages_complete_at_once_and_leave_the_link_in_step() {
+        let (a, b) = tcp_pair();
+        let mut left = peers_with(1, 1, "node-b", a);
+        let mut right = peers_with(0, 0, "node-a", b);
+        assert!(swap(&mut left, 1, &[], 0).is_empty());
+        assert!(swap(&mut right, 0, &[], 0).is_empty());
+        let (got_right, got_left) = std::thread::scope(|s| {
+            let right_side = s.spawn(|| swap(&mut right, 0, b"pong", 4));
+            let got_left = swap(&mut left, 1, b"ping", 4);
+            (right_side.join().unwrap(), got_left)
+        });
+        assert_eq!(got_right, b"ping");
+        assert_eq!(got_left, b"pong");
+    }
+
+    #[test]
+    fn an_exchange_with_a_rank_without_a_link_is_invalid() {
+        let (a, _b) = tcp_pair();
+        let mut peers = peers_with(1, 1, "node-b", a);
+        let abort = AtomicBool::new(false);
+        let err = exchange(
+            &mut peers,
+            &ctx(&abort, Duration::from_secs(5)),
+            Some((3, b"data", 1)),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CommError::Invalid(text) if text.contains("no link to rank 3")),
+            "{err:?}"
+        );
+    }
+}
