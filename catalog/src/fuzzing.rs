@@ -213,7 +213,7 @@ impl Fixture {
             Slot::State => write(Some(self.trial.join("state.json")), data),
             Slot::Trial => write(Some(self.trial.join("trial.json")), data),
             Slot::Gc => write(Some(self.trial.join("gc-0001.json")), data),
-            Slot::Index => write(Some(self.index_path()), data),
+            Slot::Index => write(Some(self.index_path()), &repair_index(data)),
             Slot::HistoryCache => {
                 let _ = std::fs::remove_file(segment);
                 write(self.history_cache_path(), &repair_history_cache(data));
@@ -291,6 +291,35 @@ pub fn repair_segment(data: &[u8]) -> Vec<u8> {
         let crc = crc32c::crc32c(&out[pos + 12..pos + HEADER + len]);
         out[pos + 8..pos + 12].copy_from_slice(&crc.to_le_bytes());
         pos += HEADER + len;
+    }
+    out
+}
+
+/// `data` as an index with its checksums made right (the header's and each chunk's; the
+/// layout is in `index.rs`), so mutated summaries reach the decoder.
+pub fn repair_index(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    let Some(body) = out.get(8..) else {
+        return out;
+    };
+    let mut reader = body;
+    if rmp_serde::decode::from_read::<_, cohort_proto::catalog::IndexDoc>(&mut reader).is_err() {
+        return out;
+    }
+    let mut pos = 8 + (body.len() - reader.len());
+    if out.len() < pos + 4 {
+        return out;
+    }
+    let crc = crc32c::crc32c(&out[8..pos]);
+    out[pos..pos + 4].copy_from_slice(&crc.to_le_bytes());
+    pos += 4;
+    while pos + 8 <= out.len() {
+        let len = u32::from_le_bytes([out[pos], out[pos + 1], out[pos + 2], out[pos + 3]]) as usize;
+        let start = pos + 8;
+        let end = start.saturating_add(len).min(out.len());
+        let crc = crc32c::crc32c(&out[start..end]);
+        out[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos = start.saturating_add(len);
     }
     out
 }

@@ -19,7 +19,7 @@ use crate::fsutil;
 use crate::read::{is_unchanged, is_unchanged_at, summarize_changed};
 
 /// First bytes of an index file; the rest is MessagePack. The digits change with the encoding.
-const MAGIC: &[u8; 8] = b"COHIDX02";
+const MAGIC: &[u8; 8] = b"COHIDX03";
 
 /// When a query writes the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,16 @@ fn read_index(
     let mut reader = body;
     let doc: IndexDoc =
         rmp_serde::decode::from_read(&mut reader).map_err(|e| format!("damaged index ({e})"))?;
+    // The header and every chunk carry a CRC-32C: a flipped bit is a damaged index, never a
+    // wrong answer.
+    let header = &body[..body.len() - reader.len()];
+    let Some((crc, rest)) = reader.split_first_chunk::<4>() else {
+        return Err("damaged index (truncated)".into());
+    };
+    if crc32c::crc32c(header) != u32::from_le_bytes(*crc) {
+        return Err("damaged index (header checksum)".into());
+    }
+    reader = rest;
     if doc.format != "cohort.index" || doc.version != CATALOG_VERSION {
         return Err(format!(
             "index format {:?} version {}, expected cohort.index version {CATALOG_VERSION}",
@@ -118,11 +128,18 @@ fn read_index(
         let Some((len, rest)) = reader.split_first_chunk::<4>() else {
             return Err("damaged index (truncated)".into());
         };
+        let Some((crc, rest)) = rest.split_first_chunk::<4>() else {
+            return Err("damaged index (truncated)".into());
+        };
         let len = u32::from_le_bytes(*len) as usize;
         if rest.len() < len {
             return Err("damaged index (truncated)".into());
         }
-        chunks.push(&rest[..len]);
+        let chunk = &rest[..len];
+        if crc32c::crc32c(chunk) != u32::from_le_bytes(*crc) {
+            return Err("damaged index (chunk checksum)".into());
+        }
+        chunks.push(chunk);
         reader = &rest[len..];
     }
     let decoded: Result<Vec<Vec<TrialSummary>>, String> = chunks
@@ -154,7 +171,10 @@ pub fn write_index(
         chunks: u32::try_from(trials.len().div_ceil(CHUNK)).unwrap_or(u32::MAX),
     };
     let mut bytes = MAGIC.to_vec();
-    rmp_serde::encode::write_named(&mut bytes, &doc).map_err(encode_error)?;
+    let mut header = Vec::new();
+    rmp_serde::encode::write_named(&mut header, &doc).map_err(encode_error)?;
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
     // The trial record's hyperparameters are also in the summary's (updated by the log):
     // kept once.
     let chunks: Result<Vec<Vec<u8>>, _> = trials
@@ -173,6 +193,7 @@ pub fn write_index(
         .collect();
     for chunk in chunks.map_err(encode_error)? {
         bytes.extend_from_slice(&u32::try_from(chunk.len()).unwrap_or(u32::MAX).to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&chunk).to_le_bytes());
         bytes.extend_from_slice(&chunk);
     }
     fsutil::replace(&path, &bytes)?;
@@ -571,7 +592,7 @@ mod tests {
         let mut older = whole.clone();
         older[..8].copy_from_slice(b"COHIDX01");
         cases.push(("another encoding", older));
-        let mut garbage = b"COHIDX02".to_vec();
+        let mut garbage = MAGIC.to_vec();
         garbage.extend((0..4096u32).map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3]));
         cases.push(("garbage after the magic", garbage));
         cases.push(("text", b"{\"format\": \"cohort.index\"}".to_vec()));
@@ -580,6 +601,38 @@ mod tests {
             let loaded = load(&catalog, &exp, read_only()).unwrap();
             assert_index_ignored(&loaded, &baseline, &path, what);
         }
+    }
+
+    /// Any one flipped bit of the index, wherever it falls (a number inside a summary among
+    /// them), leaves the answer equal to the answer without the index.
+    #[test]
+    fn no_single_flipped_bit_changes_an_answer() {
+        let (_dir, catalog, exp) = experiment(2);
+        let baseline = load(&catalog, &exp, no_index()).unwrap();
+        let path = write_index(&catalog, &exp, &baseline.trials).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let mut ignored = 0;
+        for byte in MAGIC.len()..whole.len() {
+            let mut damaged = whole.clone();
+            damaged[byte] ^= 1 << (byte % 8);
+            std::fs::write(&path, &damaged).unwrap();
+            let loaded = load(&catalog, &exp, read_only()).unwrap();
+            assert_eq!(
+                comparable(&loaded.trials),
+                comparable(&baseline.trials),
+                "bit {} of byte {byte} flipped",
+                byte % 8
+            );
+            if loaded.stats.index == "unreadable" {
+                ignored += 1;
+            }
+        }
+        // (A flip in the build time is harmless and still reads.)
+        assert!(
+            ignored * 10 > (whole.len() - MAGIC.len()) * 9,
+            "{ignored} of {}",
+            whole.len()
+        );
     }
 
     #[test]
@@ -598,7 +651,7 @@ mod tests {
                 "other",
             ),
         ] {
-            let mut bytes = b"COHIDX02".to_vec();
+            let mut bytes = MAGIC.to_vec();
             let doc = IndexDoc {
                 format: format.into(),
                 version,
@@ -606,7 +659,10 @@ mod tests {
                 built: 0.0,
                 chunks: 0,
             };
-            rmp_serde::encode::write_named(&mut bytes, &doc).unwrap();
+            let mut header = Vec::new();
+            rmp_serde::encode::write_named(&mut header, &doc).unwrap();
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(&crc32c::crc32c(&header).to_le_bytes());
             std::fs::write(&path, &bytes).unwrap();
             let loaded = load(&catalog, &exp, read_only()).unwrap();
             assert_index_ignored(&loaded, &baseline, &path, what);
@@ -630,7 +686,7 @@ mod tests {
         let (_dir, catalog, exp) = experiment(2);
         let path = catalog.index_path(&exp);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, b"COHIDX02 torn").unwrap();
+        std::fs::write(&path, [&MAGIC[..], b" torn"].concat()).unwrap();
         let rebuilt = load(
             &catalog,
             &exp,

@@ -548,7 +548,7 @@ fn garbage_files_and_other_versions_are_warnings_and_the_rest_is_shown() {
     );
     // A damaged index is ignored with a warning naming it.
     std::fs::create_dir_all(dir.path().join("index")).unwrap();
-    std::fs::write(catalog.index_path(&exp), b"COHIDX02\xc1\xc1").unwrap();
+    std::fs::write(catalog.index_path(&exp), b"COHIDX03\xc1\xc1").unwrap();
     let loaded = cohort_catalog::load(&catalog, &exp, LoadOptions::default()).unwrap();
     assert_eq!(loaded.stats.index, "unreadable");
     assert!(format!("{:?}", loaded.warnings).contains("damaged index"));
