@@ -75,8 +75,8 @@ struct RawTopology {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
-    max_connections: Option<usize>,
-    max_connections_per_user: Option<usize>,
+    max_connections: Option<u64>,
+    max_connections_per_user: Option<u64>,
     idle_timeout: Option<u64>,
 }
 
@@ -234,34 +234,34 @@ impl Config {
             })?;
             peer_nodes.insert(node, parsed);
         }
-        let mut limits = defaults.limits;
-        if let Some(n) = raw.limits.max_connections {
-            if n == 0 {
-                return Err(invalid(
-                    "limits.max_connections",
-                    "0 would refuse everyone".into(),
-                ));
-            }
-            limits.max_connections = n;
-        }
-        if let Some(n) = raw.limits.max_connections_per_user {
-            if n == 0 {
-                return Err(invalid(
-                    "limits.max_connections_per_user",
-                    "0 would refuse every user but root".into(),
-                ));
-            }
-            limits.max_connections_per_user = n;
-        }
-        if let Some(seconds) = raw.limits.idle_timeout {
-            if seconds == 0 {
-                return Err(invalid(
-                    "limits.idle_timeout",
-                    "0 would close every connection at once".into(),
-                ));
-            }
-            limits.idle_timeout = std::time::Duration::from_secs(seconds);
-        }
+        // Each limit, when given, must be positive: 0 would refuse or close everything.
+        let positive = |key: &'static str, value: Option<u64>, default: u64, why: &str| match value
+        {
+            Some(0) => Err(invalid(key, format!("0 would {why}"))),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let limits = Limits {
+            max_connections: count(positive(
+                "limits.max_connections",
+                raw.limits.max_connections,
+                defaults.limits.max_connections as u64,
+                "refuse everyone",
+            )?),
+            max_connections_per_user: count(positive(
+                "limits.max_connections_per_user",
+                raw.limits.max_connections_per_user,
+                defaults.limits.max_connections_per_user as u64,
+                "refuse every user but root",
+            )?),
+            idle_timeout: std::time::Duration::from_secs(positive(
+                "limits.idle_timeout",
+                raw.limits.idle_timeout,
+                defaults.limits.idle_timeout.as_secs(),
+                "close every connection at once",
+            )?),
+        };
         if raw.node_name.as_deref() == Some("") {
             return Err(invalid("node_name", "empty".into()));
         }

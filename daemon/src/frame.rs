@@ -39,15 +39,12 @@ pub(crate) async fn read<T: DeserializeOwned>(
         .map_err(|e| format!("malformed message: {e}"))
 }
 
-/// Writes one message as a frame.
+/// Writes one message as a frame (encoded as `proto::frame` encodes it).
 pub(crate) async fn write<T: Serialize>(
     stream: &mut (impl AsyncWrite + Unpin),
     message: &T,
 ) -> Result<(), String> {
-    let body = serde_json::to_vec(message).map_err(|e| e.to_string())?;
-    let len = u32::try_from(body.len()).map_err(|e| e.to_string())?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&len.to_le_bytes());
-    frame.extend_from_slice(&body);
+    let mut frame = Vec::new();
+    cohort_proto::frame::write_frame(&mut frame, message).map_err(|e| e.to_string())?;
     stream.write_all(&frame).await.map_err(|e| e.to_string())
 }

@@ -110,13 +110,9 @@ impl Admission {
 /// Tells a refused client why, without waiting: the answer is small enough for the socket's
 /// buffer, and a client that does not read it loses nothing of anyone else's.
 pub(crate) fn refuse(stream: &UnixStream, message: &str) {
+    let mut frame = Vec::new();
     let response = crate::api::error(ErrorCode::Busy, message);
-    if let Ok(body) = serde_json::to_vec(&response) {
-        let Ok(len) = u32::try_from(body.len()) else {
-            return;
-        };
-        let mut frame = len.to_le_bytes().to_vec();
-        frame.extend_from_slice(&body);
+    if cohort_proto::frame::write_frame(&mut frame, &response).is_ok() {
         let _ = stream.try_write(&frame);
     }
 }
