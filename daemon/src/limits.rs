@@ -32,23 +32,30 @@ pub(crate) struct Admission {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     counts: Arc<Mutex<Counts>>,
-    uid: Option<u32>,
-    peer: bool,
+    holder: Holder,
+}
+
+/// Whose place a ticket holds.
+#[derive(Debug, Clone, Copy)]
+enum Holder {
+    /// A daemon's connection on the peer port.
+    Peer,
+    /// A local connection of this uid (`u32::MAX` when unknown).
+    Local(u32),
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.peer {
-            counts.peers = counts.peers.saturating_sub(1);
-            return;
-        }
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(uid) = self.uid.filter(|&uid| uid != 0) {
-            if let Some(n) = counts.by_uid.get_mut(&uid) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    counts.by_uid.remove(&uid);
+        match self.holder {
+            Holder::Peer => counts.peers = counts.peers.saturating_sub(1),
+            Holder::Local(uid) => {
+                counts.total = counts.total.saturating_sub(1);
+                if let Some(n) = counts.by_uid.get_mut(&uid) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        counts.by_uid.remove(&uid);
+                    }
                 }
             }
         }
@@ -87,8 +94,7 @@ impl Admission {
         counts.total += 1;
         Ok(Ticket {
             counts: Arc::clone(&self.counts),
-            uid: Some(user),
-            peer: false,
+            holder: Holder::Local(user),
         })
     }
 
@@ -101,8 +107,7 @@ impl Admission {
         counts.peers += 1;
         Some(Ticket {
             counts: Arc::clone(&self.counts),
-            uid: None,
-            peer: true,
+            holder: Holder::Peer,
         })
     }
 }
