@@ -18,11 +18,13 @@ mod algo;
 mod auth;
 pub mod bench;
 mod comm;
+mod connect;
 mod dtype;
 mod engine;
 mod error;
 mod inherit;
 mod link;
+mod options;
 #[cfg(feature = "rdma")]
 pub use link::rdma;
 pub mod store;
@@ -31,9 +33,9 @@ pub mod torch;
 
 pub use algo::Algorithm;
 pub use auth::generate_secret;
-pub use comm::{
-    remove_job_shm, AbortHandle, CommOptions, Communicator, Handle, Transport, DEFAULT_TIMEOUT,
-};
+pub use comm::{AbortHandle, Communicator, Handle};
+pub use connect::remove_job_shm;
 pub use dtype::{DataType, Element, ReduceOp};
 pub use error::{CommError, InitError};
 pub use half::{bf16, f16};
+pub use options::{CommOptions, Transport, DEFAULT_TIMEOUT};
