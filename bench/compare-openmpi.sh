@@ -3,15 +3,21 @@
 # prints the ratios the collectives are held to: shared memory and TCP with 2 ranks, 4 ranks
 # oversubscribed, the 8-byte latency, single-thread memcpy as a yardstick, and each rank's peak
 # memory beside the message.
-# Needs: openmpi-bin libopenmpi-dev (apt), a release build (cargo build --release).
+# Needs: openmpi-bin libopenmpi-dev (apt). COHORT=path runs another cohort binary (an older
+# build, to compare two versions against the same reference); by default a release build is
+# made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench
 mkdir -p "$out"
 mpicc -O2 -o "$out/mpi_allreduce" bench/mpi_allreduce.c
 cc -O2 -o "$out/memcpy_ref" bench/memcpy_ref.c
-cargo build --release --locked --bin cohort -q
-cohort=target/release/cohort
+if [[ -n ${COHORT:-} ]]; then
+    cohort=$COHORT
+else
+    cargo build --release --locked --bin cohort -q
+    cohort=target/release/cohort
+fi
 ITERS=${ITERS:-10}
 WARMUP=${WARMUP:-3}
 mpirun_=(mpirun --allow-run-as-root --oversubscribe --bind-to none)

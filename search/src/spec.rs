@@ -4,7 +4,8 @@
 //! ```toml
 //! name = "mlp-lr"
 //! description = "learning rate and width"
-//! command = ["target/release/mlp", "5"]       # or: sbatch = "train.sbatch"
+//! command = ["target/release/mlp", "5"]       # or a shell line: command = "python train.py"
+//!                                             # or: sbatch = "train.sbatch"
 //!
 //! [resources]
 //! nodes = 2
@@ -163,7 +164,7 @@ pub struct ExperimentSpec {
 struct RawFile {
     name: Spanned<String>,
     description: Option<String>,
-    command: Option<Spanned<Vec<String>>>,
+    command: Option<Spanned<toml::Value>>,
     sbatch: Option<Spanned<String>>,
     #[serde(default)]
     resources: Option<Spanned<RawResources>>,
@@ -291,11 +292,32 @@ impl ExperimentSpec {
             return Err(ctx.err(Some(&raw.name.span()), "name", "must not be empty"));
         }
         let launch = match (&raw.command, &raw.sbatch) {
-            (Some(command), None) if !command.get_ref().is_empty() => {
-                Launch::Command(command.get_ref().clone())
-            }
             (Some(command), None) => {
-                return Err(ctx.err(Some(&command.span()), "command", "must name a program"))
+                let bad = |problem: &str| ctx.err(Some(&command.span()), "command", problem);
+                match command.get_ref() {
+                    // A line as people write it, run by the shell on every node.
+                    toml::Value::String(line) if line.trim().is_empty() => {
+                        return Err(bad("must name a program"))
+                    }
+                    toml::Value::String(line) => {
+                        Launch::Command(vec!["/bin/sh".into(), "-c".into(), line.clone()])
+                    }
+                    toml::Value::Array(words) if words.is_empty() => {
+                        return Err(bad("must name a program"))
+                    }
+                    toml::Value::Array(words) => Launch::Command(
+                        words
+                            .iter()
+                            .map(|w| w.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<String>>>()
+                            .ok_or_else(|| bad("every word of the command must be a string"))?,
+                    ),
+                    _ => {
+                        return Err(bad(
+                            "must be a shell line (\"python train.py\") or a list of words ([\"python\", \"train.py\"])",
+                        ))
+                    }
+                }
             }
             (None, Some(script)) => {
                 let script_path = PathBuf::from(script.get_ref());
@@ -764,5 +786,31 @@ momentum = { type = "double", minval = 0.8, maxval = 0.99 }
                 .replace("max_rungs = 4\n", ""),
         );
         assert!(e.problem.contains("count"), "{e}");
+    }
+
+    #[test]
+    fn a_command_is_a_list_of_words_or_a_shell_line() {
+        let spec = parse(GOOD).unwrap();
+        assert!(matches!(&spec.launch, Launch::Command(w) if w == &["train", "--fast"]));
+        let line = GOOD.replace(
+            "command = [\"train\", \"--fast\"]",
+            "command = \"python train.py --epochs 10\"",
+        );
+        let spec = parse(&line).unwrap();
+        assert!(
+            matches!(&spec.launch, Launch::Command(w) if w == &["/bin/sh", "-c", "python train.py --epochs 10"]),
+            "{:?}",
+            spec.launch
+        );
+        for (bad, problem) in [
+            ("command = \"  \"", "must name a program"),
+            ("command = []", "must name a program"),
+            ("command = [\"train\", 5]", "must be a string"),
+            ("command = 5", "a shell line"),
+        ] {
+            let e = error(&GOOD.replace("command = [\"train\", \"--fast\"]", bad));
+            assert_eq!((e.key.as_str(), e.line), ("command", 3), "{e}");
+            assert!(e.problem.contains(problem), "{bad}: {e}");
+        }
     }
 }
