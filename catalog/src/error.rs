@@ -48,6 +48,14 @@ pub enum CatalogError {
     /// A query, filter or argument is malformed.
     #[error("{0}")]
     BadQuery(String),
+    /// A metric name the catalog does not take; nothing of the call was recorded.
+    #[error("metric name {name:?}: {problem}")]
+    BadMetricName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
 }
 
 /// Something wrong with one file that a query skipped, carrying on with the rest.

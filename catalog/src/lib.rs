@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod fuzzing;
 mod history_cache;
 pub mod index;
+pub mod json;
 pub mod log;
 pub mod query;
 pub mod read;

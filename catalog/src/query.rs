@@ -263,6 +263,32 @@ impl Filter {
     }
 }
 
+/// The trials of `trials` that pass every filter of `filters` (texts like `val_loss<0.5`),
+/// sorted by `sort` (a field's text, like `val_loss:min` or `hp.lr`), at most `limit`: the
+/// query of `cohort trials`. Errors name the filter or field that does not parse.
+pub fn query<'a, S: AsRef<str>>(
+    trials: &'a [TrialSummary],
+    filters: &[S],
+    sort: Option<(&str, bool)>,
+    limit: Option<usize>,
+) -> Result<Vec<&'a TrialSummary>, CatalogError> {
+    let filters = filters
+        .iter()
+        .map(|f| Filter::parse(f.as_ref(), trials))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sort = match sort {
+        Some((text, descending)) => Some((Field::parse(text, trials)?, descending)),
+        None => None,
+    };
+    Ok(select(
+        trials,
+        &filters,
+        sort.as_ref()
+            .map(|(field, descending)| (field, *descending)),
+        limit,
+    ))
+}
+
 /// Filters, sorts (missing and NaN values last in either direction; ties by trial number)
 /// and truncates.
 pub fn select<'a>(

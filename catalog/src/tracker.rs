@@ -283,6 +283,28 @@ fn new_segment(dir: &Path) -> Result<(File, PathBuf), CatalogError> {
     }
 }
 
+/// The longest metric name, in bytes.
+pub const MAX_METRIC_NAME: usize = 256;
+
+/// Whether the catalog takes `name` as a metric name: not empty, at most
+/// [`MAX_METRIC_NAME`] bytes, no control characters (they would break every table and CSV
+/// the name appears in). Any other UTF-8 is fine (`loss`, `val/acc`, `ppl@1k`).
+pub fn check_metric_name(name: &str) -> Result<(), CatalogError> {
+    let problem = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_METRIC_NAME {
+        "is longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "has a control character"
+    } else {
+        return Ok(());
+    };
+    Err(CatalogError::BadMetricName {
+        name: name.chars().take(80).collect(),
+        problem,
+    })
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -357,21 +379,43 @@ impl Tracker {
         catalog: &Catalog,
         experiment: &str,
         trial: Option<u64>,
-        mut options: TrackerOptions,
+        options: TrackerOptions,
     ) -> Result<Tracker, CatalogError> {
         let trial = match trial {
             Some(id) => catalog.trial(&catalog.experiment(experiment)?, id)?,
             None => {
-                let (exp, _) = catalog.create_experiment(&NewExperiment {
-                    name: experiment.to_owned(),
-                    ..NewExperiment::default()
-                })?;
-                options.owns_state = true;
                 let command: Vec<String> = std::env::args().collect();
-                catalog.create_trial(&exp, BTreeMap::new(), command, Some(TrialState::Running))?
+                return Tracker::new_trial(catalog, experiment, BTreeMap::new(), command, options);
             }
         };
         Tracker::attach(trial, options)
+    }
+
+    /// Creates a trial of `experiment` (and the experiment, if new) with `hparams`, recording
+    /// `command` as what ran, and opens a tracker that owns its state: a program that tracks
+    /// itself outside any launcher.
+    pub fn new_trial(
+        catalog: &Catalog,
+        experiment: &str,
+        hparams: BTreeMap<String, serde_json::Value>,
+        command: Vec<String>,
+        mut options: TrackerOptions,
+    ) -> Result<Tracker, CatalogError> {
+        let (exp, _) = catalog.create_experiment(&NewExperiment {
+            name: experiment.to_owned(),
+            ..NewExperiment::default()
+        })?;
+        options.owns_state = true;
+        let trial = catalog.create_trial(&exp, hparams, command, Some(TrialState::Running))?;
+        Tracker::attach(trial, options)
+    }
+
+    /// The trial's hyperparameters, as its record holds them (empty when disabled).
+    pub fn hparams(&self) -> Result<BTreeMap<String, serde_json::Value>, CatalogError> {
+        match &self.trial {
+            Some(trial) => Ok(crate::catalog::read_trial_record(&trial.dir)?.hparams),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     /// Opens a new log segment in `trial`'s directory.
@@ -533,6 +577,11 @@ impl Tracker {
                 .zip(values)
                 .all(|((known, _), (name, _))| known == name);
         if !same {
+            // Names are checked where they change: a loop logging the same names every step
+            // pays nothing, and a call with a bad name records none of its values.
+            for (name, _) in values {
+                check_metric_name(name)?;
+            }
             let mut new_names: Vec<&str> = Vec::new();
             let first_new = u32::try_from(inner.ids.len()).unwrap_or(u32::MAX);
             inner.recent.clear();
@@ -621,6 +670,16 @@ impl Tracker {
     /// the trial's state) writes it.
     pub fn finish(mut self, state: TrialState) -> Result<(), CatalogError> {
         self.end(Some(state), None)
+    }
+
+    /// [`Tracker::finish`] with a message that says why (recorded in the trial's state when
+    /// this tracker owns it): a failed run's exception, for example.
+    pub fn finish_with_message(
+        mut self,
+        state: TrialState,
+        message: Option<String>,
+    ) -> Result<(), CatalogError> {
+        self.end(Some(state), message)
     }
 
     /// Writes and syncs what is buffered and stops, recording no end of the trial (for
@@ -1057,6 +1116,57 @@ mod tests {
         );
         let second = Tracker::open(&catalog, "fresh", None, quiet()).unwrap();
         assert_eq!(second.trial().unwrap().id, 2);
+    }
+
+    #[test]
+    fn a_call_with_a_bad_metric_name_records_none_of_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        tracker.log_metrics(0, &[("loss", 1.0)]).unwrap();
+        let long = "x".repeat(MAX_METRIC_NAME + 1);
+        for bad in ["", "two\nlines", long.as_str()] {
+            let e = tracker
+                .log_metrics(1, &[("loss", 0.5), (bad, 2.0)])
+                .unwrap_err();
+            assert!(matches!(e, CatalogError::BadMetricName { .. }), "{e}");
+        }
+        assert!(check_metric_name(&"x".repeat(MAX_METRIC_NAME)).is_ok());
+        tracker.log_metrics(2, &[("loss", 0.25)]).unwrap();
+        tracker.sync().unwrap();
+        let decoded = only_segment(&trial.dir);
+        assert_eq!(
+            decoded.rows,
+            vec![(0, named(&[("loss", 1.0)])), (2, named(&[("loss", 0.25)]))]
+        );
+        assert_eq!(decoded.defined, ["loss"]);
+    }
+
+    #[test]
+    fn a_new_trial_carries_its_hparams_and_a_failure_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open_or_create(dir.path().join("catalog")).unwrap();
+        let hparams = BTreeMap::from([
+            ("lr".to_owned(), json!(0.01)),
+            ("act".to_owned(), json!("relu")),
+        ]);
+        let tracker = Tracker::new_trial(
+            &catalog,
+            "py",
+            hparams.clone(),
+            vec!["train.py".into()],
+            quiet(),
+        )
+        .unwrap();
+        assert_eq!(tracker.hparams().unwrap(), hparams);
+        let trial = tracker.trial().unwrap().clone();
+        tracker
+            .finish_with_message(TrialState::Failed, Some("ValueError: bad batch".into()))
+            .unwrap();
+        let state = read_state(&trial.dir).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Failed);
+        assert_eq!(state.message.as_deref(), Some("ValueError: bad batch"));
+        assert!(Tracker::disabled().hparams().unwrap().is_empty());
     }
 
     #[test]

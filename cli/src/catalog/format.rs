@@ -1,5 +1,5 @@
 //! How the catalog commands print: dates and durations, plain text tables, JSON, a trial's
-//! state, hyperparameter values and a trial as JSON.
+//! state and hyperparameter values (a trial as JSON is the catalog's `json::trial_json`).
 
 use anyhow::Result;
 use cohort_catalog::format_number;
@@ -97,27 +97,4 @@ pub(super) fn hparam_text(value: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-pub(super) fn trial_json(trial: &TrialSummary) -> serde_json::Value {
-    let metrics: serde_json::Map<String, serde_json::Value> = trial
-        .metrics
-        .iter()
-        .map(|(name, m)| (name.clone(), serde_json::to_value(m).unwrap_or_default()))
-        .collect();
-    let state = trial.state.as_ref();
-    serde_json::json!({
-        "trial": trial.id,
-        "state": shown_state(trial).map(|s| s.as_str()),
-        "hparams": trial.hparams,
-        "metrics": metrics,
-        "created": trial.trial.created,
-        "started": state.and_then(|s| s.started),
-        "ended": state.and_then(|s| s.ended),
-        "exit_status": state.and_then(|s| s.exit_status),
-        "slurm_job": state.and_then(|s| s.slurm_job.clone()),
-        "nodes": state.map(|s| s.nodes.clone()).unwrap_or_default(),
-        "checkpoints": trial.checkpoints.len(),
-        "last_write": trial.last_write,
-    })
 }

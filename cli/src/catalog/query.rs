@@ -8,14 +8,15 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use cohort_catalog::export::Format;
-use cohort_catalog::query::{Field, Filter};
+use cohort_catalog::query::Field;
 use cohort_catalog::read::{history, shown_state, Point};
 use cohort_catalog::{format_number, Experiment};
 use cohort_proto::catalog::TrialSummary;
 
-use super::format::{hparam_text, json_out, state_text, table, time_text, trial_json};
+use super::format::{hparam_text, json_out, state_text, table, time_text};
 use super::{load, one_trial, parse_trial_ref, targets, warn_all, CatalogArg};
 use crate::write_out;
+use cohort_catalog::json::{experiment_json, trial_json};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ExpCommand {
@@ -105,16 +106,7 @@ pub(crate) fn exp(command: &ExpCommand) -> Result<ExitCode> {
                 let list: Vec<serde_json::Value> = experiments
                     .iter()
                     .zip(&counts)
-                    .map(|(e, n)| {
-                        serde_json::json!({
-                            "name": e.record.name,
-                            "description": e.record.description,
-                            "owner": e.record.owner.user,
-                            "created": e.record.created,
-                            "searcher": e.record.searcher,
-                            "trials": n,
-                        })
-                    })
+                    .map(|(e, n)| experiment_json(e, *n))
                     .collect();
                 json_out(&list)?;
             } else if experiments.is_empty() {
@@ -217,21 +209,16 @@ pub(crate) fn trials(args: &TrialsArgs) -> Result<ExitCode> {
     let catalog = args.catalog.open()?;
     let experiment = catalog.experiment(&args.experiment)?;
     let loaded = load(&catalog, &experiment, !args.no_index)?;
-    let filters = args
-        .filters
-        .iter()
-        .map(|f| Filter::parse(f, &loaded.trials))
-        .collect::<Result<Vec<_>, _>>()?;
+    let chosen = cohort_catalog::query::query(
+        &loaded.trials,
+        &args.filters,
+        args.sort.as_deref().map(|text| (text, args.desc)),
+        args.limit,
+    )?;
     let sort = match &args.sort {
         Some(text) => Some(Field::parse(text, &loaded.trials)?),
         None => None,
     };
-    let chosen = cohort_catalog::query::select(
-        &loaded.trials,
-        &filters,
-        sort.as_ref().map(|f| (f, args.desc)),
-        args.limit,
-    );
     if args.json {
         let list: Vec<serde_json::Value> = chosen.iter().map(|t| trial_json(t)).collect();
         json_out(&list)?;
