@@ -1,0 +1,41 @@
+"""Cohort from Python: track a training run, query the experiment catalog, run as a search
+trial, and (``import cohort.torch``) a torch.distributed backend for CPU tensors.
+
+A PyTorch script launched by ``cohort run -n N -- python train.py`` or ``srun --cohort``::
+
+    import cohort
+
+    tracker = cohort.Tracker.from_env()
+    lr = tracker.hparams.get("lr", 0.01)
+    for step in range(start, steps):
+        loss = train_step(...)
+        tracker.log({"loss": loss}, step)
+        if tracker.should_stop(step):
+            break
+
+Outside any launcher, ``cohort.init(experiment="mnist", hparams={"lr": 0.01})`` creates a
+trial, and ``with`` ends it completed, or failed with the exception's message.
+"""
+
+from ._native import (
+    CatalogError,
+    Checkpoint,
+    CommError,
+    Tracker,
+    __version__,
+    init,
+)
+from .catalog import Catalog, Experiment, Trial, Metric
+
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "Checkpoint",
+    "CommError",
+    "Experiment",
+    "Metric",
+    "Tracker",
+    "Trial",
+    "init",
+    "__version__",
+]

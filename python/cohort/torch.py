@@ -1,0 +1,324 @@
+"""A torch.distributed backend named ``cohort`` for CPU tensors.
+
+``import cohort.torch`` registers it; then, in a script started by ``cohort run -n N --
+python train.py`` or ``srun --cohort python train.py``::
+
+    import torch.distributed as dist
+    import cohort.torch  # noqa: F401  (registers the backend)
+
+    dist.init_process_group(backend="cpu:cohort,cuda:nccl")
+
+needs no other argument: rank, world size, rendezvous, secret and plan come from the
+``COHORT_*`` environment the launcher set. CPU tensors go through Cohort's collectives
+(shared memory on one machine, TCP or RDMA between machines, topology-aware algorithms);
+CUDA tensors go to NCCL when the backend string pairs it (``cuda:nccl``), and raise a clear
+error otherwise: the backend never stages GPU memory through the host behind your back.
+
+Supported: all_reduce (sum, avg, min, max, product), broadcast, reduce, all_gather,
+all_gather_into_tensor, reduce_scatter, reduce_scatter_tensor and barrier, on float32,
+float64, float16, bfloat16, int32, int64 and uint8. Every operation runs to completion when
+it is called, so the work object it returns is already done (``wait()`` returns at once) and
+DDP's gradient communication does not overlap its backward pass. A dead rank or a missed
+deadline raises ``cohort.CommError`` naming the rank and host, in every rank. The backend
+spans the whole job: subgroups (``dist.new_group``) need another backend.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, Callable, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch.futures import Future
+
+from . import _native
+
+try:  # The one way torch offers to make a work object from a future.
+    from torch._C._distributed_c10d import _create_work_from_future
+except ImportError as error:  # pragma: no cover - depends on the torch version
+    raise ImportError(
+        "cohort.torch needs torch.distributed's _create_work_from_future (PyTorch >= 2.2)"
+    ) from error
+
+__all__ = ["ProcessGroupCohort", "BACKEND"]
+
+#: The name to give ``init_process_group``.
+BACKEND = "cohort"
+
+_OPS = {
+    dist.ReduceOp.SUM: "sum",
+    dist.ReduceOp.PRODUCT: "product",
+    dist.ReduceOp.MIN: "min",
+    dist.ReduceOp.MAX: "max",
+    dist.ReduceOp.AVG: "avg",
+}
+
+
+def _op_name(op: Any) -> str:
+    for known, name in _OPS.items():
+        if op == known:
+            return name
+    raise ValueError(
+        f"the cohort backend reduces with SUM, AVG, MIN, MAX or PRODUCT, not {op}"
+    )
+
+
+def _done(result: Any) -> Any:
+    future: Future = Future()
+    future.set_result(result)
+    return _create_work_from_future(future)
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype)[len("torch.") :]
+
+
+class _Contiguous:
+    """A contiguous view of ``tensor`` for the collective, copied back afterwards when
+    ``tensor`` itself is not contiguous."""
+
+    def __init__(self, tensor: torch.Tensor, write_back: bool = True) -> None:
+        self.tensor = tensor
+        self.flat = tensor if tensor.is_contiguous() else tensor.contiguous()
+        self.write_back = write_back and self.flat is not tensor
+
+    def __enter__(self) -> torch.Tensor:
+        return self.flat
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.write_back and exc[0] is None:
+            self.tensor.copy_(self.flat)
+
+
+class ProcessGroupCohort(dist.ProcessGroup):
+    """The ``cohort`` backend's process group; made by ``init_process_group``."""
+
+    def __init__(
+        self, store: Any, rank: int, size: int, timeout: Optional[timedelta]
+    ) -> None:
+        super().__init__(rank, size)
+        self._store = store
+        self._cuda: Any = None
+        seconds = timeout.total_seconds() if timeout is not None else None
+        env_rank = os.environ.get("COHORT_RANK")
+        env_size = os.environ.get("COHORT_WORLD_SIZE")
+        if env_rank is not None and env_size is not None and (
+            int(env_rank) != rank or int(env_size) != size
+        ):
+            raise ValueError(
+                f"the cohort backend spans the whole job (COHORT_RANK={env_rank}, "
+                f"COHORT_WORLD_SIZE={env_size}); this group is rank {rank} of {size}: "
+                "use gloo for subgroups"
+            )
+        self._comm = _native.Communicator.from_env(seconds)
+
+    def getBackendName(self) -> str:  # noqa: N802 - torch's name
+        return BACKEND
+
+    def __repr__(self) -> str:
+        return (
+            f"<cohort ProcessGroup rank {self.rank()} of {self.size()} "
+            f"({self._comm.transport_summary()})>"
+        )
+
+    # CUDA tensors: NCCL when the backend string pairs it, else a clear error.
+    def _cuda_backend(self) -> Any:
+        if self._cuda is None:
+            try:
+                config = str(dist.get_backend_config(self))
+            except Exception:  # noqa: BLE001 - not registered yet: no pairing known
+                config = ""
+            if "cuda:nccl" not in config:
+                raise RuntimeError(
+                    "the cohort backend takes CPU tensors; for CUDA tensors pair it with "
+                    'NCCL: dist.init_process_group(backend="cpu:cohort,cuda:nccl")'
+                )
+            options = dist.ProcessGroupNCCL.Options()
+            self._cuda = dist.ProcessGroupNCCL(
+                dist.PrefixStore("cohort-cuda/", self._store),
+                self.rank(),
+                self.size(),
+                options,
+            )
+        return self._cuda
+
+    def _on_cuda(self, tensors: List[torch.Tensor]) -> bool:
+        kinds = {t.device.type for t in tensors}
+        if kinds <= {"cpu"}:
+            return False
+        if kinds == {"cuda"}:
+            return True
+        raise RuntimeError(
+            f"the cohort backend takes CPU tensors (and CUDA ones through NCCL), not {sorted(kinds)}"
+        )
+
+    def _delegate(self, name: str, *args: Any) -> Any:
+        return getattr(self._cuda_backend(), name)(*args)
+
+    def allreduce(self, tensors: List[torch.Tensor], opts: Any) -> Any:
+        if self._on_cuda(tensors):
+            return self._delegate("allreduce", tensors, opts)
+        op = _op_name(opts.reduceOp)
+        for tensor in tensors:
+            with _Contiguous(tensor) as flat:
+                self._comm.allreduce(flat.data_ptr(), flat.numel(), _dtype(flat), op)
+        return _done(tensors)
+
+    def allreduce_coalesced(self, tensors: List[torch.Tensor], opts: Any) -> Any:
+        if self._on_cuda(tensors):
+            return self._delegate("allreduce_coalesced", tensors, opts)
+        op = _op_name(opts.reduceOp)
+        for tensor in tensors:
+            with _Contiguous(tensor) as flat:
+                self._comm.allreduce(flat.data_ptr(), flat.numel(), _dtype(flat), op)
+        return _done(tensors)
+
+    def broadcast(self, tensors: List[torch.Tensor], opts: Any) -> Any:
+        if self._on_cuda(tensors):
+            return self._delegate("broadcast", tensors, opts)
+        for tensor in tensors:
+            with _Contiguous(tensor) as flat:
+                self._comm.broadcast(flat.data_ptr(), flat.numel(), _dtype(flat), opts.rootRank)
+        return _done(tensors)
+
+    def reduce(self, tensors: List[torch.Tensor], opts: Any) -> Any:
+        if self._on_cuda(tensors):
+            return self._delegate("reduce", tensors, opts)
+        op = _op_name(opts.reduceOp)
+        for tensor in tensors:
+            with _Contiguous(tensor) as flat:
+                self._comm.reduce(flat.data_ptr(), flat.numel(), _dtype(flat), op, opts.rootRank)
+        return _done(tensors)
+
+    def _gather_flat(self, output: torch.Tensor, input: torch.Tensor) -> None:
+        if output.numel() != input.numel() * self.size():
+            raise ValueError(
+                f"all_gather: the output has {output.numel()} elements, not "
+                f"{self.size()} x {input.numel()}"
+            )
+        if output.dtype != input.dtype:
+            raise ValueError(f"all_gather: output {output.dtype}, input {input.dtype}")
+        send = input.contiguous()
+        if _overlap(send, output):
+            send = send.clone()
+        with _Contiguous(output) as flat:
+            self._comm.allgather(send.data_ptr(), flat.data_ptr(), send.numel(), _dtype(send))
+
+    def allgather(
+        self, output_tensors: List[List[torch.Tensor]], input_tensors: List[torch.Tensor], opts: Any
+    ) -> Any:
+        if self._on_cuda(input_tensors):
+            return self._delegate("allgather", output_tensors, input_tensors, opts)
+        for outputs, input in zip(output_tensors, input_tensors):
+            if len(outputs) != self.size():
+                raise ValueError(
+                    f"all_gather: {len(outputs)} output tensors for {self.size()} ranks"
+                )
+            gathered = torch.empty(
+                (self.size() * input.numel(),), dtype=input.dtype, device="cpu"
+            )
+            self._gather_flat(gathered, input)
+            for rank, out in enumerate(outputs):
+                out.copy_(gathered[rank * input.numel() : (rank + 1) * input.numel()].view_as(out))
+        return _done(output_tensors)
+
+    def _allgather_base(self, output: torch.Tensor, input: torch.Tensor, opts: Any) -> Any:
+        if self._on_cuda([output, input]):
+            return self._delegate("_allgather_base", output, input, opts)
+        self._gather_flat(output, input)
+        return _done([output])
+
+    def allgather_into_tensor_coalesced(
+        self, outputs: List[torch.Tensor], inputs: List[torch.Tensor], opts: Any
+    ) -> Any:
+        if self._on_cuda(inputs):
+            return self._delegate("allgather_into_tensor_coalesced", outputs, inputs, opts)
+        for output, input in zip(outputs, inputs):
+            self._gather_flat(output, input)
+        return _done(outputs)
+
+    def _scatter_flat(self, output: torch.Tensor, input: torch.Tensor, op: str) -> None:
+        if input.numel() != output.numel() * self.size():
+            raise ValueError(
+                f"reduce_scatter: the input has {input.numel()} elements, not "
+                f"{self.size()} x {output.numel()}"
+            )
+        if output.dtype != input.dtype:
+            raise ValueError(f"reduce_scatter: output {output.dtype}, input {input.dtype}")
+        send = input.contiguous()
+        if _overlap(send, output):
+            send = send.clone()
+        with _Contiguous(output) as flat:
+            self._comm.reduce_scatter(
+                send.data_ptr(), flat.data_ptr(), flat.numel(), _dtype(flat), op
+            )
+
+    def reduce_scatter(
+        self, output_tensors: List[torch.Tensor], input_tensors: List[List[torch.Tensor]], opts: Any
+    ) -> Any:
+        if self._on_cuda(output_tensors):
+            return self._delegate("reduce_scatter", output_tensors, input_tensors, opts)
+        op = _op_name(opts.reduceOp)
+        for output, inputs in zip(output_tensors, input_tensors):
+            if len(inputs) != self.size():
+                raise ValueError(
+                    f"reduce_scatter: {len(inputs)} input tensors for {self.size()} ranks"
+                )
+            stacked = torch.cat([t.reshape(-1) for t in inputs])
+            self._scatter_flat(output, stacked, op)
+        return _done(output_tensors)
+
+    def _reduce_scatter_base(self, output: torch.Tensor, input: torch.Tensor, opts: Any) -> Any:
+        if self._on_cuda([output, input]):
+            return self._delegate("_reduce_scatter_base", output, input, opts)
+        self._scatter_flat(output, input, _op_name(opts.reduceOp))
+        return _done([output])
+
+    def reduce_scatter_tensor_coalesced(
+        self, outputs: List[torch.Tensor], inputs: List[torch.Tensor], opts: Any
+    ) -> Any:
+        if self._on_cuda(outputs):
+            return self._delegate("reduce_scatter_tensor_coalesced", outputs, inputs, opts)
+        op = _op_name(opts.reduceOp)
+        for output, input in zip(outputs, inputs):
+            self._scatter_flat(output, input, op)
+        return _done(outputs)
+
+    def barrier(self, opts: Any = None) -> Any:
+        self._comm.barrier()
+        return _done([])
+
+    def abort(self) -> None:
+        self._comm.abort()
+
+    def shutdown(self) -> None:
+        self._comm.abort()
+
+
+def _refuse(name: str) -> Callable[..., Any]:
+    def refuse(self: ProcessGroupCohort, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"the cohort backend has no {name}; use gloo (or nccl on GPUs) for it")
+
+    refuse.__name__ = name
+    return refuse
+
+
+for _name in ("send", "recv", "recv_anysource", "gather", "scatter", "alltoall", "alltoall_base"):
+    setattr(ProcessGroupCohort, _name, _refuse(_name))
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    a_start, b_start = a.data_ptr(), b.data_ptr()
+    a_end = a_start + a.numel() * a.element_size()
+    b_end = b_start + b.numel() * b.element_size()
+    return a.numel() > 0 and b.numel() > 0 and a_start < b_end and b_start < a_end
+
+
+def _create(store: Any, rank: int, size: int, timeout: Optional[timedelta]) -> ProcessGroupCohort:
+    return ProcessGroupCohort(store, rank, size, timeout)
+
+
+if BACKEND.upper() not in dist.Backend._plugins:
+    dist.Backend.register_backend(BACKEND, _create, devices=["cpu"])
