@@ -264,7 +264,7 @@ impl Filter {
 }
 
 /// The trials of `trials` that pass every filter of `filters` (texts like `val_loss<0.5`),
-/// sorted by `sort` (a field's text, like `val_loss:min` or `hp.lr`), at most `limit`: the
+/// sorted by `sort` (a field's text, like `val_loss:min` or `hparams.lr`), at most `limit`: the
 /// query of `cohort trials`. Errors name the filter or field that does not parse.
 pub fn query<'a, S: AsRef<str>>(
     trials: &'a [TrialSummary],

@@ -111,7 +111,7 @@ class Catalog:
     ) -> List[Trial]:
         """The trials of ``experiment``, as ``cohort trials`` selects them.
 
-        ``sort`` is a field (``val_loss`` for the last value, ``val_loss:min``, ``hp.lr``,
+        ``sort`` is a field (``val_loss`` for the last value, ``val_loss:min``, ``hparams.lr`` or just ``lr``,
         ``state``, ``id``); missing values sort last either way. ``where`` is a filter or a
         list of filters, all of which must hold (``"val_loss<0.5"``, ``"state=completed"``).
         ``limit`` keeps the first ones. The best trial: ``trials(exp, sort="val_loss:min",

@@ -230,6 +230,9 @@ class ProcessGroupCohort(dist.ProcessGroup):
         self._gather_flat(output, input)
         return _done([output])
 
+    # Newer PyTorch (2.13) hands all_gather_into_tensor to the group as all_gather_single.
+    all_gather_single = _allgather_base
+
     def allgather_into_tensor_coalesced(
         self, outputs: List[torch.Tensor], inputs: List[torch.Tensor], opts: Any
     ) -> Any:
@@ -276,6 +279,9 @@ class ProcessGroupCohort(dist.ProcessGroup):
         self._scatter_flat(output, input, _op_name(opts.reduceOp))
         return _done([output])
 
+    # Newer PyTorch (2.13) hands reduce_scatter_tensor to the group as reduce_scatter_single.
+    reduce_scatter_single = _reduce_scatter_base
+
     def reduce_scatter_tensor_coalesced(
         self, outputs: List[torch.Tensor], inputs: List[torch.Tensor], opts: Any
     ) -> Any:
@@ -285,6 +291,9 @@ class ProcessGroupCohort(dist.ProcessGroup):
         for output, input in zip(outputs, inputs):
             self._scatter_flat(output, input, op)
         return _done(outputs)
+
+    all_gather_single_coalesced = allgather_into_tensor_coalesced
+    reduce_scatter_single_coalesced = reduce_scatter_tensor_coalesced
 
     def barrier(self, opts: Any = None) -> Any:
         self._comm.barrier()
@@ -305,7 +314,7 @@ def _refuse(name: str) -> Callable[..., Any]:
     return refuse
 
 
-for _name in ("send", "recv", "recv_anysource", "gather", "scatter", "alltoall", "alltoall_base"):
+for _name in ("send", "recv", "recv_anysource", "gather", "scatter", "alltoall", "alltoall_base", "all_to_all_single"):
     setattr(ProcessGroupCohort, _name, _refuse(_name))
 
 
