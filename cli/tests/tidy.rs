@@ -17,6 +17,7 @@ const UNSAFE_ALLOWED: &[&str] = &[
     "collectives/src/link/rdma.rs",
     "collectives/src/link/shm.rs",
     "collectives/src/torch.rs",
+    "python/src/tensor.rs",
     "slurm-plugin/src/ffi.rs",
     "slurm-plugin/src/lib.rs",
 ];

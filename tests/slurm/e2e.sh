@@ -67,6 +67,23 @@ if [[ -x $ROOT/target/release/mlp ]]; then
     ok "sbatch example: the loss falls, parameters bit-identical on 4 nodes"
 fi
 
+# 2b. The PyTorch example through the Python package's torch.distributed backend (DDP), from
+# its sbatch script, when the Python environment scripts/dev makes is there.
+PY=$ROOT/.deps/python/bin/python
+if [[ -x $PY ]] && "$PY" -c 'import cohort.torch' 2>/dev/null; then
+    job=$(sbatch --parsable -o "$L/python.out" --export=ALL,PYTHON="$PY",PYTHONWARNINGS=ignore \
+        examples/sbatch/python.sbatch)
+    for _ in $(seq 1 600); do
+        squeue -h -j "$job" 2>/dev/null | grep -q . || break
+        sleep 0.2
+    done
+    grep -q "epoch 2: loss" "$L/python.out" || fail "Python sbatch example:\n$(cat "$L/python.out")"
+    grep -q "ms per training step" "$L/python.out" || fail "Python sbatch example:\n$(cat "$L/python.out")"
+    ok "Python sbatch example: DDP over the cohort backend on 4 nodes"
+else
+    echo "skipped: the Python sbatch example and its Slurm search (no $PY with the cohort package; scripts/dev setup makes it)"
+fi
+
 # 3. Bad option values and an unreachable daemon: a clear error and a non-zero exit.
 if srun -N1 --cohort --cohort-bind=cpu true > "$L/bad.out" 2>&1; then fail "bad --cohort-bind accepted"; fi
 grep -q "cohort: --cohort-bind=cpu: use all, gpu or none" "$L/bad.out" || fail "$(cat "$L/bad.out")"
@@ -299,6 +316,26 @@ assert len(doc["trials"]) == 4, doc
 EOF
 unset COHORT_CATALOG
 ok "a search whose controller is itself a Slurm job"
+# 10. A Slurm search of the PyTorch example: each trial a job of 2 nodes running
+# `python train.py` (a shell line in the experiment file) under srun --cohort.
+if [[ -x $PY ]] && "$PY" -c 'import cohort.torch' 2>/dev/null; then
+    sed -e 's/name = "python-asha"/name = "python-slurm"/' \
+        -e 's/^max_concurrent_trials = 2/max_concurrent_trials = 4/' \
+        examples/search/python.toml > "$L/python-search.toml"
+    printf '\n[resources]\nnodes = 2\n' >> "$L/python-search.toml"
+    PATH=$(dirname "$PY"):$PATH PYTHONWARNINGS=ignore timeout 600 "$COHORT" search start \
+        "$L/python-search.toml" --catalog "$L/python-catalog" > "$L/python-search.out" 2>&1 \
+        || fail "Python search:\n$(cat "$L/python-search.out")\n$(slurm_state)"
+    "$COHORT" search status python-slurm --catalog "$L/python-catalog" --json > "$L/python-search.json"
+    python3 - "$L/python-search.json" <<'EOF' || fail "Python search:\n$(cat "$L/python-search.json")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["finished"] == "done", doc
+assert len(doc["trials"]) == 4, doc
+assert any(t["state"] == "completed" and t["length"] == 4 for t in doc["trials"]), doc
+EOF
+    ok "a Slurm search of the PyTorch example, trials of 2 nodes each"
+fi
 "$ROOT/tests/slurm/cluster.sh" down "$L"
 trap - EXIT
 rm -rf "$L"
