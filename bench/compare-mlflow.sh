@@ -41,5 +41,11 @@ else
     fi
     [[ -x $COHORT ]] || { echo "no cohort binary at $COHORT" >&2; exit 1; }
     args+=(--cohort "$COHORT")
+    # The Python package too, when its wheel can be built here (maturin: scripts/dev setup).
+    if packaging/build wheel > /dev/null 2>&1; then
+        "$VENV/bin/pip" install --quiet --force-reinstall --no-deps target/packages/cohort-*.whl
+    else
+        echo "(the Python package is not compared: its wheel could not be built; run scripts/dev setup)"
+    fi
 fi
 "$VENV/bin/python" bench/compare_mlflow.py "${args[@]}"

@@ -12,6 +12,11 @@ Cohort is timed as a whole command (process start included), MLflow as in-proces
 MlflowClient (imports excluded). Both sides must give the same best trial and the same number of
 history points, or this exits with an error.
 
+When the `cohort` Python package is installed here (compare-mlflow.sh installs its wheel), the
+Python API is timed too, in-process like MLflow's: `Catalog.trials(..., sort=..., limit=1)`
+against `search_runs`, and logging from a Python loop (4 metrics a call) with `Tracker.log`
+against MLflow's `log_metrics` to a file store on the same disk, as points per second.
+
   --self-test  fabricates Cohort's two exports in-process (no cohort binary needed) and runs
                only the MLflow half on them, checked against the fabricated data; its default
                size is 20 trials x 3 metrics x 100 steps.
@@ -90,6 +95,41 @@ def timed(fn, repeat):
         result = fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3, result
+
+
+def python_package():
+    """The cohort Python package, or None when it is not installed here."""
+    try:
+        import cohort
+    except ImportError:
+        return None
+    return cohort
+
+
+def log_rates(work, cohort, calls_cohort=250_000, calls_mlflow=2_000):
+    """Points per second logged from a Python loop, 4 metrics a call: cohort's Tracker.log
+    (ended by finish, which makes every point durable) and MLflow's log_metrics (each call
+    written to the file store). Returns (cohort rate, mlflow rate)."""
+    import mlflow
+
+    values = {"loss": 0.5, "acc": 0.25, "lr": 0.001, "grad_norm": 1.5}
+    tracker = cohort.init("logbench", catalog=os.path.join(work, "cohort-log"))
+    t0 = time.perf_counter()
+    for step in range(calls_cohort):
+        values["loss"] = 1.0 / (step + 1)
+        tracker.log(values, step)
+    tracker.finish()
+    cohort_rate = 4 * calls_cohort / (time.perf_counter() - t0)
+
+    mlflow.set_tracking_uri("file://" + os.path.abspath(os.path.join(work, "mlruns-log")))
+    mlflow.set_experiment("logbench")
+    with mlflow.start_run():
+        t0 = time.perf_counter()
+        for step in range(calls_mlflow):
+            values["loss"] = 1.0 / (step + 1)
+            mlflow.log_metrics(values, step=step)
+        mlflow_rate = 4 * calls_mlflow / (time.perf_counter() - t0)
+    return cohort_rate, mlflow_rate
 
 
 def cohort_cmd(cohort, catalog, *args):
@@ -208,6 +248,15 @@ def run(a):
         if inproc["best_trial"] != co_best:
             fail(f"cohort's in-process best trial {inproc['best_trial']} differs from {co_best}")
 
+    package = None if a.self_test else python_package()
+    if package is not None:
+        view = package.Catalog(catalog)
+        py_best_ms, best_trials = timed(
+            lambda: view.trials(EXPERIMENT, sort="val_loss", limit=1), a.repeat)
+        if best_trials[0].trial != co_best:
+            fail(f"Catalog.trials gave trial {best_trials[0].trial}, the CLI {co_best}")
+        py_rate, ml_rate = log_rates(a.work, package)
+
     if co_best != ml_best or co_points != ml_points or ml_points != a.steps:
         fail(f"the two sides disagree: best trial cohort {co_best}, mlflow {ml_best}; "
              f"trial {HISTORY_TRIAL} val_loss points cohort {co_points}, mlflow {ml_points} "
@@ -231,12 +280,19 @@ def run(a):
                  ("history, every trial", inproc["history_all_trials_ms"], ml_all_ms)]
     else:
         rows.append(("history, every trial", None, ml_all_ms))
+    if package is not None:
+        rows.append(("best trial, Python Catalog.trials", py_best_ms, ml_best_ms))
     print(f"{'query':<34} {'cohort ms':>10} {'mlflow ms':>10} {'mlflow/cohort':>14}")
     for name, co, ml in rows:
         if co is None:
             print(f"{name:<34} {'-':>10} {ml:10.2f} {'-':>14}")
         else:
             print(f"{name:<34} {co:10.2f} {ml:10.2f} {ml / co:14.2f}")
+    if package is not None:
+        print("logging from a Python loop, 4 metrics a call (points per second)")
+        print(f"{'cohort Tracker.log':<34} {py_rate:14,.0f}")
+        print(f"{'mlflow log_metrics (file store)':<34} {ml_rate:14,.0f}")
+        print(f"{'cohort / mlflow':<34} {py_rate / ml_rate:14.1f}")
 
 
 def main():

@@ -81,3 +81,41 @@ def test_outside_a_launcher_the_error_says_how_to_start_ranks(tmp_path):
     run = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "COHORT_RANK" in run.stderr and "cohort run" in run.stderr, run.stderr
+
+
+def test_a_process_without_the_secret_cannot_join_and_the_job_goes_on():
+    import secrets
+    import subprocess
+
+    from conftest import free_port, rank_env
+
+    port = free_port()
+    secret = secrets.token_hex(16)
+    job = (
+        "import time, torch, torch.distributed as dist, cohort.torch\n"
+        "dist.init_process_group(backend='cohort')\n"
+        "t = torch.ones(4); dist.all_reduce(t); time.sleep(1); dist.all_reduce(t)\n"
+        "print('sum', t.tolist(), flush=True)\n"
+    )
+    intruder = (
+        "import cohort\n"
+        "from cohort import _native\n"
+        "try:\n"
+        "    _native.Communicator.from_env(5.0)\n"
+        "    print('joined', flush=True)\n"
+        "except cohort.CommError as e:\n"
+        "    print('refused:', e, flush=True)\n"
+    )
+    ranks = [
+        subprocess.Popen([PYTHON, "-c", job], env=rank_env(r, 2, port, secret),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
+    # Rank 1 of the same job, with another secret: the store must refuse it.
+    stranger = subprocess.run([PYTHON, "-c", intruder], env=rank_env(1, 2, port, secrets.token_hex(16)),
+                              capture_output=True, text=True, timeout=60)
+    results = finish_ranks(ranks)
+    assert "refused:" in stranger.stdout, stranger.stdout + stranger.stderr
+    assert "does not hold the job secret" in stranger.stdout, stranger.stdout
+    for rank, (code, out, err) in enumerate(results):
+        assert code == 0 and "sum [4.0, 4.0, 4.0, 4.0]" in out, f"rank {rank}:\n{out}\n{err}"
