@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use cohort_catalog::{Catalog, Tracker as RustTracker, TrackerOptions};
 use cohort_proto::catalog::TrialState;
@@ -29,18 +31,30 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// least every second; `sync()` (and `checkpoint`, `finish`) make everything logged so far
 /// durable. Used as a context manager, the trial ends `completed`, or `failed` with the
 /// exception's message when the block raises.
-#[pyclass(module = "cohort")]
+#[pyclass(module = "cohort", frozen)]
 pub(crate) struct Tracker {
     /// `None` once finished; a disabled tracker is `Some` of a tracker that records nothing.
-    inner: Option<RustTracker>,
+    /// Calls clone the `Arc` and run without holding this lock, so threads can log, sync and
+    /// checkpoint at once (the Rust tracker is shared between threads).
+    inner: Mutex<Option<Arc<RustTracker>>>,
     enabled: bool,
     experiment: Option<String>,
     trial: Option<u64>,
     trial_dir: Option<PathBuf>,
-    /// The metric names of the previous `log` call, by key object and as text: a training
-    /// loop passes the same (interned) key objects every step, so their text is read once.
+    /// The metric names of the previous `log` call.
+    names: Mutex<NameCache>,
+}
+
+/// The metric names of a `log` call, by key object and as text: a training loop passes the
+/// same (interned) key objects every step, so their text is read once.
+#[derive(Default)]
+struct NameCache {
     keys: Vec<Py<PyAny>>,
     names: Vec<String>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Tracker {
@@ -51,15 +65,14 @@ impl Tracker {
             experiment: trial.as_ref().map(|t| t.experiment.clone()),
             trial: trial.as_ref().map(|t| t.id),
             trial_dir: trial.map(|t| t.dir),
-            inner: Some(inner),
-            keys: Vec::new(),
-            names: Vec::new(),
+            inner: Mutex::new(Some(Arc::new(inner))),
+            names: Mutex::new(NameCache::default()),
         }
     }
 
-    fn live(&self) -> PyResult<&RustTracker> {
-        self.inner
-            .as_ref()
+    fn live(&self) -> PyResult<Arc<RustTracker>> {
+        lock(&self.inner)
+            .clone()
             .ok_or_else(|| PyRuntimeError::new_err("this tracker has finished"))
     }
 }
@@ -188,10 +201,11 @@ impl Tracker {
     /// Records `metrics` (a dict of metric name to number) at `step` (an int >= 0). Raises
     /// `TypeError` or `ValueError` naming the key and value at fault, recording nothing of
     /// the call.
-    fn log(&mut self, metrics: &Bound<'_, PyDict>, step: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn log(&self, metrics: &Bound<'_, PyDict>, step: &Bound<'_, PyAny>) -> PyResult<()> {
         if !self.enabled {
             return Ok(());
         }
+        let tracker = self.live()?;
         let step: i64 = step
             .extract()
             .map_err(|_| PyTypeError::new_err(format!("step: {} is not an int", repr(step))))?;
@@ -200,37 +214,41 @@ impl Tracker {
                 "step: {step} is negative (steps count from 0)"
             )));
         }
+        // Reading keys and values can run Python code (a value's __float__) and so let another
+        // thread in: a second logging thread then finds the cache taken and reads its own names
+        // instead of waiting for it.
+        let mut guard = self.names.try_lock().ok();
+        let mut own = NameCache::default();
+        let cache = guard.as_deref_mut().unwrap_or(&mut own);
         let count = metrics.len();
         let mut values = Vec::with_capacity(count);
         for (i, (key, value)) in metrics.iter().enumerate() {
-            if i >= self.keys.len() || !self.keys[i].bind(key.py()).is(&key) {
+            if i >= cache.keys.len() || !cache.keys[i].bind(key.py()).is(&key) {
                 let name: &Bound<'_, PyString> = key.cast().map_err(|_| {
                     PyTypeError::new_err(format!("metric names are strings, not {}", repr(&key)))
                 })?;
                 let name = name.to_cow()?.into_owned();
-                if i < self.keys.len() {
-                    self.keys[i] = key.clone().unbind();
-                    self.names[i] = name;
+                if i < cache.keys.len() {
+                    cache.keys[i] = key.clone().unbind();
+                    cache.names[i] = name;
                 } else {
-                    self.keys.push(key.clone().unbind());
-                    self.names.push(name);
+                    cache.keys.push(key.clone().unbind());
+                    cache.names.push(name);
                 }
             }
             let number: f64 = value.extract().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "metric {:?}: {} is not a number",
-                    self.names[i],
+                    cache.names[i],
                     repr(&value)
                 ))
             })?;
             values.push(number);
         }
-        self.keys.truncate(count);
-        self.names.truncate(count);
-        let pairs: Vec<(&str, f64)> = self.names.iter().map(String::as_str).zip(values).collect();
-        self.live()?
-            .log_metrics(step, &pairs)
-            .map_err(errors::catalog)
+        cache.keys.truncate(count);
+        cache.names.truncate(count);
+        let pairs: Vec<(&str, f64)> = cache.names.iter().map(String::as_str).zip(values).collect();
+        tracker.log_metrics(step, &pairs).map_err(errors::catalog)
     }
 
     /// The trial's hyperparameters (a dict; empty on ranks that do not record).
@@ -299,10 +317,21 @@ impl Tracker {
     /// message saying why. Everything logged is durable when it returns. A second call does
     /// nothing.
     #[pyo3(signature = (state="completed", message=None))]
-    fn finish(&mut self, py: Python<'_>, state: &str, message: Option<String>) -> PyResult<()> {
+    fn finish(&self, py: Python<'_>, state: &str, message: Option<String>) -> PyResult<()> {
         let state = state_of(state)?;
-        let Some(tracker) = self.inner.take() else {
+        let Some(mut shared) = lock(&self.inner).take() else {
             return Ok(());
+        };
+        // Another thread's call still running (a sync, a checkpoint) holds a reference for
+        // as long as it runs; finish after it.
+        let tracker = loop {
+            match Arc::try_unwrap(shared) {
+                Ok(tracker) => break tracker,
+                Err(again) => {
+                    shared = again;
+                    py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+                }
+            }
         };
         py.detach(|| tracker.finish_with_message(state, message))
             .map_err(errors::catalog)
@@ -338,7 +367,7 @@ impl Tracker {
 
     /// Finishes the trial: `completed`, or `failed` with the exception's type and message.
     #[pyo3(signature = (*exc))]
-    fn __exit__(&mut self, py: Python<'_>, exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         let error = exc.get_item(1).ok().filter(|e| !e.is_none());
         match error {
             None => self.finish(py, "completed", None)?,

@@ -183,3 +183,39 @@ def test_memory_stays_bounded_however_long_the_run(catalog):
     grown = rss_kib() - before
     tracker.finish()
     assert grown < 16 * 1024, f"RSS grew {grown} KiB over 4M points"
+
+
+def test_threads_log_sync_and_checkpoint_at_once(catalog, tmp_path, cohort_bin):
+    import threading
+
+    tracker = cohort.init("threads")
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"w")
+    errors = []
+
+    def logger(name):
+        try:
+            for step in range(20_000):
+                tracker.log({name: float(step)}, step)
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    def saver():
+        try:
+            for step in range(20):
+                tracker.sync()
+                tracker.checkpoint(weights, step)
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=logger, args=(n,)) for n in ("a", "b")]
+    threads.append(threading.Thread(target=saver))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    tracker.finish()
+    assert errors == []
+    shown = trial_record(cohort_bin, catalog, "threads", 1)
+    assert shown["metrics"]["a"]["count"] == shown["metrics"]["b"]["count"] == 20_000
+    assert len(shown["checkpoints"]) == 20
