@@ -237,6 +237,9 @@ pub struct Tracker {
     finished: bool,
     /// The length a search gave this run of the trial (`COHORT_SEARCH_UNTIL`).
     until: Option<i64>,
+    /// On a rank that does not write: the directory of the run's trial, read for its
+    /// hyperparameters, checkpoints and stop requests, so that every rank answers alike.
+    follows: Option<PathBuf>,
     /// When the stop file was last looked for, and whether it was there.
     stop_seen: Mutex<(Option<Instant>, bool)>,
 }
@@ -309,6 +312,15 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The directory of the trial a launcher recorded this run into (`COHORT_TRIAL` of
+/// `COHORT_EXPERIMENT` in the default catalog), when there is one and it can be found.
+fn launched_trial_dir() -> Option<PathBuf> {
+    let id: u64 = env(vars::TRIAL)?.parse().ok()?;
+    let catalog = Catalog::open(crate::default_root().ok()?).ok()?;
+    let experiment = catalog.experiment(&env(vars::EXPERIMENT)?).ok()?;
+    Some(experiment.trial_dir(id))
+}
+
 impl Tracker {
     /// A tracker that records nothing (ranks other than 0).
     pub fn disabled() -> Tracker {
@@ -320,22 +332,44 @@ impl Tracker {
             owns_state: false,
             finished: true,
             until: None,
+            follows: None,
             stop_seen: Mutex::new((None, false)),
         }
+    }
+
+    /// A tracker that records nothing but reads the run's trial at `trial_dir` (when known)
+    /// and the search's length from `COHORT_SEARCH_UNTIL`: what ranks other than 0 get, so
+    /// that [`Tracker::hparams`], [`Tracker::latest_checkpoint`] and
+    /// [`Tracker::should_stop`] answer on every rank as on rank 0. [`Tracker::trial`] stays
+    /// `None`: such a rank writes nothing, checkpoints included.
+    pub fn follower(trial_dir: Option<PathBuf>) -> Tracker {
+        let mut tracker = Tracker::disabled();
+        tracker.until = env(vars::SEARCH_UNTIL).and_then(|v| v.parse().ok());
+        tracker.follows = trial_dir;
+        tracker
+    }
+
+    /// The directory of the trial this tracker writes to or follows.
+    fn trial_dir(&self) -> Option<&Path> {
+        self.trial
+            .as_ref()
+            .map(|t| t.dir.as_path())
+            .or(self.follows.as_deref())
     }
 
     /// The tracker the environment describes: the catalog of [`crate::default_root`],
     /// `COHORT_EXPERIMENT` (default: the program's name), `COHORT_TRIAL` (set by launchers; if
     /// absent a new trial is created and this tracker owns its state). Ranks other than 0
-    /// (`COHORT_RANK`, else `RANK`) get a disabled tracker unless `COHORT_TRACK_ALL_RANKS=1`,
-    /// and so does a process with neither `COHORT_EXPERIMENT` nor `COHORT_CATALOG` set.
+    /// (`COHORT_RANK`, else `RANK`) get a [`Tracker::follower`] of the run's trial unless
+    /// `COHORT_TRACK_ALL_RANKS=1`; a process with neither `COHORT_EXPERIMENT` nor
+    /// `COHORT_CATALOG` set gets a disabled one.
     pub fn from_env() -> Result<Tracker, CatalogError> {
         let rank: u32 = env(vars::RANK)
             .or_else(|| env("RANK"))
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
         if rank != 0 && env(vars::TRACK_ALL_RANKS).as_deref() != Some("1") {
-            return Ok(Tracker::disabled());
+            return Ok(Tracker::follower(launched_trial_dir()));
         }
         // Outside a launcher that records (cohort run, the Slurm plugin with --cohort-exp)
         // and without an explicit experiment or catalog, nothing is recorded.
@@ -410,10 +444,11 @@ impl Tracker {
         Tracker::attach(trial, options)
     }
 
-    /// The trial's hyperparameters, as its record holds them (empty when disabled).
+    /// The trial's hyperparameters, as its record holds them (empty when this tracker neither
+    /// writes nor follows a trial).
     pub fn hparams(&self) -> Result<BTreeMap<String, serde_json::Value>, CatalogError> {
-        match &self.trial {
-            Some(trial) => Ok(crate::catalog::read_trial_record(&trial.dir)?.hparams),
+        match self.trial_dir() {
+            Some(dir) => Ok(crate::catalog::read_trial_record(dir)?.hparams),
             None => Ok(BTreeMap::new()),
         }
     }
@@ -515,6 +550,7 @@ impl Tracker {
             owns_state,
             finished: false,
             until: env(vars::SEARCH_UNTIL).and_then(|v| v.parse().ok()),
+            follows: None,
             stop_seen: Mutex::new((None, false)),
         })
     }
@@ -526,7 +562,7 @@ impl Tracker {
         if self.until.is_some_and(|until| step >= until) {
             return true;
         }
-        let Some(trial) = &self.trial else {
+        let Some(dir) = self.trial_dir() else {
             return false;
         };
         let mut seen = self
@@ -537,7 +573,7 @@ impl Tracker {
             .0
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
         {
-            *seen = (Some(Instant::now()), trial.dir.join(STOP_FILE).exists());
+            *seen = (Some(Instant::now()), dir.join(STOP_FILE).exists());
         }
         seen.1
     }
@@ -545,10 +581,10 @@ impl Tracker {
     /// The checkpoint to resume from: the trial's latest one (by step) whose file still
     /// exists, if any. A trial restarted or promoted by a search continues from there.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, CatalogError> {
-        let Some(trial) = &self.trial else {
+        let Some(dir) = self.trial_dir() else {
             return Ok(None);
         };
-        let summary = crate::read::summarize(&trial.dir, None, &mut Vec::new())?;
+        let summary = crate::read::summarize(dir, None, &mut Vec::new())?;
         Ok(summary.and_then(|s| {
             s.checkpoints
                 .into_iter()
@@ -1167,6 +1203,38 @@ mod tests {
         assert_eq!(state.state, TrialState::Failed);
         assert_eq!(state.message.as_deref(), Some("ValueError: bad batch"));
         assert!(Tracker::disabled().hparams().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_follower_answers_like_the_writer_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let writer = Tracker::attach(trial.clone(), quiet()).unwrap();
+        let weights = dir.path().join("w.pt");
+        std::fs::write(&weights, b"w").unwrap();
+        writer.checkpoint(&weights, 3, BTreeMap::new()).unwrap();
+        let follower = Tracker::follower(Some(trial.dir.clone()));
+        assert!(follower.trial().is_none(), "a follower writes nothing");
+        assert_eq!(follower.hparams().unwrap(), writer.hparams().unwrap());
+        assert_eq!(
+            follower.latest_checkpoint().unwrap().map(|c| c.step),
+            Some(3)
+        );
+        assert!(!Tracker::follower(Some(trial.dir.clone())).should_stop(3));
+        crate::catalog::request_stop(&trial.dir).unwrap();
+        assert!(
+            follower.should_stop(4),
+            "the search asked the trial to stop"
+        );
+        let before = segments(&trial.dir).len();
+        follower.log_metrics(4, &[("loss", 1.0)]).unwrap();
+        follower.finish(TrialState::Completed).unwrap();
+        assert_eq!(segments(&trial.dir).len(), before);
+        assert_eq!(
+            read_state(&trial.dir).unwrap().unwrap().state,
+            TrialState::Running,
+            "the follower does not end the trial"
+        );
     }
 
     #[test]

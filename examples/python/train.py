@@ -60,8 +60,8 @@ def main() -> int:
     torch.manual_seed(1234)
     model = nn.Sequential(nn.Linear(FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, CLASSES))
 
-    # A restarted or promoted trial continues from its latest checkpoint (rank 0 reads it;
-    # DDP's construction broadcasts rank 0's parameters to every rank).
+    # A restarted or promoted trial continues from its latest checkpoint (every rank finds the
+    # same one; DDP's construction broadcasts rank 0's parameters to every rank anyway).
     start = torch.zeros(1, dtype=torch.int64)
     checkpoint = tracker.latest_checkpoint()
     if checkpoint is not None:
@@ -100,7 +100,11 @@ def main() -> int:
             print(f"epoch {epoch}: loss {mean[0]:.4f} accuracy {mean[1]:.3f}", flush=True)
         tracker.log({"loss": float(mean[0]), "accuracy": float(mean[1])}, step)
         losses.append(float(mean[0]))
-        if tracker.should_stop(step):
+        # Every rank knows the search's length; a stop request may reach the ranks at
+        # different epochs, so they agree on it: any rank that sees it stops them all.
+        stop = torch.tensor([int(tracker.should_stop(step))])
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        if stop.item():
             break
     seconds = time.perf_counter() - began
 

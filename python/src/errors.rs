@@ -36,7 +36,12 @@ pub(crate) fn catalog(error: RustCatalogError) -> PyErr {
     }
 }
 
-/// A collectives error as `cohort.CommError`.
-pub(crate) fn comm(error: impl std::fmt::Display) -> PyErr {
-    CommError::new_err(error.to_string())
+/// A collectives error as `cohort.CommError`, or `ValueError` for a bad argument (a root
+/// that is no rank, buffers of mismatched sizes).
+pub(crate) fn comm(error: impl Into<cohort_collectives::InitError>) -> PyErr {
+    use cohort_collectives::{CommError as Rust, InitError};
+    match error.into() {
+        InitError::Comm(Rust::Invalid(problem)) => PyValueError::new_err(problem),
+        other => CommError::new_err(other.to_string()),
+    }
 }

@@ -1,10 +1,13 @@
 //! A tensor's memory as a typed slice, for the collectives.
 //!
-//! The Python side (`cohort/torch.py`) passes a contiguous CPU tensor as its data pointer,
-//! element count and dtype name, and keeps the tensor alive and untouched by Python for the
-//! call. This is the package's one place with unsafe code: it trusts that contract, after
-//! checking what can be checked (a known dtype, a non-null, aligned pointer, a size that fits
-//! the address space).
+//! `cohort._native.Communicator`'s operations take memory as a data pointer, an element count
+//! and a dtype name. Their caller (`cohort/torch.py`; the module is private) passes a
+//! contiguous CPU tensor and holds a reference to it for the call, so its storage cannot be
+//! freed; as with every torch backend, another thread that resizes or writes the tensor
+//! during the collective races with it. Anything but a live tensor's pointer corrupts memory.
+//! This is the package's one place with unsafe code: it trusts that contract, after checking
+//! what can be checked (a known dtype, a non-null, aligned pointer, a size that fits the
+//! address space).
 
 #![allow(unsafe_code)]
 
@@ -51,11 +54,11 @@ fn raw<'a, T>(memory: Memory<'_>) -> PyResult<&'a mut [T]> {
             "tensor larger than the address space",
         ));
     }
-    // SAFETY: the caller (cohort/torch.py, the only user of these private functions) passes
-    // the data pointer and element count of a live, contiguous CPU tensor of this dtype that
-    // it keeps alive and does not touch from Python until the call returns; the pointer is
-    // non-null and aligned and the size fits (checked above). Overlap with another slice of
-    // the same call is refused by `disjoint` before both are made.
+    // SAFETY: by the module's contract the caller passes the data pointer and element count
+    // of a live, contiguous CPU tensor of this dtype and holds a reference to it until the
+    // call returns, so the memory stays allocated for the slice's lifetime (the call); the
+    // pointer is non-null and aligned and the size fits (checked above). Overlap with another
+    // slice of the same call is refused by `disjoint` before both are made.
     Ok(unsafe { std::slice::from_raw_parts_mut(memory.ptr as *mut T, memory.count) })
 }
 

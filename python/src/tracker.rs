@@ -27,7 +27,8 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 ///
 /// Get one with `Tracker.from_env()` inside `cohort run` or `srun --cohort`, or with
 /// `cohort.init(experiment=..., hparams=...)` in a plain `python train.py`. Only rank 0
-/// writes: on other ranks every call is a cheap no-op. Points are buffered and written at
+/// writes: on other ranks logging is a cheap no-op, while `hparams`, `latest_checkpoint()`
+/// and `should_stop()` read the run's trial and answer as on rank 0. Points are buffered and written at
 /// least every second; `sync()` (and `checkpoint`, `finish`) make everything logged so far
 /// durable. Used as a context manager, the trial ends `completed`, or `failed` with the
 /// exception's message when the block raises.
@@ -157,17 +158,18 @@ fn init(
     }
     let hparams = json_map(py, hparams, "hparams")?;
     let rank = launcher_rank();
-    if rank != 0 && std::env::var(vars::TRACK_ALL_RANKS).as_deref() != Ok("1") {
+    let launched = std::env::var_os(vars::TRIAL).is_some() && catalog.is_none();
+    if !launched && rank != 0 && std::env::var(vars::TRACK_ALL_RANKS).as_deref() != Ok("1") {
         return Ok(Tracker::wrap(RustTracker::disabled()));
     }
     let options = TrackerOptions {
         rank,
         ..TrackerOptions::default()
     };
-    let launched = std::env::var_os(vars::TRIAL).is_some() && catalog.is_none();
     let tracker = py
         .detach(|| {
             if launched {
+                // Rank 0 writes into the launcher's trial; the others follow it.
                 let tracker = RustTracker::from_env()?;
                 if !hparams.is_empty() {
                     tracker.log_hparams(hparams)?;
@@ -220,9 +222,12 @@ impl Tracker {
         let mut guard = self.names.try_lock().ok();
         let mut own = NameCache::default();
         let cache = guard.as_deref_mut().unwrap_or(&mut own);
-        let count = metrics.len();
+        // A snapshot of the items: a value's __float__ may change the dict under us.
+        let items = metrics.items();
+        let count = items.len();
         let mut values = Vec::with_capacity(count);
-        for (i, (key, value)) in metrics.iter().enumerate() {
+        for (i, item) in items.iter().enumerate() {
+            let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
             if i >= cache.keys.len() || !cache.keys[i].bind(key.py()).is(&key) {
                 let name: &Bound<'_, PyString> = key.cast().map_err(|_| {
                     PyTypeError::new_err(format!("metric names are strings, not {}", repr(&key)))
@@ -248,14 +253,20 @@ impl Tracker {
         cache.keys.truncate(count);
         cache.names.truncate(count);
         let pairs: Vec<(&str, f64)> = cache.names.iter().map(String::as_str).zip(values).collect();
-        tracker.log_metrics(step, &pairs).map_err(errors::catalog)
+        // Without the GIL: the call waits while the tracker's flush thread writes or fsyncs,
+        // and other Python threads must not wait with it.
+        metrics
+            .py()
+            .detach(|| tracker.log_metrics(step, &pairs))
+            .map_err(errors::catalog)
     }
 
-    /// The trial's hyperparameters (a dict; empty on ranks that do not record).
+    /// The trial's hyperparameters (a dict; on every rank of a launched run, the run's).
     #[getter]
     fn hparams<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let tracker = self.live()?;
         let hparams = py.detach(|| tracker.hparams()).map_err(errors::catalog)?;
+        drop(tracker); // before any Python code runs (finish waits for every reference)
         from_json(py, &hparams)
     }
 
@@ -288,6 +299,7 @@ impl Tracker {
         let latest = py
             .detach(|| tracker.latest_checkpoint())
             .map_err(errors::catalog)?;
+        drop(tracker); // before any Python code runs (finish waits for every reference)
         latest
             .map(|c| {
                 Ok(Checkpoint {
@@ -328,8 +340,12 @@ impl Tracker {
             match Arc::try_unwrap(shared) {
                 Ok(tracker) => break tracker,
                 Err(again) => {
-                    shared = again;
                     py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+                    if let Err(interrupted) = py.check_signals() {
+                        *lock(&self.inner) = Some(again);
+                        return Err(interrupted);
+                    }
+                    shared = again;
                 }
             }
         };

@@ -119,3 +119,19 @@ def test_a_process_without_the_secret_cannot_join_and_the_job_goes_on():
     assert "does not hold the job secret" in stranger.stdout, stranger.stdout
     for rank, (code, out, err) in enumerate(results):
         assert code == 0 and "sum [4.0, 4.0, 4.0, 4.0]" in out, f"rank {rank}:\n{out}\n{err}"
+
+
+def test_every_rank_of_a_trial_takes_its_hparams_and_length(catalog, cohort_bin, tmp_path):
+    import subprocess
+
+    saved = tmp_path / "params.pt"
+    env = dict(os.environ, COHORT_SEARCH_UNTIL="1", PYTHONWARNINGS="ignore")
+    run = subprocess.run(
+        [cohort_bin, "run", "-n", "2", "--catalog", str(catalog), "--experiment", "searched",
+         "--hparam", "hidden=24", "--hparam", "lr=0.1", "--",
+         PYTHON, str(ROOT / "examples" / "python" / "train.py"), "--epochs", "5", "--save", str(saved)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert torch.load(saved)["0.weight"].shape == (24, 16), "rank 0 built the searched width"
+    assert "epoch 0: loss" in run.stdout and "epoch 1:" not in run.stdout, run.stdout

@@ -129,7 +129,7 @@ def test_from_env_inside_cohort_run_records_into_the_runs_trial(catalog, cohort_
     )
     assert run.returncode == 0, run.stderr
     assert "[0] hparams [('lr', 0.5)] enabled True" in run.stdout
-    assert "[1] hparams [] enabled False" in run.stdout
+    assert "[1] hparams [('lr', 0.5)] enabled False" in run.stdout, "rank 1 reads the run's trial"
     shown = trial_record(cohort_bin, catalog, "launched", 1)
     assert shown["state"] == "completed"
     assert shown["metrics"]["loss"]["count"] == 5

@@ -73,11 +73,13 @@ def main():
             t = mine.clone()
             dist.all_reduce(t, op=op, async_op=True).wait()
             check(f"all_reduce async {name} {dtype}", t, want, dtype)
-            # reduce to the last rank
+            # reduce to the last rank; the others' tensors are left as they were
             t = mine.clone()
             dist.reduce(t, dst=size - 1, op=op)
             if rank == size - 1:
                 check(f"reduce {name} {dtype}", t, want, dtype)
+            else:
+                check(f"reduce {name} {dtype} leaves rank {rank}'s tensor", t, mine.to(torch.float64), dtype)
             checked += 3
         # a non-contiguous tensor: every other element
         t = torch.stack([mine, mine], 1)[:, 0]
@@ -111,10 +113,39 @@ def main():
         want = reference("max", [data(r * size + rank, dtype, per) for r in range(size)])
         check(f"reduce_scatter_tensor {dtype}", out, want, dtype)
         checked += 5
+    # Coalesced all_reduce of two tensors at once.
+    a, b = data(rank, torch.float64, 10), data(rank + 1, torch.float64, 7)
+    dist.all_reduce_coalesced([a, b])
+    check("all_reduce_coalesced first", a, reference("sum", [data(r, torch.float64, 10) for r in range(size)]), torch.float64)
+    check("all_reduce_coalesced second", b, reference("sum", [data(r + 1, torch.float64, 7) for r in range(size)]), torch.float64)
+    # An in-place all_gather_into_tensor: the input is this rank's block of the output.
+    out = torch.zeros(size * N)
+    out[rank * N : (rank + 1) * N] = data(rank, torch.float32)
+    dist.all_gather_into_tensor(out, out[rank * N : (rank + 1) * N])
+    check("in-place all_gather_into_tensor", out, torch.cat([data(r, torch.float64) for r in range(size)]), torch.float64)
+    # Non-contiguous outputs of all_gather.
+    grid = torch.zeros(N, size)
+    dist.all_gather([grid[:, r] for r in range(size)], data(rank, torch.float32))
+    for r in range(size):
+        check(f"all_gather into a strided view from {r}", grid[:, r], data(r, torch.float64), torch.float64)
+    # Types the reductions do not take still broadcast and gather as bytes (DDP broadcasts
+    # every buffer, bool ones included).
+    flags = torch.tensor([rank % 2 == 0, True, rank == 0])
+    dist.broadcast(flags, src=0)
+    assert flags.tolist() == [True, True, True], flags
+    small = torch.tensor([rank, -rank], dtype=torch.int8)
+    parts = [torch.empty(2, dtype=torch.int8) for _ in range(size)]
+    dist.all_gather(parts, small)
+    assert [p.tolist() for p in parts] == [[r, -r] for r in range(size)], parts
+    waves = torch.full((3,), complex(rank, 1))
+    dist.broadcast(waves, src=size - 1)
+    assert waves.tolist() == [complex(size - 1, 1)] * 3, waves
+    checked += 6
     dist.barrier()
     # What the backend refuses, it says.
     for attempt, words in [
-        (lambda: dist.all_reduce(torch.zeros(3, dtype=torch.bool)), "dtype bool"),
+        (lambda: dist.all_reduce(torch.zeros(3, dtype=torch.bool)), "not torch.bool"),
+        (lambda: dist.all_gather([torch.empty(2, device="meta") for _ in range(size)], torch.ones(2)), "on one device"),
         (lambda: dist.all_reduce(torch.ones(2), op=dist.ReduceOp.BAND), "SUM, AVG"),
         (lambda: dist.all_reduce(torch.ones(2, device="meta")), "CPU tensors"),
         (lambda: dist.send(torch.ones(2), dst=(rank + 1) % size), "has no send"),
