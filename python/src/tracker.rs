@@ -28,9 +28,9 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// Get one with `Tracker.from_env()` inside `cohort run` or `srun --cohort`, or with
 /// `cohort.init(experiment=..., hparams=...)` in a plain `python train.py`. Only rank 0
 /// writes: on other ranks logging is a cheap no-op, while `hparams`, `latest_checkpoint()`
-/// and `should_stop()` read the run's trial and answer as on rank 0. Points are buffered and written at
-/// least every second; `sync()` (and `checkpoint`, `finish`) make everything logged so far
-/// durable. Used as a context manager, the trial ends `completed`, or `failed` with the
+/// and `should_stop()` read the run's trial and answer as on rank 0. Points are buffered and
+/// written at least every second; `sync()` (and `checkpoint`, `finish`) make everything
+/// logged so far durable. Used as a context manager, the trial ends `completed`, or `failed` with the
 /// exception's message when the block raises.
 #[pyclass(module = "cohort", frozen)]
 pub(crate) struct Tracker {
