@@ -9,7 +9,7 @@ use cohort_catalog::export::Format;
 use cohort_catalog::index::IndexWrite;
 use cohort_catalog::json::{experiment_json, trial_json};
 use cohort_catalog::read::history;
-use cohort_catalog::{Catalog, CatalogError, Experiment, LoadOptions};
+use cohort_catalog::{Catalog, CatalogError, Experiment, LoadOptions, Loaded};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -44,6 +44,20 @@ fn open(root: &Path, experiment: &str) -> Result<(Catalog, Experiment), CatalogE
     let catalog = Catalog::open(root)?;
     let experiment = catalog.experiment(experiment)?;
     Ok((catalog, experiment))
+}
+
+/// An experiment and its trials' summaries, as the CLI loads them (through the index).
+fn load(root: &Path, experiment: &str) -> Result<(Experiment, Loaded), CatalogError> {
+    let (catalog, experiment) = open(root, experiment)?;
+    let loaded = cohort_catalog::load(
+        &catalog,
+        &experiment,
+        LoadOptions {
+            use_index: true,
+            write: IndexWrite::Auto,
+        },
+    )?;
+    Ok((experiment, loaded))
 }
 
 fn json_text(value: &serde_json::Value) -> PyResult<String> {
@@ -83,15 +97,7 @@ fn trials_json(
 ) -> PyResult<String> {
     let list = py
         .detach(|| {
-            let (catalog, experiment) = open(&root, experiment)?;
-            let loaded = cohort_catalog::load(
-                &catalog,
-                &experiment,
-                LoadOptions {
-                    use_index: true,
-                    write: IndexWrite::Auto,
-                },
-            )?;
+            let (_, loaded) = load(&root, experiment)?;
             let chosen = cohort_catalog::query::query(
                 &loaded.trials,
                 &filters,
@@ -174,15 +180,7 @@ fn export_bytes<'py>(
     };
     let bytes = py
         .detach(|| {
-            let (catalog, experiment) = open(&root, experiment)?;
-            let loaded = cohort_catalog::load(
-                &catalog,
-                &experiment,
-                LoadOptions {
-                    use_index: true,
-                    write: IndexWrite::Auto,
-                },
-            )?;
+            let (experiment, loaded) = load(&root, experiment)?;
             let trials: Vec<_> = loaded.trials.iter().collect();
             let mut out = Vec::new();
             let mut warnings = Vec::new();

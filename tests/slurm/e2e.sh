@@ -27,6 +27,13 @@ slurm_state() {
     echo "slurmctld log:"; tail -n 30 "$L/log/slurmctld.log" 2>&1
 }
 ok() { echo "ok: $*"; }
+# Waits for Slurm job $1 to leave the queue: at most $2 looks, 0.2 s apart.
+wait_job() {
+    for _ in $(seq 1 "$2"); do
+        squeue -h -j "$1" 2>/dev/null | grep -q . || return 0
+        sleep 0.2
+    done
+}
 
 # 1. 16 ranks on 4 nodes: distinct ranks, each GPU with its own NIC, one store for all.
 out=$(timeout 60 srun -N4 --ntasks-per-node=4 --gpus-per-task=1 --cohort sh -c \
@@ -58,10 +65,7 @@ ok "allreduce across 4 nodes, every size correct"
 if [[ -x $ROOT/target/release/mlp ]]; then
     job=$(sbatch --parsable -o "$L/mlp.out" --export=ALL,COHORT_MLP="$ROOT/target/release/mlp" \
         examples/sbatch/mlp.sbatch)
-    for _ in $(seq 1 300); do
-        squeue -h -j "$job" 2>/dev/null | grep -q . || break
-        sleep 0.2
-    done
+    wait_job "$job" 300
     grep -q "loss fell" "$L/mlp.out" || fail "sbatch example:\n$(cat "$L/mlp.out")"
     grep -q "bit-identical on all 4 ranks" "$L/mlp.out" || fail "sbatch example:\n$(cat "$L/mlp.out")"
     ok "sbatch example: the loss falls, parameters bit-identical on 4 nodes"
@@ -73,10 +77,7 @@ PY=$ROOT/.deps/python/bin/python
 if [[ -x $PY ]] && "$PY" -c 'import cohort.torch' 2>/dev/null; then
     job=$(sbatch --parsable -o "$L/python.out" --export=ALL,PYTHON="$PY",PYTHONWARNINGS=ignore \
         examples/sbatch/python.sbatch)
-    for _ in $(seq 1 600); do
-        squeue -h -j "$job" 2>/dev/null | grep -q . || break
-        sleep 0.2
-    done
+    wait_job "$job" 600
     grep -q "epoch 2: loss" "$L/python.out" || fail "Python sbatch example:\n$(cat "$L/python.out")"
     grep -q "ms per training step" "$L/python.out" || fail "Python sbatch example:\n$(cat "$L/python.out")"
     ok "Python sbatch example: DDP over the cohort backend on 4 nodes"
@@ -303,10 +304,7 @@ sed -e 's/name = "slurm-asha"/name = "slurm-controller"/' -e 's/max_trials = 8/m
     -e 's/nodes = 2/nodes = 1/' "$L/search.toml" > "$L/search2.toml"
 export COHORT_CATALOG=$L/search-catalog
 job=$(sbatch --parsable -N1 -o "$L/controller.out" --wrap "$COHORT search start $L/search2.toml")
-for _ in $(seq 1 1500); do
-    squeue -h -j "$job" 2>/dev/null | grep -q . || break
-    sleep 0.2
-done
+wait_job "$job" 1500
 "$COHORT" search status slurm-controller --json > "$L/search2.json" \
     || fail "status:\n$(cat "$L/controller.out")"
 python3 - "$L/search2.json" <<'EOF' || fail "the search run as a job:\n$(cat "$L/search2.json")\n$(cat "$L/controller.out")"
