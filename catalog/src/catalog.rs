@@ -7,6 +7,7 @@
 //! ROOT/experiments/<slug>-<hash>/trials/<000001>/    mkdir: the number is taken by whoever creates it
 //!     trial.json     what the trial is (written once by its creator)
 //!     state.json     its state (replaced by rename)
+//!     failed-<job>.<step>.<launch>.json   a Slurm step's first failed task (created if absent)
 //!     metrics-<NNNN>.clog   metric log segments, one writer each
 //!     gc-*.json      checkpoints deleted by collection
 //!     output.log, slurm-<job>.out   the output of a search's local run or Slurm job
@@ -24,8 +25,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cohort_proto::catalog::{
-    CatalogMarker, ExperimentRecord, SlurmStepRecord, StateRecord, TrialRecord, TrialState,
-    TrialSummary, CATALOG_VERSION,
+    CatalogMarker, ExperimentRecord, SlurmStepRecord, StateRecord, StepFailure, TrialRecord,
+    TrialState, TrialSummary, CATALOG_VERSION,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -523,6 +524,7 @@ pub fn new_state(state: TrialState) -> StateRecord {
         ended: state.is_final().then_some(now),
         slurm_job: None,
         slurm_step: None,
+        slurm_launch: None,
         nodes: Vec::new(),
         exit_status: None,
         exit_signal: None,
@@ -577,18 +579,64 @@ pub fn clear_stop(trial_dir: &Path) {
     let _ = std::fs::remove_file(trial_dir.join(STOP_FILE));
 }
 
-/// Reads a trial's state, if it has one.
+/// Reads a trial's state, if it has one, with its Slurm step's failure merged in: a step that
+/// has a failure record ([`record_step_failure`]) is `failed`, whatever `state.json` says.
 pub fn read_state(trial_dir: &Path) -> Result<Option<StateRecord>, CatalogError> {
     let path = state_path(trial_dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => parse_record(&path, &bytes, "cohort.trial-state").map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CatalogError::Io {
-            path,
-            what: "cannot read",
-            source,
-        }),
+    let mut state: StateRecord = match std::fs::read(&path) {
+        Ok(bytes) => parse_record(&path, &bytes, "cohort.trial-state")?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CatalogError::Io {
+                path,
+                what: "cannot read",
+                source,
+            })
+        }
+    };
+    if let (Some(job), Some(step), TrialState::Running | TrialState::Completed) =
+        (&state.slurm_job, &state.slurm_step, state.state)
+    {
+        let path = failure_path(trial_dir, job, step, state.slurm_launch.unwrap_or(0));
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let failure: StepFailure = parse_record(&path, &bytes, "cohort.step-failure")?;
+                state.state = TrialState::Failed;
+                state.ended = state.ended.or(Some(failure.at));
+                state.exit_status = failure.exit_status;
+                state.exit_signal = failure.exit_signal;
+                state.message = Some(failure.message);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(CatalogError::Io {
+                    path,
+                    what: "cannot read",
+                    source,
+                })
+            }
+        }
     }
+    Ok(Some(state))
+}
+
+/// Where the failure record of a trial's Slurm step `job.step`, launch `launch`, is.
+fn failure_path(trial_dir: &Path, job: &str, step: &str, launch: u32) -> PathBuf {
+    trial_dir.join(format!("failed-{job}.{step}.{launch}.json"))
+}
+
+/// Records that a task of a Slurm step failed, in a file of its own created if absent, so
+/// that nodes recording at the same time never overwrite each other and the first failure
+/// stays; [`read_state`] merges it. Returns whether this call recorded it (false: an earlier
+/// failure of the step is there). `owner` (uid, gid) gets the file when given (a privileged
+/// writer on behalf of the trial's owner).
+pub fn record_step_failure(
+    trial_dir: &Path,
+    failure: &StepFailure,
+    owner: Option<(u32, u32)>,
+) -> Result<bool, CatalogError> {
+    let path = failure_path(trial_dir, &failure.job, &failure.step, failure.launch);
+    fsutil::publish_new_owned(&path, &to_json(failure), owner)
 }
 
 /// Replaces a trial's state (atomically: readers see the old or the new one).
@@ -707,6 +755,50 @@ mod tests {
             (TrialState::Failed, Some(3))
         );
         assert!(state.queued.is_some());
+    }
+
+    #[test]
+    fn a_steps_failure_record_fails_its_launch_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let trial = dir.path();
+        let mut state = new_state(TrialState::Completed);
+        state.slurm_job = Some("42".into());
+        state.slurm_step = Some("0".into());
+        state.slurm_launch = Some(1);
+        write_state(trial, &state).unwrap();
+        let failure = |launch: u32, rank: u32| StepFailure {
+            format: "cohort.step-failure".into(),
+            version: CATALOG_VERSION,
+            job: "42".into(),
+            step: "0".into(),
+            launch,
+            rank,
+            node: "node2".into(),
+            exit_status: None,
+            exit_signal: Some("SIGTERM".into()),
+            message: format!("rank {rank} on node2 was killed by SIGTERM"),
+            at: 1.0,
+        };
+        // The first launch's failure (before a requeue) does not fail the second launch.
+        assert!(record_step_failure(trial, &failure(0, 1), None).unwrap());
+        assert_eq!(
+            read_state(trial).unwrap().unwrap().state,
+            TrialState::Completed
+        );
+        // The second launch's does, and the first recorded stays.
+        assert!(record_step_failure(trial, &failure(1, 3), None).unwrap());
+        assert!(!record_step_failure(trial, &failure(1, 0), None).unwrap());
+        let merged = read_state(trial).unwrap().unwrap();
+        assert_eq!(merged.state, TrialState::Failed);
+        assert_eq!(merged.exit_signal.as_deref(), Some("SIGTERM"));
+        assert_eq!(
+            merged.message.as_deref(),
+            Some("rank 3 on node2 was killed by SIGTERM")
+        );
+        // A damaged failure record is an error naming it, not a silent success.
+        std::fs::write(trial.join("failed-42.0.1.json"), b"{").unwrap();
+        let e = read_state(trial).unwrap_err();
+        assert!(e.to_string().contains("failed-42.0.1.json"), "{e}");
     }
 
     #[test]

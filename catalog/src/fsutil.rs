@@ -71,13 +71,9 @@ fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// Writes `bytes` to a new temporary file beside `target` and fsyncs it; returns its path.
-fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf, CatalogError> {
-    write_temp_owned(target, bytes, None)
-}
-
-/// [`write_temp`], the file given to `owner` (uid, gid) first: for a privileged writer (the
-/// Slurm plugin in slurmstepd) writing into a user's trial.
+/// Writes `bytes` to a new temporary file beside `target` and fsyncs it; returns its path. The
+/// file is given to `owner` (uid, gid) first when given: for a privileged writer (the Slurm
+/// plugin in slurmstepd) writing into a user's trial.
 fn write_temp_owned(
     target: &Path,
     bytes: &[u8],
@@ -156,7 +152,16 @@ pub(crate) fn replace_owned(
 /// [`CatalogError::Io`] naming `target` when the temporary file cannot be written or linked
 /// for another reason than an existing name.
 pub fn publish_new(target: &Path, bytes: &[u8]) -> Result<bool, CatalogError> {
-    let tmp = write_temp(target, bytes)?;
+    publish_new_owned(target, bytes, None)
+}
+
+/// [`publish_new`], the new file owned by `owner` (uid, gid) when given.
+pub(crate) fn publish_new_owned(
+    target: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> Result<bool, CatalogError> {
+    let tmp = write_temp_owned(target, bytes, owner)?;
     let result = std::fs::hard_link(&tmp, target);
     let _ = std::fs::remove_file(&tmp);
     match result {

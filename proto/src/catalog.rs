@@ -178,6 +178,10 @@ pub struct StateRecord {
     /// Slurm step id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm_step: Option<String>,
+    /// Which launch of the Slurm job this is (`SLURM_RESTART_COUNT`: 0, then 1 after a
+    /// requeue, ...); a requeued job runs its steps again under the same ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_launch: Option<u32>,
     /// Nodes it ran on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
@@ -197,6 +201,38 @@ pub struct StateRecord {
     pub writer: Writer,
     /// When this record was written.
     pub updated: f64,
+}
+
+/// `failed-<job>.<step>.<launch>.json` in a trial's directory: a task of that Slurm step failed.
+/// Written once, created if absent by the node whose task failed (the first failure of the
+/// step stays), never changed. Readers of the trial's state merge it: a step with a failure
+/// record is `failed`, whatever another node wrote into `state.json` around the same time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// Always `cohort.step-failure`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// Slurm job id.
+    pub job: String,
+    /// Slurm step id.
+    pub step: String,
+    /// Which launch of the job (see [`StateRecord::slurm_launch`]).
+    pub launch: u32,
+    /// The failed task's rank.
+    pub rank: u32,
+    /// Its node.
+    pub node: String,
+    /// Its exit status, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// The signal that ended it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    /// What happened, in words ("rank 3 on node2 exited with status 7").
+    pub message: String,
+    /// When (Unix seconds).
+    pub at: f64,
 }
 
 /// An event in a trial's metric log (the log's JSON records).

@@ -291,6 +291,7 @@ pub extern "C" fn slurm_spank_user_init(
                     hparams: ffi::getenv(spank, vars::HPARAMS),
                     job: request.job_id,
                     step: request.step_id,
+                    launch: request.attempt,
                     nodes: request.nodes.clone(),
                     rank0_here: plan.plan.ranks.first().is_some_and(|r| r.host == *node),
                 });
@@ -322,6 +323,17 @@ pub extern "C" fn slurm_spank_user_init(
     })
 }
 
+/// How many times Slurm has requeued the job: the daemons key a step's launch on it, since a
+/// requeued job runs its steps again under the same ids. slurmstepd's item can read 0 for a
+/// requeued job's step; the job's environment (`SLURM_RESTART_COUNT`) is the fallback.
+fn launch_count(spank: Spank) -> u32 {
+    let item = ffi::get_u32(spank, item::S_SLURM_RESTART_COUNT).unwrap_or(0);
+    let env = ffi::getenv(spank, "SLURM_RESTART_COUNT")
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    item.max(env)
+}
+
 fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, String> {
     let job_id = ffi::get_u32(spank, item::S_JOB_ID)?;
     let step_id = ffi::get_u32(spank, item::S_JOB_STEPID)?;
@@ -330,7 +342,7 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
     let local_tasks = ffi::get_u32(spank, item::S_JOB_LOCAL_TASK_COUNT)?;
     let world_size = ffi::get_u32(spank, item::S_JOB_TOTAL_TASK_COUNT)?;
     let uid = ffi::get_u32(spank, item::S_JOB_UID)?;
-    let attempt = ffi::get_u32(spank, item::S_SLURM_RESTART_COUNT).unwrap_or(0);
+    let attempt = launch_count(spank);
     let node_list = ffi::getenv(spank, "SLURM_STEP_NODELIST")
         .or_else(|| ffi::getenv(spank, "SLURM_JOB_NODELIST"))
         .ok_or("the step's node list (SLURM_STEP_NODELIST) is not set")?;
@@ -533,6 +545,7 @@ pub extern "C" fn slurm_spank_task_exit(
                 recording,
                 step.key.0,
                 step.key.1,
+                step.key.2,
                 (step.uid, step.gid),
                 exit.rank,
                 &step.node,

@@ -3,17 +3,22 @@
 //!
 //! The node that hosts rank 0 creates the trial in `user_init`, which runs as the job's user,
 //! so the trial's files are the user's; it notes the step's trial in the experiment so the
-//! other nodes can find it. A task that fails records the trial as failed from `task_exit` (on
-//! any node), and rank 0's node records it as completed at the step's end if nothing failed.
-//! Those two hooks run as root in slurmstepd: the state they write is given to the job's user.
+//! other nodes can find it, and a requeued job (same job and step ids, the next launch) goes
+//! on in that trial. A task that fails records the step's failure from `task_exit` (on any
+//! node) in a file of its own, created if absent, and rank 0's node records the trial as
+//! completed at the step's end; readers merge the two, so a failure is never lost to a
+//! `completed` written by another node at the same moment. Those two hooks run as root in
+//! slurmstepd: what they write is given to the job's user.
 //! On a filesystem that maps root to nobody (NFS `root_squash`) they cannot write, and say so
 //! in slurmd's log; the trial then stays `running`.
 
 use std::path::PathBuf;
 
-use cohort_catalog::catalog::{new_state, read_state, write_state, write_state_owned};
+use cohort_catalog::catalog::{
+    new_state, read_state, record_step_failure, write_state, write_state_owned,
+};
 use cohort_catalog::{Catalog, NewExperiment};
-use cohort_proto::catalog::{Restart, StateRecord, TrialState};
+use cohort_proto::catalog::{Restart, StateRecord, StepFailure, TrialState, CATALOG_VERSION};
 
 /// What a node knows about the step's trial.
 #[derive(Debug, Clone)]
@@ -43,6 +48,9 @@ pub struct Request {
     pub job: u32,
     /// Step id.
     pub step: u32,
+    /// How many times Slurm has requeued the job (`SLURM_RESTART_COUNT`): a requeued job runs
+    /// its steps again under the same ids.
+    pub launch: u32,
     /// The step's nodes.
     pub nodes: Vec<String>,
     /// Whether this node hosts rank 0.
@@ -74,7 +82,15 @@ pub fn start(request: &Request) -> Result<Recording, String> {
             ..NewExperiment::default()
         })
         .map_err(what)?;
-    let trial = match request.trial {
+    let noted = match request.trial {
+        Some(_) => None,
+        None => catalog
+            .slurm_trial(&experiment, request.job, request.step)
+            .map_err(what)?,
+    };
+    let trial = match request.trial.or(noted) {
+        // A given trial, or the one this job's step recorded into before Slurm requeued the
+        // job: the same trial goes on.
         Some(id) => catalog.trial(&experiment, id).map_err(what)?,
         None => {
             let hparams = match &request.hparams {
@@ -93,22 +109,32 @@ pub fn start(request: &Request) -> Result<Recording, String> {
     };
     let now = cohort_catalog::now();
     let prior = read_state(&trial.dir).map_err(what)?;
+    let requeued = noted.is_some();
     let restarted = prior
         .as_ref()
-        // A failed (or crashed) earlier run is a restart; a search resuming a trial it stopped
-        // is not.
+        // A failed (or crashed) earlier run is a restart, and so is any run of a requeued job;
+        // a search resuming a trial it stopped is not.
         .is_some_and(|p| {
-            p.started.is_some() && matches!(p.state, TrialState::Failed | TrialState::Running)
+            p.started.is_some()
+                && (requeued || matches!(p.state, TrialState::Failed | TrialState::Running))
         });
     let mut state = prior.unwrap_or_else(|| new_state(TrialState::Running));
     if restarted {
-        state.restarts.push(Restart {
-            at: now,
-            reason: format!(
+        let reason = if requeued {
+            format!(
+                "Slurm job {} requeued: step {} started again, launch {} (was {})",
+                request.job,
+                request.step,
+                request.launch + 1,
+                state.state
+            )
+        } else {
+            format!(
                 "started again as Slurm job {} step {} (was {})",
                 request.job, request.step, state.state
-            ),
-        });
+            )
+        };
+        state.restarts.push(Restart { at: now, reason });
     }
     state.state = TrialState::Running;
     state.started = Some(now);
@@ -118,6 +144,7 @@ pub fn start(request: &Request) -> Result<Recording, String> {
     state.message = None;
     state.slurm_job = Some(request.job.to_string());
     state.slurm_step = Some(request.step.to_string());
+    state.slurm_launch = Some(request.launch);
     state.nodes.clone_from(&request.nodes);
     write_state(&trial.dir, &state).map_err(what)?;
     recording.trial = Some(trial.id);
@@ -175,33 +202,44 @@ fn change(
     Ok(())
 }
 
-/// Records that rank `rank` on `node` ended with wait status `status` (a failure). The first
-/// failure recorded stays. Runs as root; the file goes to `owner`.
+/// Records that rank `rank` on `node` ended with wait status `status` (a failure), in the
+/// step's failure record: created if absent, so the first failure recorded stays and no other
+/// node's write can undo it. Runs as root; the file goes to `owner`.
+#[allow(clippy::too_many_arguments)]
 pub fn task_failed(
     recording: &Recording,
     job: u32,
     step: u32,
+    launch: u32,
     owner: (u32, u32),
     rank: u32,
     node: &str,
     status: i32,
 ) -> Result<(), String> {
-    change(recording, job, step, owner, |state| {
-        if state.state == TrialState::Failed {
-            return false;
-        }
-        let (code, signal) = describe(status);
-        state.state = TrialState::Failed;
-        state.ended = Some(cohort_catalog::now());
-        state.exit_status = code;
-        state.exit_signal.clone_from(&signal);
-        state.message = Some(match (code, signal) {
-            (_, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
-            (Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
-            (None, None) => format!("rank {rank} on {node} failed"),
-        });
-        true
-    })
+    let Some(dir) = trial_dir(recording, job, step)? else {
+        return Err("the step's trial was never created (rank 0's node did not start)".into());
+    };
+    let (exit_status, exit_signal) = describe(status);
+    let message = match (exit_status, &exit_signal) {
+        (_, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
+        (Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
+        (None, None) => format!("rank {rank} on {node} failed"),
+    };
+    let failure = StepFailure {
+        format: "cohort.step-failure".into(),
+        version: CATALOG_VERSION,
+        job: job.to_string(),
+        step: step.to_string(),
+        launch,
+        rank,
+        node: node.to_owned(),
+        exit_status,
+        exit_signal,
+        message,
+        at: cohort_catalog::now(),
+    };
+    record_step_failure(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// At the step's end on rank 0's node: completed, unless a failure was recorded.
@@ -234,6 +272,7 @@ mod tests {
             hparams: Some(r#"{"lr": 0.1}"#.into()),
             job: 42,
             step: 0,
+            launch: 0,
             nodes: vec!["node1".into(), "node2".into()],
             rank0_here: true,
         }
@@ -263,7 +302,7 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        task_failed(&other, 42, 0, me, 3, "node2", 7 << 8).unwrap();
+        task_failed(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
         assert_eq!(state.state, TrialState::Failed);
@@ -283,7 +322,7 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        task_failed(&here, 42, 0, me, 0, "node1", 9).unwrap();
+        task_failed(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let again = start(&Request {
             trial: Some(1),
@@ -302,6 +341,71 @@ mod tests {
             state.restarts
         );
         assert_eq!(describe(9), (None, Some("SIGKILL".into())));
+    }
+
+    #[test]
+    fn a_failure_is_never_lost_to_a_completed_written_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let here = start(&request(dir.path())).unwrap();
+        let other = Recording {
+            trial: None,
+            rank0_here: false,
+            ..here.clone()
+        };
+        // Rank 0's node read the state while it was running; node2's failure lands; rank 0's
+        // node then writes what it read, completed. Before failures had files of their own,
+        // that write lost the failure.
+        let trial = trial_1(dir.path());
+        let mut read_before = read_state(&trial).unwrap().unwrap();
+        task_failed(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
+        read_before.state = TrialState::Completed;
+        read_before.exit_status = Some(0);
+        write_state(&trial, &read_before).unwrap();
+        let state = read_state(&trial).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Failed);
+        assert_eq!(state.exit_status, Some(7));
+        assert_eq!(
+            state.message.as_deref(),
+            Some("rank 3 on node2 exited with status 7")
+        );
+        // A second failure of the same step does not replace the first.
+        task_failed(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
+        assert_eq!(read_state(&trial).unwrap().unwrap().exit_status, Some(7));
+    }
+
+    #[test]
+    fn a_requeued_job_goes_on_in_the_same_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let first = start(&request(dir.path())).unwrap();
+        // Preempted: slurmstepd's SIGTERM fails the tasks.
+        task_failed(&first, 42, 0, 0, me, 0, "node1", 15).unwrap();
+        // Slurm runs the job again: same job id, same step id, the next launch.
+        let again = start(&Request {
+            launch: 1,
+            ..request(dir.path())
+        })
+        .unwrap();
+        assert_eq!(again.trial, Some(1), "the same trial, not a new one");
+        let catalog = Catalog::open(dir.path()).unwrap();
+        assert_eq!(catalog.experiment("e").unwrap().trial_count(), 1);
+        step_ended(&again, 42, 0, me).unwrap();
+        let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Completed);
+        assert_eq!(state.restarts.len(), 1);
+        assert!(
+            state.restarts[0].reason.contains("requeued")
+                && state.restarts[0].reason.contains("launch 2"),
+            "{:?}",
+            state.restarts
+        );
     }
 
     #[test]

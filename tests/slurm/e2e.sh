@@ -206,6 +206,33 @@ EOF
     || fail "the failure's message:\n$("$COHORT" trial show e2e/2)"
 unset COHORT_CATALOG
 ok "steps recorded as trials: metrics from rank 0, completed, failed naming rank 3 and its status"
+
+# 7b. A requeued job (`scontrol requeue`, what PreemptMode=REQUEUE does): Slurm runs its step
+#     again under the same ids; the daemons start it (the launch count is part of the step's
+#     key) and it goes on in the same trial, which records the restart.
+export COHORT_CATALOG=$L/requeue-catalog
+job=$(sbatch --parsable -N2 --open-mode=append -o "$L/requeue.out" --wrap \
+    "srun --cohort --cohort-exp requeue sh -c 'if [ \${SLURM_RESTART_COUNT:-0} = 0 ]; then sleep 120; else echo launch \$SLURM_RESTART_COUNT rank \$COHORT_RANK; fi'")
+for _ in $(seq 1 150); do
+    "$COHORT" trials requeue --json 2>/dev/null | grep -q '"running"' && break
+    sleep 0.2
+done
+"$COHORT" trials requeue --json | grep -q '"running"' || fail "the job to requeue never ran:\n$(cat "$L/requeue.out")\n$(slurm_state)"
+scontrol requeue "$job" || fail "scontrol requeue $job"
+wait_job "$job" 900
+grep -q "launch 1 rank 0" "$L/requeue.out" && grep -q "launch 1 rank 1" "$L/requeue.out" \
+    || fail "the requeued job's step did not run again:\n$(cat "$L/requeue.out")\n$(slurm_state)"
+"$COHORT" trials requeue --json > "$L/requeue.json"
+python3 - "$L/requeue.json" <<'EOF' || fail "the requeued job's trial:\n$(cat "$L/requeue.json")"
+import json, sys
+trials = json.load(open(sys.argv[1]))
+assert len(trials) == 1, "one trial for both launches"
+assert trials[0]["state"] == "completed", trials
+EOF
+"$COHORT" trial show requeue/1 | grep -q "requeued: step 0 started again, launch 2" \
+    || fail "the restart is not recorded:\n$("$COHORT" trial show requeue/1)"
+unset COHORT_CATALOG
+ok "a requeued --cohort job starts its step again, in the same trial, its restart recorded"
 # 8. A search whose trials are Slurm jobs of 2 nodes each (ASHA, 8 trials): trial 3 is killed
 #    mid-run and restarted from its checkpoint; the controller is killed mid-search and resumed.
 cat > "$L/worker.py" <<'EOF'
