@@ -27,6 +27,7 @@ pub mod log;
 pub mod query;
 pub mod read;
 pub mod search_dir;
+pub mod signals;
 pub mod synth;
 pub mod tracker;
 

@@ -556,9 +556,20 @@ impl Tracker {
     }
 
     /// Whether the worker should checkpoint and exit after `step`: it reached the length a
-    /// search gave it (`COHORT_SEARCH_UNTIL`), or the search asked its trial to stop. Cheap to
-    /// call every step (the stop file is looked for at most once a second).
+    /// search gave it (`COHORT_SEARCH_UNTIL`), the search asked its trial to stop, or Slurm
+    /// warned the job (SIGTERM before preemption or cancellation, or the stop signal of
+    /// `--signal`, SIGUSR2 by default: see [`crate::signals`], watched from the first call
+    /// on). Cheap to call every step (the stop file is looked for at most once a second).
     pub fn should_stop(&self, step: i64) -> bool {
+        static WATCHING: std::sync::Once = std::sync::Once::new();
+        WATCHING.call_once(|| {
+            if let Err(why) = crate::signals::watch() {
+                eprintln!("cohort: {why}; should_stop will not see Slurm's warnings");
+            }
+        });
+        if crate::signals::received().is_some() {
+            return true;
+        }
         if self.until.is_some_and(|until| step >= until) {
             return true;
         }

@@ -219,3 +219,20 @@ def test_threads_log_sync_and_checkpoint_at_once(catalog, tmp_path, cohort_bin):
     shown = trial_record(cohort_bin, catalog, "threads", 1)
     assert shown["metrics"]["a"]["count"] == shown["metrics"]["b"]["count"] == 20_000
     assert len(shown["checkpoints"]) == 20
+
+
+def test_slurms_warning_signal_makes_should_stop_true(catalog):
+    # In a process of its own: the handlers are process-wide.
+    script = textwrap.dedent(
+        """
+        import os, signal, cohort
+        tracker = cohort.init("warned")
+        assert not tracker.should_stop(0)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        print("stop", tracker.should_stop(1), flush=True)
+        tracker.finish()
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "stop True" in run.stdout
