@@ -557,14 +557,14 @@ impl Tracker {
 
     /// Whether the worker should checkpoint and exit after `step`: it reached the length a
     /// search gave it (`COHORT_SEARCH_UNTIL`), the search asked its trial to stop, or Slurm
-    /// warned the job (SIGTERM before preemption or cancellation, or the stop signal of
-    /// `--signal`, SIGUSR2 by default: see [`crate::signals`], watched from the first call
-    /// on). Cheap to call every step (the stop file is looked for at most once a second).
+    /// sent the stop signal of `--signal=USR2@SECONDS` ahead of the time limit (see
+    /// [`crate::signals`]; watched from the first call on). Cheap to call every step (the
+    /// stop file is looked for at most once a second).
     pub fn should_stop(&self, step: i64) -> bool {
         static WATCHING: std::sync::Once = std::sync::Once::new();
         WATCHING.call_once(|| {
             if let Err(why) = crate::signals::watch() {
-                eprintln!("cohort: {why}; should_stop will not see Slurm's warnings");
+                eprintln!("cohort: {why}; should_stop will not see Slurm's stop signal");
             }
         });
         if crate::signals::received().is_some() {

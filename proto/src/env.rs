@@ -47,7 +47,7 @@ pub const HPARAMS: &str = "COHORT_HPARAMS";
 /// For a search's trial: the length (steps) to train until before reporting.
 pub const SEARCH_UNTIL: &str = "COHORT_SEARCH_UNTIL";
 /// The signal that warns a worker to checkpoint and stop (`USR2` by default; Slurm sends it
-/// with `--signal=USR2@SECONDS` before the time limit), besides SIGTERM.
+/// with `--signal=USR2@SECONDS` before the time limit).
 pub const STOP_SIGNAL: &str = "COHORT_STOP_SIGNAL";
 /// `1`: every rank records metrics, not only rank 0.
 pub const TRACK_ALL_RANKS: &str = "COHORT_TRACK_ALL_RANKS";

@@ -221,8 +221,8 @@ def test_threads_log_sync_and_checkpoint_at_once(catalog, tmp_path, cohort_bin):
     assert len(shown["checkpoints"]) == 20
 
 
-def test_slurms_warning_signal_makes_should_stop_true(catalog):
-    # In a process of its own: the handlers are process-wide.
+def test_slurms_stop_signal_makes_should_stop_true(catalog):
+    # In a process of its own: the handler is process-wide.
     script = textwrap.dedent(
         """
         import os, signal, cohort

@@ -173,7 +173,7 @@ fn main() -> Result<()> {
         let step = i64::try_from(epoch + 1)?;
         tracker.log_metrics(step, &[("loss", mean[0]), ("accuracy", mean[1])])?;
         losses.push(mean[0]);
-        // Every rank knows the search's length; a stop request or Slurm's warning may reach
+        // Every rank knows the search's length; a stop request or Slurm's stop signal may reach
         // the ranks at different epochs, so they agree: any rank that sees one stops them all.
         let mut stop = [u8::from(tracker.should_stop(step))];
         comm.allreduce(&mut stop, ReduceOp::Max)?;
