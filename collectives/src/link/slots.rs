@@ -383,13 +383,21 @@ impl Wire for TcpWire {
     }
 
     fn peer_alive(&mut self) -> Result<(), String> {
+        // Death shows up on the socket itself: a pending error, or the end of the stream
+        // (which a peek sees before the frames are read, as on a plain TCP link).
         if self.closed {
             return Err("its connection was closed".into());
         }
         if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
             return Err(e.to_string());
         }
-        Ok(())
+        let mut byte = [0u8; 1];
+        match self.stream.peek(&mut byte) {
+            Ok(0) => Err("its connection was closed".into()),
+            Ok(_) => Ok(()),
+            Err(e) if would_block(&e) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn kind(&self) -> &'static str {
