@@ -388,16 +388,7 @@ impl Wire for TcpWire {
         if self.closed {
             return Err("its connection was closed".into());
         }
-        if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
-            return Err(e.to_string());
-        }
-        let mut byte = [0u8; 1];
-        match self.stream.peek(&mut byte) {
-            Ok(0) => Err("its connection was closed".into()),
-            Ok(_) => Ok(()),
-            Err(e) if would_block(&e) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        super::tcp::stream_alive(&self.stream)
     }
 
     fn kind(&self) -> &'static str {

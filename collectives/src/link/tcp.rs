@@ -67,6 +67,22 @@ fn closed() -> std::io::Error {
     )
 }
 
+/// Whether the process at the other end of `stream` still holds it: a pending socket error or
+/// the end of the stream (seen by a peek, before any unread bytes are consumed) says it is
+/// gone, and why.
+pub(crate) fn stream_alive(stream: &TcpStream) -> Result<(), String> {
+    if let Ok(Some(e)) | Err(e) = stream.take_error() {
+        return Err(e.to_string());
+    }
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte) {
+        Ok(0) => Err("its connection was closed".into()),
+        Ok(_) => Ok(()),
+        Err(e) if would_block(&e) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn would_block(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -182,16 +198,7 @@ impl Link for TcpLink {
         if self.closed {
             return Err("its connection was closed".into());
         }
-        if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
-            return Err(e.to_string());
-        }
-        let mut byte = [0u8; 1];
-        match self.stream.peek(&mut byte) {
-            Ok(0) => Err("its connection was closed".into()),
-            Ok(_) => Ok(()),
-            Err(e) if would_block(&e) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        }
+        stream_alive(&self.stream)
     }
 
     fn kind(&self) -> &'static str {
