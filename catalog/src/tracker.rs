@@ -312,6 +312,14 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// This process's rank as launchers give it: `COHORT_RANK`, else torch's `RANK`, else 0.
+pub fn launcher_rank() -> u32 {
+    env(vars::RANK)
+        .or_else(|| env(vars::torch::RANK))
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The directory of the trial a launcher recorded this run into (`COHORT_TRIAL` of
 /// `COHORT_EXPERIMENT` in the default catalog), when there is one and it can be found.
 fn launched_trial_dir() -> Option<PathBuf> {
@@ -364,10 +372,7 @@ impl Tracker {
     /// `COHORT_TRACK_ALL_RANKS=1`; a process with neither `COHORT_EXPERIMENT` nor
     /// `COHORT_CATALOG` set gets a disabled one.
     pub fn from_env() -> Result<Tracker, CatalogError> {
-        let rank: u32 = env(vars::RANK)
-            .or_else(|| env("RANK"))
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
+        let rank = launcher_rank();
         if rank != 0 && env(vars::TRACK_ALL_RANKS).as_deref() != Some("1") {
             return Ok(Tracker::follower(launched_trial_dir()));
         }

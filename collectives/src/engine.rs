@@ -302,6 +302,21 @@ mod tests {
     }
 
     /// Sends `mine` to peer `to` while receiving `theirs_len` bytes from it, as one rank.
+    /// Both sides of a swap at once (left is rank 0, whose peer is index 1; right is rank 1,
+    /// whose peer is index 0): returns what right got, then what left got.
+    fn swap_both(
+        left: &mut [Option<Peer>],
+        right: &mut [Option<Peer>],
+        from_left: &[u8],
+        from_right: &[u8],
+    ) -> (Vec<u8>, Vec<u8>) {
+        std::thread::scope(|s| {
+            let right_side = s.spawn(|| swap(right, 0, from_right, from_left.len()));
+            let got_left = swap(left, 1, from_left, from_right.len());
+            (right_side.join().unwrap(), got_left)
+        })
+    }
+
     fn swap(peers: &mut [Option<Peer>], to: usize, mine: &[u8], theirs_len: usize) -> Vec<u8> {
         let abort = AtomicBool::new(false);
         let mut received = vec![0u8; theirs_len];
@@ -329,11 +344,7 @@ mod tests {
         // before the other side receives.
         let from_left = pattern(9 << 20, 1);
         let from_right = pattern((6 << 20) + 13, 2);
-        let (got_right, got_left) = std::thread::scope(|s| {
-            let right_side = s.spawn(|| swap(&mut right, 0, &from_right, from_left.len()));
-            let got_left = swap(&mut left, 1, &from_left, from_right.len());
-            (right_side.join().unwrap(), got_left)
-        });
+        let (got_right, got_left) = swap_both(&mut left, &mut right, &from_left, &from_right);
         assert!(got_right == from_left);
         assert!(got_left == from_right);
     }
@@ -353,11 +364,7 @@ mod tests {
         // Several times the ring's size each way.
         let from_left = pattern((3 << 20) + 8, 3);
         let from_right = pattern((5 << 20) + 16, 4);
-        let (got_right, got_left) = std::thread::scope(|s| {
-            let right_side = s.spawn(|| swap(&mut right, 0, &from_right, from_left.len()));
-            let got_left = swap(&mut left, 1, &from_left, from_right.len());
-            (right_side.join().unwrap(), got_left)
-        });
+        let (got_right, got_left) = swap_both(&mut left, &mut right, &from_left, &from_right);
         assert!(got_right == from_left);
         assert!(got_left == from_right);
     }
@@ -659,11 +666,7 @@ mod tests {
         let mut right = peers_with(0, 0, "node-a", b);
         assert!(swap(&mut left, 1, &[], 0).is_empty());
         assert!(swap(&mut right, 0, &[], 0).is_empty());
-        let (got_right, got_left) = std::thread::scope(|s| {
-            let right_side = s.spawn(|| swap(&mut right, 0, b"pong", 4));
-            let got_left = swap(&mut left, 1, b"ping", 4);
-            (right_side.join().unwrap(), got_left)
-        });
+        let (got_right, got_left) = swap_both(&mut left, &mut right, b"ping", b"pong");
         assert_eq!(got_right, b"ping");
         assert_eq!(got_left, b"pong");
     }

@@ -78,15 +78,6 @@ impl Tracker {
     }
 }
 
-/// The rank of this process as launchers give it (`COHORT_RANK`, else `RANK`), 0 if neither.
-fn launcher_rank() -> u32 {
-    std::env::var(vars::RANK)
-        .ok()
-        .or_else(|| std::env::var(vars::torch::RANK).ok())
-        .and_then(|r| r.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn state_of(text: &str) -> PyResult<TrialState> {
     let state: TrialState = text.parse().map_err(|e: String| PyValueError::new_err(e))?;
     if !state.is_final() {
@@ -157,7 +148,7 @@ fn init(
         return Err(PyValueError::new_err("experiment: the name is empty"));
     }
     let hparams = json_map(py, hparams, "hparams")?;
-    let rank = launcher_rank();
+    let rank = cohort_catalog::tracker::launcher_rank();
     let launched = std::env::var_os(vars::TRIAL).is_some() && catalog.is_none();
     if !launched && rank != 0 && std::env::var(vars::TRACK_ALL_RANKS).as_deref() != Ok("1") {
         return Ok(Tracker::wrap(RustTracker::disabled()));
