@@ -8,6 +8,7 @@
 //!     trial.json     what the trial is (written once by its creator)
 //!     state.json     its state (replaced by rename)
 //!     failed-<job>.<step>.<launch>.json   a Slurm step's first failed task (created if absent)
+//!     stopped-<job>.<step>.<launch>.json  its first task Slurm stopped (SIGTERM, a warning)
 //!     metrics-<NNNN>.clog   metric log segments, one writer each
 //!     gc-*.json      checkpoints deleted by collection
 //!     output.log, slurm-<job>.out   the output of a search's local run or Slurm job
@@ -530,6 +531,7 @@ pub fn new_state(state: TrialState) -> StateRecord {
         exit_signal: None,
         message: None,
         restarts: Vec::new(),
+        requeues: 0,
         writer: fsutil::writer(),
         updated: now,
     }
@@ -579,8 +581,9 @@ pub fn clear_stop(trial_dir: &Path) {
     let _ = std::fs::remove_file(trial_dir.join(STOP_FILE));
 }
 
-/// Reads a trial's state, if it has one, with its Slurm step's failure merged in: a step that
-/// has a failure record ([`record_step_failure`]) is `failed`, whatever `state.json` says.
+/// Reads a trial's state, if it has one, with its Slurm step's end records merged in: a
+/// launch with a stop record ([`record_step_stop`]) is `preempted`, else one with a failure
+/// record ([`record_step_failure`]) is `failed`, whatever `state.json` says.
 pub fn read_state(trial_dir: &Path) -> Result<Option<StateRecord>, CatalogError> {
     let path = state_path(trial_dir);
     let mut state: StateRecord = match std::fs::read(&path) {
@@ -594,35 +597,61 @@ pub fn read_state(trial_dir: &Path) -> Result<Option<StateRecord>, CatalogError>
             })
         }
     };
-    if let (Some(job), Some(step), TrialState::Running | TrialState::Completed) =
-        (&state.slurm_job, &state.slurm_step, state.state)
+    if let (
+        Some(job),
+        Some(step),
+        TrialState::Running | TrialState::Completed | TrialState::Preempted,
+    ) = (&state.slurm_job, &state.slurm_step, state.state)
     {
-        let path = failure_path(trial_dir, job, step, state.slurm_launch.unwrap_or(0));
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let failure: StepFailure = parse_record(&path, &bytes, "cohort.step-failure")?;
-                state.state = TrialState::Failed;
-                state.ended = state.ended.or(Some(failure.at));
-                state.exit_status = failure.exit_status;
-                state.exit_signal = failure.exit_signal;
-                state.message = Some(failure.message);
+        let launch = state.slurm_launch.unwrap_or(0);
+        // A task Slurm stopped (a preemption, a cancel, the time limit) explains the failures
+        // that follow it on other ranks, whose peers vanished: the launch was preempted.
+        // Otherwise a failed task makes the launch failed, whatever another node wrote.
+        let stopped = step_end_record(&stop_path(trial_dir, job, step, launch), STEP_STOP)?;
+        let failed = step_end_record(&failure_path(trial_dir, job, step, launch), STEP_FAILURE)?;
+        if let Some(stop) = stopped {
+            if state.state != TrialState::Preempted {
+                state.state = TrialState::Preempted;
+                state.message = Some(stop.message);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(CatalogError::Io {
-                    path,
-                    what: "cannot read",
-                    source,
-                })
-            }
+            state.ended = state.ended.or(Some(stop.at));
+            state.exit_status = stop.exit_status;
+            state.exit_signal = stop.exit_signal;
+        } else if let Some(failure) = failed {
+            state.state = TrialState::Failed;
+            state.ended = state.ended.or(Some(failure.at));
+            state.exit_status = failure.exit_status;
+            state.exit_signal = failure.exit_signal;
+            state.message = Some(failure.message);
         }
     }
     Ok(Some(state))
 }
 
+const STEP_FAILURE: &str = "cohort.step-failure";
+const STEP_STOP: &str = "cohort.step-stop";
+
+/// Reads one of a step's end records, if it exists.
+fn step_end_record(path: &Path, format: &str) -> Result<Option<StepFailure>, CatalogError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(parse_record(path, &bytes, format)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CatalogError::Io {
+            path: path.to_path_buf(),
+            what: "cannot read",
+            source,
+        }),
+    }
+}
+
 /// Where the failure record of a trial's Slurm step `job.step`, launch `launch`, is.
 fn failure_path(trial_dir: &Path, job: &str, step: &str, launch: u32) -> PathBuf {
     trial_dir.join(format!("failed-{job}.{step}.{launch}.json"))
+}
+
+/// Where the record of the first task Slurm stopped in step `job.step`, launch `launch`, is.
+fn stop_path(trial_dir: &Path, job: &str, step: &str, launch: u32) -> PathBuf {
+    trial_dir.join(format!("stopped-{job}.{step}.{launch}.json"))
 }
 
 /// Records that a task of a Slurm step failed, in a file of its own created if absent, so
@@ -636,7 +665,28 @@ pub fn record_step_failure(
     owner: Option<(u32, u32)>,
 ) -> Result<bool, CatalogError> {
     let path = failure_path(trial_dir, &failure.job, &failure.step, failure.launch);
-    fsutil::publish_new_owned(&path, &to_json(failure), owner)
+    let record = StepFailure {
+        format: STEP_FAILURE.into(),
+        ..failure.clone()
+    };
+    fsutil::publish_new_owned(&path, &to_json(&record), owner)
+}
+
+/// Records that Slurm stopped a task of a Slurm step (it was ended by SIGTERM, or exited
+/// with one of [`cohort_proto::catalog::exit`]'s statuses after a warning), as
+/// [`record_step_failure`] records a failure: created if absent, first wins. [`read_state`]
+/// then shows the launch as `preempted`, even where other ranks failed after it.
+pub fn record_step_stop(
+    trial_dir: &Path,
+    stop: &StepFailure,
+    owner: Option<(u32, u32)>,
+) -> Result<bool, CatalogError> {
+    let path = stop_path(trial_dir, &stop.job, &stop.step, stop.launch);
+    let record = StepFailure {
+        format: STEP_STOP.into(),
+        ..stop.clone()
+    };
+    fsutil::publish_new_owned(&path, &to_json(&record), owner)
 }
 
 /// Replaces a trial's state (atomically: readers see the old or the new one).
@@ -799,6 +849,67 @@ mod tests {
         std::fs::write(trial.join("failed-42.0.1.json"), b"{").unwrap();
         let e = read_state(trial).unwrap_err();
         assert!(e.to_string().contains("failed-42.0.1.json"), "{e}");
+    }
+
+    #[test]
+    fn a_task_slurm_stopped_makes_its_launch_preempted_over_the_failures_it_caused() {
+        let dir = tempfile::tempdir().unwrap();
+        let trial = dir.path();
+        let mut state = new_state(TrialState::Running);
+        state.slurm_job = Some("7".into());
+        state.slurm_step = Some("0".into());
+        state.slurm_launch = Some(0);
+        write_state(trial, &state).unwrap();
+        let end =
+            |rank: u32, status: Option<i32>, signal: Option<&str>, message: &str| StepFailure {
+                format: String::new(),
+                version: CATALOG_VERSION,
+                job: "7".into(),
+                step: "0".into(),
+                launch: 0,
+                rank,
+                node: "node1".into(),
+                exit_status: status,
+                exit_signal: signal.map(str::to_owned),
+                message: message.into(),
+                at: 2.0,
+            };
+        // Rank 1 fails because rank 0 vanished; rank 0 was ended by Slurm's SIGTERM.
+        record_step_failure(
+            trial,
+            &end(1, Some(1), None, "rank 1 exited with status 1"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            read_state(trial).unwrap().unwrap().state,
+            TrialState::Failed
+        );
+        record_step_stop(
+            trial,
+            &end(0, None, Some("SIGTERM"), "rank 0 stopped by SIGTERM"),
+            None,
+        )
+        .unwrap();
+        let merged = read_state(trial).unwrap().unwrap();
+        assert_eq!(merged.state, TrialState::Preempted);
+        assert_eq!(merged.message.as_deref(), Some("rank 0 stopped by SIGTERM"));
+        // The worker's own account (its tracker wrote `preempted` with the step) is kept.
+        update_state(trial, |s| {
+            s.state = TrialState::Preempted;
+            s.message = Some("stopped at step 40".into());
+        })
+        .unwrap();
+        let merged = read_state(trial).unwrap().unwrap();
+        assert_eq!(merged.message.as_deref(), Some("stopped at step 40"));
+        // A stop record's format is checked like any record's.
+        std::fs::write(
+            trial.join("stopped-7.0.0.json"),
+            br#"{"format":"cohort.step-failure"}"#,
+        )
+        .unwrap();
+        let e = read_state(trial).unwrap_err();
+        assert!(e.to_string().contains("stopped-7.0.0.json"), "{e}");
     }
 
     #[test]

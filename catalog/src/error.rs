@@ -56,6 +56,14 @@ pub enum CatalogError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// The ranks could not agree whether to stop (a rank died, the connection broke).
+    #[error("the ranks could not agree whether to stop at step {step}: {problem}")]
+    Agreement {
+        /// The step asked about.
+        step: i64,
+        /// Why (the collective's error, naming the rank).
+        problem: String,
+    },
 }
 
 /// Something wrong with one file that a query skipped, carrying on with the rest.

@@ -35,7 +35,7 @@ pub use catalog::{Catalog, Experiment, NewExperiment, TrialRef};
 pub use error::{CatalogError, Warning};
 pub use index::{load, LoadOptions, Loaded};
 pub use search_dir::SearchDir;
-pub use tracker::{Tracker, TrackerOptions};
+pub use tracker::{StopReason, Tracker, TrackerOptions};
 
 /// Formats a number for a table: integers as integers, others with six significant digits,
 /// very large or small ones in scientific notation.

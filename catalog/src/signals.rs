@@ -1,26 +1,52 @@
-//! The warning Slurm gives a job ahead of its time limit when asked (`#SBATCH
-//! --signal=USR2@120`): a signal to every task. A worker that asks
-//! [`crate::Tracker::should_stop`] has opted into stopping cleanly: from its first call on,
-//! the stop signal sets a flag (the handler does nothing else) and `should_stop` answers true,
-//! so the worker checkpoints and exits before the limit. A worker that never asks keeps the
-//! signal's default action.
+//! Slurm's warnings to a job's tasks, watched for a worker that asked
+//! [`crate::Tracker::should_stop`] (from its first call on; the handlers only set a flag):
+//!
+//! - the stop signal, sent ahead of the time limit when the job asks for it (`#SBATCH
+//!   --signal=USR2@120`), or at a preemption with `PreemptParameters=send_user_signal`;
+//! - SIGTERM, which Slurm sends when it preempts, requeues or cancels a job, or at its time
+//!   limit, some seconds (`KillWait`, `GraceTime`) before SIGKILL.
+//!
+//! Either makes `should_stop` true on every rank at the same step; the worker checkpoints
+//! and exits with the status [`crate::Tracker::exit_status`] gives, which tells the Slurm
+//! plugin which of the two it was. A worker that never asks keeps the signals' default
+//! actions.
 //!
 //! The stop signal is SIGUSR2 unless `COHORT_STOP_SIGNAL` names another (`URG`, `SIGUSR1`, a
-//! number): SIGUSR1 is left alone by default because some launchers and profilers use it, and
-//! SIGTERM, which Slurm sends when it cancels, preempts or requeues a job, keeps its default
-//! action.
+//! number): SIGUSR1 is left alone by default because some launchers and profilers use it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use cohort_proto::env as vars;
-use signal_hook::consts::SIGUSR2;
+use signal_hook::consts::{SIGTERM, SIGUSR2};
 
-/// The stop signal and whether it has arrived.
+/// A warning a worker received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Warning {
+    /// The stop signal (its number): the time limit is near.
+    StopSignal(i32),
+    /// SIGTERM: Slurm is ending the job now.
+    Terminate,
+}
+
+impl Warning {
+    /// The signal's name (`SIGUSR2`).
+    pub fn signal_name(self) -> String {
+        let number = match self {
+            Warning::StopSignal(n) => n,
+            Warning::Terminate => SIGTERM,
+        };
+        nix::sys::signal::Signal::try_from(number)
+            .map_or_else(|_| format!("signal {number}"), |s| s.as_str().to_owned())
+    }
+}
+
+/// The signals watched and whether each has arrived.
 #[derive(Debug)]
 struct Watch {
     signal: i32,
-    received: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
 }
 
 static WATCH: OnceLock<Result<Watch, String>> = OnceLock::new();
@@ -57,14 +83,24 @@ pub fn stop_signal() -> Result<i32, String> {
 
 fn install() -> Result<Watch, String> {
     let signal = stop_signal()?;
-    let received = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal, Arc::clone(&received))
+    let stop = Arc::new(AtomicBool::new(false));
+    let terminate = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal, Arc::clone(&stop))
         .map_err(|e| format!("cannot watch for the stop signal {signal}: {e}"))?;
-    Ok(Watch { signal, received })
+    if signal != SIGTERM {
+        signal_hook::flag::register(SIGTERM, Arc::clone(&terminate))
+            .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    }
+    Ok(Watch {
+        signal,
+        stop,
+        terminate,
+    })
 }
 
-/// Starts watching for the stop signal (once per process; later calls do nothing). Returns
-/// why it could not, if so: a bad `COHORT_STOP_SIGNAL`, or a signal that cannot be handled.
+/// Starts watching for the stop signal and SIGTERM (once per process; later calls do
+/// nothing). Returns why it could not, if so: a bad `COHORT_STOP_SIGNAL`, or a signal that
+/// cannot be handled.
 pub fn watch() -> Result<(), String> {
     match WATCH.get_or_init(install) {
         Ok(_) => Ok(()),
@@ -72,11 +108,19 @@ pub fn watch() -> Result<(), String> {
     }
 }
 
-/// The stop signal, if it has arrived since [`watch`] began.
-pub fn received() -> Option<i32> {
+/// The most urgent warning that has arrived since [`watch`] began: SIGTERM over the stop
+/// signal.
+pub fn received() -> Option<Warning> {
     let watch = WATCH.get()?.as_ref().ok()?;
-    watch
-        .received
-        .load(Ordering::Relaxed)
-        .then_some(watch.signal)
+    if watch.terminate.load(Ordering::Relaxed) {
+        Some(Warning::Terminate)
+    } else if watch.stop.load(Ordering::Relaxed) {
+        Some(if watch.signal == SIGTERM {
+            Warning::Terminate
+        } else {
+            Warning::StopSignal(watch.signal)
+        })
+    } else {
+        None
+    }
 }

@@ -240,8 +240,66 @@ pub struct Tracker {
     /// On a rank that does not write: the directory of the run's trial, read for its
     /// hyperparameters, checkpoints and stop requests, so that every rank answers alike.
     follows: Option<PathBuf>,
+    /// What decides when to stop.
+    stopping: Mutex<Stopping>,
+}
+
+/// Why a worker is asked to stop, least urgent first: ranks that saw different reasons agree
+/// on the most urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopReason {
+    /// The run reached the length its search gave it (`COHORT_SEARCH_UNTIL`).
+    Length = 1,
+    /// The search, or `cohort search stop`, asked its trial to stop.
+    Asked = 2,
+    /// Slurm's stop signal: the time limit (or a preemption) is near.
+    Warning = 3,
+    /// SIGTERM: Slurm is ending the job (preempted, requeued, cancelled, out of time).
+    Terminated = 4,
+}
+
+impl StopReason {
+    fn from_code(code: u8) -> Option<StopReason> {
+        match code {
+            0 => None,
+            1 => Some(StopReason::Length),
+            2 => Some(StopReason::Asked),
+            3 => Some(StopReason::Warning),
+            _ => Some(StopReason::Terminated),
+        }
+    }
+
+    /// Whether the cluster asked for it (the run goes on in a later launch).
+    pub fn is_warning(self) -> bool {
+        matches!(self, StopReason::Warning | StopReason::Terminated)
+    }
+}
+
+/// How the ranks of a job agree: each gives its code, every one gets the largest (an
+/// allreduce with MAX of one byte).
+type Agreement = Box<dyn Fn(u8) -> Result<u8, String> + Send + Sync>;
+
+/// What decides when to stop: the reasons seen here, and the agreement among the ranks.
+#[derive(Default)]
+struct Stopping {
     /// When the stop file was last looked for, and whether it was there.
-    stop_seen: Mutex<(Option<Instant>, bool)>,
+    file_seen: (Option<Instant>, bool),
+    /// How the ranks agree, once given.
+    agree: Option<Agreement>,
+    /// The last step decided, and what was decided.
+    decided: Option<(i64, Option<StopReason>)>,
+    /// The step the ranks stopped at, and why: once stopped, stays stopped.
+    stopped: Option<(i64, StopReason)>,
+}
+
+impl std::fmt::Debug for Stopping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stopping")
+            .field("agreed", &self.agree.is_some())
+            .field("decided", &self.decided)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
 }
 
 pub use crate::catalog::STOP_FILE;
@@ -341,7 +399,7 @@ impl Tracker {
             finished: true,
             until: None,
             follows: None,
-            stop_seen: Mutex::new((None, false)),
+            stopping: Mutex::new(Stopping::default()),
         }
     }
 
@@ -556,42 +614,119 @@ impl Tracker {
             finished: false,
             until: env(vars::SEARCH_UNTIL).and_then(|v| v.parse().ok()),
             follows: None,
-            stop_seen: Mutex::new((None, false)),
+            stopping: Mutex::new(Stopping::default()),
         })
     }
 
     /// Whether the worker should checkpoint and exit after `step`: it reached the length a
     /// search gave it (`COHORT_SEARCH_UNTIL`), the search asked its trial to stop, or Slurm
-    /// sent the stop signal of `--signal=USR2@SECONDS` ahead of the time limit (see
-    /// [`crate::signals`]; watched from the first call on). Cheap to call every step (the
-    /// stop file is looked for at most once a second).
-    pub fn should_stop(&self, step: i64) -> bool {
+    /// warned the job: the stop signal of `--signal=USR2@SECONDS` ahead of the time limit,
+    /// or SIGTERM (see [`crate::signals`]; both are watched from the first call on).
+    ///
+    /// With an agreement ([`Tracker::agree_through`]), every rank gets the same answer at
+    /// the same step: call it on every rank at every step (or every rank at the same
+    /// steps). Cheap to call every step: the stop file is looked for at most once a
+    /// second, and an agreement is one allreduce of one byte. Once true, it stays true.
+    pub fn should_stop(&self, step: i64) -> Result<bool, CatalogError> {
+        Ok(self.stop_reason(step)?.is_some())
+    }
+
+    /// Whether the worker should checkpoint after `step` because it is about to stop: true
+    /// exactly when [`Tracker::should_stop`] is (one decision per step, whichever is
+    /// asked first), for loops that read better with both.
+    pub fn should_checkpoint(&self, step: i64) -> Result<bool, CatalogError> {
+        self.should_stop(step)
+    }
+
+    /// Why the worker should stop after `step`, if it should: [`Tracker::should_stop`] with
+    /// the reason the ranks agreed on.
+    pub fn stop_reason(&self, step: i64) -> Result<Option<StopReason>, CatalogError> {
         static WATCHING: std::sync::Once = std::sync::Once::new();
         WATCHING.call_once(|| {
             if let Err(why) = crate::signals::watch() {
                 eprintln!("cohort: {why}; should_stop will not see Slurm's stop signal");
             }
         });
-        if crate::signals::received().is_some() {
-            return true;
-        }
-        if self.until.is_some_and(|until| step >= until) {
-            return true;
-        }
-        let Some(dir) = self.trial_dir() else {
-            return false;
-        };
-        let mut seen = self
-            .stop_seen
+        let mut stopping = self
+            .stopping
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen
-            .0
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-        {
-            *seen = (Some(Instant::now()), dir.join(STOP_FILE).exists());
+        if let Some((_, reason)) = stopping.stopped {
+            return Ok(Some(reason));
         }
-        seen.1
+        if let Some((at, reason)) = stopping.decided {
+            if at == step {
+                return Ok(reason);
+            }
+        }
+        let local = self.local_stop_reason(step, &mut stopping);
+        let agreed = match &stopping.agree {
+            Some(agree) => {
+                let code = agree(local.map_or(0, |r| r as u8))
+                    .map_err(|problem| CatalogError::Agreement { step, problem })?;
+                StopReason::from_code(code)
+            }
+            None => local,
+        };
+        stopping.decided = Some((step, agreed));
+        if let Some(reason) = agreed {
+            stopping.stopped = Some((step, reason));
+        }
+        Ok(agreed)
+    }
+
+    /// The reason this rank alone sees to stop after `step`.
+    fn local_stop_reason(&self, step: i64, stopping: &mut Stopping) -> Option<StopReason> {
+        let mut reason = match crate::signals::received() {
+            Some(crate::signals::Warning::Terminate) => return Some(StopReason::Terminated),
+            Some(crate::signals::Warning::StopSignal(_)) => return Some(StopReason::Warning),
+            None => None,
+        };
+        if self.until.is_some_and(|until| step >= until) {
+            reason = Some(StopReason::Length);
+        }
+        if let Some(dir) = self.trial_dir() {
+            let seen = &mut stopping.file_seen;
+            if seen
+                .0
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+            {
+                *seen = (Some(Instant::now()), dir.join(STOP_FILE).exists());
+            }
+            if seen.1 {
+                reason = Some(StopReason::Asked);
+            }
+        }
+        reason
+    }
+
+    /// Makes [`Tracker::should_stop`] agree among the ranks of the job through `agree`:
+    /// given this rank's code, it returns the largest code of all ranks (an allreduce with
+    /// MAX of one byte over the job's communicator), or why it could not.
+    pub fn agree_through(&self, agree: impl Fn(u8) -> Result<u8, String> + Send + Sync + 'static) {
+        self.stopping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .agree = Some(Box::new(agree));
+    }
+
+    /// The step the ranks agreed to stop at, and why, once they have.
+    pub fn stopped(&self) -> Option<(i64, StopReason)> {
+        self.stopping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .stopped
+    }
+
+    /// The status the worker should exit with once it has checkpointed: 0, or after a
+    /// warning from Slurm the status that tells the Slurm plugin which
+    /// ([`cohort_proto::catalog::exit`]: 75 after the stop signal, 143 after SIGTERM).
+    pub fn exit_status(&self) -> i32 {
+        match self.stopped() {
+            Some((_, StopReason::Warning)) => cohort_proto::catalog::exit::AT_WARNING,
+            Some((_, StopReason::Terminated)) => cohort_proto::catalog::exit::AT_SIGTERM,
+            _ => 0,
+        }
     }
 
     /// The checkpoint to resume from: the trial's latest one (by step) whose file still
@@ -748,6 +883,18 @@ impl Tracker {
         if self.finished {
             return Ok(());
         }
+        // A run the ranks stopped at Slurm's warning has not completed: it goes on later.
+        let (state, message) = match (state, self.stopped()) {
+            (Some(TrialState::Completed | TrialState::Killed), Some((step, reason)))
+                if reason.is_warning() =>
+            {
+                (
+                    Some(TrialState::Preempted),
+                    Some(self.preempted_message(step, reason)),
+                )
+            }
+            _ => (state, message),
+        };
         self.finished = true;
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -769,7 +916,10 @@ impl Tracker {
             inner.sync();
             inner.check()
         };
-        if let (true, Some(state), Some(trial)) = (self.owns_state, state, &self.trial) {
+        // A preempted run says so itself, with the step, even where its launcher records
+        // its end (the launcher then leaves a state that is no longer `running` alone).
+        let owns = self.owns_state || state == Some(TrialState::Preempted);
+        if let (true, Some(state), Some(trial)) = (owns, state, &self.trial) {
             {
                 update_state(&trial.dir, |s| {
                     s.state = state;
@@ -781,6 +931,33 @@ impl Tracker {
             }
         }
         result
+    }
+}
+
+impl Tracker {
+    /// What a preempted trial's state says: where it stopped, at what, and where it goes on.
+    fn preempted_message(&self, step: i64, reason: StopReason) -> String {
+        let signal = match reason {
+            StopReason::Terminated => {
+                "SIGTERM: Slurm preempted, requeued or cancelled the job, or its time ran out"
+                    .to_owned()
+            }
+            _ => {
+                let name = crate::signals::stop_signal()
+                    .ok()
+                    .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+                    .map_or("the stop signal", |s| s.as_str());
+                format!("{name}, Slurm's warning before the time limit")
+            }
+        };
+        let checkpoint = match self.latest_checkpoint() {
+            Ok(Some(c)) => format!(
+                "it goes on from its checkpoint of step {} when the job runs again",
+                c.step
+            ),
+            _ => "it recorded no checkpoint to go on from".to_owned(),
+        };
+        format!("stopped at step {step} ({signal}); {checkpoint}")
     }
 }
 
@@ -1236,10 +1413,12 @@ mod tests {
             follower.latest_checkpoint().unwrap().map(|c| c.step),
             Some(3)
         );
-        assert!(!Tracker::follower(Some(trial.dir.clone())).should_stop(3));
+        assert!(!Tracker::follower(Some(trial.dir.clone()))
+            .should_stop(3)
+            .unwrap());
         crate::catalog::request_stop(&trial.dir).unwrap();
         assert!(
-            follower.should_stop(4),
+            follower.should_stop(4).unwrap(),
             "the search asked the trial to stop"
         );
         let before = segments(&trial.dir).len();
@@ -1385,8 +1564,62 @@ mod tests {
         assert!(crate::catalog::request_stop(&trial.dir).unwrap());
         let asked = Tracker::attach(trial, quiet()).unwrap();
         let left_alone = Tracker::attach(other, quiet()).unwrap();
-        assert!(asked.should_stop(1));
-        assert!(!left_alone.should_stop(1));
+        assert!(asked.should_stop(1).unwrap());
+        assert!(!left_alone.should_stop(1).unwrap());
+        assert_eq!(asked.stopped(), Some((1, StopReason::Asked)));
+        assert_eq!(asked.exit_status(), 0, "a search's stop is no warning");
+    }
+
+    #[test]
+    fn the_ranks_agree_on_the_most_urgent_reason_and_a_warning_ends_the_trial_preempted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, trial) = new_trial(dir.path());
+        let tracker = Tracker::attach(trial.clone(), quiet()).unwrap();
+        let weights = dir.path().join("w.pt");
+        std::fs::write(&weights, b"w").unwrap();
+        tracker.checkpoint(&weights, 6, BTreeMap::new()).unwrap();
+        // The agreement's contract: the largest code of all ranks. Another rank saw the
+        // stop signal (code 3) from step 7 on; this one saw nothing.
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&calls);
+        tracker.agree_through(move |mine| {
+            let call = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(if call >= 1 { mine.max(3) } else { mine })
+        });
+        assert!(!tracker.should_stop(6).unwrap());
+        assert!(
+            tracker.should_checkpoint(7).unwrap(),
+            "the same step on every rank"
+        );
+        assert!(tracker.should_stop(7).unwrap());
+        assert!(tracker.should_stop(8).unwrap(), "stopped stays stopped");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "one agreement per step, none after the stop"
+        );
+        assert_eq!(tracker.stopped(), Some((7, StopReason::Warning)));
+        assert_eq!(tracker.exit_status(), 75);
+        tracker.finish(TrialState::Completed).unwrap();
+        let state = crate::catalog::read_state(&trial.dir).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Preempted);
+        let message = state.message.unwrap();
+        assert!(
+            message.contains("stopped at step 7 (SIGUSR2")
+                && message.contains("checkpoint of step 6"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_failed_agreement_is_an_error_naming_the_step() {
+        let tracker = Tracker::disabled();
+        tracker.agree_through(|_| Err("rank 1 (node2) is gone".into()));
+        let e = tracker.should_stop(12).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the ranks could not agree whether to stop at step 12: rank 1 (node2) is gone"
+        );
     }
 
     #[test]
@@ -1400,7 +1633,7 @@ mod tests {
             .unwrap();
         tracker.sync().unwrap();
         assert_eq!(tracker.latest_checkpoint().unwrap(), None);
-        assert!(!tracker.should_stop(i64::MAX));
+        assert!(!tracker.should_stop(i64::MAX).unwrap());
         tracker.finish(TrialState::Completed).unwrap();
     }
 

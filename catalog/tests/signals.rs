@@ -1,4 +1,4 @@
-//! Slurm's time-limit warning (the stop signal) reaches `Tracker::should_stop`. The signal
+//! Slurm's warnings (the stop signal, SIGTERM) reach `Tracker::should_stop`. The signal
 //! handlers are process-wide. Each test runs its body in a child process (this same test
 //! binary, asked for that test alone) so that a signal never reaches another test.
 
@@ -7,6 +7,7 @@
 
 use std::process::Command;
 
+use cohort_catalog::signals::Warning;
 use cohort_catalog::Tracker;
 use nix::sys::signal::{raise, Signal};
 
@@ -37,30 +38,47 @@ fn the_stop_signal_makes_should_stop_true() {
         return;
     }
     let tracker = Tracker::disabled();
-    assert!(!tracker.should_stop(1), "no warning yet");
+    assert!(!tracker.should_stop(1).unwrap(), "no warning yet");
     raise(Signal::SIGUSR2).unwrap();
-    assert!(tracker.should_stop(2));
+    assert!(tracker.should_stop(2).unwrap());
     assert_eq!(
         cohort_catalog::signals::received(),
-        Some(Signal::SIGUSR2 as i32)
+        Some(Warning::StopSignal(Signal::SIGUSR2 as i32))
     );
+    assert_eq!(tracker.exit_status(), 75);
     println!("stopped after SIGUSR2");
 }
 
 #[test]
-fn sigterm_keeps_its_default_action() {
+fn sigterm_stops_a_worker_that_asks_and_kills_one_that_does_not() {
+    let name = "sigterm_stops_a_worker_that_asks_and_kills_one_that_does_not";
     if !child() {
-        let (status, out) = in_child("sigterm_keeps_its_default_action", &[]);
+        let (status, out) = in_child(name, &[]);
+        assert!(status.success(), "{out}");
+        assert!(out.contains("stopped after SIGTERM, exit 143"), "{out}");
+        let (status, out) = in_child(name, &[("COHORT_SIGNAL_NEVER_ASK", "1")]);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "{out}");
         assert!(!out.contains("still alive"), "{out}");
         return;
     }
     let tracker = Tracker::disabled();
-    assert!(!tracker.should_stop(1));
+    if std::env::var_os("COHORT_SIGNAL_NEVER_ASK").is_some() {
+        raise(Signal::SIGTERM).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        println!("still alive after SIGTERM");
+        return;
+    }
+    assert!(!tracker.should_stop(1).unwrap());
+    // SIGTERM after the stop signal: the more urgent wins.
+    raise(Signal::SIGUSR2).unwrap();
     raise(Signal::SIGTERM).unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    println!("still alive after SIGTERM");
+    assert!(tracker.should_stop(2).unwrap());
+    assert_eq!(
+        cohort_catalog::signals::received(),
+        Some(Warning::Terminate)
+    );
+    println!("stopped after SIGTERM, exit {}", tracker.exit_status());
 }
 
 #[test]
@@ -80,11 +98,11 @@ fn another_stop_signal_can_be_named_and_a_bad_one_is_refused() {
         return;
     }
     let tracker = Tracker::disabled();
-    assert!(!tracker.should_stop(1));
+    assert!(!tracker.should_stop(1).unwrap());
     if cohort_catalog::signals::stop_signal().is_err() {
         return;
     }
     raise(Signal::SIGURG).unwrap();
-    assert!(tracker.should_stop(2));
+    assert!(tracker.should_stop(2).unwrap());
     println!("stopped after SIGURG");
 }

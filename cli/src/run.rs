@@ -100,7 +100,11 @@ fn start_trial(
     // A failed (or crashed) earlier run is a restart; a search resuming a trial it stopped
     // is not.
     if let Some(prior) = prior.filter(|p| {
-        p.started.is_some() && matches!(p.state, TrialState::Failed | TrialState::Running)
+        p.started.is_some()
+            && matches!(
+                p.state,
+                TrialState::Failed | TrialState::Running | TrialState::Preempted
+            )
     }) {
         state.restarts.push(cohort_proto::catalog::Restart {
             at: cohort_catalog::now(),
@@ -150,6 +154,8 @@ fn end_trial(
     message: Option<String>,
 ) {
     let result = cohort_catalog::catalog::update_state(&trial.dir, |s| {
+        // The worker's tracker said where it stopped; that says more than a status.
+        let said = s.state == TrialState::Preempted && state == TrialState::Preempted;
         s.state = state;
         s.ended = Some(cohort_catalog::now());
         if let Some(status) = status {
@@ -159,7 +165,9 @@ fn end_trial(
                     .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
             });
         }
-        s.message = message;
+        if !said {
+            s.message = message;
+        }
     });
     if let Err(e) = result {
         eprintln!(
@@ -169,8 +177,18 @@ fn end_trial(
     }
 }
 
-/// How long ranks get to exit after SIGTERM before SIGKILL.
+/// How long ranks get to exit after an interrupt, or after a rank failed, before SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
+/// How long ranks get to checkpoint and exit after SIGTERM or the stop signal before
+/// SIGKILL: Slurm's default `KillWait`.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a rank stopped at a warning after checkpointing (the statuses of
+/// `cohort_proto::catalog::exit`), rather than failing.
+fn stopped_at_warning(status: ExitStatus) -> bool {
+    use cohort_proto::catalog::exit;
+    matches!(status.code(), Some(exit::AT_WARNING | exit::AT_SIGTERM))
+}
 
 /// Clears close-on-exec on the store's socket, so that the next spawned process inherits it.
 fn make_inheritable(listener: &std::net::TcpListener) -> Result<()> {
@@ -324,10 +342,18 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     // Signals arrive as a counter so the wait loop can forward them.
     let interrupts = Arc::new(AtomicUsize::new(0));
     let terms = Arc::new(AtomicUsize::new(0));
+    let warnings = Arc::new(AtomicUsize::new(0));
     signal_hook::flag::register_usize(signal_hook::consts::SIGINT, Arc::clone(&interrupts), 1)
         .context("installing the SIGINT handler")?;
     signal_hook::flag::register_usize(signal_hook::consts::SIGTERM, Arc::clone(&terms), 1)
         .context("installing the SIGTERM handler")?;
+    // The stop signal is passed on to the ranks (`#SBATCH --signal=B:USR2@120` warns the
+    // batch shell, and so this launcher, alone).
+    let stop_signal = cohort_catalog::signals::stop_signal().map_err(anyhow::Error::msg)?;
+    if stop_signal != signal_hook::consts::SIGTERM {
+        signal_hook::flag::register_usize(stop_signal, Arc::clone(&warnings), 1)
+            .context("installing the stop signal's handler")?;
+    }
 
     let mut children: Vec<(u32, Child)> = Vec::new();
     let mut pumps = Vec::new();
@@ -391,19 +417,34 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     let mut failure: Option<(u32, ExitStatus)> = None;
     let mut stopping_since: Option<Instant> = None;
-    let (mut seen_int, mut seen_term) = (0, 0);
+    // When the ranks still running get SIGKILL.
+    let mut kill_at: Option<Instant> = None;
+    let deadline = |kill_at: &mut Option<Instant>, after: Duration| {
+        let at = Instant::now() + after;
+        *kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
+    };
+    let (mut seen_int, mut seen_term, mut seen_warning) = (0, 0, 0);
     loop {
         let int_now = interrupts.load(Ordering::Relaxed);
         let term_now = terms.load(Ordering::Relaxed);
+        let warning_now = warnings.load(Ordering::Relaxed);
         if int_now > seen_int {
             seen_int = int_now;
             signal_running(&children, &statuses, Signal::SIGINT);
             stopping_since.get_or_insert_with(Instant::now);
+            deadline(&mut kill_at, GRACE);
         }
         if term_now > seen_term {
             seen_term = term_now;
             signal_running(&children, &statuses, Signal::SIGTERM);
             stopping_since.get_or_insert_with(Instant::now);
+            deadline(&mut kill_at, KILL_WAIT);
+        }
+        if warning_now > seen_warning {
+            seen_warning = warning_now;
+            if let Ok(signal) = Signal::try_from(stop_signal) {
+                signal_running(&children, &statuses, signal);
+            }
         }
         let mut stop_others = false;
         for (index, (rank, child)) in children.iter_mut().enumerate() {
@@ -412,7 +453,11 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 statuses[index] = Some(status);
-                if !status.success() && failure.is_none() && stopping_since.is_none() {
+                if stopped_at_warning(status) {
+                    // The ranks agreed to stop: the others are on their way out.
+                    stopping_since.get_or_insert_with(Instant::now);
+                    deadline(&mut kill_at, KILL_WAIT);
+                } else if !status.success() && failure.is_none() && stopping_since.is_none() {
                     failure = Some((*rank, status));
                     eprintln!(
                         "cohort: rank {rank} failed ({}); stopping the other ranks",
@@ -420,6 +465,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
                     );
                     stopping_since = Some(Instant::now());
                     stop_others = true;
+                    deadline(&mut kill_at, GRACE);
                 }
             }
         }
@@ -429,7 +475,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         if statuses.iter().all(Option::is_some) {
             break;
         }
-        if stopping_since.is_some_and(|t| t.elapsed() > GRACE) {
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
             signal_running(&children, &statuses, Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -440,8 +486,24 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     drop(dir);
     // Ranks killed while setting up can leave their shared-memory rings behind.
     cohort_collectives::remove_job_shm(secret.as_bytes(), &store);
+    // Stopped at a warning, having checkpointed: SIGTERM's status over the stop signal's.
+    let warned = statuses
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|s| stopped_at_warning(*s))
+        .max_by_key(|s| s.code());
     if let Some(trial) = &trial {
         match (&failure, statuses.iter().flatten().find(|s| !s.success())) {
+            (None, Some(_)) if warned.is_some() => end_trial(
+                trial,
+                TrialState::Preempted,
+                warned,
+                Some(format!(
+                    "the ranks stopped at a warning (exit status {})",
+                    warned.and_then(|s| s.code()).unwrap_or_default()
+                )),
+            ),
             (Some((rank, status)), _) => end_trial(
                 trial,
                 TrialState::Failed,
@@ -472,6 +534,12 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
             .or_else(|| status.signal().map(|s| 128 + s))
             .unwrap_or(1);
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1).max(1)));
+    }
+    if let Some(code) = warned.and_then(|s| s.code()) {
+        eprintln!(
+            "cohort: the ranks stopped at a warning and exited with {code}: run it again to go on from its checkpoint"
+        );
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
     }
     if let Some(status) = statuses.iter().flatten().find(|s| !s.success()) {
         eprintln!(

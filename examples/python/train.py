@@ -100,11 +100,9 @@ def main() -> int:
             print(f"epoch {epoch}: loss {mean[0]:.4f} accuracy {mean[1]:.3f}", flush=True)
         tracker.log({"loss": float(mean[0]), "accuracy": float(mean[1])}, step)
         losses.append(float(mean[0]))
-        # Every rank knows the search's length; a stop request may reach the ranks at
-        # different epochs, so they agree on it: any rank that sees it stops them all.
-        stop = torch.tensor([int(tracker.should_stop(step))])
-        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item():
+        # The search's length, its stop request, Slurm's warning before the time limit or its
+        # SIGTERM at a preemption: the ranks agree, so all of them stop after the same epoch.
+        if tracker.should_stop(step):
             break
     seconds = time.perf_counter() - began
 
@@ -118,6 +116,11 @@ def main() -> int:
         print(f"{args.backend}: {1000 * seconds / batches_run:.3f} ms per training step", flush=True)
     tracker.finish()
     dist.destroy_process_group()
+    if tracker.exit_status:
+        # Stopped at Slurm's warning, checkpointed: the status says so to the plugin, which
+        # records the trial as preempted (and requeues the job with --cohort-requeue).
+        print(f"stopped at epoch {step} by a warning from Slurm", flush=True)
+        return tracker.exit_status
     if len(losses) > 1 and losses[-1] >= losses[0] and checkpoint is None:
         print(f"the loss did not fall: {losses[0]:.4f} -> {losses[-1]:.4f}", file=sys.stderr)
         return 1

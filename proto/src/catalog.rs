@@ -84,6 +84,17 @@ pub struct TrialRecord {
     pub command: Vec<String>,
 }
 
+/// The exit statuses by which a worker tells the Slurm plugin (and `cohort run`, and a
+/// search) that it stopped at a warning after checkpointing, rather than failing.
+pub mod exit {
+    /// Stopped at the stop signal (Slurm's warning ahead of the time limit, `--signal`):
+    /// `EX_TEMPFAIL`, "try again later". With `--cohort-requeue` the plugin requeues the job.
+    pub const AT_WARNING: i32 = 75;
+    /// Stopped at SIGTERM (Slurm preempted, requeued or cancelled the job, or its time ran
+    /// out): the status a shell gives a process SIGTERM ended, which is how Slurm sees it.
+    pub const AT_SIGTERM: i32 = 128 + 15;
+}
+
 /// Where a trial is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +109,11 @@ pub enum TrialState {
     Failed,
     /// Stopped on purpose (cancelled, stopped early by a searcher).
     Killed,
+    /// Stopped by the cluster to go on later: its ranks checkpointed at Slurm's warning
+    /// before the time limit or at a preemption, or Slurm ended them (SIGTERM). Not an
+    /// error and not an end: the same trial runs again when its job is requeued (by Slurm,
+    /// by `--cohort-requeue` or by a search), from its latest checkpoint.
+    Preempted,
 }
 
 impl TrialState {
@@ -109,6 +125,7 @@ impl TrialState {
             TrialState::Completed => "completed",
             TrialState::Failed => "failed",
             TrialState::Killed => "killed",
+            TrialState::Preempted => "preempted",
         }
     }
 
@@ -136,9 +153,10 @@ impl std::str::FromStr for TrialState {
             "completed" => TrialState::Completed,
             "failed" => TrialState::Failed,
             "killed" => TrialState::Killed,
+            "preempted" => TrialState::Preempted,
             other => {
                 return Err(format!(
-                    "{other:?} is not a trial state (queued, running, completed, failed, killed)"
+                    "{other:?} is not a trial state (queued, running, completed, failed, killed, preempted)"
                 ))
             }
         })
@@ -197,10 +215,19 @@ pub struct StateRecord {
     /// Earlier attempts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<Restart>,
+    /// How many times the Slurm plugin requeued the trial's job after it stopped at the
+    /// time-limit warning (`--cohort-requeue`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requeues: u32,
     /// Who wrote this state.
     pub writer: Writer,
     /// When this record was written.
     pub updated: f64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `failed-<job>.<step>.<launch>.json` in a trial's directory: a task of that Slurm step failed.
@@ -658,6 +685,7 @@ mod tests {
             TrialState::Completed,
             TrialState::Failed,
             TrialState::Killed,
+            TrialState::Preempted,
         ] {
             assert_eq!(state.as_str().parse::<TrialState>(), Ok(state));
         }

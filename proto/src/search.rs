@@ -48,6 +48,10 @@ pub enum Event {
         /// Why it failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// Slurm stopped it (a preemption, the time limit), which is no failure: it runs
+        /// again without counting as a restart.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        preempted: bool,
     },
     /// A trial reported its metric at a length (what the searcher was told).
     Report {

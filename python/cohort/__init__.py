@@ -10,8 +10,11 @@ A PyTorch script launched by ``cohort run -n N -- python train.py`` or ``srun --
     for step in range(start, steps):
         loss = train_step(...)
         tracker.log({"loss": loss}, step)
-        if tracker.should_stop(step):
+        if tracker.should_stop(step):  # every rank, the same step
             break
+    save_and_record_checkpoint(...)
+    tracker.finish()
+    sys.exit(tracker.exit_status)  # 75 or 143 when Slurm's warning stopped it
 
 Outside any launcher, ``cohort.init(experiment="mnist", hparams={"lr": 0.01})`` creates a
 trial, and ``with`` ends it completed, or failed with the exception's message.

@@ -82,7 +82,7 @@ def _communicator(timeout: Optional[timedelta]) -> Any:
             timeout == dist.default_pg_timeout and os.environ.get("COHORT_TIMEOUT")
         ):
             seconds = timeout.total_seconds()
-        _COMMUNICATOR = _native.Communicator.from_env(seconds)
+        _COMMUNICATOR = _native.Communicator.shared(seconds)
     return _COMMUNICATOR
 
 

@@ -3,6 +3,7 @@
 //! while it runs and raises `cohort.CommError` naming the rank and host when a peer dies or
 //! the deadline passes.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cohort_collectives::{CommOptions, Communicator as RustCommunicator, ReduceOp};
@@ -21,7 +22,42 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// TCP or RDMA between machines).
 #[pyclass(module = "cohort", frozen)]
 pub(crate) struct Communicator {
-    inner: RustCommunicator,
+    inner: Arc<RustCommunicator>,
+}
+
+/// The process's shared communicator, once made: a job's rendezvous (rank 0's store
+/// socket) serves one communicator per process, which the torch backend and the tracker's
+/// agreement on when to stop share.
+static SHARED: Mutex<Option<Arc<RustCommunicator>>> = Mutex::new(None);
+
+/// Reads `COHORT_*`, with `timeout` (seconds) over `COHORT_TIMEOUT`.
+fn options(timeout: Option<f64>) -> PyResult<CommOptions> {
+    let mut options = CommOptions::from_env().map_err(errors::comm)?;
+    if let Some(seconds) = timeout {
+        if !(seconds > 0.0 && seconds < 1e9) {
+            return Err(PyValueError::new_err(format!(
+                "timeout: {seconds} is not a positive number of seconds"
+            )));
+        }
+        options.timeout = Duration::from_secs_f64(seconds);
+    }
+    Ok(options)
+}
+
+/// The process's shared communicator, connected on first use (a collective call: every rank
+/// of the job makes it).
+pub(crate) fn shared(py: Python<'_>, timeout: Option<f64>) -> PyResult<Arc<RustCommunicator>> {
+    let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(comm) = shared.as_ref() {
+        return Ok(Arc::clone(comm));
+    }
+    let options = options(timeout)?;
+    let comm = py
+        .detach(|| RustCommunicator::new(options))
+        .map_err(errors::comm)?;
+    let comm = Arc::new(comm);
+    *shared = Some(Arc::clone(&comm));
+    Ok(comm)
 }
 
 fn reduce_op(name: &str) -> PyResult<ReduceOp> {
@@ -84,19 +120,24 @@ impl Communicator {
     #[staticmethod]
     #[pyo3(signature = (timeout=None))]
     fn from_env(py: Python<'_>, timeout: Option<f64>) -> PyResult<Communicator> {
-        let mut options = CommOptions::from_env().map_err(errors::comm)?;
-        if let Some(seconds) = timeout {
-            if !(seconds > 0.0 && seconds < 1e9) {
-                return Err(PyValueError::new_err(format!(
-                    "timeout: {seconds} is not a positive number of seconds"
-                )));
-            }
-            options.timeout = Duration::from_secs_f64(seconds);
-        }
+        let options = options(timeout)?;
         let inner = py
             .detach(|| RustCommunicator::new(options))
             .map_err(errors::comm)?;
-        Ok(Communicator { inner })
+        Ok(Communicator {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The process's communicator, shared with the torch backend and with
+    /// `Tracker.should_stop`'s agreement: made (from `COHORT_*`, like `from_env`) by the first
+    /// caller, then the same one for every caller. `timeout` counts only for the first.
+    #[staticmethod]
+    #[pyo3(signature = (timeout=None))]
+    fn shared(py: Python<'_>, timeout: Option<f64>) -> PyResult<Communicator> {
+        Ok(Communicator {
+            inner: shared(py, timeout)?,
+        })
     }
 
     /// This rank.

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cohort_catalog::{Catalog, Tracker as RustTracker, TrackerOptions};
+use cohort_catalog::{Catalog, StopReason, Tracker as RustTracker, TrackerOptions};
+use cohort_collectives::ReduceOp;
 use cohort_proto::catalog::TrialState;
 use cohort_proto::env as vars;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -44,6 +46,18 @@ pub(crate) struct Tracker {
     trial_dir: Option<PathBuf>,
     /// The metric names of the previous `log` call.
     names: Mutex<NameCache>,
+    /// Whether `should_stop` agrees through the shared communicator (set up once).
+    agreement: AtomicBool,
+    /// `exit_status` as it was when the tracker finished.
+    finished_status: AtomicI32,
+}
+
+/// The job's number of ranks (`COHORT_WORLD_SIZE`; 1 outside a launcher).
+fn world_size() -> u32 {
+    std::env::var(vars::WORLD_SIZE)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// The metric names of a `log` call, by key object and as text: a training loop passes the
@@ -68,7 +82,32 @@ impl Tracker {
             trial_dir: trial.map(|t| t.dir),
             inner: Mutex::new(Some(Arc::new(inner))),
             names: Mutex::new(NameCache::default()),
+            agreement: AtomicBool::new(false),
+            finished_status: AtomicI32::new(0),
         }
+    }
+
+    /// The tracker, agreeing through the process's shared communicator when the job has
+    /// several ranks (set up at the first call).
+    fn agreeing(&self, py: Python<'_>) -> PyResult<Arc<RustTracker>> {
+        let tracker = self.live()?;
+        if !self.agreement.swap(true, Ordering::AcqRel) && world_size() > 1 {
+            let comm = crate::comm::shared(py, None);
+            let comm = match comm {
+                Ok(comm) => comm,
+                Err(e) => {
+                    self.agreement.store(false, Ordering::Release);
+                    return Err(e);
+                }
+            };
+            tracker.agree_through(move |mine| {
+                let mut code = [mine];
+                comm.allreduce(&mut code, ReduceOp::Max)
+                    .map_err(|e| e.to_string())?;
+                Ok(code[0])
+            });
+        }
+        Ok(tracker)
     }
 
     fn live(&self) -> PyResult<Arc<RustTracker>> {
@@ -305,9 +344,45 @@ impl Tracker {
     }
 
     /// Whether to checkpoint and exit after `step`: the search gave this run of the trial
-    /// that length, or asked the trial to stop. Cheap to call every step.
-    fn should_stop(&self, step: i64) -> PyResult<bool> {
-        Ok(self.live()?.should_stop(step))
+    /// that length or asked the trial to stop, or Slurm warned the job (its stop signal,
+    /// SIGUSR2 unless COHORT_STOP_SIGNAL says otherwise, ahead of the time limit; SIGTERM at
+    /// a preemption). In a job of several ranks every rank must call it at the same steps:
+    /// they agree (one allreduce of one byte over `Communicator.shared()`), so all of them
+    /// get the same answer at the same step. Once true, it stays true.
+    fn should_stop(&self, py: Python<'_>, step: i64) -> PyResult<bool> {
+        Ok(self.stop_reason(py, step)?.is_some())
+    }
+
+    /// The same decision as `should_stop(step)` (one per step, whichever is asked first),
+    /// for loops that checkpoint on it.
+    fn should_checkpoint(&self, py: Python<'_>, step: i64) -> PyResult<bool> {
+        self.should_stop(py, step)
+    }
+
+    /// Why to stop after `step`, or None: "length" (the search's), "asked" (the search or
+    /// `cohort search stop`), "warning" (Slurm's stop signal) or "terminated" (SIGTERM).
+    fn stop_reason(&self, py: Python<'_>, step: i64) -> PyResult<Option<&'static str>> {
+        let tracker = self.agreeing(py)?;
+        let reason = py
+            .detach(|| tracker.stop_reason(step))
+            .map_err(errors::catalog)?;
+        Ok(reason.map(|r| match r {
+            StopReason::Length => "length",
+            StopReason::Asked => "asked",
+            StopReason::Warning => "warning",
+            StopReason::Terminated => "terminated",
+        }))
+    }
+
+    /// The status to exit with once stopped and checkpointed: 0, 75 after Slurm's stop
+    /// signal, 143 after SIGTERM (the statuses by which the Slurm plugin, `cohort run` and a
+    /// search tell a preempted run from a failed one): `sys.exit(tracker.exit_status)`.
+    #[getter]
+    fn exit_status(&self) -> i32 {
+        match lock(&self.inner).as_ref() {
+            Some(tracker) => tracker.exit_status(),
+            None => self.finished_status.load(Ordering::Acquire),
+        }
     }
 
     /// Writes and fsyncs everything logged so far.
@@ -340,6 +415,8 @@ impl Tracker {
                 }
             }
         };
+        self.finished_status
+            .store(tracker.exit_status(), Ordering::Release);
         py.detach(|| tracker.finish_with_message(state, message))
             .map_err(errors::catalog)
     }

@@ -30,7 +30,7 @@ use cohort_catalog::{Catalog, Experiment, NewExperiment, SearchDir, Warning};
 use cohort_proto::catalog::TrialState;
 use cohort_proto::search::{Event, Handle, LeaseRecord};
 
-use crate::launch::{alive, host, Job, Launcher, Running, StateWatch};
+use crate::launch::{alive, host, Job, Launcher, Outcome, Running, StateWatch};
 use crate::searcher::{build, Decision, Next, Searcher};
 use crate::space::Values;
 use crate::spec::ExperimentSpec;
@@ -512,10 +512,18 @@ impl Controller {
                         launched.insert(*trial, slot);
                     }
                 }
-                Event::Exited { trial, ok, .. } => {
+                Event::Exited {
+                    trial,
+                    ok,
+                    preempted,
+                    ..
+                } => {
                     if let Some(slot) = launched.remove(trial) {
                         if *ok {
                             unreported.insert(*trial, slot);
+                        } else if *preempted {
+                            // Runs again, which is no restart.
+                            self.pending.push(slot);
                         } else {
                             // Restarted (a later Launched) unless a Failed follows.
                             self.pending.push(TrialSlot {
@@ -807,7 +815,7 @@ impl Controller {
     }
 
     fn reap(&mut self) -> Result<(), ControllerError> {
-        let mut ended: Vec<(u64, Result<(), String>)> = Vec::new();
+        let mut ended: Vec<(u64, Outcome)> = Vec::new();
         for (trial, (_, handle)) in &mut self.running {
             if let Some(outcome) = handle.poll() {
                 ended.push((*trial, outcome));
@@ -818,11 +826,12 @@ impl Controller {
                 continue;
             };
             match outcome {
-                Ok(()) => {
+                Outcome::Completed => {
                     self.record(&Event::Exited {
                         trial,
                         ok: true,
                         reason: None,
+                        preempted: false,
                     })?;
                     match self.metric_at(trial, slot.until) {
                         Some(metric) => {
@@ -861,11 +870,23 @@ impl Controller {
                         }
                     }
                 }
-                Err(reason) => {
+                Outcome::Preempted(reason) => {
+                    // Slurm took its nodes back and its job is gone: it runs again from its
+                    // checkpoint, under the same attempt (a preemption is no failure).
+                    self.record(&Event::Exited {
+                        trial,
+                        ok: false,
+                        reason: Some(reason),
+                        preempted: true,
+                    })?;
+                    self.pending.push(slot);
+                }
+                Outcome::Failed(reason) => {
                     self.record(&Event::Exited {
                         trial,
                         ok: false,
                         reason: Some(reason.clone()),
+                        preempted: false,
                     })?;
                     if slot.attempt < self.spec.searcher.max_restarts {
                         self.pending.push(TrialSlot {
@@ -907,8 +928,8 @@ impl Controller {
 struct Ended;
 
 impl Running for Ended {
-    fn poll(&mut self) -> Option<Result<(), String>> {
-        Some(Ok(()))
+    fn poll(&mut self) -> Option<Outcome> {
+        Some(Outcome::Completed)
     }
     fn handle(&self) -> Handle {
         Handle::Local {
@@ -995,7 +1016,7 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     struct Forever;
 
     impl Running for Forever {
-        fn poll(&mut self) -> Option<Result<(), String>> {
+        fn poll(&mut self) -> Option<Outcome> {
             None
         }
         fn handle(&self) -> Handle {
@@ -1067,8 +1088,8 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
     struct Failed;
 
     impl Running for Failed {
-        fn poll(&mut self) -> Option<Result<(), String>> {
-            Some(Err("failed at once".into()))
+        fn poll(&mut self) -> Option<Outcome> {
+            Some(Outcome::Failed("failed at once".into()))
         }
         fn handle(&self) -> Handle {
             Handle::Local {

@@ -1,5 +1,6 @@
 //! Strict parsing of what users and administrators give the plugin: `plugstack.conf`
-//! arguments (`socket=`, `timeout=`, `catalog=`), the `--cohort-bind` value, and Slurm host lists.
+//! arguments (`socket=`, `timeout=`, `catalog=`, `requeue=`), the `--cohort-bind` and
+//! `--cohort-requeue` values, and Slurm host lists.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +15,9 @@ pub struct PluginConfig {
     /// The cluster's experiment catalog, for steps run with `--cohort-exp` whose job does not
     /// set `COHORT_CATALOG`.
     pub catalog: Option<PathBuf>,
+    /// `requeue=N`: the default of `--cohort-requeue` for every job (none: no requeue unless
+    /// a job asks).
+    pub requeue: Option<u32>,
 }
 
 impl Default for PluginConfig {
@@ -24,6 +28,7 @@ impl Default for PluginConfig {
             // node fails the step within a minute.
             timeout: Duration::from_secs(60),
             catalog: None,
+            requeue: None,
         }
     }
 }
@@ -41,6 +46,11 @@ impl PluginConfig {
                 "socket" => return Err(format!("socket={value}: not an absolute path")),
                 "catalog" if value.starts_with('/') => config.catalog = Some(PathBuf::from(value)),
                 "catalog" => return Err(format!("catalog={value}: not an absolute path")),
+                "requeue" => {
+                    config.requeue = Some(
+                        parse_requeue(Some(value)).map_err(|e| format!("requeue={value}: {e}"))?,
+                    );
+                }
                 "timeout" => {
                     let seconds: u64 = value
                         .parse()
@@ -53,12 +63,30 @@ impl PluginConfig {
                 }
                 other => {
                     return Err(format!(
-                        "unknown plugstack argument {other:?} (known: socket, timeout, catalog)"
+                        "unknown plugstack argument {other:?} (known: socket, timeout, catalog, requeue)"
                     ))
                 }
             }
         }
         Ok(config)
+    }
+}
+
+/// How many times `--cohort-requeue` without a number requeues a job.
+pub const DEFAULT_REQUEUES: u32 = 10;
+/// The most requeues one job may ask for.
+pub const MAX_REQUEUES: u32 = 1000;
+
+/// Parses the value of `--cohort-requeue[=N]` (none: [`DEFAULT_REQUEUES`]); 0 turns a
+/// plugstack default off for one job.
+pub fn parse_requeue(value: Option<&str>) -> Result<u32, String> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(DEFAULT_REQUEUES),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n <= MAX_REQUEUES)
+            .ok_or_else(|| format!("{text:?} is not a number of requeues (0-{MAX_REQUEUES})")),
     }
 }
 
@@ -139,6 +167,8 @@ pub const OPTION_EXP: &std::ffi::CStr = c"cohort-exp";
 pub const OPTION_TRIAL: &std::ffi::CStr = c"cohort-trial";
 /// `--cohort-bind=all|gpu|none`.
 pub const OPTION_BIND: &std::ffi::CStr = c"cohort-bind";
+/// `--cohort-requeue[=N]`.
+pub const OPTION_REQUEUE: &std::ffi::CStr = c"cohort-requeue";
 
 #[cfg(test)]
 mod tests {
@@ -151,12 +181,18 @@ mod tests {
             "/../packaging/man/spank_cohort.8"
         ))
         .unwrap();
-        for option in [OPTION_COHORT, OPTION_EXP, OPTION_TRIAL, OPTION_BIND] {
+        for option in [
+            OPTION_COHORT,
+            OPTION_EXP,
+            OPTION_TRIAL,
+            OPTION_BIND,
+            OPTION_REQUEUE,
+        ] {
             let name = option.to_string_lossy();
             let roff = format!("\\-\\-{}", name.replace('-', "\\-"));
             assert!(page.contains(&roff), "spank_cohort(8) lacks --{name}");
         }
-        for argument in ["socket=/x", "timeout=5", "catalog=/x"] {
+        for argument in ["socket=/x", "timeout=5", "catalog=/x", "requeue=3"] {
             let key = argument.split('=').next().unwrap();
             assert!(
                 page.contains(&format!(".BI {key}= ")),
@@ -177,6 +213,21 @@ mod tests {
         assert!(PluginConfig::parse(["timeout=0"]).is_err());
         assert!(PluginConfig::parse(["socket=relative"]).is_err());
         assert!(PluginConfig::parse(["timeout"]).is_err());
+        assert_eq!(PluginConfig::parse(["requeue=3"]).unwrap().requeue, Some(3));
+        assert_eq!(
+            PluginConfig::parse(["requeue=many"]).unwrap_err(),
+            "requeue=many: \"many\" is not a number of requeues (0-1000)"
+        );
+    }
+
+    #[test]
+    fn cohort_requeue_takes_an_optional_count() {
+        assert_eq!(parse_requeue(None), Ok(DEFAULT_REQUEUES));
+        assert_eq!(parse_requeue(Some("")), Ok(DEFAULT_REQUEUES));
+        assert_eq!(parse_requeue(Some("0")), Ok(0));
+        assert_eq!(parse_requeue(Some(" 4 ")), Ok(4));
+        assert!(parse_requeue(Some("-1")).is_err());
+        assert!(parse_requeue(Some("1001")).is_err());
     }
 
     #[test]

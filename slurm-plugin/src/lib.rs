@@ -15,6 +15,7 @@ mod client;
 pub mod env;
 mod ffi;
 pub mod record;
+mod requeue;
 
 use cohort_proto::env as vars;
 use std::ffi::{c_char, c_int};
@@ -83,6 +84,14 @@ static OPT_TRIAL: SpankOption = SpankOption {
     val: 3,
     cb: None,
 };
+static OPT_REQUEUE: SpankOption = SpankOption {
+    name: args::OPTION_REQUEUE.as_ptr(),
+    arginfo: c"N".as_ptr(),
+    usage: c"Requeue the job, up to N times (default 10), when its ranks stop at the time-limit warning".as_ptr(),
+    has_arg: 2,
+    val: 5,
+    cb: Some(check_requeue),
+};
 static OPT_BIND: SpankOption = SpankOption {
     name: args::OPTION_BIND.as_ptr(),
     arginfo: c"all|gpu|none".as_ptr(),
@@ -114,6 +123,19 @@ extern "C" fn check_bind(_val: c_int, optarg: *const c_char, _remote: c_int) -> 
     })
 }
 
+/// Checks `--cohort-requeue[=N]` while srun or sbatch parses options.
+extern "C" fn check_requeue(_val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
+    guarded("--cohort-requeue", || {
+        let text = (!optarg.is_null()).then(|| ffi::c_string(optarg).unwrap_or_default());
+        args::parse_requeue(text.as_deref())
+            .map(drop)
+            .map_err(|e| format!("--cohort-requeue: {e}"))
+    })
+}
+
+/// Whether a task on this node stopped at the time-limit warning (exit status 75).
+static STOPPED_AT_WARNING: AtomicBool = AtomicBool::new(false);
+
 /// What the step's join produced, kept in slurmstepd and inherited by each forked task.
 #[derive(Debug)]
 struct StepData {
@@ -126,6 +148,10 @@ struct StepData {
     gid: u32,
     node: String,
     recording: Option<record::Recording>,
+    /// `--cohort-requeue`'s limit, when the job asked (or plugstack's `requeue=`).
+    requeue: Option<u32>,
+    /// How long a call to slurmctld may take.
+    timeout: std::time::Duration,
 }
 
 static STEP: OnceLock<StepData> = OnceLock::new();
@@ -167,7 +193,7 @@ pub extern "C" fn slurm_spank_init(spank: Spank, argc: c_int, argv: *const *cons
     let args = plugstack_args(argc, argv);
     guarded("init", || {
         PluginConfig::parse(args.iter().map(String::as_str))?;
-        for option in [&OPT_COHORT, &OPT_EXP, &OPT_TRIAL, &OPT_BIND] {
+        for option in [&OPT_COHORT, &OPT_EXP, &OPT_TRIAL, &OPT_BIND, &OPT_REQUEUE] {
             ffi::register(spank, option)?;
         }
         Ok(())
@@ -318,6 +344,14 @@ pub extern "C" fn slurm_spank_user_init(
             gid: ffi::get_u32(spank, item::S_JOB_GID)?,
             node: node.clone(),
             recording,
+            requeue: match ffi::getopt(spank, &OPT_REQUEUE) {
+                Some(text) => Some(
+                    args::parse_requeue(Some(&text))
+                        .map_err(|e| format!("--cohort-requeue: {e}"))?,
+                ),
+                None => config.requeue,
+            },
+            timeout: config.timeout,
         });
         Ok(())
     })
@@ -540,8 +574,12 @@ pub extern "C" fn slurm_spank_task_exit(
                 exit.rank
             ));
         }
-        if let (Some(recording), true) = (&step.recording, record::failed(exit.status)) {
-            let result = record::task_failed(
+        let end = record::TaskEnd::of(exit.status);
+        if end == record::TaskEnd::AtWarning {
+            STOPPED_AT_WARNING.store(true, Ordering::Relaxed);
+        }
+        if let (Some(recording), false) = (&step.recording, end == record::TaskEnd::Succeeded) {
+            let result = record::task_ended(
                 recording,
                 step.key.0,
                 step.key.1,
@@ -557,6 +595,39 @@ pub extern "C" fn slurm_spank_task_exit(
         }
         Ok(())
     })
+}
+
+/// Whether this node hosts rank 0.
+fn rank0_here(step: &StepData) -> bool {
+    step.plan
+        .plan
+        .ranks
+        .first()
+        .is_some_and(|r| r.host == step.node)
+}
+
+/// After rank 0 stopped at the time-limit warning: requeues the job when it asked
+/// (`--cohort-requeue`) and may be requeued once more, and records what was done.
+fn requeue_after_warning(step: &StepData) {
+    let Some(limit) = step.requeue else {
+        return;
+    };
+    let (job, _, launch) = step.key;
+    let outcome = requeue::allowed(launch, limit)
+        .and_then(|n| requeue::requeue(job, step.timeout).map(|()| n));
+    match &outcome {
+        Ok(n) => ffi::info(&format!(
+            "job {job} stopped at the time-limit warning: requeued ({n} of at most {limit})"
+        )),
+        Err(why) => ffi::error(&format!("job {job} not requeued: {why}")),
+    }
+    if let Some(recording) = &step.recording {
+        if let Err(e) =
+            record::requeue_noted(recording, job, step.key.1, (step.uid, step.gid), &outcome)
+        {
+            ffi::info(&format!("could not record the requeue in the catalog: {e}"));
+        }
+    }
 }
 
 /// `slurm_spank_exit`: says so when the step ran through Cohort.
@@ -577,6 +648,9 @@ pub extern "C" fn slurm_spank_exit(
                         "could not record the step's end in the catalog: {e}"
                     ));
                 }
+            }
+            if rank0_here(step) && STOPPED_AT_WARNING.load(Ordering::Relaxed) {
+                requeue_after_warning(step);
             }
             let _ = std::fs::remove_file(&step.plan_path);
             ffi::info("step done");

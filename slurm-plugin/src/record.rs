@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use cohort_catalog::catalog::{
-    new_state, read_state, record_step_failure, write_state, write_state_owned,
+    new_state, read_state, record_step_failure, record_step_stop, write_state, write_state_owned,
 };
 use cohort_catalog::{Catalog, NewExperiment};
 use cohort_proto::catalog::{Restart, StateRecord, StepFailure, TrialState, CATALOG_VERSION};
@@ -116,22 +116,30 @@ pub fn start(request: &Request) -> Result<Recording, String> {
         // a search resuming a trial it stopped is not.
         .is_some_and(|p| {
             p.started.is_some()
-                && (requeued || matches!(p.state, TrialState::Failed | TrialState::Running))
+                && (requeued
+                    || matches!(
+                        p.state,
+                        TrialState::Failed | TrialState::Running | TrialState::Preempted
+                    ))
         });
     let mut state = prior.unwrap_or_else(|| new_state(TrialState::Running));
     if restarted {
+        // What the previous launch said of its end ("stopped at step 40 (SIGUSR2, ...)").
+        let was = match &state.message {
+            Some(message) => format!("{}: {message}", state.state),
+            None => state.state.to_string(),
+        };
         let reason = if requeued {
             format!(
-                "Slurm job {} requeued: step {} started again, launch {} (was {})",
+                "Slurm job {} requeued: step {} started again, launch {} (was {was})",
                 request.job,
                 request.step,
                 request.launch + 1,
-                state.state
             )
         } else {
             format!(
-                "started again as Slurm job {} step {} (was {})",
-                request.job, request.step, state.state
+                "started again as Slurm job {} step {} (was {was})",
+                request.job, request.step
             )
         };
         state.restarts.push(Restart { at: now, reason });
@@ -178,9 +186,33 @@ fn describe(status: i32) -> (Option<i32>, Option<String>) {
     }
 }
 
-/// Whether a raw wait status is a failure.
-pub fn failed(status: i32) -> bool {
-    status != 0
+/// How a task ended, from its raw wait status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// Exit status 0.
+    Succeeded,
+    /// It stopped at the stop signal after checkpointing (exit status 75): the time limit is
+    /// near; `--cohort-requeue` requeues the job.
+    AtWarning,
+    /// Slurm ended it: SIGTERM killed it, or it exited 143 after checkpointing at SIGTERM
+    /// (a preemption, a requeue, a cancel, the time limit).
+    Stopped,
+    /// Anything else.
+    Failed,
+}
+
+impl TaskEnd {
+    /// Classifies a raw wait status.
+    pub fn of(status: i32) -> TaskEnd {
+        use cohort_proto::catalog::exit;
+        match describe(status) {
+            (Some(0), None) => TaskEnd::Succeeded,
+            (Some(exit::AT_WARNING), None) => TaskEnd::AtWarning,
+            (Some(exit::AT_SIGTERM), None) => TaskEnd::Stopped,
+            (None, Some(signal)) if signal == "SIGTERM" => TaskEnd::Stopped,
+            _ => TaskEnd::Failed,
+        }
+    }
 }
 
 fn change(
@@ -202,11 +234,12 @@ fn change(
     Ok(())
 }
 
-/// Records that rank `rank` on `node` ended with wait status `status` (a failure), in the
-/// step's failure record: created if absent, so the first failure recorded stays and no other
-/// node's write can undo it. Runs as root; the file goes to `owner`.
+/// Records that rank `rank` on `node` ended with wait status `status`, when that is not a
+/// success: a failure in the step's failure record, a stop by Slurm (see [`TaskEnd`]) in its
+/// stop record. Each is created if absent, so the first recorded stays and no other node's
+/// write can undo it. Runs as root; the file goes to `owner`.
 #[allow(clippy::too_many_arguments)]
-pub fn task_failed(
+pub fn task_ended(
     recording: &Recording,
     job: u32,
     step: u32,
@@ -219,11 +252,25 @@ pub fn task_failed(
     let Some(dir) = trial_dir(recording, job, step)? else {
         return Err("the step's trial was never created (rank 0's node did not start)".into());
     };
+    let end = TaskEnd::of(status);
+    if end == TaskEnd::Succeeded {
+        return Ok(());
+    }
     let (exit_status, exit_signal) = describe(status);
-    let message = match (exit_status, &exit_signal) {
-        (_, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
-        (Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
-        (None, None) => format!("rank {rank} on {node} failed"),
+    let message = match (end, exit_status, &exit_signal) {
+        (TaskEnd::AtWarning, ..) => format!(
+            "rank {rank} on {node} stopped at Slurm's warning before the time limit (exit status {})",
+            cohort_proto::catalog::exit::AT_WARNING
+        ),
+        (TaskEnd::Stopped, Some(code), _) => format!(
+            "rank {rank} on {node} stopped at SIGTERM (exit status {code}): Slurm preempted, requeued or cancelled the job, or its time ran out"
+        ),
+        (TaskEnd::Stopped, ..) => format!(
+            "rank {rank} on {node} was ended by SIGTERM: Slurm preempted, requeued or cancelled the job, or its time ran out"
+        ),
+        (_, _, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
+        (_, Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
+        (_, None, None) => format!("rank {rank} on {node} failed"),
     };
     let failure = StepFailure {
         format: "cohort.step-failure".into(),
@@ -238,8 +285,37 @@ pub fn task_failed(
         message,
         at: cohort_catalog::now(),
     };
-    record_step_failure(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
+    if end == TaskEnd::Failed {
+        record_step_failure(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
+    } else {
+        record_step_stop(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
+    }
     Ok(())
+}
+
+/// Records, on rank 0's node after the step, what `--cohort-requeue` did: `Ok(n)` the job
+/// was requeued, the n-th time; `Err(why)` it was not.
+pub fn requeue_noted(
+    recording: &Recording,
+    job: u32,
+    step: u32,
+    owner: (u32, u32),
+    outcome: &Result<u32, String>,
+) -> Result<(), String> {
+    change(recording, job, step, owner, |state| {
+        let said = state.message.take().unwrap_or_default();
+        let sep = if said.is_empty() { "" } else { "; " };
+        match outcome {
+            Ok(n) => {
+                state.requeues += 1;
+                state.message = Some(format!(
+                    "{said}{sep}requeued by --cohort-requeue (the job's requeue {n})"
+                ));
+            }
+            Err(why) => state.message = Some(format!("{said}{sep}not requeued: {why}")),
+        }
+        true
+    })
 }
 
 /// At the step's end on rank 0's node: completed, unless a failure was recorded.
@@ -302,7 +378,7 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        task_failed(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
+        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
         assert_eq!(state.state, TrialState::Failed);
@@ -322,7 +398,7 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        task_failed(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
+        task_ended(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let again = start(&Request {
             trial: Some(1),
@@ -361,7 +437,7 @@ mod tests {
         // that write lost the failure.
         let trial = trial_1(dir.path());
         let mut read_before = read_state(&trial).unwrap().unwrap();
-        task_failed(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
+        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
         read_before.state = TrialState::Completed;
         read_before.exit_status = Some(0);
         write_state(&trial, &read_before).unwrap();
@@ -373,7 +449,7 @@ mod tests {
             Some("rank 3 on node2 exited with status 7")
         );
         // A second failure of the same step does not replace the first.
-        task_failed(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
+        task_ended(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
         assert_eq!(read_state(&trial).unwrap().unwrap().exit_status, Some(7));
     }
 
@@ -386,7 +462,7 @@ mod tests {
         );
         let first = start(&request(dir.path())).unwrap();
         // Preempted: slurmstepd's SIGTERM fails the tasks.
-        task_failed(&first, 42, 0, 0, me, 0, "node1", 15).unwrap();
+        task_ended(&first, 42, 0, 0, me, 0, "node1", 15).unwrap();
         // Slurm runs the job again: same job id, same step id, the next launch.
         let again = start(&Request {
             launch: 1,
@@ -406,6 +482,59 @@ mod tests {
             "{:?}",
             state.restarts
         );
+    }
+
+    #[test]
+    fn a_launch_slurm_stopped_is_preempted_and_the_next_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let first = start(&request(dir.path())).unwrap();
+        // Rank 1 fails because its peer vanished, then rank 0's node records SIGTERM.
+        task_ended(&first, 42, 0, 0, me, 1, "node2", 1 << 8).unwrap();
+        task_ended(&first, 42, 0, 0, me, 0, "node1", 15).unwrap();
+        step_ended(&first, 42, 0, me).unwrap();
+        let trial = trial_1(dir.path());
+        let state = read_state(&trial).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Preempted);
+        assert_eq!(state.exit_signal.as_deref(), Some("SIGTERM"));
+        assert!(
+            state
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("rank 0 on node1 was ended by SIGTERM"),
+            "{state:?}"
+        );
+        let again = start(&Request {
+            launch: 1,
+            ..request(dir.path())
+        })
+        .unwrap();
+        // The second launch stops at the time-limit warning after checkpointing.
+        task_ended(&again, 42, 0, 1, me, 0, "node1", 75 << 8).unwrap();
+        requeue_noted(&again, 42, 0, me, &Ok(2)).unwrap();
+        let state = read_state(&trial).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Preempted);
+        assert_eq!(state.requeues, 1);
+        let message = state.message.unwrap();
+        assert!(
+            message.contains("stopped at Slurm's warning before the time limit (exit status 75)")
+                && message.ends_with("requeued by --cohort-requeue (the job's requeue 2)"),
+            "{message}"
+        );
+        assert!(
+            state.restarts[0]
+                .reason
+                .contains("(was preempted: rank 0 on node1 was ended by SIGTERM"),
+            "{:?}",
+            state.restarts
+        );
+        assert_eq!(TaskEnd::of(143 << 8), TaskEnd::Stopped);
+        assert_eq!(TaskEnd::of(0), TaskEnd::Succeeded);
+        assert_eq!(TaskEnd::of(9), TaskEnd::Failed);
     }
 
     #[test]

@@ -343,6 +343,13 @@ pub(crate) fn trial_show(target: &str, catalog: &CatalogArg, json: bool) -> Resu
                 restart.reason
             ));
         }
+        if s.requeues > 0 {
+            text.push_str(&format!(
+                "  requeued     {} time{} by --cohort-requeue\n",
+                s.requeues,
+                if s.requeues == 1 { "" } else { "s" }
+            ));
+        }
     }
     if !trial.trial.command.is_empty() {
         text.push_str(&format!(

@@ -80,7 +80,9 @@ fn main() -> Result<()> {
     };
     // Ranks share the cores of one machine under `cohort run`: one thread each.
     tch::set_num_threads(1);
-    let comm = Communicator::from_env().context("joining the job (run me with `cohort run`)")?;
+    let comm = std::sync::Arc::new(
+        Communicator::from_env().context("joining the job (run me with `cohort run`)")?,
+    );
     let (rank, size) = (i64::from(comm.rank()), i64::from(comm.size()));
 
     #[allow(clippy::cast_possible_truncation)]
@@ -105,6 +107,17 @@ fn main() -> Result<()> {
         ));
     // Under `cohort run` or the Slurm plugin this records into the run's trial; rank 0 writes.
     let tracker = cohort_catalog::Tracker::from_env()?;
+    // The ranks agree on when to stop: the search's length or stop request, or Slurm's
+    // warning (its stop signal ahead of the time limit, SIGTERM at a preemption), may reach
+    // them at different epochs; any rank that sees one stops them all after the same epoch.
+    let agree = std::sync::Arc::clone(&comm);
+    tracker.agree_through(move |mine| {
+        let mut code = [mine];
+        agree
+            .allreduce(&mut code, ReduceOp::Max)
+            .map_err(|e| e.to_string())?;
+        Ok(code[0])
+    });
     // A restarted or promoted trial continues from its latest checkpoint (rank 0 loads it;
     // the broadcast below gives it to every rank).
     let mut first_epoch = [0i64];
@@ -173,11 +186,7 @@ fn main() -> Result<()> {
         let step = i64::try_from(epoch + 1)?;
         tracker.log_metrics(step, &[("loss", mean[0]), ("accuracy", mean[1])])?;
         losses.push(mean[0]);
-        // Every rank knows the search's length; a stop request or Slurm's stop signal may reach
-        // the ranks at different epochs, so they agree: any rank that sees one stops them all.
-        let mut stop = [u8::from(tracker.should_stop(step))];
-        comm.allreduce(&mut stop, ReduceOp::Max)?;
-        if stop[0] != 0 {
+        if tracker.should_stop(step)? {
             break;
         }
     }
@@ -194,7 +203,17 @@ fn main() -> Result<()> {
         vs.save(&path)?;
         tracker.checkpoint(&path, i64::try_from(done)?, Default::default())?;
     }
+    let status = tracker.exit_status();
     tracker.finish(cohort_proto::catalog::TrialState::Completed)?;
+    if status != 0 {
+        // Stopped at Slurm's warning, checkpointed: the status tells the Slurm plugin, which
+        // records the trial as preempted (and requeues the job with --cohort-requeue).
+        println!(
+            "stopped after epoch {} at a warning from Slurm",
+            first_epoch + losses.len()
+        );
+        std::process::exit(status);
+    }
     let (first, last) = (losses.first().copied(), losses.last().copied());
     if let (Some(first), Some(last)) = (first, last) {
         if searched.is_none() && losses.len() > 1 && last >= first {

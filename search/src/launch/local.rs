@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cohort_proto::env as vars;
 
-use super::{host, Handle, Job, Launcher, Running};
+use super::{host, Handle, Job, Launcher, Outcome, Running};
 use crate::spec::{ExperimentSpec, Launch};
 
 /// Starts trials on this machine through `cohort run`.
@@ -47,12 +47,22 @@ struct LocalRun {
 }
 
 impl Running for LocalRun {
-    fn poll(&mut self) -> Option<Result<(), String>> {
+    fn poll(&mut self) -> Option<Outcome> {
+        use cohort_proto::catalog::exit;
         match self.child.try_wait() {
             Ok(None) => None,
-            Ok(Some(status)) if status.success() => Some(Ok(())),
-            Ok(Some(status)) => Some(Err(format!("cohort run ended with {status}"))),
-            Err(e) => Some(Err(format!("cannot wait for cohort run: {e}"))),
+            Ok(Some(status)) if status.success() => Some(Outcome::Completed),
+            // Its ranks stopped at a warning, after checkpointing (`cohort run` passes their
+            // status on).
+            Ok(Some(status))
+                if matches!(status.code(), Some(exit::AT_WARNING | exit::AT_SIGTERM)) =>
+            {
+                Some(Outcome::Preempted(format!(
+                    "its ranks stopped at a warning ({status})"
+                )))
+            }
+            Ok(Some(status)) => Some(Outcome::Failed(format!("cohort run ended with {status}"))),
+            Err(e) => Some(Outcome::Failed(format!("cannot wait for cohort run: {e}"))),
         }
     }
 

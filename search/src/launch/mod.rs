@@ -72,10 +72,22 @@ pub trait Launcher {
     }
 }
 
+/// How a trial's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran to the length it was given.
+    Completed,
+    /// Slurm stopped it (a preemption, the time limit; it checkpointed if it could), and its
+    /// job is not coming back by itself: it runs again, which is no restart.
+    Preempted(String),
+    /// It failed, for this reason.
+    Failed(String),
+}
+
 /// A started trial.
 pub trait Running: std::fmt::Debug {
-    /// `None` while it runs; then whether it succeeded (with the reason when not).
-    fn poll(&mut self) -> Option<Result<(), String>>;
+    /// `None` while it runs; then how it ended.
+    fn poll(&mut self) -> Option<Outcome>;
 
     /// What identifies it: recorded, so that a later controller can find it again.
     fn handle(&self) -> Handle;
@@ -97,19 +109,24 @@ impl StateWatch {
 }
 
 impl Running for StateWatch {
-    fn poll(&mut self) -> Option<Result<(), String>> {
+    fn poll(&mut self) -> Option<Outcome> {
         match read_state(&self.dir) {
             Ok(Some(state)) if state.state.is_final() => {
                 Some(if state.state == TrialState::Completed {
-                    Ok(())
+                    Outcome::Completed
                 } else {
-                    Err(state.message.unwrap_or_else(|| state.state.to_string()))
+                    Outcome::Failed(state.message.unwrap_or_else(|| state.state.to_string()))
                 })
             }
-            Ok(Some(state)) if !alive(&state.writer.host, state.writer.pid) => Some(Err(format!(
-                "its launcher (pid {} on {}) is gone",
-                state.writer.pid, state.writer.host
-            ))),
+            Ok(Some(state)) if state.state == TrialState::Preempted => Some(Outcome::Preempted(
+                state.message.unwrap_or_else(|| "preempted".into()),
+            )),
+            Ok(Some(state)) if !alive(&state.writer.host, state.writer.pid) => {
+                Some(Outcome::Failed(format!(
+                    "its launcher (pid {} on {}) is gone",
+                    state.writer.pid, state.writer.host
+                )))
+            }
             _ => None,
         }
     }

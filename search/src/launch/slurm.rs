@@ -15,7 +15,7 @@ use cohort_catalog::catalog::{read_state, slurm_output, slurm_output_pattern};
 use cohort_proto::catalog::TrialState;
 use cohort_proto::env as vars;
 
-use super::{Handle, Job, Launcher, Running};
+use super::{Handle, Job, Launcher, Outcome, Running};
 use crate::spec::{ExperimentSpec, Launch};
 
 /// Submits each trial as a Slurm job.
@@ -151,7 +151,7 @@ fn shell_quote(word: &str) -> String {
 }
 
 impl Running for SlurmJob {
-    fn poll(&mut self) -> Option<Result<(), String>> {
+    fn poll(&mut self) -> Option<Outcome> {
         let mut squeue = Command::new("squeue");
         squeue.args(["-h", "-o", "%T", "-j", &self.id.to_string()]);
         match output_within(squeue, SLURM_COMMAND_LIMIT) {
@@ -174,32 +174,35 @@ impl Running for SlurmJob {
                     Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
                     Err(e) => e,
                 };
-                return Some(Err(format!(
+                return Some(Outcome::Failed(format!(
                     "job {}: squeue has failed for {} s: {why}",
                     self.id,
                     SQUEUE_FAILING_LIMIT.as_secs()
                 )));
             }
         }
+        // The job has left the queue: a job Slurm requeues (a preemption, `scontrol
+        // requeue`, `--cohort-requeue`) stays listed, pending, and is followed above.
         match read_state(&self.dir) {
             // Only this job's record counts: an earlier run's end is not this one's.
             Ok(Some(state))
-                if state.state.is_final()
+                if (state.state.is_final() || state.state == TrialState::Preempted)
                     && state.slurm_job.as_deref() == Some(&self.id.to_string()) =>
             {
-                Some(if state.state == TrialState::Completed {
-                    Ok(())
-                } else {
-                    Err(state
-                        .message
-                        .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state)))
+                let message = state
+                    .message
+                    .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state));
+                Some(match state.state {
+                    TrialState::Completed => Outcome::Completed,
+                    TrialState::Preempted => Outcome::Preempted(message),
+                    _ => Outcome::Failed(message),
                 })
             }
             _ => {
                 // The plugin records the end as the step finishes; give it a moment.
                 let since = *self.gone_since.get_or_insert_with(Instant::now);
                 (since.elapsed() > END_RECORD_GRACE).then(|| {
-                    Err(format!(
+                    Outcome::Failed(format!(
                         "job {} ended without recording the trial's end (see {})",
                         self.id,
                         slurm_output(&self.dir, self.id).display()
