@@ -380,10 +380,18 @@ pub fn launcher_rank() -> u32 {
 
 /// The directory of the trial a launcher recorded this run into (`COHORT_TRIAL` of
 /// `COHORT_EXPERIMENT` in the default catalog), when there is one and it can be found.
+/// Under Slurm without `COHORT_TRIAL`, the trial the plugin noted for the job's step.
 fn launched_trial_dir() -> Option<PathBuf> {
-    let id: u64 = env(vars::TRIAL)?.parse().ok()?;
     let catalog = Catalog::open(crate::default_root().ok()?).ok()?;
     let experiment = catalog.experiment(&env(vars::EXPERIMENT)?).ok()?;
+    let id: u64 = match env(vars::TRIAL) {
+        Some(text) => text.parse().ok()?,
+        None => {
+            let job = env("SLURM_JOB_ID")?.parse().ok()?;
+            let step = env("SLURM_STEP_ID")?.parse().ok()?;
+            catalog.slurm_trial(&experiment, job, step).ok()??
+        }
+    };
     Some(experiment.trial_dir(id))
 }
 
@@ -952,7 +960,7 @@ impl Tracker {
         };
         let checkpoint = match self.latest_checkpoint() {
             Ok(Some(c)) => format!(
-                "it goes on from its checkpoint of step {} when the job runs again",
+                "it goes on from its checkpoint of step {} when it runs again",
                 c.step
             ),
             _ => "it recorded no checkpoint to go on from".to_owned(),

@@ -1111,6 +1111,80 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         }
     }
 
+    /// Every run is preempted at once, and its job does not come back by itself; remembers
+    /// the attempts it launched.
+    #[derive(Default)]
+    struct PreemptNow(Vec<(u64, u32)>);
+
+    #[derive(Debug)]
+    struct Preempted;
+
+    impl Running for Preempted {
+        fn poll(&mut self) -> Option<Outcome> {
+            Some(Outcome::Preempted("stopped at step 3 (SIGTERM)".into()))
+        }
+        fn handle(&self) -> Handle {
+            Handle::Local {
+                host: host(),
+                pid: 0,
+            }
+        }
+    }
+
+    impl Launcher for PreemptNow {
+        fn launch(&mut self, job: &Job) -> Result<Box<dyn Running>, String> {
+            self.0.push((job.trial, job.attempt));
+            Ok(Box::new(Preempted))
+        }
+        fn adopt(&mut self, _: &Handle, _: &Job) -> Option<Box<dyn Running>> {
+            Some(Box::new(Preempted))
+        }
+        fn find(&mut self, _: &Job) -> Option<Box<dyn Running>> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_preempted_trial_runs_again_without_using_its_restarts_also_after_a_resume() {
+        let (_dir, spec, catalog) = setup();
+        assert_eq!(spec.searcher.max_restarts, 5);
+        let mut controller = Controller::start(&catalog, &spec).unwrap();
+        let mut launcher = PreemptNow::default();
+        // Far more preemptions than max_restarts allows failures.
+        for _ in 0..20 {
+            assert!(controller.step(&mut launcher).unwrap());
+        }
+        drop(controller);
+        assert!(launcher.0.len() >= 20, "{:?}", launcher.0);
+        assert!(
+            launcher.0.iter().all(|&(_, attempt)| attempt == 0),
+            "a preemption is no restart: {:?}",
+            launcher.0
+        );
+        let events = read_events(&controller_search(&catalog)).unwrap();
+        assert!(!events.iter().any(|e| matches!(e, Event::Failed { .. })));
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Exited {
+                preempted: true,
+                ok: false,
+                ..
+            }
+        )));
+        // A controller resumed from the log runs them again, still as first attempts.
+        let mut controller = Controller::resume(&catalog, "orphans").unwrap();
+        let before = launcher.0.len();
+        assert!(controller.step(&mut launcher).unwrap());
+        assert!(launcher.0.len() > before);
+        assert!(launcher.0[before..]
+            .iter()
+            .all(|&(_, attempt)| attempt == 0));
+    }
+
+    fn controller_search(catalog: &Catalog) -> SearchDir {
+        catalog.experiment("orphans").unwrap().search_dir()
+    }
+
     /// A catalog with the experiment file `SPEC` beside it.
     fn setup() -> (tempfile::TempDir, ExperimentSpec, Catalog) {
         let dir = tempfile::tempdir().unwrap();

@@ -72,6 +72,19 @@ pub fn start(request: &Request) -> Result<Recording, String> {
         rank0_here: request.rank0_here,
     };
     if !request.rank0_here {
+        // A requeued job's trial is noted already: this node's ranks are told it, so that
+        // they resume from its checkpoint as rank 0 does. (A first launch's trial may not be
+        // created yet; the tracker looks for the note itself then.)
+        if recording.trial.is_none() && request.launch > 0 {
+            if let Ok(catalog) = Catalog::open(&root) {
+                if let Ok(experiment) = catalog.experiment(&request.experiment) {
+                    recording.trial = catalog
+                        .slurm_trial(&experiment, request.job, request.step)
+                        .ok()
+                        .flatten();
+                }
+            }
+        }
         return Ok(recording);
     }
     let what = |e: cohort_catalog::CatalogError| format!("recording the step in the catalog: {e}");

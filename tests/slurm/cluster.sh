@@ -101,7 +101,12 @@ ReturnToService=2
 PlugStackConfig=$L/etc/plugstack.conf
 GresTypes=gpu
 NodeName=node[1-4] NodeAddr=10.99.0.1[1-4] CPUs=4 Gres=gpu:4 State=UNKNOWN
-PartitionName=debug Nodes=node[1-4] Default=YES MaxTime=INFINITE State=UP
+# Preemption (tests/slurm/preemption.sh): a job of the partition "high" takes nodes back from
+# the others' jobs, which Slurm requeues.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=node[1-4] Default=YES MaxTime=INFINITE State=UP PriorityTier=1
+PartitionName=high Nodes=node[1-4] MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
 echo "NodeName=node[1-4] Name=gpu File=$L/dev/gpu[0-3]" > "$L/etc/gres.conf"
 echo "required $ROOT/target/release/libspank_cohort.so socket=$L/run/%n/cohortd.sock timeout=10" \

@@ -4,7 +4,8 @@
 #   cargo build --release -p cohort-daemon -p cohort-slurm-plugin -p cohort-cli
 #   cargo build --release -p cohort-examples   (apart, so that cohort does not link libtorch)
 # Each scenario prints "ok: ..." or fails the script with what went wrong (the cluster's logs
-# are then left in the temporary directory it names).
+# are then left in the temporary directory it names). COHORT_E2E_ONLY=preemption runs only the
+# preemption scenarios (tests/slurm/preemption.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 L=$(mktemp -d /tmp/cohort-slurm.XXXXXX)
@@ -27,6 +28,7 @@ slurm_state() {
     echo "slurmctld log:"; tail -n 30 "$L/log/slurmctld.log" 2>&1
 }
 ok() { echo "ok: $*"; }
+PY=$ROOT/.deps/python/bin/python
 # Waits for Slurm job $1 to leave the queue: at most $2 looks, 0.2 s apart.
 wait_job() {
     for _ in $(seq 1 "$2"); do
@@ -34,6 +36,15 @@ wait_job() {
         sleep 0.2
     done
 }
+
+if [[ ${COHORT_E2E_ONLY:-} == preemption ]]; then
+    source "$ROOT/tests/slurm/preemption.sh"
+    "$ROOT/tests/slurm/cluster.sh" down "$L"
+    trap - EXIT
+    rm -rf "$L"
+    echo "the Slurm preemption tests passed"
+    exit 0
+fi
 
 # 1. 16 ranks on 4 nodes: distinct ranks, each GPU with its own NIC, one store for all.
 out=$(timeout 60 srun -N4 --ntasks-per-node=4 --gpus-per-task=1 --cohort sh -c \
@@ -73,7 +84,6 @@ fi
 
 # 2b. The PyTorch example through the Python package's torch.distributed backend (DDP), from
 # its sbatch script, when the Python environment scripts/dev makes is there.
-PY=$ROOT/.deps/python/bin/python
 if [[ -x $PY ]] && "$PY" -c 'import cohort.torch' 2>/dev/null; then
     job=$(sbatch --parsable -o "$L/python.out" --export=ALL,PYTHON="$PY",PYTHONWARNINGS=ignore \
         examples/sbatch/python.sbatch)
@@ -233,6 +243,8 @@ EOF
     || fail "the restart is not recorded:\n$("$COHORT" trial show requeue/1)"
 unset COHORT_CATALOG
 ok "a requeued --cohort job starts its step again, in the same trial, its restart recorded"
+# 7c-7e, 10b: preemption, the time limit, the warning by hand, a search of preemptible trials.
+source "$ROOT/tests/slurm/preemption.sh"
 # 8. A search whose trials are Slurm jobs of 2 nodes each (ASHA, 8 trials): trial 3 is killed
 #    mid-run and restarted from its checkpoint; the controller is killed mid-search and resumed.
 cat > "$L/worker.py" <<'EOF'
