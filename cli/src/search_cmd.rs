@@ -370,6 +370,7 @@ struct Progress {
     running: usize,
     completed: usize,
     stopped: usize,
+    preempted: usize,
     failed: usize,
     trained: u64,
     total: u64,
@@ -416,6 +417,7 @@ fn progress(catalog: &cohort_catalog::Catalog, name: &str) -> Result<SearchView>
         running: count(TrialState::Running),
         completed: count(TrialState::Completed),
         stopped: count(TrialState::Killed),
+        preempted: count(TrialState::Preempted),
         failed: count(TrialState::Failed),
         trained: loaded
             .trials
@@ -460,7 +462,7 @@ fn follow(catalog: &cohort_catalog::Catalog, name: &str) -> Result<ExitCode> {
             |(id, v)| format!("{} (trial {id})", cohort_catalog::format_number(v)),
         );
         eprint!(
-            "\r[{}{}] {:>3.0}%  {}/{} trials: {} running, {} completed, {} stopped, {} failed; best {} {}; {}   ",
+            "\r[{}{}] {:>3.0}%  {}/{} trials: {} running, {} completed, {} stopped, {} preempted, {} failed; best {} {}; {}   ",
             "#".repeat(filled),
             ".".repeat(WIDTH - filled),
             share * 100.0,
@@ -469,6 +471,7 @@ fn follow(catalog: &cohort_catalog::Catalog, name: &str) -> Result<ExitCode> {
             p.running,
             p.completed,
             p.stopped,
+            p.preempted,
             p.failed,
             spec.searcher.metric,
             best,
@@ -545,12 +548,13 @@ fn status(
     hnames.sort();
     hnames.dedup();
     let mut text = format!(
-        "search {name}: {} of {} trials created; {} running, {} completed, {} stopped by the searcher, {} failed; {}\n",
+        "search {name}: {} of {} trials created; {} running, {} completed, {} stopped by the searcher, {} preempted, {} failed; {}\n",
         p.created,
         spec.searcher.max_trials,
         p.running,
         p.completed,
         p.stopped,
+        p.preempted,
         p.failed,
         p.finished
             .as_ref()
