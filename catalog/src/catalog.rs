@@ -665,11 +665,7 @@ pub fn record_step_failure(
     owner: Option<(u32, u32)>,
 ) -> Result<bool, CatalogError> {
     let path = failure_path(trial_dir, &failure.job, &failure.step, failure.launch);
-    let record = StepFailure {
-        format: STEP_FAILURE.into(),
-        ..failure.clone()
-    };
-    fsutil::publish_new_owned(&path, &to_json(&record), owner)
+    publish_step_end(&path, STEP_FAILURE, failure, owner)
 }
 
 /// Records that Slurm stopped a task of a Slurm step (it was ended by SIGTERM, or exited
@@ -682,11 +678,21 @@ pub fn record_step_stop(
     owner: Option<(u32, u32)>,
 ) -> Result<bool, CatalogError> {
     let path = stop_path(trial_dir, &stop.job, &stop.step, stop.launch);
+    publish_step_end(&path, STEP_STOP, stop, owner)
+}
+
+/// Writes a step's end record at `path` in `format`, if no record is there yet.
+fn publish_step_end(
+    path: &Path,
+    format: &str,
+    end: &StepFailure,
+    owner: Option<(u32, u32)>,
+) -> Result<bool, CatalogError> {
     let record = StepFailure {
-        format: STEP_STOP.into(),
-        ..stop.clone()
+        format: format.into(),
+        ..end.clone()
     };
-    fsutil::publish_new_owned(&path, &to_json(&record), owner)
+    fsutil::publish_new_owned(path, &to_json(&record), owner)
 }
 
 /// Replaces a trial's state (atomically: readers see the old or the new one).

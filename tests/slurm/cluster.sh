@@ -4,6 +4,8 @@
 #   tests/slurm/cluster.sh up DIR      start munged, slurmctld, and per node (each in its own
 #                                      network namespace and UTS namespace) slurmd and cohortd
 #   tests/slurm/cluster.sh down DIR    stop everything started, by PID; delete the namespaces
+#   tests/slurm/cluster.sh start-cohortd DIR NODE   start NODE's cohortd again (after a test
+#                                      stopped it), waiting for its socket
 #
 # Needs root, Debian's slurmd slurmctld slurm-client munge, iproute2, and release builds of
 # cohortd and spank_cohort.so (cargo build --release). Every file lives under DIR; nothing is
@@ -12,8 +14,8 @@
 # project's own 8-GPU fixture.
 set -euo pipefail
 
-cmd=${1:?usage: cluster.sh up|down DIR}
-L=${2:?usage: cluster.sh up|down DIR}
+cmd=${1:?usage: cluster.sh up|down|start-cohortd DIR [NODE]}
+L=${2:?usage: cluster.sh up|down|start-cohortd DIR [NODE]}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NODES=(node1 node2 node3 node4)
 BRIDGE=cohortbr0
@@ -34,9 +36,25 @@ down() {
     ip link del "$BRIDGE" 2>/dev/null || true
 }
 
+# Starts NODE's cohortd in its namespaces, from the configuration `up` wrote.
+start_cohortd() {
+    local node=$1
+    nsenter --net="/run/netns/$NETNS_PREFIX$node" unshare --uts sh -c \
+        "hostname $node; exec $ROOT/target/release/cohortd --config $L/etc/cohortd-$node.toml" \
+        >> "$L/log/cohortd-$node.log" 2>&1 &
+    echo $! >> "$L/pids"
+}
+
 if [[ $cmd == down ]]; then
     down
     exit 0
+fi
+if [[ $cmd == start-cohortd ]]; then
+    node=${3:?usage: cluster.sh start-cohortd DIR NODE}
+    start_cohortd "$node"
+    for _ in $(seq 1 50); do [[ -S $L/run/$node/cohortd.sock ]] && exit 0; sleep 0.1; done
+    echo "cluster.sh: cohortd on $node did not start" >&2
+    exit 1
 fi
 [[ $cmd == up ]] || { echo "usage: cluster.sh up|down DIR" >&2; exit 2; }
 
@@ -132,10 +150,7 @@ for node in "${NODES[@]}"; do
         echo "[topology]"
         echo "source = \"$topology\""
     } > "$L/etc/cohortd-$node.toml"
-    nsenter --net="/run/netns/$NETNS_PREFIX$node" unshare --uts sh -c \
-        "hostname $node; exec $ROOT/target/release/cohortd --config $L/etc/cohortd-$node.toml" \
-        > "$L/log/cohortd-$node.log" 2>&1 &
-    echo $! >> "$L/pids"
+    start_cohortd "$node"
     nsenter --net="/run/netns/$NETNS_PREFIX$node" unshare --uts sh -c \
         "hostname $node; exec slurmd -D -f $SLURM_CONF -N $node" > "$L/log/slurmd-$node.out" 2>&1 &
     echo $! >> "$L/pids"

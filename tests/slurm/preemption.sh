@@ -23,19 +23,6 @@ wait_step() {
 loss_steps() {
     "$PY" -c 'import sys, cohort; print(" ".join(str(int(s)) for s in cohort.Catalog().metrics(sys.argv[1], int(sys.argv[2]), "loss").steps))' "$1" "$2"
 }
-# Lets a job Slurm requeued start at once rather than after the begin-time delay slurmctld
-# gives a requeued job (the delay is Slurm's own policy; the tests wait for the behaviour after it).
-hurry() {
-    for _ in $(seq 1 300); do
-        state=$(squeue -h -j "$1" -o %T 2>/dev/null || true)
-        case $state in
-            PENDING) scontrol update JobId="$1" StartTime=now 2>/dev/null || true; return 0 ;;
-            "") return 0 ;;
-        esac
-        sleep 0.2
-    done
-}
-
 # 7c. Preemption: a 2-node training job in the default partition is preempted by a job of the
 #     partition "high" (PriorityTier 10, PreemptType=preempt/partition_prio, PreemptMode=REQUEUE):
 #     Slurm sends SIGTERM, both ranks stop and checkpoint at the same step, the trial shows
