@@ -2,6 +2,7 @@
 SIGKILLed writer loses no committed point, memory stays bounded), and rank 0 only."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -236,3 +237,83 @@ def test_slurms_stop_signal_makes_should_stop_true(catalog):
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "stop True" in run.stdout
+
+
+PREEMPTIBLE = '''
+import os, signal, sys, time, cohort
+tracker = cohort.Tracker.from_env()
+rank = int(os.environ["COHORT_RANK"])
+latest = tracker.latest_checkpoint()
+start = latest.step if latest else 0
+warn_at = int(sys.argv[1])
+step = start
+for step in range(start + 1, 13):
+    tracker.log({"loss": 1.0 / step}, step)
+    if rank == 1 and step == warn_at:
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))  # one rank alone is warned
+    if rank == 0:
+        time.sleep(0.05)  # rank 0 lags: without agreement it would stop a step later
+    if tracker.should_stop(step):
+        print("stopping after step", step, tracker.stop_reason(step), flush=True)
+        break
+if rank == 0 and tracker.enabled:
+    path = os.path.join(tracker.trial_dir, f"ckpt-{step}")
+    open(path, "w").write(str(step))
+    tracker.checkpoint(path, step)
+tracker.finish()
+sys.exit(tracker.exit_status)
+'''
+
+
+@pytest.mark.parametrize("signal_name,status", [("SIGUSR2", 75), ("SIGTERM", 143)])
+def test_ranks_agree_to_stop_at_one_step_when_one_is_warned_and_the_trial_goes_on(
+    catalog, cohort_bin, tmp_path, signal_name, status
+):
+    script = tmp_path / "preemptible.py"
+    script.write_text(PREEMPTIBLE)
+    run_args = [cohort_bin, "run", "-n", "2", "--catalog", str(catalog), "--experiment", "preempt"]
+    first = subprocess.run(
+        run_args + ["--", sys.executable, str(script), "5", signal_name],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert first.returncode == status, first.stdout + first.stderr
+    reason = "warning" if signal_name == "SIGUSR2" else "terminated"
+    assert f"[0] stopping after step 5 {reason}" in first.stdout, first.stdout
+    assert f"[1] stopping after step 5 {reason}" in first.stdout, first.stdout
+    shown = trial_record(cohort_bin, catalog, "preempt", 1)
+    assert shown["state"] == "preempted", shown
+    message = shown["state_record"]["message"]
+    assert f"stopped at step 5 ({signal_name}" in message and "checkpoint of step 5" in message, shown
+    # The next launch goes on from step 5 in the same trial, with no gap and no repeat.
+    second = subprocess.run(
+        run_args + ["--trial", "1", "--", sys.executable, str(script), "0", signal_name],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    shown = trial_record(cohort_bin, catalog, "preempt", 1)
+    assert shown["state"] == "completed", shown
+    restarts = shown["state_record"]["restarts"]
+    assert f"stopped at step 5 ({signal_name}" in restarts[0]["reason"], shown
+    history = cohort.Catalog(catalog).metrics("preempt", 1, "loss")
+    assert [int(s) for s in history.steps] == list(range(1, 13)), history
+
+
+def test_a_rank_that_dies_instead_of_agreeing_fails_the_others_by_name(catalog, cohort_bin, tmp_path):
+    script = tmp_path / "dies.py"
+    script.write_text(textwrap.dedent(
+        '''
+        import os, signal, cohort
+        tracker = cohort.Tracker.from_env()
+        for step in range(1, 1000):
+            if os.environ["COHORT_RANK"] == "1" and step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if tracker.should_stop(step):
+                break
+        '''
+    ))
+    run = subprocess.run(
+        [cohort_bin, "run", "-n", "2", "--no-track", "--", sys.executable, str(script)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COHORT_TIMEOUT": "20"},
+    )
+    assert run.returncode != 0
+    assert "rank 1" in run.stderr and "SIGKILL" in run.stderr, run.stderr
