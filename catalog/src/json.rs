@@ -42,3 +42,50 @@ pub fn trial_json(trial: &TrialSummary) -> serde_json::Value {
         "last_write": trial.last_write,
     })
 }
+
+/// A trial as `cohort trial show --json` prints it: [`trial_json`] with its experiment, its
+/// records (`trial.json`, `state.json`), its checkpoints and what the reader skipped.
+pub fn trial_detail_json(experiment: &Experiment, trial: &TrialSummary) -> serde_json::Value {
+    let mut value = trial_json(trial);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("experiment".into(), experiment.record.name.clone().into());
+        object.insert(
+            "record".into(),
+            serde_json::to_value(&trial.trial).unwrap_or_default(),
+        );
+        object.insert(
+            "state_record".into(),
+            serde_json::to_value(&trial.state).unwrap_or_default(),
+        );
+        object.insert(
+            "checkpoints".into(),
+            serde_json::to_value(&trial.checkpoints).unwrap_or_default(),
+        );
+        object.insert(
+            "damage".into(),
+            serde_json::to_value(&trial.damage).unwrap_or_default(),
+        );
+    }
+    value
+}
+
+/// An experiment as `cohort exp show --json` prints it: its record, its trials counted by
+/// state, the names of its metrics, and how it was loaded.
+pub fn experiment_detail_json(experiment: &Experiment, loaded: &crate::Loaded) -> serde_json::Value {
+    let mut by_state: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for trial in &loaded.trials {
+        *by_state
+            .entry(shown_state(trial).map_or("unknown", |s| s.as_str()))
+            .or_default() += 1;
+    }
+    let mut metrics: Vec<&String> = loaded.trials.iter().flat_map(|t| t.metrics.keys()).collect();
+    metrics.sort();
+    metrics.dedup();
+    serde_json::json!({
+        "experiment": experiment.record,
+        "trials": loaded.trials.len(),
+        "states": by_state,
+        "metrics": metrics,
+        "load": loaded.stats,
+    })
+}

@@ -20,6 +20,7 @@ mod plot;
 mod png;
 mod run;
 mod search_cmd;
+mod ui_cmd;
 
 use cohort_proto::env as vars;
 use std::io::Write;
@@ -77,6 +78,8 @@ enum Command {
     },
     /// A metric's curve in the terminal.
     Plot(catalog::PlotArgs),
+    /// A read-only web view of the catalog: experiments, trials, curves, searches.
+    Ui(ui_cmd::UiArgs),
     /// Export an experiment's metrics as CSV, JSON or Parquet.
     Export {
         /// The experiment.
@@ -546,6 +549,7 @@ fn run() -> Result<ExitCode> {
             json,
         } => catalog::compare(trials, catalog, *json),
         Command::Plot(args) => catalog::plot(args),
+        Command::Ui(args) => ui_cmd::ui(args),
         Command::Export {
             experiment,
             catalog,

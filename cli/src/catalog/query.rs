@@ -16,7 +16,9 @@ use cohort_proto::catalog::TrialSummary;
 use super::format::{hparam_text, json_out, state_text, table, time_text};
 use super::{load, one_trial, parse_trial_ref, targets, warn_all, CatalogArg};
 use crate::write_out;
-use cohort_catalog::json::{experiment_json, trial_json};
+use cohort_catalog::json::{
+    experiment_detail_json, experiment_json, trial_detail_json, trial_json,
+};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ExpCommand {
@@ -160,13 +162,7 @@ pub(crate) fn exp(command: &ExpCommand) -> Result<ExitCode> {
             metrics.sort();
             metrics.dedup();
             if *json {
-                json_out(&serde_json::json!({
-                    "experiment": experiment.record,
-                    "trials": loaded.trials.len(),
-                    "states": by_state,
-                    "metrics": metrics,
-                    "load": loaded.stats,
-                }))?;
+                json_out(&experiment_detail_json(&experiment, &loaded))?;
                 return Ok(ExitCode::SUCCESS);
             }
             let r = &experiment.record;
@@ -281,18 +277,7 @@ pub(crate) fn trial_show(target: &str, catalog: &CatalogArg, json: bool) -> Resu
     let catalog = catalog.open()?;
     let (experiment, trial) = one_trial(&catalog, target)?;
     if json {
-        let mut value = trial_json(&trial);
-        if let Some(object) = value.as_object_mut() {
-            object.insert("experiment".into(), experiment.record.name.clone().into());
-            object.insert("record".into(), serde_json::to_value(&trial.trial)?);
-            object.insert("state_record".into(), serde_json::to_value(&trial.state)?);
-            object.insert(
-                "checkpoints".into(),
-                serde_json::to_value(&trial.checkpoints)?,
-            );
-            object.insert("damage".into(), serde_json::to_value(&trial.damage)?);
-        }
-        json_out(&value)?;
+        json_out(&trial_detail_json(&experiment, &trial))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = format!(
