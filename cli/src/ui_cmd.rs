@@ -23,7 +23,12 @@ pub(crate) struct UiArgs {
     bind: SocketAddr,
     /// The access token every request must carry (default: a new random one). Give your own
     /// to keep bookmarks across restarts; keep it secret.
-    #[arg(long, value_name = "TOKEN", env = "COHORT_UI_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "COHORT_UI_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 }
 
@@ -36,7 +41,12 @@ fn host_name() -> String {
 
 pub(crate) fn ui(args: &UiArgs) -> Result<ExitCode> {
     let token = match &args.token {
-        Some(t) if t.len() < 16 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) => {
+        Some(t)
+            if t.len() < 16
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c)) =>
+        {
             anyhow::bail!("--token: give at least 16 letters, digits, '-' or '_'");
         }
         Some(t) => t.clone(),

@@ -53,9 +53,16 @@ fn start(catalog: &Path, bind: &str) -> Ui {
 }
 
 /// One HTTP/1.1 request; returns the status, the headers (lower-case names) and the body.
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut text = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         text.push_str(&format!("Host: localhost:{port}\r\n"));
@@ -83,7 +90,12 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u1
 }
 
 fn get(port: u16, path: &str) -> (u16, String) {
-    let (status, _, body) = request(port, "GET", path, &[("Authorization", &format!("Bearer {TOKEN}"))]);
+    let (status, _, body) = request(
+        port,
+        "GET",
+        path,
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
     (status, body)
 }
 
@@ -107,7 +119,18 @@ fn cohort_json(catalog: &Path, args: &[&str]) -> serde_json::Value {
 fn catalog() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(COHORT)
-        .args(["bench", "catalog", "generate", "--trials", "30", "--metrics", "5", "--steps", "100", "--catalog"])
+        .args([
+            "bench",
+            "catalog",
+            "generate",
+            "--trials",
+            "30",
+            "--metrics",
+            "5",
+            "--steps",
+            "100",
+            "--catalog",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -127,9 +150,24 @@ fn trial_dir(catalog: &Path, id: u64) -> std::path::PathBuf {
 fn the_json_is_the_clis_json_for_the_same_catalog() {
     let dir = catalog();
     let ui = start(dir.path(), "127.0.0.1:0");
-    let (status, body) = get(ui.port, "/api/experiments/synth/trials?where=lr%3C0.01&sort=val_loss:min&limit=7");
+    let (status, body) = get(
+        ui.port,
+        "/api/experiments/synth/trials?where=lr%3C0.01&sort=val_loss:min&limit=7",
+    );
     assert_eq!(status, 200, "{body}");
-    let cli = cohort_json(dir.path(), &["trials", "synth", "--where", "lr<0.01", "--sort", "val_loss:min", "--limit", "7"]);
+    let cli = cohort_json(
+        dir.path(),
+        &[
+            "trials",
+            "synth",
+            "--where",
+            "lr<0.01",
+            "--sort",
+            "val_loss:min",
+            "--limit",
+            "7",
+        ],
+    );
     assert_eq!(json(&body), cli);
     let (status, body) = get(ui.port, "/api/experiments/synth/trials/3");
     assert_eq!(status, 200, "{body}");
@@ -149,20 +187,39 @@ fn the_json_is_the_clis_json_for_the_same_catalog() {
     let (_, body) = get(ui.port, "/api/experiments/synth/table?sort=val_loss:min");
     let table = json(&body);
     let cli = cohort_json(dir.path(), &["trials", "synth", "--sort", "val_loss:min"]);
-    let ids: Vec<&serde_json::Value> = table["rows"].as_array().unwrap().iter().map(|r| &r[0]).collect();
-    let cli_ids: Vec<&serde_json::Value> = cli.as_array().unwrap().iter().map(|t| &t["trial"]).collect();
+    let ids: Vec<&serde_json::Value> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r[0])
+        .collect();
+    let cli_ids: Vec<&serde_json::Value> = cli
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["trial"])
+        .collect();
     assert_eq!(ids, cli_ids);
     // A curve, downsampled with its ends kept.
-    let (_, body) = get(ui.port, "/api/experiments/synth/series?metric=val_loss&trials=2,1&points=10");
+    let (_, body) = get(
+        ui.port,
+        "/api/experiments/synth/series?metric=val_loss&trials=2,1&points=10",
+    );
     let series = json(&body);
     assert_eq!(series["series"][0]["trial"], 2);
     assert_eq!(series["series"][0]["points"], 100);
     let steps = series["series"][0]["step"].as_array().unwrap();
-    assert!(steps.len() <= 10 && steps.first() == Some(&0.into()) && steps.last() == Some(&99.into()), "{steps:?}");
+    assert!(
+        steps.len() <= 10 && steps.first() == Some(&0.into()) && steps.last() == Some(&99.into()),
+        "{steps:?}"
+    );
     // A bad query says what is wrong, as the CLI does.
     let (status, body) = get(ui.port, "/api/experiments/synth/trials?where=nosuch%3C1");
     assert_eq!(status, 400, "{body}");
-    assert!(json(&body)["error"].as_str().unwrap().contains("nosuch"), "{body}");
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("nosuch"),
+        "{body}"
+    );
     let (status, _) = get(ui.port, "/api/experiments/nothing/trials");
     assert_eq!(status, 404);
 }
@@ -171,31 +228,70 @@ fn the_json_is_the_clis_json_for_the_same_catalog() {
 fn every_request_needs_the_token_and_a_loopback_server_answers_localhost_only() {
     let dir = catalog();
     let ui = start(dir.path(), "127.0.0.1:0");
-    for path in ["/", "/assets/app.js", "/api/experiments", "/api/experiments/synth/trials"] {
+    for path in [
+        "/",
+        "/assets/app.js",
+        "/api/experiments",
+        "/api/experiments/synth/trials",
+    ] {
         let (status, _, body) = request(ui.port, "GET", path, &[]);
         assert_eq!(status, 401, "{path}: {body}");
         assert!(!body.contains("synth\""), "{path} leaked: {body}");
-        let (status, _, _) = request(ui.port, "GET", path, &[("Authorization", "Bearer wrong-token-0123456789abcdef")]);
+        let (status, _, _) = request(
+            ui.port,
+            "GET",
+            path,
+            &[("Authorization", "Bearer wrong-token-0123456789abcdef")],
+        );
         assert_eq!(status, 401, "{path} with a wrong token");
-        let (status, _, _) = request(ui.port, "GET", path, &[("Cookie", &format!("cohort_ui_{}=wrong", ui.port))]);
+        let (status, _, _) = request(
+            ui.port,
+            "GET",
+            path,
+            &[("Cookie", &format!("cohort_ui_{}=wrong", ui.port))],
+        );
         assert_eq!(status, 401, "{path} with a wrong cookie");
     }
     // The URL's token opens the page and sets the cookie; the cookie then suffices.
     let (status, headers, body) = request(ui.port, "GET", &format!("/?token={TOKEN}"), &[]);
     assert_eq!(status, 200, "{body}");
-    let cookie = headers.iter().find(|(k, _)| k == "set-cookie").map(|(_, v)| v.clone()).expect("a cookie");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = headers
+        .iter()
+        .find(|(k, _)| k == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .expect("a cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap().to_owned();
     let (status, _, _) = request(ui.port, "GET", "/api/experiments", &[("Cookie", &pair)]);
     assert_eq!(status, 200);
-    assert!(headers.iter().any(|(k, v)| k == "content-security-policy" && v.contains("default-src 'self'")));
-    assert!(headers.iter().any(|(k, v)| k == "referrer-policy" && v == "no-referrer"));
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-security-policy" && v.contains("default-src 'self'")));
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "referrer-policy" && v == "no-referrer"));
     // Another site's page, through DNS rebinding, names another host: refused even with the token.
-    let (status, _, _) = request(ui.port, "GET", "/api/experiments", &[("Host", "attacker.example"), ("Authorization", &format!("Bearer {TOKEN}"))]);
+    let (status, _, _) = request(
+        ui.port,
+        "GET",
+        "/api/experiments",
+        &[
+            ("Host", "attacker.example"),
+            ("Authorization", &format!("Bearer {TOKEN}")),
+        ],
+    );
     assert_eq!(status, 403);
     // Read-only: nothing but GET.
     for method in ["POST", "PUT", "DELETE"] {
-        let (status, _, _) = request(ui.port, method, "/api/experiments", &[("Authorization", &format!("Bearer {TOKEN}"))]);
+        let (status, _, _) = request(
+            ui.port,
+            method,
+            "/api/experiments",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        );
         assert_eq!(status, 405, "{method}");
     }
 }
@@ -204,9 +300,22 @@ fn every_request_needs_the_token_and_a_loopback_server_answers_localhost_only() 
 fn bound_off_loopback_it_still_refuses_requests_without_the_token() {
     let dir = catalog();
     let ui = start(dir.path(), "0.0.0.0:0");
-    let (status, _, _) = request(ui.port, "GET", "/api/experiments", &[("Host", "login1.cluster:7180")]);
+    let (status, _, _) = request(
+        ui.port,
+        "GET",
+        "/api/experiments",
+        &[("Host", "login1.cluster:7180")],
+    );
     assert_eq!(status, 401);
-    let (status, _, body) = request(ui.port, "GET", "/api/experiments", &[("Host", "login1.cluster:7180"), ("Authorization", &format!("Bearer {TOKEN}"))]);
+    let (status, _, body) = request(
+        ui.port,
+        "GET",
+        "/api/experiments",
+        &[
+            ("Host", "login1.cluster:7180"),
+            ("Authorization", &format!("Bearer {TOKEN}")),
+        ],
+    );
     assert_eq!(status, 200, "{body}");
 }
 
@@ -222,7 +331,11 @@ fn nothing_outside_the_catalog_can_be_read() {
     assert_ne!(status, 200);
     assert!(!body.contains("secret"), "{body}");
     // A real output file is served.
-    std::fs::write(trial_dir(dir.path(), 5).join("output.log"), "epoch 1\nepoch 2\n").unwrap();
+    std::fs::write(
+        trial_dir(dir.path(), 5).join("output.log"),
+        "epoch 1\nepoch 2\n",
+    )
+    .unwrap();
     let (status, body) = get(ui.port, "/api/experiments/synth/trials/5/output?bytes=8");
     assert_eq!((status, body.as_str()), (200, "epoch 2\n"));
     for path in [
@@ -257,10 +370,23 @@ fn a_damaged_trial_shows_as_damaged_and_the_pages_still_answer() {
     let (status, body) = get(ui.port, "/api/experiments/synth/table");
     assert_eq!(status, 200, "{body}");
     let table = json(&body);
-    assert!(table["damaged"].as_array().unwrap().contains(&7.into()) || table["damaged"].as_array().unwrap().contains(&6.into()), "{}", table["damaged"]);
-    for path in ["/api/experiments", "/api/experiments/synth", "/api/experiments/synth/trials/6", "/api/experiments/synth/series?metric=val_loss&trials=6,7"] {
+    assert!(
+        table["damaged"].as_array().unwrap().contains(&7.into())
+            || table["damaged"].as_array().unwrap().contains(&6.into()),
+        "{}",
+        table["damaged"]
+    );
+    for path in [
+        "/api/experiments",
+        "/api/experiments/synth",
+        "/api/experiments/synth/trials/6",
+        "/api/experiments/synth/series?metric=val_loss&trials=6,7",
+    ] {
         let (status, body) = get(ui.port, path);
-        assert!(status == 200 || status == 500 && path.ends_with("/7"), "{path}: {status} {body}");
+        assert!(
+            status == 200 || status == 500 && path.ends_with("/7"),
+            "{path}: {status} {body}"
+        );
     }
 }
 
@@ -269,9 +395,23 @@ fn an_unchanged_answer_is_not_sent_again() {
     let dir = catalog();
     let ui = start(dir.path(), "127.0.0.1:0");
     let auth = format!("Bearer {TOKEN}");
-    let (status, headers, _) = request(ui.port, "GET", "/api/experiments/synth/table", &[("Authorization", &auth)]);
+    let (status, headers, _) = request(
+        ui.port,
+        "GET",
+        "/api/experiments/synth/table",
+        &[("Authorization", &auth)],
+    );
     assert_eq!(status, 200);
-    let tag = headers.iter().find(|(k, _)| k == "etag").map(|(_, v)| v.clone()).expect("an ETag");
-    let (status, _, body) = request(ui.port, "GET", "/api/experiments/synth/table", &[("Authorization", &auth), ("If-None-Match", &tag)]);
+    let tag = headers
+        .iter()
+        .find(|(k, _)| k == "etag")
+        .map(|(_, v)| v.clone())
+        .expect("an ETag");
+    let (status, _, body) = request(
+        ui.port,
+        "GET",
+        "/api/experiments/synth/table",
+        &[("Authorization", &auth), ("If-None-Match", &tag)],
+    );
     assert_eq!((status, body.as_str()), (304, ""));
 }

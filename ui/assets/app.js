@@ -235,7 +235,7 @@ function experimentPage(name, q) {
     const top = tableWrap.scrollTop;
     const first = Math.max(0, Math.floor(top / ROW_HEIGHT) - 10);
     // The wrapper's height before the first rows exist: its CSS maximum.
-    const view = Math.max(tableWrap.clientHeight, Math.round(window.innerHeight * 0.62));
+    const view = Math.max(tableWrap.clientHeight, Math.round(window.innerHeight * 0.45));
     const count = Math.ceil(view / ROW_HEIGHT) + 20;
     const last = Math.min(rows.length, first + count);
     const ncol = columns.length;

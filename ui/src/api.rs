@@ -12,7 +12,9 @@ use std::sync::Arc;
 use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cohort_catalog::json::{experiment_detail_json, experiment_json, trial_detail_json, trial_json};
+use cohort_catalog::json::{
+    experiment_detail_json, experiment_json, trial_detail_json, trial_json,
+};
 use cohort_catalog::read::shown_state;
 use cohort_catalog::{CatalogError, Experiment};
 use cohort_proto::catalog::TrialSummary;
@@ -23,20 +25,36 @@ use crate::Shared;
 
 /// An error answer.
 pub(crate) fn error(status: StatusCode, message: String) -> Response {
-    let mut response = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    let mut response =
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn catalog_error(e: &CatalogError) -> Response {
+/// Why a request cannot be answered: an error answer, small to pass around.
+pub(crate) struct Failure(StatusCode, String);
+
+impl Failure {
+    pub(crate) fn new(status: StatusCode, message: String) -> Failure {
+        Failure(status, message)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+fn catalog_error(e: &CatalogError) -> Failure {
     let status = match e {
         CatalogError::NoExperiment { .. } | CatalogError::NoTrial { .. } => StatusCode::NOT_FOUND,
         CatalogError::BadQuery(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error(status, e.to_string())
+    Failure::new(status, e.to_string())
 }
 
 /// A JSON answer tagged with `etag` (when given); a request that already has it gets 304.
@@ -60,14 +78,17 @@ fn json_answer(request: &HeaderMap, etag: Option<&str>, value: &serde_json::Valu
 
 /// Runs catalog reads off the async threads.
 async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Response> + Send + 'static,
-) -> Result<T, Response> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}"))))
+    work: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{e}"),
+        ))
+    })
 }
 
-fn experiment_and_trials(shared: &Shared, name: &str) -> Result<(Experiment, Arc<Entry>), Response> {
+fn experiment_and_trials(shared: &Shared, name: &str) -> Result<(Experiment, Arc<Entry>), Failure> {
     let experiment = shared
         .catalog
         .experiment(name)
@@ -148,7 +169,9 @@ pub(crate) async fn experiments(State(shared): State<Arc<Shared>>, headers: Head
             let last = trials
                 .iter()
                 .filter_map(|t| t.last_write.or(t.state.as_ref().map(|s| s.updated)))
-                .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+                .fold(None, |acc: Option<f64>, v| {
+                    Some(acc.map_or(v, |a| a.max(v)))
+                });
             let goal = search_goal(experiment);
             let best = goal.as_ref().and_then(|(metric, smaller, _)| {
                 best(trials, metric, *smaller).map(|(trial, value)| {
@@ -167,7 +190,7 @@ pub(crate) async fn experiments(State(shared): State<Arc<Shared>>, headers: Head
     .await;
     match answer {
         Ok(value) => json_answer(&headers, None, &value),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -204,7 +227,7 @@ pub(crate) async fn experiment(
     .await;
     match answer {
         Ok((value, tag)) => json_answer(&headers, Some(&tag), &value),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -216,7 +239,7 @@ struct TrialQuery {
     limit: Option<usize>,
 }
 
-fn trial_query(raw: Option<&str>) -> Result<TrialQuery, Response> {
+fn trial_query(raw: Option<&str>) -> Result<TrialQuery, Failure> {
     let mut query = TrialQuery {
         filters: Vec::new(),
         sort: None,
@@ -230,7 +253,7 @@ fn trial_query(raw: Option<&str>) -> Result<TrialQuery, Response> {
             "desc" => query.desc = value == "1" || value == "true",
             "limit" => {
                 query.limit = Some(value.parse().map_err(|_| {
-                    error(
+                    Failure::new(
                         StatusCode::BAD_REQUEST,
                         format!("limit={value:?}: not a number of trials"),
                     )
@@ -242,7 +265,10 @@ fn trial_query(raw: Option<&str>) -> Result<TrialQuery, Response> {
     Ok(query)
 }
 
-fn chosen<'a>(trials: &'a [TrialSummary], q: &TrialQuery) -> Result<Vec<&'a TrialSummary>, Response> {
+fn chosen<'a>(
+    trials: &'a [TrialSummary],
+    q: &TrialQuery,
+) -> Result<Vec<&'a TrialSummary>, Failure> {
     cohort_catalog::query::query(
         trials,
         &q.filters,
@@ -272,7 +298,7 @@ pub(crate) async fn trials(
     .await;
     match answer {
         Ok(value) => json_answer(&headers, None, &value),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -336,13 +362,17 @@ pub(crate) async fn table(
             let tag = format!("\"{:x}\"", fnv(format!("{tag}{query_text}").as_bytes()));
             json_answer(&headers, Some(&tag), &value)
         }
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
-fn trial_id(text: &str) -> Result<u64, Response> {
-    text.parse()
-        .map_err(|_| error(StatusCode::NOT_FOUND, format!("{text:?} is not a trial number")))
+fn trial_id(text: &str) -> Result<u64, Failure> {
+    text.parse().map_err(|_| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("{text:?} is not a trial number"),
+        )
+    })
 }
 
 /// The trial's output file, when it has one: a search's local run (`output.log`) or its
@@ -381,7 +411,7 @@ pub(crate) async fn trial(
         let summary = cohort_catalog::read::summarize(&trial.dir, None, &mut warnings)
             .map_err(|e| catalog_error(&e))?
             .ok_or_else(|| {
-                error(
+                Failure::new(
                     StatusCode::NOT_FOUND,
                     format!("trial {id} of {name} is not complete (no trial.json)"),
                 )
@@ -403,7 +433,7 @@ pub(crate) async fn trial(
     .await;
     match answer {
         Ok(value) => json_answer(&headers, None, &value),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -425,7 +455,7 @@ pub(crate) async fn output(
             .find(|(k, _)| k == "bytes")
             .map(|(_, v)| v.parse::<u64>())
             .transpose()
-            .map_err(|_| error(StatusCode::BAD_REQUEST, "bytes: not a number".into()))?
+            .map_err(|_| Failure::new(StatusCode::BAD_REQUEST, "bytes: not a number".into()))?
             .unwrap_or(64 << 10)
             .min(OUTPUT_MAX);
         let experiment = shared
@@ -443,7 +473,12 @@ pub(crate) async fn output(
         let path = summary
             .as_ref()
             .and_then(|s| output_file(&trial.dir, s))
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("trial {id} of {name} has no output file")))?;
+            .ok_or_else(|| {
+                Failure::new(
+                    StatusCode::NOT_FOUND,
+                    format!("trial {id} of {name} has no output file"),
+                )
+            })?;
         read_tail(shared.catalog.root(), &path, want)
     })
     .await;
@@ -456,17 +491,18 @@ pub(crate) async fn output(
             );
             response
         }
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
 /// The last `want` bytes of `path`, which must be a regular file inside `root`, opened
 /// without following a symbolic link.
-fn read_tail(root: &Path, path: &Path, want: u64) -> Result<String, Response> {
-    let refused = |why: &str| error(StatusCode::FORBIDDEN, format!("{}: {why}", path.display()));
+fn read_tail(root: &Path, path: &Path, want: u64) -> Result<String, Failure> {
+    let refused =
+        |why: &str| Failure::new(StatusCode::FORBIDDEN, format!("{}: {why}", path.display()));
     let root = root
         .canonicalize()
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let parent = path
         .parent()
         .and_then(|p| p.canonicalize().ok())
@@ -478,7 +514,11 @@ fn read_tail(root: &Path, path: &Path, want: u64) -> Result<String, Response> {
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| refused(&format!("cannot be opened ({e}); a symbolic link is never followed")))?;
+        .map_err(|e| {
+            refused(&format!(
+                "cannot be opened ({e}); a symbolic link is never followed"
+            ))
+        })?;
     let meta = file.metadata().map_err(|e| refused(&e.to_string()))?;
     if !meta.is_file() {
         return Err(refused("not a regular file"));
@@ -498,7 +538,10 @@ const POINTS_MAX: usize = 20_000;
 
 /// Keeps at most `budget` points of a curve, its shape kept: the first and last points, and
 /// in each of `budget / 2` buckets of steps the lowest and the highest value, in step order.
-pub fn downsample(points: &[cohort_catalog::read::Point], budget: usize) -> Vec<cohort_catalog::read::Point> {
+pub fn downsample(
+    points: &[cohort_catalog::read::Point],
+    budget: usize,
+) -> Vec<cohort_catalog::read::Point> {
     let budget = budget.max(4);
     if points.len() <= budget {
         return points.to_vec();
@@ -523,7 +566,11 @@ pub fn downsample(points: &[cohort_catalog::read::Point], budget: usize) -> Vec<
                 high = i;
             }
         }
-        let (first, second) = if low <= high { (low, high) } else { (high, low) };
+        let (first, second) = if low <= high {
+            (low, high)
+        } else {
+            (high, low)
+        };
         out.push(slice[first]);
         if second != first {
             out.push(slice[second]);
@@ -553,21 +600,21 @@ pub(crate) async fn series(
                 "trials" => {
                     for part in value.split(',').filter(|p| !p.is_empty()) {
                         ids.push(part.trim().parse().map_err(|_| {
-                            error(StatusCode::BAD_REQUEST, format!("trials: {part:?} is not a trial number"))
+                            Failure::new(StatusCode::BAD_REQUEST, format!("trials: {part:?} is not a trial number"))
                         })?);
                     }
                 }
                 "points" => {
                     budget = value.parse().map_err(|_| {
-                        error(StatusCode::BAD_REQUEST, format!("points={value:?}: not a number"))
+                        Failure::new(StatusCode::BAD_REQUEST, format!("points={value:?}: not a number"))
                     })?;
                 }
                 _ => {}
             }
         }
-        let metric = metric.ok_or_else(|| error(StatusCode::BAD_REQUEST, "metric: missing".into()))?;
+        let metric = metric.ok_or_else(|| Failure::new(StatusCode::BAD_REQUEST, "metric: missing".into()))?;
         if ids.len() > 1000 {
-            return Err(error(StatusCode::BAD_REQUEST, format!("{} trials: at most 1000 curves at once", ids.len())));
+            return Err(Failure::new(StatusCode::BAD_REQUEST, format!("{} trials: at most 1000 curves at once", ids.len())));
         }
         let budget = budget.clamp(4, POINTS_MAX);
         let (experiment, entry) = experiment_and_trials(&shared, &name)?;
@@ -600,7 +647,7 @@ pub(crate) async fn series(
             let tag = format!("\"{:x}\"", fnv(tag.as_bytes()));
             json_answer(&headers, Some(&tag), &value)
         }
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }
 
@@ -624,10 +671,14 @@ pub(crate) async fn search(
             .experiment(&name)
             .map_err(|e| catalog_error(&e))?;
         let dir = experiment.search_dir();
-        let spec = cohort_search::spec::ExperimentSpec::load(&dir.spec())
-            .map_err(|e| error(StatusCode::NOT_FOUND, format!("experiment {name} has no search: {e}")))?;
+        let spec = cohort_search::spec::ExperimentSpec::load(&dir.spec()).map_err(|e| {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("experiment {name} has no search: {e}"),
+            )
+        })?;
         let events = cohort_search::controller::read_events(&dir)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let plan = cohort_search::preview::preview(&spec).ok();
         Ok(serde_json::json!({
             "experiment": name,
@@ -643,6 +694,6 @@ pub(crate) async fn search(
     .await;
     match answer {
         Ok(value) => json_answer(&headers, None, &value),
-        Err(response) => response,
+        Err(failure) => failure.into_response(),
     }
 }

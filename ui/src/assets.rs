@@ -7,9 +7,21 @@ use axum::response::{IntoResponse, Response};
 
 /// (name, content type, content).
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.js", "text/javascript; charset=utf-8", include_str!("../assets/app.js")),
-    ("chart.js", "text/javascript; charset=utf-8", include_str!("../assets/chart.js")),
-    ("app.css", "text/css; charset=utf-8", include_str!("../assets/app.css")),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/app.js"),
+    ),
+    (
+        "chart.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/chart.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/app.css"),
+    ),
 ];
 
 const INDEX: &str = include_str!("../assets/index.html");

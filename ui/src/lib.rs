@@ -125,7 +125,8 @@ impl Ui {
             .build()
             .map_err(UiError::Serve)?;
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(self.listener).map_err(UiError::Serve)?;
+            let listener =
+                tokio::net::TcpListener::from_std(self.listener).map_err(UiError::Serve)?;
             axum::serve(listener, router(self.shared))
                 .await
                 .map_err(UiError::Serve)
@@ -142,7 +143,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/experiments/{name}/trials", get(api::trials))
         .route("/api/experiments/{name}/table", get(api::table))
         .route("/api/experiments/{name}/trials/{id}", get(api::trial))
-        .route("/api/experiments/{name}/trials/{id}/output", get(api::output))
+        .route(
+            "/api/experiments/{name}/trials/{id}/output",
+            get(api::output),
+        )
         .route("/api/experiments/{name}/series", get(api::series))
         .route("/api/experiments/{name}/search", get(api::search))
         .fallback(not_found)
@@ -171,17 +175,16 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
             "this server answers requests for localhost only".into(),
         );
     }
-    let granted = match auth::check(&shared, &request) {
-        auth::Access::Denied => {
-            return api::error(
+    let granted =
+        match auth::check(&shared, &request) {
+            auth::Access::Denied => return api::error(
                 StatusCode::UNAUTHORIZED,
                 "an access token is needed: open the URL cohort ui printed (it ends in ?token=...)"
                     .into(),
-            )
-        }
-        auth::Access::Cookie => None,
-        auth::Access::Url => Some(auth::cookie_header(&shared)),
-    };
+            ),
+            auth::Access::Cookie => None,
+            auth::Access::Url => Some(auth::cookie_header(&shared)),
+        };
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     if let Some(cookie) = granted.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -198,7 +201,10 @@ async fn guard(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
         HeaderValue::from_static("nosniff"),
     );
     // The token may be in the page's URL: never send it elsewhere.
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response.into_response()
 }
