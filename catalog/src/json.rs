@@ -71,14 +71,21 @@ pub fn trial_detail_json(experiment: &Experiment, trial: &TrialSummary) -> serde
 
 /// An experiment as `cohort exp show --json` prints it: its record, its trials counted by
 /// state, the names of its metrics, and how it was loaded.
-pub fn experiment_detail_json(experiment: &Experiment, loaded: &crate::Loaded) -> serde_json::Value {
+pub fn experiment_detail_json(
+    experiment: &Experiment,
+    loaded: &crate::Loaded,
+) -> serde_json::Value {
     let mut by_state: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
     for trial in &loaded.trials {
         *by_state
             .entry(shown_state(trial).map_or("unknown", |s| s.as_str()))
             .or_default() += 1;
     }
-    let mut metrics: Vec<&String> = loaded.trials.iter().flat_map(|t| t.metrics.keys()).collect();
+    let mut metrics: Vec<&String> = loaded
+        .trials
+        .iter()
+        .flat_map(|t| t.metrics.keys())
+        .collect();
     metrics.sort();
     metrics.dedup();
     serde_json::json!({
