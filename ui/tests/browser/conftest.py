@@ -91,7 +91,7 @@ def ui(cohort_bin, catalog):
 def driver():
     options = Options()
     options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1300",
                 "--disable-dev-shm-usage"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
