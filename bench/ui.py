@@ -15,18 +15,10 @@ import os
 import statistics
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
+import sys
 
-
-def driver():
-    options = Options()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    return webdriver.Chrome(options=options, service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ui", "tests", "browser"))
+from chromium import chromium  # noqa: E402  (the tests' own browser set-up)
 
 
 def mark(d, name, timeout=60):
@@ -48,7 +40,7 @@ def main():
     p.add_argument("--top", type=int, default=50)
     p.add_argument("--runs", type=int, default=5)
     a = p.parse_args()
-    d = driver()
+    d = chromium(window="1400,1000")
     try:
         d.get(f"{a.url}?token={a.token}#/")  # the cookie
         tables, charts = [], []

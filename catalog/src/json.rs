@@ -69,30 +69,36 @@ pub fn trial_detail_json(experiment: &Experiment, trial: &TrialSummary) -> serde
     value
 }
 
+/// Trials counted by the state they show (`unknown` for one without a state).
+pub fn states_of(trials: &[TrialSummary]) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut by_state = std::collections::BTreeMap::new();
+    for trial in trials {
+        *by_state
+            .entry(shown_state(trial).map_or("unknown", |s| s.as_str()))
+            .or_default() += 1;
+    }
+    by_state
+}
+
+/// The names of the metrics any of `trials` logged, sorted.
+pub fn metric_names(trials: &[TrialSummary]) -> Vec<&String> {
+    let mut metrics: Vec<&String> = trials.iter().flat_map(|t| t.metrics.keys()).collect();
+    metrics.sort();
+    metrics.dedup();
+    metrics
+}
+
 /// An experiment as `cohort exp show --json` prints it: its record, its trials counted by
 /// state, the names of its metrics, and how it was loaded.
 pub fn experiment_detail_json(
     experiment: &Experiment,
     loaded: &crate::Loaded,
 ) -> serde_json::Value {
-    let mut by_state: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for trial in &loaded.trials {
-        *by_state
-            .entry(shown_state(trial).map_or("unknown", |s| s.as_str()))
-            .or_default() += 1;
-    }
-    let mut metrics: Vec<&String> = loaded
-        .trials
-        .iter()
-        .flat_map(|t| t.metrics.keys())
-        .collect();
-    metrics.sort();
-    metrics.dedup();
     serde_json::json!({
         "experiment": experiment.record,
         "trials": loaded.trials.len(),
-        "states": by_state,
-        "metrics": metrics,
+        "states": states_of(&loaded.trials),
+        "metrics": metric_names(&loaded.trials),
         "load": loaded.stats,
     })
 }

@@ -160,12 +160,7 @@ pub(crate) async fn experiments(State(shared): State<Arc<Shared>>, headers: Head
             };
             let trials = &entry.loaded.trials;
             let mut value = experiment_json(experiment, trials.len());
-            let mut states = std::collections::BTreeMap::<&str, usize>::new();
-            for t in trials {
-                *states
-                    .entry(shown_state(t).map_or("unknown", |s| s.as_str()))
-                    .or_default() += 1;
-            }
+            let states = cohort_catalog::json::states_of(trials);
             let last = trials
                 .iter()
                 .filter_map(|t| t.last_write.or(t.state.as_ref().map(|s| s.updated)))

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use cohort_catalog::export::Format;
 use cohort_catalog::query::Field;
-use cohort_catalog::read::{history, shown_state, Point};
+use cohort_catalog::read::{history, Point};
 use cohort_catalog::{format_number, Experiment};
 use cohort_proto::catalog::TrialSummary;
 
@@ -17,7 +17,7 @@ use super::format::{hparam_text, json_out, state_text, table, time_text};
 use super::{load, one_trial, parse_trial_ref, targets, warn_all, CatalogArg};
 use crate::write_out;
 use cohort_catalog::json::{
-    experiment_detail_json, experiment_json, trial_detail_json, trial_json,
+    experiment_detail_json, experiment_json, metric_names, states_of, trial_detail_json, trial_json,
 };
 
 #[derive(Debug, Subcommand)]
@@ -144,23 +144,8 @@ pub(crate) fn exp(command: &ExpCommand) -> Result<ExitCode> {
             let catalog = catalog.open()?;
             let experiment = catalog.experiment(experiment)?;
             let loaded = load(&catalog, &experiment, true)?;
-            let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
-            for trial in &loaded.trials {
-                *by_state
-                    .entry(
-                        shown_state(trial)
-                            .map_or("unknown", |s| s.as_str())
-                            .to_owned(),
-                    )
-                    .or_default() += 1;
-            }
-            let mut metrics: Vec<&String> = loaded
-                .trials
-                .iter()
-                .flat_map(|t| t.metrics.keys())
-                .collect();
-            metrics.sort();
-            metrics.dedup();
+            let by_state = states_of(&loaded.trials);
+            let metrics = metric_names(&loaded.trials);
             if *json {
                 json_out(&experiment_detail_json(&experiment, &loaded))?;
                 return Ok(ExitCode::SUCCESS);

@@ -10,9 +10,7 @@ import textwrap
 import time
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
+from chromium import chromium
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 TOKEN = "browser-test-token-0123456789"
@@ -89,15 +87,7 @@ def ui(cohort_bin, catalog):
 
 @pytest.fixture(scope="session")
 def driver():
-    options = Options()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1300",
-                "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    d = webdriver.Chrome(options=options, service=service)
-    d.set_page_load_timeout(60)
+    d = chromium(console=True)
     yield d
     d.quit()
 
