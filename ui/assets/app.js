@@ -459,9 +459,10 @@ function comparePage(name, q) {
 
 function searchPage(name) {
   setCrumbs([["experiments", "#/"], [name, "#/e/" + enc(name)], ["search"]]);
-  const head = el("div"), rungsBox = el("div"), running = el("p");
+  const head = el("div"), rungsBox = el("div"), running = el("p"), planBox = el("div");
   const chartBox = el("div", { class: "panel" });
   main.replaceChildren(head, el("h2", { text: "Best value against budget spent" }), chartBox, el("h2", { text: "Running" }), running,
+    el("h2", { text: "The plan: brackets and their rungs" }), planBox,
     el("h2", { text: "Rungs: what the searcher promoted and stopped" }), rungsBox);
   const chart = new Chart(chartBox);
   return poller(async () => {
@@ -492,6 +493,11 @@ function searchPage(name) {
     head.replaceChildren(el("h1", { text: `${name}: search` }),
       el("p", { class: "muted", text: `${s.plan ? s.plan.searcher : "search"} for ${s.smaller_is_better ? "the lowest" : "the highest"} ${s.metric}; ${trialOf.size} of ${s.max_trials} trials created, ${failed} failed; ${spent}${s.plan ? " of " + s.plan.budget : ""} units trained; controller: ${finished ? "finished (" + finished + ")" : "running or stopped without finishing"}` }));
     chart.set([{ label: "best " + s.metric, xs: best.xs, ys: best.ys, color: colorOf(0) }], { xLabel: "units trained", yLabel: "best " + s.metric });
+    planBox.replaceChildren(s.plan ? el("table", {},
+      el("tr", {}, ...["bracket", "trials", "rungs (length: trials that reach it)", "budget"].map((h) => el("th", { text: h }))),
+      ...s.plan.brackets.map((b, i) => el("tr", {}, el("td", { class: "num", text: String(i) }), el("td", { class: "num", text: String(b.trials) }),
+        el("td", { text: b.rungs.map((r) => `${r.length}: ${r.trials}`).join(" · ") }), el("td", { class: "num", text: String(b.budget) }))))
+      : el("p", { class: "muted", text: "no plan (the experiment file no longer parses)" }));
     running.replaceChildren(...(live.size ? [...live].map((t) => el("a", { class: "pill", href: "#/e/" + enc(name) + "/t/" + t, text: `trial ${t} to ${lengths.get(t)}` })) : [el("span", { class: "muted", text: "none" })]));
     const byLength = new Map();
     for (const r of reports) { if (!byLength.has(r.length)) byLength.set(r.length, []); byLength.get(r.length).push(r); }
