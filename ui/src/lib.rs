@@ -117,8 +117,18 @@ impl Ui {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until the process ends (or the runtime is dropped).
+    /// Serves until the process ends (or the runtime is dropped). Every experiment is loaded
+    /// once in the background as it starts, so that the first page does not wait for the
+    /// filesystem either.
     pub fn serve(self) -> Result<(), UiError> {
+        let warm = Arc::clone(&self.shared);
+        std::thread::spawn(move || {
+            if let Ok((experiments, _)) = warm.catalog.experiments() {
+                for experiment in &experiments {
+                    let _ = warm.cache.load(&warm.catalog, experiment);
+                }
+            }
+        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
