@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Cohort's collectives between two VMs over real verbs (Soft-RoCE on each VM's virtual NIC):
+# RANKS_PER_VM ranks in each VM (default 1; 2 runs the two-level algorithm: shared memory
+# inside a VM, verbs across), one job, its plan written as the daemons hand it out (each rank's
+# host and address), `cohort bench allreduce` checking every size, with TRANSPORT=rdma (verbs
+# or fail) or auto (the default negotiation). Needs root, qemu, and a release build of cohort
+# with the `rdma` feature (cargo build --release -p cohort-cli --features cohort-cli/rdma).
+#   tests/vm/collectives.sh [RANKS_PER_VM] [rdma|auto|tcp]
+# COHORT_VM_NO_RXE=vm2 leaves that VM without Soft-RoCE; COHORT_VM_MEMLOCK=KIB lowers the
+# locked-memory limit (ulimit -l) in both VMs and runs the ranks as nobody under it;
+# COHORT_VM_KILL_AFTER=S kills vm2's ranks with SIGKILL S seconds after they start.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+per=${1:-1}
+transport=${2:-rdma}
+world=$((2 * per))
+ranks=""
+for r in $(seq 0 $((world - 1))); do
+    vm=$((r / per + 1))
+    ranks+="${ranks:+,}{\"rank\":$r,\"host\":\"vm$vm\",\"local_rank\":$((r % per)),\"address\":\"10.88.0.1$vm\"}"
+done
+ring=$(seq -s, 0 $((world - 1)))
+plan="{\"format\":\"cohort.plan\",\"version\":1,\"ranks\":[$ranks],\"rings\":[[$ring]]}"
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+script=$(mktemp /tmp/cohort-vm-collectives.XXXXXX)
+trap 'rm -f "$script"' EXIT
+cat > "$script" <<SCRIPT
+set -e
+if [ "\$COHORT_VM_NAME" != "${COHORT_VM_NO_RXE:-none}" ]; then
+    modprobe rdma_rxe
+    rdma link add rxe0 type rxe netdev eth0
+fi
+as=""
+if [ -n "${COHORT_VM_MEMLOCK:-}" ]; then
+    # Root may lock any amount (CAP_IPC_LOCK): the ranks run as nobody under the limit.
+    ulimit -l ${COHORT_VM_MEMLOCK:-0}
+    chmod 0666 /dev/infiniband/* 2>/dev/null || true
+    as="setpriv --reuid=65534 --regid=65534 --clear-groups"
+fi
+echo '$plan' > /tmp/plan.json
+export COHORT_PLAN=/tmp/plan.json COHORT_STORE=10.88.0.11:29500 COHORT_SECRET=$secret
+export COHORT_VM_ITERS=${COHORT_VM_ITERS:-3} COHORT_WORLD_SIZE=$world COHORT_LOCAL_WORLD_SIZE=$per COHORT_TIMEOUT=600 COHORT_TRANSPORT=$transport
+base=\$(( (\${COHORT_VM_NAME#vm} - 1) * $per ))
+pids=""
+for l in \$(seq 0 $((per - 1))); do
+    COHORT_RANK=\$((base + l)) COHORT_LOCAL_RANK=\$l \$as target/release/cohort bench allreduce \
+        -b 8 -e 32M -f 4 -n \${COHORT_VM_ITERS:-3} -w 1 > /tmp/rank\$((base + l)).out 2>&1 &
+    pids="\$pids \$!"
+done
+if [ "\$COHORT_VM_NAME" = vm2 ] && [ -n "${COHORT_VM_KILL_AFTER:-}" ]; then
+    sleep ${COHORT_VM_KILL_AFTER:-0}
+    kill -9 \$pids
+    echo "killed rank(s) \$base.. of vm2 with SIGKILL"
+fi
+started=\$(date +%s)
+status=0
+for p in \$pids; do wait \$p || status=\$?; done
+echo "ranks ended \$(( \$(date +%s) - started )) s after the kill (or the start)"
+for f in /tmp/rank*.out; do echo "== \$f"; cat "\$f"; done
+echo "== rxe0 counters"
+[ -d /sys/class/infiniband/rxe0 ] && for c in /sys/class/infiniband/rxe0/ports/1/hw_counters/*; do
+    v=\$(cat "\$c"); [ "\$v" = 0 ] || printf '%s %s\n' "\${c##*/}" "\$v"
+done
+exit \$status
+SCRIPT
+exec "$HERE/run.sh" --timeout "${COHORT_VM_TIMEOUT:-900}" "$script" "$script"

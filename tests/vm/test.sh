@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The VM tests: Cohort's collectives between two Debian 12 VMs over real verbs (Soft-RoCE),
+# under qemu (tests/vm/run.sh; the image is built once, tests/vm/image.sh). Each case prints
+# "ok: ..." or fails naming what went wrong, with the VMs' output. Needs root, qemu-system-x86
+# and a release build of cohort with the `rdma` feature.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+out=$(mktemp /tmp/cohort-vm-test.XXXXXX)
+trap 'rm -f "$out"' EXIT
+fail() { echo -e "FAILED: $*\n$(cat "$out")" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+# Runs tests/vm/collectives.sh with the given environment and arguments into $out.
+case_run() { env "$@" > "$out" 2>&1; }
+
+start=$SECONDS
+case_run "$HERE/collectives.sh" 1 rdma || fail "allreduce over verbs between two VMs"
+grep -q "2 ranks (shm:0 tcp:0 rdma:1)" "$out" || fail "the peers were not reached over verbs"
+grep -q "33554432 .* 0$" "$out" || fail "32 MiB was not checked correct"
+ok "allreduce between two VMs over verbs (COHORT_TRANSPORT=rdma), 8 B to 32 MiB, every size correct"
+
+case_run "$HERE/collectives.sh" 2 auto || fail "the two-level allreduce"
+grep -q "4 ranks (shm:1 tcp:0 rdma:2)" "$out" || fail "not shared memory inside a VM and verbs across"
+ok "the default negotiation with two ranks per VM: shared memory inside each VM, verbs across"
+
+case_run COHORT_VM_NO_RXE=vm2 "$HERE/collectives.sh" 1 auto || fail "the fallback to TCP"
+grep -q "using TCP between hosts: a peer has no RDMA device" "$out" && grep -q "(shm:0 tcp:1)" "$out" \
+    || fail "one VM without Soft-RoCE: no fallback to TCP, or it did not say why"
+ok "one VM without an RDMA device: both sides use TCP and say why"
+
+case_run COHORT_VM_MEMLOCK=64 "$HERE/collectives.sh" 1 auto || fail "the fallback under a low memlock limit"
+grep -q "ulimit -l" "$out" && grep -q "(shm:0 tcp:1)" "$out" \
+    || fail "a 64 KiB memlock limit: no fallback to TCP, or it did not say why"
+ok "a locked-memory limit too low for the slots: TCP, saying to raise ulimit -l"
+
+if case_run COHORT_VM_KILL_AFTER=12 COHORT_VM_ITERS=50 "$HERE/collectives.sh" 1 rdma; then
+    fail "a rank SIGKILLed mid-allreduce, yet the job succeeded"
+fi
+grep -q "rank 1 on vm2 is gone" "$out" || fail "rank 0 does not name the killed rank"
+ok "a rank killed mid-allreduce over verbs: the other fails naming it"
+echo "the VM tests passed in $((SECONDS - start)) s"
