@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The VM tests: Cohort's collectives between two Debian 12 VMs over real verbs (Soft-RoCE),
-# under qemu (tests/vm/run.sh; the image is built once, tests/vm/image.sh). Each case prints
+# and the catalog on NFS with two clients, under qemu (tests/vm/run.sh; the image is built once, tests/vm/image.sh). Each case prints
 # "ok: ..." or fails naming what went wrong, with the VMs' output. Needs root, qemu-system-x86
 # and a release build of cohort with the `rdma` feature.
 set -euo pipefail
@@ -37,4 +37,8 @@ if case_run COHORT_VM_KILL_AFTER=12 COHORT_VM_ITERS=50 "$HERE/collectives.sh" 1 
 fi
 grep -q "rank 1 on vm2 is gone" "$out" || fail "rank 0 does not name the killed rank"
 ok "a rank killed mid-allreduce over verbs: the other fails naming it"
+case_run "$HERE/nfs.sh" 4.2 || fail "the catalog on NFSv4.2 with two clients"
+[[ $(grep -c "^ok: 30 trials created by two clients at once" "$out") == 2 ]] || fail "concurrent trial creation on NFS"
+[[ $(grep -c "^ok: the other client reads" "$out") == 2 ]] || fail "reads across NFS clients"
+ok "the catalog on NFSv4.2, two VMs as clients: trials created at once numbered uniquely, none lost; each reads what the other committed"
 echo "the VM tests passed in $((SECONDS - start)) s"
