@@ -8,6 +8,7 @@
 #   tests/vm/collectives.sh [RANKS_PER_VM] [rdma|auto|tcp]
 # COHORT_VM_NO_RXE=vm2 leaves that VM without Soft-RoCE; COHORT_VM_MEMLOCK=KIB lowers the
 # locked-memory limit (ulimit -l) in both VMs and runs the ranks as nobody under it;
+# COHORT_VM_TYPES=1 also runs every other element type (8 B to 1 MiB);
 # COHORT_VM_KILL_AFTER=S kills vm2's ranks with SIGKILL S seconds after they start.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -55,6 +56,19 @@ fi
 started=\$(date +%s)
 status=0
 for p in \$pids; do wait \$p || status=\$?; done
+# Every other element type and reduction, smaller sizes (COHORT_VM_TYPES=1).
+if [ "\$status" = 0 ] && [ -n "${COHORT_VM_TYPES:-}" ]; then
+    for t in double half bfloat16 int32 int64 uint8; do
+        op=sum; case \$t in int32) op=max ;; int64) op=min ;; uint8) op=max ;; esac
+        pids=""
+        for l in \$(seq 0 $((per - 1))); do
+            COHORT_RANK=\$((base + l)) COHORT_LOCAL_RANK=\$l \$as target/release/cohort bench allreduce \
+                -b 8 -e 1M -f 16 -n 1 -w 0 -d \$t -o \$op > /tmp/rank\$((base + l))-\$t.out 2>&1 &
+            pids="\$pids \$!"
+        done
+        for p in \$pids; do wait \$p || status=\$?; done
+    done
+fi
 echo "ranks ended \$(( \$(date +%s) - started )) s after the kill (or the start)"
 for f in /tmp/rank*.out; do echo "== \$f"; cat "\$f"; done
 echo "== rxe0 counters"

@@ -13,10 +13,10 @@ ok() { echo "ok: $*"; }
 case_run() { env "$@" > "$out" 2>&1; }
 
 start=$SECONDS
-case_run "$HERE/collectives.sh" 1 rdma || fail "allreduce over verbs between two VMs"
-grep -q "2 ranks (shm:0 tcp:0 rdma:1)" "$out" || fail "the peers were not reached over verbs"
+case_run COHORT_VM_TYPES=1 "$HERE/collectives.sh" 1 rdma || fail "allreduce over verbs between two VMs"
+[[ $(grep -c "2 ranks (shm:0 tcp:0 rdma:1)" "$out") == 7 ]] || fail "the peers were not reached over verbs for every type"
 grep -q "33554432 .* 0$" "$out" || fail "32 MiB was not checked correct"
-ok "allreduce between two VMs over verbs (COHORT_TRANSPORT=rdma), 8 B to 32 MiB, every size correct"
+ok "allreduce between two VMs over verbs (COHORT_TRANSPORT=rdma): float 8 B to 32 MiB, and every other type to 1 MiB, every size correct"
 
 case_run "$HERE/collectives.sh" 2 auto || fail "the two-level allreduce"
 grep -q "4 ranks (shm:1 tcp:0 rdma:2)" "$out" || fail "not shared memory inside a VM and verbs across"
