@@ -29,18 +29,6 @@ pub enum Warning {
     Terminate,
 }
 
-impl Warning {
-    /// The signal's name (`SIGUSR2`).
-    pub fn signal_name(self) -> String {
-        let number = match self {
-            Warning::StopSignal(n) => n,
-            Warning::Terminate => SIGTERM,
-        };
-        nix::sys::signal::Signal::try_from(number)
-            .map_or_else(|_| format!("signal {number}"), |s| s.as_str().to_owned())
-    }
-}
-
 /// The signals watched and whether each has arrived.
 #[derive(Debug)]
 struct Watch {

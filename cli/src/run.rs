@@ -186,8 +186,7 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 /// Whether a rank stopped at a warning after checkpointing (the statuses of
 /// `cohort_proto::catalog::exit`), rather than failing.
 fn stopped_at_warning(status: ExitStatus) -> bool {
-    use cohort_proto::catalog::exit;
-    matches!(status.code(), Some(exit::AT_WARNING | exit::AT_SIGTERM))
+    cohort_proto::catalog::exit::stopped_at_warning(status.code())
 }
 
 /// Clears close-on-exec on the store's socket, so that the next spawned process inherits it.

@@ -93,6 +93,12 @@ pub mod exit {
     /// Stopped at SIGTERM (Slurm preempted, requeued or cancelled the job, or its time ran
     /// out): the status a shell gives a process SIGTERM ended, which is how Slurm sees it.
     pub const AT_SIGTERM: i32 = 128 + 15;
+
+    /// Whether an exit code is one of these: the process stopped at a warning after
+    /// checkpointing, rather than failing.
+    pub fn stopped_at_warning(code: Option<i32>) -> bool {
+        matches!(code, Some(AT_WARNING | AT_SIGTERM))
+    }
 }
 
 /// Where a trial is in its life.

@@ -371,11 +371,12 @@ fn trial_id(text: &str) -> Result<u64, Failure> {
 }
 
 /// The trial's output file, when it has one: a search's local run (`output.log`) or its
-/// Slurm job (`slurm-<job>.out`), as the catalog names them.
-fn output_file(dir: &Path, trial: &TrialSummary) -> Option<std::path::PathBuf> {
-    let slurm = trial
-        .state
-        .as_ref()
+/// Slurm job (`slurm-<job>.out`, the job its state names), as the catalog names them.
+fn output_file(
+    dir: &Path,
+    state: Option<&cohort_proto::catalog::StateRecord>,
+) -> Option<std::path::PathBuf> {
+    let slurm = state
         .and_then(|s| s.slurm_job.as_ref())
         .and_then(|job| job.parse::<u32>().ok())
         .map(|job| cohort_catalog::catalog::slurm_output(dir, job));
@@ -413,7 +414,7 @@ pub(crate) async fn trial(
             })?;
         let mut value = trial_detail_json(&experiment, &summary);
         if let Some(object) = value.as_object_mut() {
-            let output = output_file(&trial.dir, &summary).and_then(|p| {
+            let output = output_file(&trial.dir, summary.state.as_ref()).and_then(|p| {
                 let bytes = std::fs::symlink_metadata(&p).ok()?.len();
                 Some(serde_json::json!({
                     "file": p.file_name()?.to_string_lossy(),
@@ -461,19 +462,16 @@ pub(crate) async fn output(
             .catalog
             .trial(&experiment, id)
             .map_err(|e| catalog_error(&e))?;
-        let mut warnings = Vec::new();
-        let summary = cohort_catalog::read::summarize(&trial.dir, None, &mut warnings)
+        // The state alone names the Slurm job: the metric logs need not be read for this.
+        let state = cohort_catalog::catalog::read_state(&trial.dir)
             .ok()
             .flatten();
-        let path = summary
-            .as_ref()
-            .and_then(|s| output_file(&trial.dir, s))
-            .ok_or_else(|| {
-                Failure::new(
-                    StatusCode::NOT_FOUND,
-                    format!("trial {id} of {name} has no output file"),
-                )
-            })?;
+        let path = output_file(&trial.dir, state.as_ref()).ok_or_else(|| {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("trial {id} of {name} has no output file"),
+            )
+        })?;
         read_tail(shared.catalog.root(), &path, want)
     })
     .await;

@@ -48,15 +48,12 @@ struct LocalRun {
 
 impl Running for LocalRun {
     fn poll(&mut self) -> Option<Outcome> {
-        use cohort_proto::catalog::exit;
         match self.child.try_wait() {
             Ok(None) => None,
             Ok(Some(status)) if status.success() => Some(Outcome::Completed),
             // Its ranks stopped at a warning, after checkpointing (`cohort run` passes their
             // status on).
-            Ok(Some(status))
-                if matches!(status.code(), Some(exit::AT_WARNING | exit::AT_SIGTERM)) =>
-            {
+            Ok(Some(status)) if cohort_proto::catalog::exit::stopped_at_warning(status.code()) => {
                 Some(Outcome::Preempted(format!(
                     "its ranks stopped at a warning ({status})"
                 )))
