@@ -197,28 +197,6 @@ fn make_inheritable(listener: &std::net::TcpListener) -> Result<()> {
     Ok(())
 }
 
-/// The store's socket, on a port whose successor (torch's `MASTER_PORT`) is free too.
-fn store_socket() -> Result<std::net::TcpListener> {
-    let mut last = None;
-    for _ in 0..32 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .context("binding the rendezvous store's socket")?;
-        let port = listener.local_addr()?.port();
-        match port
-            .checked_add(1)
-            .map(|next| std::net::TcpListener::bind(("127.0.0.1", next)))
-        {
-            Some(Ok(_)) => return Ok(listener),
-            Some(Err(e)) => last = Some(e),
-            None => {}
-        }
-    }
-    Err(anyhow::anyhow!(
-        "no port for the rendezvous store whose next port is free for MASTER_PORT: {}",
-        last.map_or_else(|| "none".to_owned(), |e| e.to_string())
-    ))
-}
-
 fn signal_all(children: &[(u32, Child)], signal: Signal) {
     for (_, child) in children {
         if let Ok(pid) = i32::try_from(child.id()) {
@@ -320,16 +298,13 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         .with_context(|| format!("{}: cannot write the plan", plan_path.display()))?;
     let secret = cohort_collectives::generate_secret()?;
     // The store's socket is bound here and handed to rank 0 (COHORT_STORE_FD), so the port is
-    // never free between its choice and rank 0's use of it.
-    let mut store_listener = Some(store_socket()?);
-    let store = format!(
-        "127.0.0.1:{}",
-        store_listener
-            .as_ref()
-            .map(std::net::TcpListener::local_addr)
-            .transpose()?
-            .map_or(0, |a| a.port())
-    );
+    // never free between its choice and rank 0's use of it; the next port (torch's
+    // MASTER_PORT) is held until the ranks end.
+    let ports = cohort_collectives::ports::reserve(std::net::Ipv4Addr::LOCALHOST)
+        .map_err(anyhow::Error::msg)?;
+    let store = format!("127.0.0.1:{}", ports.port());
+    let _master_port_hold = ports.master;
+    let mut store_listener = Some(ports.store);
     let plan_text = plan_path.to_string_lossy().into_owned();
     let launch = cohort_proto::env::Launch {
         plan_path: &plan_text,

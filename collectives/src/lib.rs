@@ -25,6 +25,7 @@ mod error;
 mod inherit;
 mod link;
 mod options;
+pub mod ports;
 #[cfg(feature = "rdma")]
 pub use link::rdma;
 pub mod store;

@@ -424,16 +424,20 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
 /// take. slurmstepd's copy is closed once rank 0's task is forked.
 static STORE_SOCKET: Mutex<Option<std::net::TcpListener>> = Mutex::new(None);
 
-/// Binds the store's socket (all addresses: the plan chooses which one ranks use) and returns
-/// its port.
+/// torch's `MASTER_PORT` (the store's port + 1), held by slurmstepd for the whole step so that
+/// no other job's connection or ephemeral bind takes it before rank 0's TCPStore binds it
+/// (see `cohort_proto::ports`).
+static MASTER_PORT_HOLD: Mutex<Option<cohort_collectives::ports::PortHold>> = Mutex::new(None);
+
+/// Binds the store's socket (all addresses: the plan chooses which one ranks use), holds the
+/// next port for torch, and returns the store's port.
 fn bind_store() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind(("0.0.0.0", 0))
-        .map_err(|e| format!("binding the rendezvous store's socket: {e}"))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| format!("the rendezvous store's socket: {e}"))?
-        .port();
-    *STORE_SOCKET.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+    let ports = cohort_collectives::ports::reserve(std::net::Ipv4Addr::UNSPECIFIED)?;
+    let port = ports.port();
+    *STORE_SOCKET.lock().unwrap_or_else(PoisonError::into_inner) = Some(ports.store);
+    *MASTER_PORT_HOLD
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(ports.master);
     Ok(port)
 }
 
@@ -653,6 +657,10 @@ pub extern "C" fn slurm_spank_exit(
                 requeue_after_warning(step);
             }
             let _ = std::fs::remove_file(&step.plan_path);
+            MASTER_PORT_HOLD
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             ffi::info("step done");
         }
         Ok(())

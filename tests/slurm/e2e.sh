@@ -26,6 +26,9 @@ slurm_state() {
     echo "sinfo -R:"; sinfo -R 2>&1
     echo "search events:"; tail -n 30 "$L"/search-catalog/experiments/*/search/events.jsonl 2>&1
     echo "slurmctld log:"; tail -n 30 "$L/log/slurmctld.log" 2>&1
+    echo "the latest trials' job output:"
+    ls -t "$L"/*catalog/experiments/*/trials/*/slurm-*.out 2>/dev/null | head -n 4 \
+        | while read -r f; do echo "== $f"; tail -n 15 "$f"; done
 }
 ok() { echo "ok: $*"; }
 PY=$ROOT/.deps/python/bin/python
