@@ -107,6 +107,7 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
     let mut peak =
         [i64::try_from(resident_bytes("VmHWM:").saturating_sub(at_start)).unwrap_or(i64::MAX)];
     comm.allreduce(&mut peak, ReduceOp::Max)?;
+    let routes = gather_routes(&comm)?;
     if comm.rank() == 0 {
         let mut out = format!(
             "# Cohort {}: {} ranks ({}), {} {}\n#{:>12} {:>13} {:>9} {:>7} {:>11} {:>8} {:>8} {:>7}\n#{:>12} {:>13} {:>9} {:>7} {:>11} {:>8} {:>8} {:>7}\n",
@@ -118,6 +119,14 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
             "size", "count", "type", "redop", "time", "algbw", "busbw", "#wrong",
             "(B)", "(elements)", "", "", "(us)", "(GB/s)", "(GB/s)", "",
         );
+        // Like nccl-tests' per-rank lines: how each rank reaches the others.
+        let routes_at = out.find("\n#").map_or(out.len(), |at| at + 1);
+        let lines: String = routes
+            .iter()
+            .enumerate()
+            .map(|(rank, routes)| format!("#  Rank {rank:>3} reaches {routes}\n"))
+            .collect();
+        out.insert_str(routes_at, &lines);
         let mut total_busbw = 0.0;
         for row in &rows {
             out.push_str(&format!(
@@ -155,6 +164,63 @@ pub(crate) fn collective(op: BenchOp, args: &CollArgs) -> Result<ExitCode> {
 
 /// This process's resident memory (`field` `VmRSS:`) or its peak (`VmHWM:`), or 0 where
 /// /proc does not say.
+/// A rank's routes grouped by route, each with its peers as ranges: `shm to 1-3; rdma rxe0
+/// port 1 GID 1 10.0.0.1 (RoCE v2) to 4-7`.
+fn describe_routes(routes: &[(u32, String)]) -> String {
+    let mut groups: Vec<(&str, Vec<u32>)> = Vec::new();
+    for (rank, route) in routes {
+        match groups.iter_mut().find(|(r, _)| r == route) {
+            Some((_, ranks)) => ranks.push(*rank),
+            None => groups.push((route, vec![*rank])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(route, mut ranks)| {
+            ranks.sort_unstable();
+            let mut spans: Vec<String> = Vec::new();
+            let mut at = 0;
+            while at < ranks.len() {
+                let mut end = at;
+                while end + 1 < ranks.len() && ranks[end + 1] == ranks[end] + 1 {
+                    end += 1;
+                }
+                spans.push(if end == at {
+                    ranks[at].to_string()
+                } else {
+                    format!("{}-{}", ranks[at], ranks[end])
+                });
+                at = end + 1;
+            }
+            format!("{route} to {}", spans.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Every rank's routes to its peers (`Communicator::routes`), as one line each, on every
+/// rank (two collectives: the longest line's length, then the lines).
+fn gather_routes(comm: &Communicator) -> Result<Vec<String>> {
+    let mine = describe_routes(comm.routes());
+    let mut longest = [i64::try_from(mine.len()).unwrap_or(i64::MAX)];
+    comm.allreduce(&mut longest, ReduceOp::Max)?;
+    let width = usize::try_from(longest[0]).context("route lines too long")?;
+    if width == 0 {
+        return Ok(vec![String::new(); comm.size() as usize]);
+    }
+    let mut line = mine.into_bytes();
+    line.resize(width, 0);
+    let mut all = vec![0u8; width * comm.size() as usize];
+    comm.allgather(&line, &mut all)?;
+    Ok(all
+        .chunks(width)
+        .map(|chunk| {
+            let end = chunk.iter().position(|&b| b == 0).unwrap_or(chunk.len());
+            String::from_utf8_lossy(&chunk[..end]).into_owned()
+        })
+        .collect())
+}
+
 fn resident_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -171,4 +237,30 @@ fn resident_bytes(field: &str) -> u64 {
                 })
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_routes;
+
+    #[test]
+    fn routes_are_grouped_with_their_peers_as_ranges() {
+        let rdma = "rdma rxe0 port 1 GID 1 10.0.0.1 (RoCE v2)";
+        let routes: Vec<(u32, String)> = [
+            (1, "shm"),
+            (2, "shm"),
+            (4, rdma),
+            (5, rdma),
+            (7, rdma),
+            (3, "shm"),
+        ]
+        .into_iter()
+        .map(|(r, s)| (r, s.to_owned()))
+        .collect();
+        assert_eq!(
+            describe_routes(&routes),
+            format!("shm to 1-3; {rdma} to 4-5,7")
+        );
+        assert_eq!(describe_routes(&[]), "");
+    }
 }

@@ -159,6 +159,20 @@ fn every_type_and_operation_is_correct_in_real_processes() {
             .unwrap_or_else(|| panic!("no peak memory line: {stdout}"));
         assert!((0.0..=0.25 + 64.0).contains(&peak), "{stdout}");
         assert!(stdout.contains("(largest message 0.2 MiB;"), "{stdout}");
+        // One line per rank says how it reaches the others: shared memory on one machine.
+        let n: u32 = ranks.parse().unwrap();
+        if n > 1 {
+            let last = n - 1;
+            assert!(
+                stdout.contains("#  Rank   0 reaches shm to 1\n")
+                    || stdout.contains(&format!("#  Rank   0 reaches shm to 1-{last}\n")),
+                "{stdout}"
+            );
+            assert!(
+                stdout.contains(&format!("#  Rank {last:>3} reaches shm to 0")),
+                "{stdout}"
+            );
+        }
     }
     for transport in [None, Some("--tcp")] {
         for op in ["allreduce", "broadcast", "allgather", "reduce_scatter"] {

@@ -36,6 +36,8 @@ pub struct Communicator {
     rank: u32,
     size: u32,
     transports: Vec<&'static str>,
+    /// Each peer's rank and the route to it (`Link::route`).
+    routes: Vec<(u32, String)>,
 }
 
 /// Lets any thread abort a communicator's pending and future operations.
@@ -109,6 +111,11 @@ impl Communicator {
             .flatten()
             .map(|peer| peer.link.kind())
             .collect::<Vec<_>>();
+        let routes = peers
+            .iter()
+            .flatten()
+            .map(|peer| (peer.rank, peer.link.route()))
+            .collect();
         let abort = Arc::new(AtomicBool::new(false));
         let mesh = Mesh {
             rank,
@@ -138,6 +145,7 @@ impl Communicator {
             rank,
             size,
             transports,
+            routes,
         };
         // Everyone is connected before anyone returns, so the first operation cannot race
         // a slow peer's set-up.
@@ -167,6 +175,12 @@ impl Communicator {
             }
         }
         summary
+    }
+
+    /// Each peer's rank and how this rank reaches it: `shm`, `tcp`, or `rdma` with the device,
+    /// port and GID this side uses (e.g. `rdma rxe0 port 1 GID 1 10.0.0.1 (RoCE v2)`).
+    pub fn routes(&self) -> &[(u32, String)] {
+        &self.routes
     }
 
     /// A handle that aborts this communicator from any thread.

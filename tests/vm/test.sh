@@ -13,10 +13,21 @@ ok() { echo "ok: $*"; }
 case_run() { env "$@" > "$out" 2>&1; }
 
 start=$SECONDS
-case_run COHORT_VM_TYPES=1 "$HERE/collectives.sh" 1 rdma || fail "allreduce over verbs between two VMs"
-[[ $(grep -c "2 ranks (shm:0 tcp:0 rdma:1)" "$out") == 7 ]] || fail "the peers were not reached over verbs for every type"
-grep -q "33554432 .* 0$" "$out" || fail "32 MiB was not checked correct"
-ok "allreduce between two VMs over verbs (COHORT_TRANSPORT=rdma): float 8 B to 32 MiB, and every other type to 1 MiB, every size correct"
+case_run COHORT_VM_TYPES=1 COHORT_VM_OPS=1 "$HERE/collectives.sh" 1 rdma || fail "collectives over verbs between two VMs"
+[[ $(grep -c "2 ranks (shm:0 tcp:0 rdma:1)" "$out") == 28 ]] || fail "the peers were not reached over verbs for every operation and type"
+for op in allreduce broadcast allgather reduce_scatter; do
+    grep -A30 "^# Cohort $op: 2 ranks .*, float" "$out" | grep -q "^ *33554432 .* 0$" \
+        || fail "$op: 32 MiB was not checked correct"
+done
+ok "allreduce, broadcast, allgather, reduce_scatter between two VMs over verbs (COHORT_TRANSPORT=rdma): float 8 B to 32 MiB, every other type to 1 MiB, every size correct"
+# Each NIC has two IPv4 addresses, so two RoCE v2 GIDs: each rank uses its plan address's.
+for a in 0a58:000b 0a58:0015 0a58:000c 0a58:0016; do
+    grep -q "^gid [0-9]* 0000:0000:0000:0000:0000:ffff:$a RoCE v2$" "$out" || fail "no RoCE v2 GID for ::ffff:$a"
+done
+grep -q "^#  Rank   0 reaches rdma rxe0 port 1 GID [0-9]* 10.88.0.21 (RoCE v2) to 1$" "$out" \
+    && grep -q "^#  Rank   1 reaches rdma rxe0 port 1 GID [0-9]* 10.88.0.22 (RoCE v2) to 0$" "$out" \
+    || fail "the ranks did not use the RoCE v2 GID of their plan address"
+ok "device and GID chosen by the rank's address: rxe0, the RoCE v2 GID of 10.88.0.21 and 10.88.0.22, not of the NIC's other address"
 
 case_run "$HERE/collectives.sh" 2 auto || fail "the two-level allreduce"
 grep -q "4 ranks (shm:1 tcp:0 rdma:2)" "$out" || fail "not shared memory inside a VM and verbs across"

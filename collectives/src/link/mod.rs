@@ -49,6 +49,11 @@ pub(crate) trait Link: Send + std::fmt::Debug {
     fn peer_alive(&mut self) -> Result<(), String>;
     /// `shm` or `tcp`.
     fn kind(&self) -> &'static str;
+    /// The kind and, where there is a choice to show, what carries it (an RDMA link's device,
+    /// port and GID).
+    fn route(&self) -> String {
+        self.kind().to_owned()
+    }
 }
 
 /// The name of the network interface that holds `ip` (the rank's NIC in the plan), if any.

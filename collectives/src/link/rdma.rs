@@ -247,6 +247,13 @@ fn choose_gid(ctx: &DeviceContext, port: u8, table_len: i32, ip: IpAddr) -> u8 {
     any_v2.unwrap_or(0)
 }
 
+/// A GID as an address: IPv4 where it holds one (IPv4-mapped), else IPv6.
+fn gid_text(raw: [u8; 16]) -> String {
+    let v6 = std::net::Ipv6Addr::from(raw);
+    v6.to_ipv4_mapped()
+        .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+}
+
 /// Why verbs are not used where sideway panicked on a value from the driver it does not know.
 const UNKNOWN_VALUE: &str = "the verbs library returned a value this build does not know";
 
@@ -291,6 +298,18 @@ impl VerbsSetup {
         let gid = ctx
             .query_gid(port, u32::from(gid_index))
             .unwrap_or_default();
+        let route = if global {
+            let v2 = ctx
+                .query_gid_type(port, u32::from(gid_index))
+                .is_ok_and(|t| t == GID_TYPE_SYSFS_ROCE_V2);
+            format!(
+                "rdma {name} port {port} GID {gid_index} {} ({})",
+                gid_text(gid.raw),
+                if v2 { "RoCE v2" } else { "RoCE v1 or IB" }
+            )
+        } else {
+            format!("rdma {name} port {port} LID {}", port_attr.lid())
+        };
         let pd = ctx
             .alloc_pd()
             .map_err(|e| err("allocating a protection domain", e))?;
@@ -374,6 +393,7 @@ impl VerbsSetup {
             stream: None,
             closed: false,
             device: name,
+            route,
         };
         for _ in 0..recv_depth {
             wire.post_recv().map_err(|e| err("posting receives", e))?;
@@ -499,6 +519,8 @@ pub(crate) struct RdmaWire {
     stream: Option<TcpStream>,
     closed: bool,
     device: String,
+    /// What `route()` shows: device, port, and the GID (or LID) this side uses.
+    route: String,
 }
 
 impl std::fmt::Debug for RdmaWire {
@@ -725,6 +747,10 @@ impl Wire for RdmaWire {
 
     fn kind(&self) -> &'static str {
         "rdma"
+    }
+
+    fn route(&self) -> String {
+        self.route.clone()
     }
 }
 

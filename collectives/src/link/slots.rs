@@ -36,6 +36,10 @@ pub(crate) trait Wire: Send + std::fmt::Debug {
     fn peer_alive(&mut self) -> Result<(), String>;
     /// The wire's name (`tcp-slots`, `rdma`).
     fn kind(&self) -> &'static str;
+    /// The wire's name and what carries it.
+    fn route(&self) -> String {
+        self.kind().to_owned()
+    }
 }
 
 /// A [`Link`] over a [`Wire`]: the slot protocol.
@@ -192,6 +196,10 @@ impl<W: Wire> Link for SlotLink<W> {
 
     fn kind(&self) -> &'static str {
         self.wire.kind()
+    }
+
+    fn route(&self) -> String {
+        self.wire.route()
     }
 }
 
