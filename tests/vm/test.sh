@@ -2,7 +2,7 @@
 # The VM tests: Cohort's collectives between two Debian 12 VMs over real verbs (Soft-RoCE),
 # and the catalog on NFS with two clients, under qemu (tests/vm/run.sh; the image is built once, tests/vm/image.sh). Each case prints
 # "ok: ..." or fails naming what went wrong, with the VMs' output. Needs root, qemu-system-x86
-# and a release build of cohort with the `rdma` feature.
+# and release builds of cohortd and of cohort with the `rdma` feature.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 out=$(mktemp /tmp/cohort-vm-test.XXXXXX)
@@ -28,6 +28,14 @@ grep -q "^#  Rank   0 reaches rdma rxe0 port 1 GID [0-9]* 10.88.0.21 (RoCE v2) t
     && grep -q "^#  Rank   1 reaches rdma rxe0 port 1 GID [0-9]* 10.88.0.22 (RoCE v2) to 0$" "$out" \
     || fail "the ranks did not use the RoCE v2 GID of their plan address"
 ok "device and GID chosen by the rank's address: rxe0, the RoCE v2 GID of 10.88.0.21 and 10.88.0.22, not of the NIC's other address"
+
+case_run "$HERE/gang.sh" auto || fail "ranks started from the daemons' plan"
+grep -q '"host": "vm1", "local_rank": 0, "address": "10.88.0.11"' "$out" \
+    && grep -q "^store 10.88.0.11:[0-9]*$" "$out" || fail "the daemons' plan does not place rank 0 on vm1 at its address"
+grep -q "2 ranks (shm:0 tcp:0 rdma:1)" "$out" \
+    && grep -q "^#  Rank   1 reaches rdma rxe0 port 1 GID [0-9]* 10.88.0.12 (RoCE v2) to 0$" "$out" \
+    || fail "ranks started from the daemons' plan did not reach each other over verbs"
+ok "cohortd in each VM agreed on a step's plan (joined through the local API, as the plugin does); ranks started from it reached each other over verbs by the plan's addresses"
 
 case_run "$HERE/collectives.sh" 2 auto || fail "the two-level allreduce"
 grep -q "4 ranks (shm:1 tcp:0 rdma:2)" "$out" || fail "not shared memory inside a VM and verbs across"
