@@ -22,6 +22,7 @@ pub mod searcher;
 pub mod simulate;
 pub mod space;
 pub mod spec;
+pub mod tpe;
 
 pub use searcher::{Decision, Next, Searcher};
 pub use spec::{ExperimentSpec, SpecError};

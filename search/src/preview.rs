@@ -37,6 +37,17 @@ pub struct Preview {
     pub budget: u64,
 }
 
+/// What the preview says of the sampler: nothing for random sampling.
+fn sampled_by(spec: &ExperimentSpec) -> String {
+    match spec.searcher.sampler {
+        crate::spec::Sampler::Random => String::new(),
+        crate::spec::Sampler::Tpe => format!(
+            ", sampled by TPE once a rung has {} results",
+            crate::tpe::min_results(&spec.hparams)
+        ),
+    }
+}
+
 /// Computes the preview.
 pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
     let s = &spec.searcher;
@@ -56,7 +67,7 @@ pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
     };
     Ok(match &s.kind {
         SearcherKind::Single => whole(1, "single"),
-        SearcherKind::Random => whole(s.max_trials, "random"),
+        SearcherKind::Random => whole(s.max_trials, &format!("random{}", sampled_by(spec))),
         SearcherKind::Grid => {
             let n = crate::space::grid_size(&spec.hparams)
                 .map_err(|(name, problem)| format!("hyperparameters.{name}: {problem}"))?;
@@ -94,7 +105,11 @@ pub fn preview(spec: &ExperimentSpec) -> Result<Preview, String> {
                 })
                 .collect();
             Preview {
-                searcher: format!("asha ({} bracket(s), divisor {divisor})", brackets.len()),
+                searcher: format!(
+                    "asha ({} bracket(s), divisor {divisor}){}",
+                    brackets.len(),
+                    sampled_by(spec)
+                ),
                 trials: s.max_trials,
                 budget: brackets
                     .iter()

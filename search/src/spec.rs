@@ -127,6 +127,29 @@ pub struct SearcherSpec {
     pub max_restarts: u32,
     /// Seed of the random choices.
     pub seed: u64,
+    /// How new trials' hyperparameters are drawn (random and asha).
+    pub sampler: Sampler,
+}
+
+/// How a searcher draws new trials' hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sampler {
+    /// Independently and uniformly (in the exponent for log ranges).
+    #[default]
+    Random,
+    /// From a Tree-structured Parzen Estimator fitted on the results so far (`crate::tpe`),
+    /// random until there are enough.
+    Tpe,
+}
+
+impl Sampler {
+    /// The name an experiment file gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sampler::Random => "random",
+            Sampler::Tpe => "tpe",
+        }
+    }
 }
 
 /// What each trial runs.
@@ -194,6 +217,7 @@ struct RawSearcher {
     mode: Option<Spanned<String>>,
     max_restarts: Option<Spanned<i64>>,
     seed: Option<Spanned<i64>>,
+    sampler: Option<Spanned<String>>,
 }
 
 /// Largest grid accepted.
@@ -450,6 +474,32 @@ fn parse_searcher(ctx: &Ctx<'_>, raw: &RawSearcher) -> Result<SearcherSpec, Spec
             ));
         }
     }
+    let sampler = match raw
+        .sampler
+        .as_ref()
+        .map(|s| (s.get_ref().as_str(), s.span()))
+    {
+        None | Some(("random", _)) => Sampler::Random,
+        Some(("tpe", span)) => {
+            if !matches!(kind, SearcherKind::Random | SearcherKind::Asha(_)) {
+                return Err(ctx.err(
+                    Some(&span),
+                    "searcher.sampler",
+                    format!(
+                        "the {name} searcher does not sample: only random and asha take a sampler"
+                    ),
+                ));
+            }
+            Sampler::Tpe
+        }
+        Some((other, span)) => {
+            return Err(ctx.err(
+                Some(&span),
+                "searcher.sampler",
+                format!("{other:?} is not a sampler (random, tpe)"),
+            ))
+        }
+    };
     let metric = match &raw.metric {
         Some(m) if !m.get_ref().trim().is_empty() => m.get_ref().trim().to_owned(),
         Some(m) => return Err(ctx.err(Some(&m.span()), "searcher.metric", "must not be empty")),
@@ -517,6 +567,7 @@ fn parse_searcher(ctx: &Ctx<'_>, raw: &RawSearcher) -> Result<SearcherSpec, Spec
         max_length,
         max_restarts,
         seed,
+        sampler,
     })
 }
 
@@ -765,6 +816,30 @@ momentum = { type = "double", minval = 0.8, maxval = 0.99 }
             "lr = { type = \"log\", minval = -4, maxval = -1, step = 1 }",
         ));
         assert_eq!(e.key, "hyperparameters.lr.step", "{e}");
+    }
+
+    #[test]
+    fn the_sampler_is_random_unless_asked_and_only_random_and_asha_take_one() {
+        assert_eq!(parse(GOOD).unwrap().searcher.sampler, Sampler::Random);
+        let tpe = GOOD.replace("max_rungs = 4", "max_rungs = 4\nsampler = \"tpe\"");
+        assert_eq!(parse(&tpe).unwrap().searcher.sampler, Sampler::Tpe);
+        let random = tpe
+            .replace("name = \"asha\"", "name = \"random\"")
+            .replace("max_rungs = 4\n", "");
+        let spec = parse(&random).unwrap();
+        assert_eq!(
+            (&spec.searcher.kind, spec.searcher.sampler),
+            (&SearcherKind::Random, Sampler::Tpe)
+        );
+        let e = error(&random.replace("name = \"random\"", "name = \"grid\""));
+        assert_eq!((e.key.as_str(), e.line), ("searcher.sampler", 12), "{e}");
+        assert!(
+            e.problem.contains("the grid searcher does not sample"),
+            "{e}"
+        );
+        let e = error(&tpe.replace("\"tpe\"", "\"bayes\""));
+        assert_eq!(e.key, "searcher.sampler", "{e}");
+        assert!(e.problem.contains("not a sampler (random, tpe)"), "{e}");
     }
 
     #[test]

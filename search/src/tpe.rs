@@ -1,0 +1,602 @@
+//! Model-based sampling: a Tree-structured Parzen Estimator (Bergstra et al., NeurIPS 2011)
+//! inside successive halving, as BOHB (Falkner et al., ICML 2018) and Optuna's TPE with a pruner
+//! use it. The caller ranks the results (ASHA: by the longest length each trial reached, then by
+//! its metric there, as Optuna ranks pruned trials).
+//!
+//! The results are split into the best `gamma` (the good group) and the rest. Each
+//! hyperparameter gets two one-dimensional densities, one per group: for ranges, a mixture of
+//! Gaussians truncated to the range, one at each result plus a wide prior, each as wide as the
+//! larger gap to its neighbours (Optuna's rule); for categories, each category's share with one
+//! prior count spread over all. `candidates` points are drawn from the good densities, and the
+//! one with the highest ratio good/bad is chosen. A `random_fraction` of new trials is still
+//! drawn at random, so the search keeps exploring. Everything is drawn from the searcher's seeded
+//! generator in a fixed order, so a controller that replays the same results makes the same
+//! choices.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+
+use crate::space::{self, Hparam, Values};
+
+/// The model's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TpeSettings {
+    /// Share of the results in the good group.
+    pub gamma: f64,
+    /// Points drawn from the good densities per choice.
+    pub candidates: usize,
+    /// Share of new trials drawn at random although the model is in use.
+    pub random_fraction: f64,
+}
+
+impl Default for TpeSettings {
+    fn default() -> Self {
+        TpeSettings {
+            gamma: 0.15,
+            candidates: 24,
+            random_fraction: 0.2,
+        }
+    }
+}
+
+/// How many results the model needs over `hparams`: two more than the hyperparameters that
+/// vary (BOHB's `min_points_in_model`, plus one so both groups have a point), and at least 10
+/// (Optuna's random start-up trials): fitted on fewer, the densities are so wide that the ratio
+/// favours wherever the bad results are not, the ends of the ranges.
+pub fn min_results(hparams: &BTreeMap<String, Hparam>) -> usize {
+    let varying = hparams
+        .values()
+        .filter(|h| !matches!(h, Hparam::Const(_)))
+        .count();
+    (varying + 2).max(MIN_RESULTS)
+}
+
+/// The fewest results the model is fitted on.
+pub const MIN_RESULTS: usize = 10;
+
+/// One hyperparameter as the model sees it.
+enum Dim<'a> {
+    /// A range mapped to `[0, 1]`.
+    Range(&'a Hparam),
+    /// Categories by index.
+    Categories(&'a [serde_json::Value]),
+}
+
+impl Dim<'_> {
+    /// The value's position in the model's space: `[0, 1]` for ranges, the category's index.
+    fn encode(&self, value: &serde_json::Value) -> Option<f64> {
+        match self {
+            Dim::Categories(values) =>
+            {
+                #[allow(clippy::cast_precision_loss)]
+                values.iter().position(|v| v == value).map(|i| i as f64)
+            }
+            Dim::Range(hparam) => {
+                let v = value.as_f64()?;
+                let u = match hparam {
+                    Hparam::Double { min, max, .. } if max > min => (v - min) / (max - min),
+                    Hparam::Log { base, min, max, .. } if max > min && v > 0.0 => {
+                        (v.ln() / base.ln() - min) / (max - min)
+                    }
+                    #[allow(clippy::cast_precision_loss)]
+                    Hparam::Int { min, max, .. } => {
+                        (v - *min as f64 + 0.5) / ((max - min) as f64 + 1.0)
+                    }
+                    _ => 0.5,
+                };
+                u.is_finite().then_some(u.clamp(0.0, 1.0))
+            }
+        }
+    }
+
+    /// The value at a position of the model's space.
+    fn decode(&self, x: f64) -> serde_json::Value {
+        match self {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Dim::Categories(values) => values[(x as usize).min(values.len() - 1)].clone(),
+            Dim::Range(hparam) => match hparam {
+                Hparam::Double { min, max, .. } => number(min + x * (max - min)),
+                Hparam::Log { base, min, max, .. } => number(base.powf(min + x * (max - min))),
+                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+                Hparam::Int { min, max, .. } => {
+                    let span = (max - min) as f64 + 1.0;
+                    serde_json::Value::from((*min + (x * span).floor() as i64).clamp(*min, *max))
+                }
+                Hparam::Const(v) => v.clone(),
+                Hparam::Categorical(values) => values[0].clone(),
+            },
+        }
+    }
+}
+
+fn number(value: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// A density over one dimension, fitted on one group's positions.
+#[derive(Debug, Clone)]
+enum Density {
+    /// Truncated Gaussians on `[0, 1]`: `(mean, width)`, equal weights.
+    Parzen(Vec<(f64, f64)>),
+    /// Each category's probability.
+    Shares(Vec<f64>),
+}
+
+/// The width of the prior component, and its mean, on `[0, 1]`.
+const PRIOR: (f64, f64) = (0.5, 1.0);
+
+impl Density {
+    fn parzen(points: &[f64]) -> Density {
+        let mut means: Vec<f64> = points.to_vec();
+        means.push(PRIOR.0);
+        means.sort_by(f64::total_cmp);
+        #[allow(clippy::cast_precision_loss)]
+        let narrowest = 1.0 / (means.len() as f64).min(100.0);
+        let widths: Vec<f64> = (0..means.len())
+            .map(|i| {
+                let left = if i == 0 { 0.0 } else { means[i - 1] };
+                let right = if i + 1 == means.len() {
+                    1.0
+                } else {
+                    means[i + 1]
+                };
+                (means[i] - left)
+                    .max(right - means[i])
+                    .clamp(narrowest, 1.0)
+            })
+            .collect();
+        let mut components: Vec<(f64, f64)> = means.into_iter().zip(widths).collect();
+        // The prior keeps its own width whatever its neighbours.
+        if let Some(prior) = components
+            .iter_mut()
+            .find(|(m, _)| m.to_bits() == PRIOR.0.to_bits())
+        {
+            prior.1 = PRIOR.1;
+        }
+        Density::Parzen(components)
+    }
+
+    fn shares(points: &[f64], categories: usize) -> Density {
+        #[allow(clippy::cast_precision_loss)]
+        let prior = 1.0 / categories as f64;
+        let mut counts = vec![prior; categories];
+        for &p in points {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            if let Some(c) = counts.get_mut(p as usize) {
+                *c += 1.0;
+            }
+        }
+        let total: f64 = counts.iter().sum();
+        Density::Shares(counts.into_iter().map(|c| c / total).collect())
+    }
+
+    fn log_pdf(&self, x: f64) -> f64 {
+        match self {
+            Density::Shares(p) =>
+            {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                p.get(x as usize).map_or(f64::NEG_INFINITY, |p| p.ln())
+            }
+            Density::Parzen(components) => {
+                #[allow(clippy::cast_precision_loss)]
+                let weight = (components.len() as f64).ln();
+                let terms: Vec<f64> = components
+                    .iter()
+                    .map(|&(mean, width)| truncated_log_pdf(x, mean, width) - weight)
+                    .collect();
+                log_sum_exp(&terms)
+            }
+        }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> f64 {
+        match self {
+            Density::Shares(p) => {
+                let mut left = rng.gen_range(0.0..1.0);
+                for (i, share) in p.iter().enumerate() {
+                    left -= share;
+                    if left < 0.0 {
+                        #[allow(clippy::cast_precision_loss)]
+                        return i as f64;
+                    }
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let last = (p.len() - 1) as f64;
+                last
+            }
+            Density::Parzen(components) => {
+                let (mean, width) = components[rng.gen_range(0..components.len())];
+                for _ in 0..64 {
+                    let x = mean + width * standard_normal(rng);
+                    if (0.0..=1.0).contains(&x) {
+                        return x;
+                    }
+                }
+                mean.clamp(0.0, 1.0)
+            }
+        }
+    }
+}
+
+/// A standard normal draw (Box-Muller), two uniforms per draw.
+fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.gen_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// `log` of the density at `x` of a normal of `mean` and `width` truncated to `[0, 1]`.
+fn truncated_log_pdf(x: f64, mean: f64, width: f64) -> f64 {
+    let z = (x - mean) / width;
+    let mass = normal_cdf((1.0 - mean) / width) - normal_cdf(-mean / width);
+    -0.5 * z * z - (width * (std::f64::consts::TAU).sqrt()).ln() - mass.max(1e-300).ln()
+}
+
+/// The standard normal's distribution function, through `erfc` (W. J. Cody's rational
+/// approximation as in Numerical Recipes' `erfcc`, relative error below 1.2e-7).
+fn normal_cdf(z: f64) -> f64 {
+    0.5 * erfc(-z / std::f64::consts::SQRT_2)
+}
+
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
+}
+
+fn log_sum_exp(terms: &[f64]) -> f64 {
+    let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        return top;
+    }
+    top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln()
+}
+
+/// What the model was fitted on for one choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fit {
+    /// Results it was fitted on.
+    pub results: usize,
+    /// The training length (rung) they were reported at.
+    pub length: u64,
+}
+
+/// A new trial's hyperparameters from the model fitted on `results` (`(hyperparameters, score)`
+/// with smaller scores better, all at one length), or `None` when there are too few results
+/// (see [`min_results`]) or this draw is one of the `random_fraction` kept random. Consumes the
+/// generator the same way for the same inputs.
+pub fn suggest(
+    hparams: &BTreeMap<String, Hparam>,
+    results: &[(&Values, f64)],
+    settings: &TpeSettings,
+    rng: &mut impl Rng,
+) -> Option<Values> {
+    if results.len() < min_results(hparams) {
+        return None;
+    }
+    if rng.gen_range(0.0..1.0) < settings.random_fraction {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..results.len()).collect();
+    // Non-finite scores (failed or diverged trials) are the worst.
+    let key = |i: usize| {
+        let s = results[i].1;
+        if s.is_finite() {
+            s
+        } else {
+            f64::INFINITY
+        }
+    };
+    order.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let good =
+        ((settings.gamma * results.len() as f64).ceil() as usize).clamp(1, results.len() - 1);
+    let (good, bad) = order.split_at(good);
+    let mut chosen = Values::new();
+    let mut models: Vec<(&String, Dim<'_>, Density, Density)> = Vec::new();
+    for (name, hparam) in hparams {
+        let dim = match hparam {
+            Hparam::Const(value) => {
+                chosen.insert(name.clone(), value.clone());
+                continue;
+            }
+            Hparam::Categorical(values) => Dim::Categories(values),
+            _ => Dim::Range(hparam),
+        };
+        let positions = |group: &[usize]| -> Vec<f64> {
+            group
+                .iter()
+                .filter_map(|&i| results[i].0.get(name).and_then(|v| dim.encode(v)))
+                .collect()
+        };
+        let (l, g) = match &dim {
+            Dim::Categories(values) => (
+                Density::shares(&positions(good), values.len()),
+                Density::shares(&positions(bad), values.len()),
+            ),
+            Dim::Range(_) => (
+                Density::parzen(&positions(good)),
+                Density::parzen(&positions(bad)),
+            ),
+        };
+        models.push((name, dim, l, g));
+    }
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    for _ in 0..settings.candidates.max(1) {
+        let point: Vec<f64> = models.iter().map(|(_, _, l, _)| l.sample(rng)).collect();
+        let score: f64 = models
+            .iter()
+            .zip(&point)
+            .map(|((_, _, l, g), &x)| l.log_pdf(x) - g.log_pdf(x))
+            .sum();
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, point));
+        }
+    }
+    let (_, point) = best?;
+    for ((name, dim, _, _), x) in models.iter().zip(point) {
+        chosen.insert((*name).clone(), dim.decode(x));
+    }
+    Some(chosen)
+}
+
+/// [`suggest`], else a random sample: a new trial's hyperparameters, and the fit when the
+/// model chose them.
+pub fn next_values(
+    hparams: &BTreeMap<String, Hparam>,
+    results: &[(&Values, f64)],
+    length: u64,
+    settings: &TpeSettings,
+    rng: &mut impl Rng,
+) -> (Values, Option<Fit>) {
+    match suggest(hparams, results, settings, rng) {
+        Some(values) => (
+            values,
+            Some(Fit {
+                results: results.len(),
+                length,
+            }),
+        ),
+        None => (space::sample(hparams, rng), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn space() -> BTreeMap<String, Hparam> {
+        let mut h = BTreeMap::new();
+        h.insert(
+            "x".to_owned(),
+            Hparam::Double {
+                min: 0.0,
+                max: 1.0,
+                count: None,
+            },
+        );
+        h
+    }
+
+    #[test]
+    fn the_normal_distribution_function_matches_known_values() {
+        for (z, want) in [
+            (0.0, 0.5),
+            (1.0, 0.841_344_746),
+            (-1.0, 0.158_655_254),
+            (1.959_964, 0.975),
+            (-3.0, 0.001_349_898),
+        ] {
+            assert!(
+                (normal_cdf(z) - want).abs() < 2e-7,
+                "{z}: {}",
+                normal_cdf(z)
+            );
+        }
+    }
+
+    #[test]
+    fn a_truncated_gaussian_integrates_to_one_on_the_unit_interval() {
+        for (mean, width) in [(0.5, 1.0), (0.1, 0.05), (0.9, 0.3), (0.0, 0.01)] {
+            let n = 20_000;
+            #[allow(clippy::cast_precision_loss)]
+            let integral: f64 = (0..n)
+                .map(|i| (f64::from(i) + 0.5) / f64::from(n))
+                .map(|x| truncated_log_pdf(x, mean, width).exp() / f64::from(n))
+                .sum();
+            assert!((integral - 1.0).abs() < 1e-3, "{mean} {width}: {integral}");
+        }
+    }
+
+    #[test]
+    fn parzen_widths_are_the_larger_gap_to_a_neighbour_clipped_and_the_prior_stays_wide() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        // Two points and the prior: no width below 1/3 (one over the components).
+        let Density::Parzen(c) = Density::parzen(&[0.3, 0.1]) else {
+            unreachable!()
+        };
+        assert_eq!(c.len(), 3);
+        assert!(close(c[0].0, 0.1) && close(c[0].1, 1.0 / 3.0), "{c:?}");
+        assert!(close(c[1].0, 0.3) && close(c[1].1, 1.0 / 3.0), "{c:?}");
+        assert!(close(c[2].0, 0.5) && close(c[2].1, 1.0), "{c:?}");
+        // Nine points and the prior: widths at least 0.1, else the larger gap (to the range's
+        // end for the last).
+        let points = [0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.95];
+        let Density::Parzen(c) = Density::parzen(&points) else {
+            unreachable!()
+        };
+        let width = |mean: f64| c.iter().find(|(m, _)| close(*m, mean)).unwrap().1;
+        assert!(close(width(0.14), 0.1), "{c:?}");
+        assert!(close(width(0.25), 0.25), "{c:?}");
+        assert!(close(width(0.95), 0.45), "{c:?}");
+        assert!(close(width(0.5), 1.0), "{c:?}");
+    }
+
+    #[test]
+    fn category_shares_count_the_group_with_one_prior_count_spread() {
+        // Two of three categories seen: 2 of "a", 1 of "c"; a prior of 1/3 each; total 4.
+        let Density::Shares(p) = Density::shares(&[0.0, 0.0, 2.0], 3) else {
+            unreachable!()
+        };
+        let want = [
+            (2.0 + 1.0 / 3.0) / 4.0,
+            (1.0 / 3.0) / 4.0,
+            (1.0 + 1.0 / 3.0) / 4.0,
+        ];
+        for (got, want) in p.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn too_few_results_fall_back_to_random() {
+        let h = space();
+        assert_eq!(min_results(&h), 10);
+        let a: Values = [("x".to_owned(), serde_json::json!(0.2))].into();
+        let results = [(&a, 1.0), (&a, 2.0)];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert!(suggest(&h, &results, &TpeSettings::default(), &mut rng).is_none());
+        let (values, fit) = next_values(&h, &results, 4, &TpeSettings::default(), &mut rng);
+        assert!(fit.is_none());
+        assert!(values["x"]
+            .as_f64()
+            .is_some_and(|x| (0.0..=1.0).contains(&x)));
+    }
+
+    /// Results whose score is the distance to 0.8: the good group sits near 0.8, so the model's
+    /// choices gather there, unlike random samples.
+    #[test]
+    fn choices_gather_where_the_good_results_are() {
+        let h = space();
+        let points: Vec<Values> = (0..40)
+            .map(|i| [("x".to_owned(), serde_json::json!(f64::from(i) / 39.0))].into())
+            .collect();
+        let results: Vec<(&Values, f64)> = points
+            .iter()
+            .map(|v| (v, (v["x"].as_f64().unwrap() - 0.8).abs()))
+            .collect();
+        let settings = TpeSettings {
+            random_fraction: 0.0,
+            ..TpeSettings::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let chosen: Vec<f64> = (0..50)
+            .map(|_| {
+                suggest(&h, &results, &settings, &mut rng).unwrap()["x"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        let near = chosen.iter().filter(|x| (*x - 0.8).abs() < 0.1).count();
+        assert!(near >= 40, "only {near} of 50 near 0.8: {chosen:?}");
+    }
+
+    #[test]
+    fn every_type_is_modelled_and_stays_in_its_space() {
+        let mut h = BTreeMap::new();
+        h.insert(
+            "lr".to_owned(),
+            Hparam::Log {
+                base: 10.0,
+                min: -4.0,
+                max: -1.0,
+                count: None,
+            },
+        );
+        h.insert(
+            "layers".to_owned(),
+            Hparam::Int {
+                min: 1,
+                max: 4,
+                count: None,
+            },
+        );
+        h.insert(
+            "act".to_owned(),
+            Hparam::Categorical(vec![
+                serde_json::json!("relu"),
+                serde_json::json!("gelu"),
+                serde_json::json!("tanh"),
+            ]),
+        );
+        h.insert("batch".to_owned(), Hparam::Const(serde_json::json!(64)));
+        h.insert(
+            "dropout".to_owned(),
+            Hparam::Double {
+                min: 0.0,
+                max: 0.5,
+                count: None,
+            },
+        );
+        // The best results: lr near 1e-2, 3 layers, gelu.
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let points: Vec<Values> = (0..60).map(|_| space::sample(&h, &mut rng)).collect();
+        let score = |v: &Values| {
+            let lr = v["lr"].as_f64().unwrap().log10();
+            let layers = v["layers"].as_i64().unwrap();
+            (lr + 2.0).abs()
+                + 0.5 * (layers - 3).unsigned_abs() as f64
+                + if v["act"] == "gelu" { 0.0 } else { 1.0 }
+        };
+        let results: Vec<(&Values, f64)> = points.iter().map(|v| (v, score(v))).collect();
+        let settings = TpeSettings {
+            random_fraction: 0.0,
+            ..TpeSettings::default()
+        };
+        let mut gelu = 0;
+        for _ in 0..40 {
+            let v = suggest(&h, &results, &settings, &mut rng).unwrap();
+            assert_eq!(v["batch"], 64);
+            let lr = v["lr"].as_f64().unwrap();
+            assert!((1e-4..=1e-1).contains(&lr), "{v:?}");
+            assert!((1..=4).contains(&v["layers"].as_i64().unwrap()), "{v:?}");
+            let d = v["dropout"].as_f64().unwrap();
+            assert!((0.0..=0.5).contains(&d), "{v:?}");
+            gelu += usize::from(v["act"] == "gelu");
+        }
+        assert!(gelu >= 30, "gelu chosen {gelu} times of 40");
+    }
+
+    #[test]
+    fn the_same_seed_and_results_give_the_same_choices() {
+        let h = space();
+        let points: Vec<Values> = (0..10)
+            .map(|i| [("x".to_owned(), serde_json::json!(f64::from(i) / 9.0))].into())
+            .collect();
+        let results: Vec<(&Values, f64)> = points
+            .iter()
+            .map(|v| (v, v["x"].as_f64().unwrap()))
+            .collect();
+        let run = || {
+            let mut rng = ChaCha8Rng::seed_from_u64(3);
+            (0..20)
+                .map(|_| next_values(&h, &results, 8, &TpeSettings::default(), &mut rng))
+                .collect::<Vec<_>>()
+        };
+        let first = run();
+        assert_eq!(first, run());
+        // Some were the model's, some kept random (random_fraction 0.2).
+        assert!(first.iter().any(|(_, fit)| fit.is_some()));
+        assert!(first.iter().any(|(_, fit)| fit.is_none()));
+    }
+}
