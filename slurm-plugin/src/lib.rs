@@ -592,6 +592,7 @@ pub extern "C" fn slurm_spank_task_exit(
                 exit.rank,
                 &step.node,
                 exit.status,
+                step.timeout,
             );
             if let Err(e) = result {
                 ffi::info(&format!("could not record the failure in the catalog: {e}"));

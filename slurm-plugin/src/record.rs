@@ -187,6 +187,32 @@ fn trial_dir(recording: &Recording, job: u32, step: u32) -> Result<Option<PathBu
     Ok(id.map(|id| experiment.trial_dir(id)))
 }
 
+/// The step's trial directory, waiting up to `wait` for it: a task on another node can end
+/// before rank 0's node has created the step's trial (each node starts its tasks once the gang
+/// start answers it), and on NFS a trial another node created can take a moment to show.
+fn trial_dir_within(
+    recording: &Recording,
+    job: u32,
+    step: u32,
+    wait: std::time::Duration,
+) -> Result<PathBuf, String> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let why = match trial_dir(recording, job, step) {
+            Ok(Some(dir)) => return Ok(dir),
+            Ok(None) => "it was not created".to_owned(),
+            Err(e) => e,
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the step's trial cannot be found after {:.1} s ({why}; did rank 0's node start?)",
+                wait.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Describes a raw wait status.
 fn describe(status: i32) -> (Option<i32>, Option<String>) {
     let signal = status & 0x7f;
@@ -250,7 +276,8 @@ fn change(
 /// Records that rank `rank` on `node` ended with wait status `status`, when that is not a
 /// success: a failure in the step's failure record, a stop by Slurm (see [`TaskEnd`]) in its
 /// stop record. Each is created if absent, so the first recorded stays and no other node's
-/// write can undo it. Runs as root; the file goes to `owner`.
+/// write can undo it. Runs as root; the file goes to `owner`. Waits up to `wait` for rank 0's
+/// node to have created the trial.
 #[allow(clippy::too_many_arguments)]
 pub fn task_ended(
     recording: &Recording,
@@ -261,10 +288,9 @@ pub fn task_ended(
     rank: u32,
     node: &str,
     status: i32,
+    wait: std::time::Duration,
 ) -> Result<(), String> {
-    let Some(dir) = trial_dir(recording, job, step)? else {
-        return Err("the step's trial was never created (rank 0's node did not start)".into());
-    };
+    let dir = trial_dir_within(recording, job, step, wait)?;
     let end = TaskEnd::of(status);
     if end == TaskEnd::Succeeded {
         return Ok(());
@@ -367,6 +393,9 @@ mod tests {
         }
     }
 
+    /// How long a task's end waits for the trial in these tests.
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
     /// The directory of trial 1 of experiment `e` in the catalog at `root`.
     fn trial_1(root: &std::path::Path) -> PathBuf {
         Catalog::open(root)
@@ -374,6 +403,52 @@ mod tests {
             .experiment("e")
             .unwrap()
             .trial_dir(1)
+    }
+
+    #[test]
+    fn a_task_that_fails_before_rank_0s_node_made_the_trial_is_still_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let other = Recording {
+            catalog: dir.path().to_owned(),
+            experiment: "e".into(),
+            trial: None,
+            rank0_here: false,
+        };
+        // Rank 0's node creates the experiment and the trial 300 ms after the task ended.
+        let root = dir.path().to_owned();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            start(&request(&root)).unwrap()
+        });
+        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8, WAIT).unwrap();
+        let here = late.join().unwrap();
+        step_ended(&here, 42, 0, me).unwrap();
+        let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Failed);
+        assert_eq!(state.exit_status, Some(7));
+        // No trial at all within the wait: an error that says so.
+        let none = Recording {
+            experiment: "never".into(),
+            ..other
+        };
+        let e = task_ended(
+            &none,
+            43,
+            0,
+            0,
+            me,
+            1,
+            "node2",
+            1 << 8,
+            std::time::Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(e.contains("cannot be found after 0.2 s"), "{e}");
+        assert!(e.contains("did rank 0's node start?"), "{e}");
     }
 
     #[test]
@@ -391,7 +466,7 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
+        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8, WAIT).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
         assert_eq!(state.state, TrialState::Failed);
@@ -411,7 +486,7 @@ mod tests {
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        task_ended(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
+        task_ended(&here, 42, 0, 0, me, 0, "node1", 9, WAIT).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let again = start(&Request {
             trial: Some(1),
@@ -450,7 +525,7 @@ mod tests {
         // that write lost the failure.
         let trial = trial_1(dir.path());
         let mut read_before = read_state(&trial).unwrap().unwrap();
-        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8).unwrap();
+        task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8, WAIT).unwrap();
         read_before.state = TrialState::Completed;
         read_before.exit_status = Some(0);
         write_state(&trial, &read_before).unwrap();
@@ -462,7 +537,7 @@ mod tests {
             Some("rank 3 on node2 exited with status 7")
         );
         // A second failure of the same step does not replace the first.
-        task_ended(&here, 42, 0, 0, me, 0, "node1", 9).unwrap();
+        task_ended(&here, 42, 0, 0, me, 0, "node1", 9, WAIT).unwrap();
         assert_eq!(read_state(&trial).unwrap().unwrap().exit_status, Some(7));
     }
 
@@ -475,7 +550,7 @@ mod tests {
         );
         let first = start(&request(dir.path())).unwrap();
         // Preempted: slurmstepd's SIGTERM fails the tasks.
-        task_ended(&first, 42, 0, 0, me, 0, "node1", 15).unwrap();
+        task_ended(&first, 42, 0, 0, me, 0, "node1", 15, WAIT).unwrap();
         // Slurm runs the job again: same job id, same step id, the next launch.
         let again = start(&Request {
             launch: 1,
@@ -506,8 +581,8 @@ mod tests {
         );
         let first = start(&request(dir.path())).unwrap();
         // Rank 1 fails because its peer vanished, then rank 0's node records SIGTERM.
-        task_ended(&first, 42, 0, 0, me, 1, "node2", 1 << 8).unwrap();
-        task_ended(&first, 42, 0, 0, me, 0, "node1", 15).unwrap();
+        task_ended(&first, 42, 0, 0, me, 1, "node2", 1 << 8, WAIT).unwrap();
+        task_ended(&first, 42, 0, 0, me, 0, "node1", 15, WAIT).unwrap();
         step_ended(&first, 42, 0, me).unwrap();
         let trial = trial_1(dir.path());
         let state = read_state(&trial).unwrap().unwrap();
@@ -527,7 +602,7 @@ mod tests {
         })
         .unwrap();
         // The second launch stops at the time-limit warning after checkpointing.
-        task_ended(&again, 42, 0, 1, me, 0, "node1", 75 << 8).unwrap();
+        task_ended(&again, 42, 0, 1, me, 0, "node1", 75 << 8, WAIT).unwrap();
         requeue_noted(&again, 42, 0, me, &Ok(2)).unwrap();
         let state = read_state(&trial).unwrap().unwrap();
         assert_eq!(state.state, TrialState::Preempted);

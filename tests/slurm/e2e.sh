@@ -32,13 +32,21 @@ slurm_state() {
 }
 ok() { echo "ok: $*"; }
 PY=$ROOT/.deps/python/bin/python
-# Lets a job Slurm requeued start at once rather than after the begin-time delay slurmctld
-# gives a requeued job (the delay is Slurm's own policy; the tests wait for the behaviour after it).
+# Lets a job Slurm requeued start soon rather than after the begin-time delay slurmctld gives a
+# requeued job (the delay is Slurm's own policy; the tests wait for the behaviour after it). Not
+# within the second of the requeue: slurmd refuses a launch whose credential is no newer than
+# the revocation of the job's previous run ("Job credential revoked"), to the second. (A start
+# time in the future instead leaves the start to the backfill scheduler, whose launch of a
+# requeued job sent its --signal warning at once.)
 hurry() {
     for _ in $(seq 1 300); do
         state=$(squeue -h -j "$1" -o %T 2>/dev/null || true)
         case $state in
-            PENDING) scontrol update JobId="$1" StartTime=now 2>/dev/null || true; return 0 ;;
+            PENDING)
+                sleep 1.2
+                scontrol update JobId="$1" StartTime=now 2>/dev/null || true
+                return 0
+                ;;
             "") return 0 ;;
         esac
         sleep 0.2
