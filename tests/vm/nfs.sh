@@ -16,7 +16,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 vers=${1:-4.2}
 ROOT=$(cd "$HERE/../.." && pwd)
 # The catalog's crash and concurrency tests (catalog/tests/processes.rs), as cargo built them.
-tests=$(cd "$ROOT" && cargo test -p cohort-catalog --no-run --message-format=json 2>/dev/null \
+tests=$(cd "$ROOT" && cargo test --locked -p cohort-catalog --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys
 for line in sys.stdin:
