@@ -279,6 +279,8 @@ enum BenchCommand {
     Catalog(bench_catalog::CatalogBench),
     /// A file's ASHA against random search on the simulated Hartmann 6-D function.
     Search(search_cmd::BenchSearchArgs),
+    /// The cost of one TPE decision against one random sample, at a number of results.
+    Sampler(search_cmd::BenchSamplerArgs),
 }
 
 pub(crate) fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
@@ -567,6 +569,7 @@ fn run() -> Result<ExitCode> {
         Command::Bench(BenchCommand::Search(args)) => {
             search_cmd::bench(&args.sim, args.random_trials, args.png.as_deref())
         }
+        Command::Bench(BenchCommand::Sampler(args)) => search_cmd::bench_sampler(args),
         Command::Run(args) => {
             let mut env = Vec::new();
             if let Some(seconds) = args.timeout {

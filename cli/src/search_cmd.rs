@@ -364,6 +364,42 @@ pub(crate) struct BenchSearchArgs {
     pub(crate) png: Option<PathBuf>,
 }
 
+/// Arguments of `cohort bench sampler`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchSamplerArgs {
+    /// Results the model is fitted on.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) results: usize,
+    /// Hyperparameters (doubles).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) dims: usize,
+    /// Decisions timed.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) decisions: usize,
+}
+
+/// `cohort bench sampler`: what one decision of the TPE sampler costs, beside a random sample.
+pub(crate) fn bench_sampler(args: &BenchSamplerArgs) -> Result<ExitCode> {
+    if args.results < cohort_search::tpe::MIN_RESULTS || args.dims == 0 {
+        bail!(
+            "--results must be at least {} and --dims at least 1",
+            cohort_search::tpe::MIN_RESULTS
+        );
+    }
+    let (model, random) =
+        cohort_search::tpe::time_decisions(args.results, args.dims, args.decisions);
+    write_out(&format!(
+        "TPE sampler, {} results, {} hyperparameters: {:.1} us per decision (random sample: {:.2} us; {:.0}x), mean of {} decisions\n",
+        args.results,
+        args.dims,
+        model.as_secs_f64() * 1e6,
+        random.as_secs_f64() * 1e6,
+        model.as_secs_f64() / random.as_secs_f64().max(1e-12),
+        args.decisions
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Counts of a search's trials, its budget spent and the best trial at full length.
 struct Progress {
     created: usize,

@@ -352,3 +352,37 @@ fn a_controller_killed_mid_record_twice_resumes_with_a_warning_and_whole_lines()
     assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
     assert_eq!(trials(&catalog).len(), 8);
 }
+
+#[test]
+fn the_tpe_sampler_is_previewed_simulated_deterministically_and_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tpe.toml");
+    let text = std::fs::read_to_string(example()).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("seed = 1", "seed = 1\nsampler = \"tpe\""),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let out = cohort(&["search", "preview", path]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        shown.contains("sampled by TPE once 10 trials have reported"),
+        "{shown}"
+    );
+    let a = cohort(&["search", "simulate", path, "--json", "--repeat", "2"]);
+    let b = cohort(&["search", "simulate", path, "--json", "--repeat", "2"]);
+    assert_eq!(a.status.code(), Some(0), "{a:?}");
+    assert_eq!(a.stdout, b.stdout, "the same seeds replay the same search");
+    let out = cohort(&["bench", "sampler", "--results", "50", "--decisions", "5"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        shown.starts_with("TPE sampler, 50 results, 6 hyperparameters: "),
+        "{shown}"
+    );
+    let out = cohort(&["bench", "sampler", "--results", "3"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be at least 10"));
+}

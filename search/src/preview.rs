@@ -42,7 +42,7 @@ fn sampled_by(spec: &ExperimentSpec) -> String {
     match spec.searcher.sampler {
         crate::spec::Sampler::Random => String::new(),
         crate::spec::Sampler::Tpe => format!(
-            ", sampled by TPE once a rung has {} results",
+            ", sampled by TPE once {} trials have reported",
             crate::tpe::min_results(&spec.hparams)
         ),
     }

@@ -117,11 +117,25 @@ fn number(value: f64) -> serde_json::Value {
 /// A density over one dimension, fitted on one group's positions.
 #[derive(Debug, Clone)]
 enum Density {
-    /// Truncated Gaussians on `[0, 1]`: `(mean, width)`, equal weights.
-    Parzen(Vec<(f64, f64)>),
+    /// Truncated Gaussians on `[0, 1]`, equal weights.
+    Parzen(Vec<Component>),
     /// Each category's probability.
     Shares(Vec<f64>),
 }
+
+/// One Gaussian of a Parzen estimator, with what its density needs precomputed: the log of
+/// its normalisation (width, truncation to `[0, 1]`, its weight) depends on no point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Component {
+    mean: f64,
+    width: f64,
+    inv_width: f64,
+    /// `log` of the truncated normal's constant factor times the component's weight.
+    log_scale: f64,
+}
+
+/// How far below the largest term (in log) a mixture's term is left out of its sum.
+const NEGLIGIBLE: f64 = 40.0;
 
 /// The width of the prior component, and its mean, on `[0, 1]`.
 const PRIOR: (f64, f64) = (0.5, 1.0);
@@ -146,15 +160,27 @@ impl Density {
                     .clamp(narrowest, 1.0)
             })
             .collect();
-        let mut components: Vec<(f64, f64)> = means.into_iter().zip(widths).collect();
+        let mut pairs: Vec<(f64, f64)> = means.into_iter().zip(widths).collect();
         // The prior keeps its own width whatever its neighbours.
-        if let Some(prior) = components
+        if let Some(prior) = pairs
             .iter_mut()
             .find(|(m, _)| m.to_bits() == PRIOR.0.to_bits())
         {
             prior.1 = PRIOR.1;
         }
-        Density::Parzen(components)
+        #[allow(clippy::cast_precision_loss)]
+        let log_weight = (pairs.len() as f64).ln();
+        Density::Parzen(
+            pairs
+                .into_iter()
+                .map(|(mean, width)| Component {
+                    mean,
+                    width,
+                    inv_width: 1.0 / width,
+                    log_scale: truncated_log_pdf(mean, mean, width) - log_weight,
+                })
+                .collect(),
+        )
     }
 
     fn shares(points: &[f64], categories: usize) -> Density {
@@ -179,13 +205,25 @@ impl Density {
                 p.get(x as usize).map_or(f64::NEG_INFINITY, |p| p.ln())
             }
             Density::Parzen(components) => {
-                #[allow(clippy::cast_precision_loss)]
-                let weight = (components.len() as f64).ln();
-                let terms: Vec<f64> = components
+                // log Σ exp(log_scale - z²/2): the largest term first (arithmetic only), then
+                // the exponentials of the terms that can matter. Those more than e^-40 below the
+                // largest add less than 1e-17 relative each, and most of a wide group's
+                // components are that far from any one point.
+                let term = |c: &Component| {
+                    let z = (x - c.mean) * c.inv_width;
+                    c.log_scale - 0.5 * z * z
+                };
+                let top = components
                     .iter()
-                    .map(|&(mean, width)| truncated_log_pdf(x, mean, width) - weight)
-                    .collect();
-                log_sum_exp(&terms)
+                    .map(term)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = components
+                    .iter()
+                    .map(term)
+                    .filter(|t| *t > top - NEGLIGIBLE)
+                    .map(|t| (t - top).exp())
+                    .sum();
+                top + sum.ln()
             }
         }
     }
@@ -206,7 +244,7 @@ impl Density {
                 last
             }
             Density::Parzen(components) => {
-                let (mean, width) = components[rng.gen_range(0..components.len())];
+                let Component { mean, width, .. } = components[rng.gen_range(0..components.len())];
                 for _ in 0..64 {
                     let x = mean + width * standard_normal(rng);
                     if (0.0..=1.0).contains(&x) {
@@ -256,14 +294,6 @@ fn erfc(x: f64) -> f64 {
     } else {
         2.0 - r
     }
-}
-
-fn log_sum_exp(terms: &[f64]) -> f64 {
-    let top = terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !top.is_finite() {
-        return top;
-    }
-    top + terms.iter().map(|t| (t - top).exp()).sum::<f64>().ln()
 }
 
 /// What the model was fitted on for one choice.
@@ -379,6 +409,61 @@ pub fn next_values(
     }
 }
 
+/// The cost of one decision, for `cohort bench sampler`: the mean time of a model choice
+/// fitted on `results` results over `dims` double hyperparameters (scored by their distance to
+/// the middle), and of a random sample of the same space, over `decisions` decisions each.
+pub fn time_decisions(
+    results: usize,
+    dims: usize,
+    decisions: usize,
+) -> (std::time::Duration, std::time::Duration) {
+    use rand::SeedableRng;
+    let hparams: BTreeMap<String, Hparam> = (1..=dims)
+        .map(|d| {
+            (
+                format!("x{d}"),
+                Hparam::Double {
+                    min: 0.0,
+                    max: 1.0,
+                    count: None,
+                },
+            )
+        })
+        .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let points: Vec<Values> = (0..results)
+        .map(|_| space::sample(&hparams, &mut rng))
+        .collect();
+    let scored: Vec<(&Values, f64)> = points
+        .iter()
+        .map(|v| {
+            let distance = v
+                .values()
+                .filter_map(serde_json::Value::as_f64)
+                .map(|x| (x - 0.5) * (x - 0.5))
+                .sum::<f64>();
+            (v, distance)
+        })
+        .collect();
+    let settings = TpeSettings {
+        random_fraction: 0.0,
+        ..TpeSettings::default()
+    };
+    let decisions = decisions.max(1);
+    let start = std::time::Instant::now();
+    for _ in 0..decisions {
+        std::hint::black_box(suggest(&hparams, &scored, &settings, &mut rng));
+    }
+    let model = start.elapsed();
+    let start = std::time::Instant::now();
+    for _ in 0..decisions {
+        std::hint::black_box(space::sample(&hparams, &mut rng));
+    }
+    let random = start.elapsed();
+    let n = u32::try_from(decisions).unwrap_or(u32::MAX);
+    (model / n, random / n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +514,30 @@ mod tests {
     }
 
     #[test]
+    fn a_parzen_mixture_integrates_to_one_and_matches_its_components() {
+        let density = Density::parzen(&[0.05, 0.3, 0.31, 0.9]);
+        let Density::Parzen(components) = &density else {
+            unreachable!()
+        };
+        let n = 20_000;
+        let integral: f64 = (0..n)
+            .map(|i| (f64::from(i) + 0.5) / f64::from(n))
+            .map(|x| density.log_pdf(x).exp() / f64::from(n))
+            .sum();
+        assert!((integral - 1.0).abs() < 1e-3, "{integral}");
+        // The one-pass sum equals the plain mixture of truncated Gaussians.
+        for x in [0.0, 0.2, 0.305, 0.77, 1.0] {
+            #[allow(clippy::cast_precision_loss)]
+            let plain: f64 = components
+                .iter()
+                .map(|c| truncated_log_pdf(x, c.mean, c.width).exp())
+                .sum::<f64>()
+                / components.len() as f64;
+            assert!((density.log_pdf(x) - plain.ln()).abs() < 1e-9, "{x}");
+        }
+    }
+
+    #[test]
     fn parzen_widths_are_the_larger_gap_to_a_neighbour_clipped_and_the_prior_stays_wide() {
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
         // Two points and the prior: no width below 1/3 (one over the components).
@@ -436,16 +545,22 @@ mod tests {
             unreachable!()
         };
         assert_eq!(c.len(), 3);
-        assert!(close(c[0].0, 0.1) && close(c[0].1, 1.0 / 3.0), "{c:?}");
-        assert!(close(c[1].0, 0.3) && close(c[1].1, 1.0 / 3.0), "{c:?}");
-        assert!(close(c[2].0, 0.5) && close(c[2].1, 1.0), "{c:?}");
+        assert!(
+            close(c[0].mean, 0.1) && close(c[0].width, 1.0 / 3.0),
+            "{c:?}"
+        );
+        assert!(
+            close(c[1].mean, 0.3) && close(c[1].width, 1.0 / 3.0),
+            "{c:?}"
+        );
+        assert!(close(c[2].mean, 0.5) && close(c[2].width, 1.0), "{c:?}");
         // Nine points and the prior: widths at least 0.1, else the larger gap (to the range's
         // end for the last).
         let points = [0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.95];
         let Density::Parzen(c) = Density::parzen(&points) else {
             unreachable!()
         };
-        let width = |mean: f64| c.iter().find(|(m, _)| close(*m, mean)).unwrap().1;
+        let width = |mean: f64| c.iter().find(|k| close(k.mean, mean)).unwrap().width;
         assert!(close(width(0.14), 0.1), "{c:?}");
         assert!(close(width(0.25), 0.25), "{c:?}");
         assert!(close(width(0.95), 0.45), "{c:?}");
