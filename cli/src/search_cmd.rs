@@ -546,6 +546,26 @@ fn status(
                 .map(|b| b.rungs.iter().map(|r| r.length).collect())
         })
         .unwrap_or_default();
+    // The model's latest fit, from the log of assignments.
+    let fit = events.iter().rev().find_map(|e| match e {
+        Event::Assign {
+            model: Some(model), ..
+        } => Some(*model),
+        _ => None,
+    });
+    let sampler_line = match spec.searcher.sampler {
+        cohort_search::spec::Sampler::Random => None,
+        cohort_search::spec::Sampler::Tpe => Some(match fit {
+            Some(f) => format!(
+                "sampler tpe: the latest model-chosen trial was fitted on {} trials' results (longest length {})\n",
+                f.results, f.length
+            ),
+            None => format!(
+                "sampler tpe: random until {} trials have reported\n",
+                cohort_search::tpe::min_results(&spec.hparams)
+            ),
+        }),
+    };
     let metric = &spec.searcher.metric;
     let best_of = |m: &cohort_proto::catalog::MetricSummary| {
         if spec.searcher.smaller_is_better {
@@ -573,6 +593,8 @@ fn status(
             .collect();
         let doc = serde_json::json!({
             "experiment": name,
+            "sampler": spec.searcher.sampler.name(),
+            "model": fit,
             "finished": p.finished,
             "best": p.best.map(|(id, v)| serde_json::json!({"trial": id, "value": v})),
             "trials": list,
@@ -596,6 +618,9 @@ fn status(
             .as_ref()
             .map_or_else(|| "in progress".to_owned(), |r| format!("finished ({r})"))
     );
+    if let Some(line) = sampler_line {
+        text.push_str(&line);
+    }
     text.push_str(&format!(
         "{:<6} {:<10} {:>4} {:>7} {:>12} {:>12} {:>8}",
         "TRIAL", "STATE", "RUNG", "LENGTH", "LATEST", "BEST", "RESTARTS"

@@ -386,3 +386,49 @@ fn the_tpe_sampler_is_previewed_simulated_deterministically_and_timed() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be at least 10"));
 }
+
+#[test]
+fn a_local_tpe_search_says_what_its_model_was_fitted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = search_file(dir.path());
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("name = \"asha\"", "name = \"random\"")
+        .replace("max_trials = 8", "max_trials = 14")
+        .replace("max_concurrent_trials = 4", "max_concurrent_trials = 2")
+        .replace("divisor = 2\nmax_rungs = 3\nmode = \"aggressive\"\n", "")
+        .replace("seed = 5", "seed = 5\nsampler = \"tpe\"");
+    std::fs::write(&file, text).unwrap();
+    let catalog = dir.path().join("catalog");
+    let catalog = catalog.to_str().unwrap();
+    let out = cohort(&[
+        "search",
+        "start",
+        file.to_str().unwrap(),
+        "--local",
+        "2",
+        "--catalog",
+        catalog,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status = cohort(&["search", "status", "local-asha", "--catalog", catalog]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("sampler tpe: the latest model-chosen trial was fitted on 1"),
+        "{shown}"
+    );
+    let status = cohort(&[
+        "search",
+        "status",
+        "local-asha",
+        "--catalog",
+        catalog,
+        "--json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["sampler"], "tpe", "{doc}");
+    let results = doc["model"]["results"].as_u64().unwrap();
+    assert!((10..14).contains(&results), "{doc}");
+    assert_eq!(doc["model"]["length"], 8, "{doc}");
+    assert_eq!(doc["trials"].as_array().unwrap().len(), 14, "{doc}");
+}

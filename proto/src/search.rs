@@ -10,6 +10,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// What the TPE sampler's model was fitted on when it chose a new trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFit {
+    /// Trials with results it was fitted on.
+    pub results: u64,
+    /// The longest length any of them reached.
+    pub length: u64,
+}
+
 /// One thing the controller did: a line of `search/events.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -26,6 +35,10 @@ pub enum Event {
         /// Hyperparameters of a new trial.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hparams: Option<BTreeMap<String, serde_json::Value>>,
+        /// For a new trial the TPE sampler chose: what its model was fitted on (absent when
+        /// the hyperparameters were drawn at random).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<ModelFit>,
     },
     /// A trial's process was started (or submitted).
     Launched {

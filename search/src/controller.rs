@@ -476,6 +476,7 @@ impl Controller {
                     trial,
                     until,
                     hparams,
+                    ..
                 } => {
                     // Every assignment came from the searcher's next(): ask it again.
                     match self.searcher.next() {
@@ -766,11 +767,20 @@ impl Controller {
                             }
                         };
                         self.by_search.insert(search_trial, trial);
+                        let model = hparams
+                            .is_some()
+                            .then(|| self.searcher.last_fit())
+                            .flatten()
+                            .map(|fit| cohort_proto::search::ModelFit {
+                                results: fit.results as u64,
+                                length: fit.length,
+                            });
                         self.record(&Event::Assign {
                             search_trial,
                             trial,
                             until,
                             hparams,
+                            model,
                         })?;
                         TrialSlot {
                             trial,

@@ -60,6 +60,11 @@ pub trait Searcher: Send + std::fmt::Debug {
     fn failed(&mut self, trial: u64);
     /// Where `trial` stands: `(bracket, rung)` for ASHA, `(0, 0)` otherwise.
     fn position(&self, trial: u64) -> Option<(usize, usize)>;
+    /// What the model was fitted on when it chose the latest new trial; `None` when that trial
+    /// was drawn at random (always, for searchers without a model).
+    fn last_fit(&self) -> Option<crate::tpe::Fit> {
+        None
+    }
 }
 
 /// Makes the searcher an experiment file asks for.
@@ -322,12 +327,6 @@ impl Asha {
         self
     }
 
-    /// What the model was fitted on when it chose the latest new trial (`None` while it
-    /// samples at random).
-    pub fn last_fit(&self) -> Option<crate::tpe::Fit> {
-        self.last_fit
-    }
-
     /// The results the model fits on, ranked as Optuna ranks pruned trials: each trial by the
     /// longest length it reported at, then by its metric there (trials stopped early rank
     /// behind those that went on), as `(hyperparameters, rank)` with 0 the best; and the longest
@@ -504,6 +503,10 @@ impl Searcher for Asha {
 
     fn position(&self, trial: u64) -> Option<(usize, usize)> {
         self.trials.get(&trial).copied()
+    }
+
+    fn last_fit(&self) -> Option<crate::tpe::Fit> {
+        self.last_fit
     }
 }
 
