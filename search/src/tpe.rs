@@ -33,9 +33,9 @@ pub struct TpeSettings {
 impl Default for TpeSettings {
     fn default() -> Self {
         TpeSettings {
-            gamma: 0.15,
+            gamma: 0.10,
             candidates: 24,
-            random_fraction: 0.2,
+            random_fraction: 0.1,
         }
     }
 }
@@ -710,7 +710,7 @@ mod tests {
         };
         let first = run();
         assert_eq!(first, run());
-        // Some were the model's, some kept random (random_fraction 0.2).
+        // Some were the model's, some kept random (random_fraction 0.1).
         assert!(first.iter().any(|(_, fit)| fit.is_some()));
         assert!(first.iter().any(|(_, fit)| fit.is_none()));
     }
