@@ -11,6 +11,8 @@
 #                                          (exact minimum, known values, fidelity behaviour)
 #
 # Settings (environment):
+#   EXPERIMENT=FILE     Cohort's experiment file (default examples/search/hartmann.toml; one
+#                       with sampler = "tpe" compares the TPE sampler)
 #   REPEAT=100          Optuna studies per sampler (seeds 1..REPEAT)
 #   COHORT_REPEAT=100   Cohort simulation runs (seeds 1..COHORT_REPEAT)
 #   BIAS=0.5 NOISE=0.1  how much low fidelities are flattened and how noisy they are
@@ -34,7 +36,7 @@ fi
 
 # Settings given in the environment become options (COHORT_REPEAT=50 -> --cohort-repeat 50).
 args=()
-for v in REPEAT COHORT_REPEAT BIAS NOISE WORKERS; do
+for v in EXPERIMENT REPEAT COHORT_REPEAT BIAS NOISE WORKERS; do
     flag=${v,,}
     [[ -z ${!v:-} ]] || args+=("--${flag//_/-}" "${!v}")
 done
