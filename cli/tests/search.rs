@@ -219,7 +219,9 @@ fn a_stopped_search_ends_and_says_so() {
 
 /// Starts the search of `search_file` in `catalog` and kills its controller (SIGKILL) once
 /// it has launched some trials; returns its event log.
-fn start_and_kill(file: &Path, catalog: &Path) -> std::path::PathBuf {
+/// Starts the search, kills its controller once `launched` trials were launched (or after
+/// 60 s), and returns its event log.
+fn start_and_kill_after(file: &Path, catalog: &Path, launched: usize) -> std::path::PathBuf {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args([
             "search",
@@ -242,13 +244,13 @@ fn start_and_kill(file: &Path, catalog: &Path) -> std::path::PathBuf {
             let experiment = catalog.experiment("local-asha").ok()?;
             Some(experiment.search_dir().events())
         });
-        let launched = log.as_ref().map_or(0, |p| {
+        let seen = log.as_ref().map_or(0, |p| {
             std::fs::read_to_string(p)
                 .unwrap_or_default()
                 .matches("\"launched\"")
                 .count()
         });
-        if launched >= 3 || start.elapsed().as_secs() > 30 {
+        if seen >= launched || start.elapsed().as_secs() > 60 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -257,6 +259,10 @@ fn start_and_kill(file: &Path, catalog: &Path) -> std::path::PathBuf {
     child.wait().unwrap();
     log.filter(|p| p.exists())
         .expect("the search wrote its event log")
+}
+
+fn start_and_kill(file: &Path, catalog: &Path) -> std::path::PathBuf {
+    start_and_kill_after(file, catalog, 3)
 }
 
 #[test]
@@ -387,10 +393,9 @@ fn the_tpe_sampler_is_previewed_simulated_deterministically_and_timed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be at least 10"));
 }
 
-#[test]
-fn a_local_tpe_search_says_what_its_model_was_fitted_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = search_file(dir.path());
+/// The local search's file as a random search of 14 trials, 2 at a time, with the TPE sampler.
+fn tpe_search_file(dir: &Path) -> std::path::PathBuf {
+    let file = search_file(dir);
     let text = std::fs::read_to_string(&file)
         .unwrap()
         .replace("name = \"asha\"", "name = \"random\"")
@@ -399,6 +404,42 @@ fn a_local_tpe_search_says_what_its_model_was_fitted_on() {
         .replace("divisor = 2\nmax_rungs = 3\nmode = \"aggressive\"\n", "")
         .replace("seed = 5", "seed = 5\nsampler = \"tpe\"");
     std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn a_killed_tpe_controller_replays_its_model_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tpe_search_file(dir.path());
+    let catalog = dir.path().join("catalog");
+    // Killed once the model has chosen trials (it needs 10 results).
+    let log = start_and_kill_after(&file, &catalog, 12);
+    let before = std::fs::read_to_string(&log).unwrap();
+    let out = cohort(&[
+        "search",
+        "resume",
+        "local-asha",
+        "--local",
+        "2",
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let after = std::fs::read_to_string(&log).unwrap();
+    // The resumed controller replayed every assignment (else it stops, naming the mismatch),
+    // kept the log, and finished the search with model-chosen trials.
+    assert!(
+        after.starts_with(before.trim_end()),
+        "the log was rewritten"
+    );
+    assert_eq!(trials(&catalog).len(), 14);
+    assert!(after.contains("\"model\":{\"results\":"), "{after}");
+}
+
+#[test]
+fn a_local_tpe_search_says_what_its_model_was_fitted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tpe_search_file(dir.path());
     let catalog = dir.path().join("catalog");
     let catalog = catalog.to_str().unwrap();
     let out = cohort(&[
