@@ -29,7 +29,9 @@ pub struct StorePorts {
 
 /// A port held by a bound socket that does not listen; dropping it frees the port.
 #[derive(Debug)]
-pub struct PortHold(#[allow(dead_code)] Socket);
+pub struct PortHold {
+    _socket: Socket,
+}
 
 impl StorePorts {
     /// The store's port.
@@ -56,7 +58,7 @@ pub fn reserve(ip: Ipv4Addr) -> Result<StorePorts, String> {
             Ok(master) => {
                 return Ok(StorePorts {
                     store,
-                    master: PortHold(master),
+                    master: PortHold { _socket: master },
                 })
             }
             Err(e) => last = format!("port {next}: {e}"),

@@ -770,11 +770,7 @@ impl Controller {
                         let model = hparams
                             .is_some()
                             .then(|| self.searcher.last_fit())
-                            .flatten()
-                            .map(|fit| cohort_proto::search::ModelFit {
-                                results: fit.results as u64,
-                                length: fit.length,
-                            });
+                            .flatten();
                         self.record(&Event::Assign {
                             search_trial,
                             trial,

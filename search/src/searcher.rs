@@ -327,57 +327,19 @@ impl Asha {
         self
     }
 
-    /// The results the model fits on, ranked as Optuna ranks pruned trials: each trial by the
-    /// longest length it reported at, then by its metric there (trials stopped early rank
-    /// behind those that went on), as `(hyperparameters, rank)` with 0 the best; and the longest
-    /// length. Fitted on one rung alone (BOHB's rule), the bad group of a high rung would sit
-    /// next to the good one, and the model would favour wherever no trial went far.
-    fn model_results(&self) -> (Vec<(&Values, f64)>, u64) {
-        let mut reached: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
-        for bracket in &self.brackets {
-            for (&length, results) in bracket.lengths.iter().zip(&bracket.results) {
-                for &(metric, trial) in results {
-                    let best = reached.entry(trial).or_insert((length, metric));
-                    if length > best.0 {
-                        *best = (length, metric);
-                    }
-                }
-            }
-        }
-        let mut ranked: Vec<(u64, u64, f64)> = reached
-            .into_iter()
-            .map(|(trial, (length, metric))| (trial, length, metric))
-            .collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)).then(a.0.cmp(&b.0)));
-        let longest = ranked.first().map_or(0, |r| r.1);
-        #[allow(clippy::cast_precision_loss)]
-        let results = ranked
-            .iter()
-            .enumerate()
-            .filter_map(|(rank, (trial, _, _))| self.values.get(trial).map(|v| (v, rank as f64)))
-            .collect();
-        (results, longest)
-    }
-
     /// A new trial's hyperparameters, by the sampler.
     fn draw(&mut self) -> Values {
         match self.sampler {
             Sampler::Random => space::sample(&self.hparams, &mut self.rng),
             Sampler::Tpe => {
-                let settings = crate::tpe::TpeSettings::default();
-                let (values, fit) = {
-                    let (results, length) = self.model_results();
-                    let mut rng = self.rng.clone();
-                    let drawn = crate::tpe::next_values(
-                        &self.hparams,
-                        &results,
-                        length,
-                        &settings,
-                        &mut rng,
-                    );
-                    self.rng = rng;
-                    drawn
-                };
+                let (results, length) = model_results(&self.brackets, &self.values);
+                let (values, fit) = crate::tpe::next_values(
+                    &self.hparams,
+                    &results,
+                    length,
+                    &crate::tpe::TpeSettings::default(),
+                    &mut self.rng,
+                );
                 self.last_fit = fit;
                 values
             }
@@ -404,6 +366,41 @@ impl Asha {
             })
             .collect()
     }
+}
+
+/// The results the model fits on, ranked as Optuna ranks pruned trials: each trial by the
+/// longest length it reported at, then by its metric there (trials stopped early rank
+/// behind those that went on), as `(hyperparameters, rank)` with 0 the best; and the longest
+/// length. Fitted on one rung alone (BOHB's rule), the bad group of a high rung would sit
+/// next to the good one, and the model would favour wherever no trial went far.
+fn model_results<'a>(
+    brackets: &[Bracket],
+    values: &'a BTreeMap<u64, Values>,
+) -> (Vec<(&'a Values, f64)>, u64) {
+    let mut reached: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
+    for bracket in brackets {
+        for (&length, results) in bracket.lengths.iter().zip(&bracket.results) {
+            for &(metric, trial) in results {
+                let best = reached.entry(trial).or_insert((length, metric));
+                if length > best.0 {
+                    *best = (length, metric);
+                }
+            }
+        }
+    }
+    let mut ranked: Vec<(u64, u64, f64)> = reached
+        .into_iter()
+        .map(|(trial, (length, metric))| (trial, length, metric))
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.total_cmp(&b.2)).then(a.0.cmp(&b.0)));
+    let longest = ranked.first().map_or(0, |r| r.1);
+    #[allow(clippy::cast_precision_loss)]
+    let results = ranked
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, (trial, _, _))| values.get(trial).map(|v| (v, rank as f64)))
+        .collect();
+    (results, longest)
 }
 
 impl Searcher for Asha {

@@ -45,7 +45,7 @@ pub enum Hparam {
 /// A trial's hyperparameters.
 pub type Values = BTreeMap<String, serde_json::Value>;
 
-fn number(value: f64) -> serde_json::Value {
+pub(crate) fn number(value: f64) -> serde_json::Value {
     serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 
-use crate::space::{self, Hparam, Values};
+use crate::space::{self, number, Hparam, Values};
 
 /// The model's settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -108,10 +108,6 @@ impl Dim<'_> {
             },
         }
     }
-}
-
-fn number(value: f64) -> serde_json::Value {
-    serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 /// A density over one dimension, fitted on one group's positions.
@@ -296,14 +292,8 @@ fn erfc(x: f64) -> f64 {
     }
 }
 
-/// What the model was fitted on for one choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fit {
-    /// Results it was fitted on.
-    pub results: usize,
-    /// The training length (rung) they were reported at.
-    pub length: u64,
-}
+/// What the model was fitted on for one choice (as the search's event log records it).
+pub use cohort_proto::search::ModelFit as Fit;
 
 /// A new trial's hyperparameters from the model fitted on `results` (`(hyperparameters, score)`
 /// with smaller scores better, all at one length), or `None` when there are too few results
@@ -401,7 +391,7 @@ pub fn next_values(
         Some(values) => (
             values,
             Some(Fit {
-                results: results.len(),
+                results: results.len() as u64,
                 length,
             }),
         ),
