@@ -138,32 +138,25 @@ const PRIOR: (f64, f64) = (0.5, 1.0);
 
 impl Density {
     fn parzen(points: &[f64]) -> Density {
-        let mut means: Vec<f64> = points.to_vec();
-        means.push(PRIOR.0);
-        means.sort_by(f64::total_cmp);
+        // Each mean with whether it is the prior's (a point can sit where the prior does).
+        let mut means: Vec<(f64, bool)> = points.iter().map(|&p| (p, false)).collect();
+        means.push((PRIOR.0, true));
+        means.sort_by(|a, b| a.0.total_cmp(&b.0));
         #[allow(clippy::cast_precision_loss)]
         let narrowest = 1.0 / (means.len() as f64).min(100.0);
-        let widths: Vec<f64> = (0..means.len())
+        let pairs: Vec<(f64, f64)> = (0..means.len())
             .map(|i| {
-                let left = if i == 0 { 0.0 } else { means[i - 1] };
-                let right = if i + 1 == means.len() {
-                    1.0
-                } else {
-                    means[i + 1]
-                };
-                (means[i] - left)
-                    .max(right - means[i])
-                    .clamp(narrowest, 1.0)
+                let (mean, prior) = means[i];
+                if prior {
+                    // The prior keeps its own width whatever its neighbours.
+                    return (mean, PRIOR.1);
+                }
+                let left = if i == 0 { 0.0 } else { means[i - 1].0 };
+                let right = means.get(i + 1).map_or(1.0, |m| m.0);
+                let width = (mean - left).max(right - mean).clamp(narrowest, 1.0);
+                (mean, width)
             })
             .collect();
-        let mut pairs: Vec<(f64, f64)> = means.into_iter().zip(widths).collect();
-        // The prior keeps its own width whatever its neighbours.
-        if let Some(prior) = pairs
-            .iter_mut()
-            .find(|(m, _)| m.to_bits() == PRIOR.0.to_bits())
-        {
-            prior.1 = PRIOR.1;
-        }
         #[allow(clippy::cast_precision_loss)]
         let log_weight = (pairs.len() as f64).ln();
         Density::Parzen(
@@ -555,6 +548,21 @@ mod tests {
         assert!(close(width(0.25), 0.25), "{c:?}");
         assert!(close(width(0.95), 0.45), "{c:?}");
         assert!(close(width(0.5), 1.0), "{c:?}");
+        // A point where the prior is: it gets its gaps (to 0.35 and the prior), the prior 1.
+        let points = [0.1, 0.2, 0.3, 0.35, 0.5, 0.8, 0.85, 0.9, 0.95];
+        let Density::Parzen(c) = Density::parzen(&points) else {
+            unreachable!()
+        };
+        let mut at_half: Vec<f64> = c
+            .iter()
+            .filter(|k| close(k.mean, 0.5))
+            .map(|k| k.width)
+            .collect();
+        at_half.sort_by(f64::total_cmp);
+        assert!(
+            at_half.len() == 2 && close(at_half[0], 0.15) && close(at_half[1], 1.0),
+            "{c:?}"
+        );
     }
 
     #[test]
