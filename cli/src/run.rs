@@ -302,7 +302,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     // MASTER_PORT) is held until the ranks end.
     let ports = cohort_collectives::ports::reserve(std::net::Ipv4Addr::LOCALHOST)
         .map_err(anyhow::Error::msg)?;
-    let store = format!("127.0.0.1:{}", ports.port());
+    let store = format!("127.0.0.1:{}", ports.port);
     let _master_port_hold = ports.master;
     let mut store_listener = Some(ports.store);
     let plan_text = plan_path.to_string_lossy().into_owned();

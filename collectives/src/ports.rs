@@ -22,6 +22,8 @@ const TRIES: usize = 64;
 pub struct StorePorts {
     /// Cohort's store, listening (handed to rank 0 as `COHORT_STORE_FD`).
     pub store: TcpListener,
+    /// The store's port.
+    pub port: u16,
     /// `MASTER_PORT` (the store's port + 1), bound and not listening: keep it open for as long
     /// as rank 0 may start torch's TCPStore.
     pub master: PortHold,
@@ -31,13 +33,6 @@ pub struct StorePorts {
 #[derive(Debug)]
 pub struct PortHold {
     _socket: Socket,
-}
-
-impl StorePorts {
-    /// The store's port.
-    pub fn port(&self) -> u16 {
-        self.store.local_addr().map_or(0, |a| a.port())
-    }
 }
 
 /// Binds the store's socket on `ip` (any free port) and holds the next port on every
@@ -58,6 +53,7 @@ pub fn reserve(ip: Ipv4Addr) -> Result<StorePorts, String> {
             Ok(master) => {
                 return Ok(StorePorts {
                     store,
+                    port,
                     master: PortHold { _socket: master },
                 })
             }
@@ -92,7 +88,7 @@ mod tests {
     #[test]
     fn the_next_port_is_refused_to_others_and_open_to_a_reusing_listener() {
         let ports = reserve(Ipv4Addr::LOCALHOST).unwrap();
-        let next = ports.port() + 1;
+        let next = ports.port + 1;
         // Another bind of MASTER_PORT without SO_REUSEADDR fails...
         for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::LOCALHOST] {
             let err = socket(ip, next, false).err().unwrap();
@@ -106,13 +102,13 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
         // The store itself listens.
-        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, ports.port())).unwrap();
+        std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, ports.port)).unwrap();
     }
 
     #[test]
     fn a_released_reservation_frees_the_port() {
         let ports = reserve(Ipv4Addr::LOCALHOST).unwrap();
-        let next = ports.port() + 1;
+        let next = ports.port + 1;
         drop(ports);
         socket(Ipv4Addr::LOCALHOST, next, false).unwrap();
     }

@@ -426,14 +426,14 @@ static STORE_SOCKET: Mutex<Option<std::net::TcpListener>> = Mutex::new(None);
 
 /// torch's `MASTER_PORT` (the store's port + 1), held by slurmstepd for the whole step so that
 /// no other job's connection or ephemeral bind takes it before rank 0's TCPStore binds it
-/// (see `cohort_proto::ports`).
+/// (see `cohort_collectives::ports`).
 static MASTER_PORT_HOLD: Mutex<Option<cohort_collectives::ports::PortHold>> = Mutex::new(None);
 
 /// Binds the store's socket (all addresses: the plan chooses which one ranks use), holds the
 /// next port for torch, and returns the store's port.
 fn bind_store() -> Result<u16, String> {
     let ports = cohort_collectives::ports::reserve(std::net::Ipv4Addr::UNSPECIFIED)?;
-    let port = ports.port();
+    let port = ports.port;
     *STORE_SOCKET.lock().unwrap_or_else(PoisonError::into_inner) = Some(ports.store);
     *MASTER_PORT_HOLD
         .lock()
