@@ -393,6 +393,14 @@ mod tests {
         }
     }
 
+    /// This process's uid and gid: the owner the records are given to in these tests.
+    fn me() -> (u32, u32) {
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    }
+
     /// How long a task's end waits for the trial in these tests.
     const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -408,10 +416,7 @@ mod tests {
     #[test]
     fn a_task_that_fails_before_rank_0s_node_made_the_trial_is_still_recorded() {
         let dir = tempfile::tempdir().unwrap();
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let me = me();
         let other = Recording {
             catalog: dir.path().to_owned(),
             experiment: "e".into(),
@@ -462,10 +467,7 @@ mod tests {
             rank0_here: false,
             ..here.clone()
         };
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let me = me();
         task_ended(&other, 42, 0, 0, me, 3, "node2", 7 << 8, WAIT).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
@@ -482,10 +484,7 @@ mod tests {
     fn a_failed_step_started_again_records_its_restart() {
         let dir = tempfile::tempdir().unwrap();
         let here = start(&request(dir.path())).unwrap();
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let me = me();
         task_ended(&here, 42, 0, 0, me, 0, "node1", 9, WAIT).unwrap();
         step_ended(&here, 42, 0, me).unwrap();
         let again = start(&Request {
@@ -510,10 +509,7 @@ mod tests {
     #[test]
     fn a_failure_is_never_lost_to_a_completed_written_around_it() {
         let dir = tempfile::tempdir().unwrap();
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let me = me();
         let here = start(&request(dir.path())).unwrap();
         let other = Recording {
             trial: None,
@@ -544,10 +540,7 @@ mod tests {
     #[test]
     fn a_requeued_job_goes_on_in_the_same_trial() {
         let dir = tempfile::tempdir().unwrap();
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let me = me();
         let first = start(&request(dir.path())).unwrap();
         // Preempted: slurmstepd's SIGTERM fails the tasks.
         task_ended(&first, 42, 0, 0, me, 0, "node1", 15, WAIT).unwrap();
@@ -575,10 +568,7 @@ mod tests {
     #[test]
     fn a_launch_slurm_stopped_is_preempted_and_the_next_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let me = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
+        let me = me();
         let first = start(&request(dir.path())).unwrap();
         // Rank 1 fails because its peer vanished, then rank 0's node records SIGTERM.
         task_ended(&first, 42, 0, 0, me, 1, "node2", 1 << 8, WAIT).unwrap();
