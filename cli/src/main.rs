@@ -277,7 +277,7 @@ enum BenchCommand {
     /// The experiment catalog: synthetic data, ingest, queries.
     #[command(subcommand)]
     Catalog(bench_catalog::CatalogBench),
-    /// A file's ASHA against random search on the simulated Hartmann 6-D function.
+    /// A file's ASHA against random search on a simulated benchmark function (the file's [simulation] table).
     Search(search_cmd::BenchSearchArgs),
     /// The cost of one TPE decision against one random sample, at a number of results.
     Sampler(search_cmd::BenchSamplerArgs),

@@ -14,10 +14,12 @@ use clap::{Args, Subcommand};
 use cohort_proto::search::Event;
 use cohort_search::compare::{CompareError, Comparison};
 use cohort_search::controller::Controller;
+use cohort_search::functions::Function;
 use cohort_search::launch::local::LocalLauncher;
 use cohort_search::launch::slurm::SlurmLauncher;
 use cohort_search::launch::Launcher;
 use cohort_search::simulate::{mean, simulate_repeated, SimOptions, SimResult};
+use cohort_search::spec::{Sampler, SearcherKind};
 use cohort_search::ExperimentSpec;
 
 use crate::write_out;
@@ -33,8 +35,9 @@ pub(crate) enum SearchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run the file's searcher against the multi-fidelity Hartmann 6-D function in simulated
-    /// time (the file needs six numeric hyperparameters).
+    /// Run the file's searcher against a multi-fidelity benchmark function in simulated time
+    /// (the file's [simulation] table chooses it, Hartmann 6-D by default; the file needs as
+    /// many numeric hyperparameters as the function has coordinates).
     Simulate(SimArgs),
     /// Start a search: the controller runs its trials (on this machine with --local N).
     Start {
@@ -91,12 +94,21 @@ pub(crate) struct SimArgs {
     /// Runs with different seeds (the results are averaged).
     #[arg(long, default_value_t = 1)]
     repeat: u64,
-    /// How much low fidelities flatten the function.
-    #[arg(long, default_value_t = 0.5)]
-    bias: f64,
-    /// Noise at the lowest fidelity.
-    #[arg(long, default_value_t = 0.1)]
-    noise: f64,
+    /// The benchmark function, instead of the file's (hartmann6, hartmann3, branin).
+    #[arg(long, value_name = "NAME")]
+    function: Option<String>,
+    /// How much low fidelities shift the function, instead of the file's (default 0.5).
+    #[arg(long)]
+    bias: Option<f64>,
+    /// Noise at the lowest fidelity, instead of the file's (default 0.1).
+    #[arg(long)]
+    noise: Option<f64>,
+    /// The searcher's max_trials, instead of the file's.
+    #[arg(long, value_name = "N")]
+    max_trials: Option<u64>,
+    /// The searcher's sampler, instead of the file's (random, tpe).
+    #[arg(long, value_name = "NAME")]
+    sampler: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -106,24 +118,56 @@ fn load(file: &Path) -> Result<ExperimentSpec> {
     Ok(ExperimentSpec::load(file)?)
 }
 
-/// The simulation's options from the arguments, checked.
-fn sim_options(args: &SimArgs) -> Result<SimOptions> {
+/// The experiment file with the command line's changes to its searcher, and the simulation's
+/// options (the file's `[simulation]` table, then the command line's), checked.
+fn sim_setup(args: &SimArgs) -> Result<(ExperimentSpec, SimOptions)> {
     if args.workers == 0 || args.repeat == 0 {
         bail!("--workers and --repeat must be at least 1");
     }
-    if !(args.bias.is_finite() && args.noise.is_finite() && args.bias >= 0.0 && args.noise >= 0.0) {
-        bail!("--bias and --noise must be non-negative numbers");
+    let mut spec = load(&args.file)?;
+    let mut options = SimOptions::for_spec(&spec, args.workers);
+    if let Some(name) = &args.function {
+        options.function = Function::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            anyhow::anyhow!(
+                "--function {name:?}: not a benchmark function ({})",
+                known.join(", ")
+            )
+        })?;
     }
-    Ok(SimOptions {
-        workers: args.workers,
-        bias: args.bias,
-        noise: args.noise,
-        seed: 1,
-    })
-}
-
-fn run_many(spec: &ExperimentSpec, args: &SimArgs) -> Result<Vec<SimResult>> {
-    simulate_repeated(spec, &sim_options(args)?, args.repeat).map_err(anyhow::Error::msg)
+    for (flag, given, slot) in [
+        ("--bias", args.bias, &mut options.bias),
+        ("--noise", args.noise, &mut options.noise),
+    ] {
+        if let Some(v) = given {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{flag} must be a non-negative number, not {v}");
+            }
+            *slot = v;
+        }
+    }
+    if let Some(n) = args.max_trials {
+        if n == 0 {
+            bail!("--max-trials must be at least 1");
+        }
+        spec.searcher.max_trials = n;
+    }
+    if let Some(name) = &args.sampler {
+        spec.searcher.sampler = match name.as_str() {
+            "random" => Sampler::Random,
+            "tpe" => Sampler::Tpe,
+            other => bail!("--sampler {other:?}: not a sampler (random, tpe)"),
+        };
+        if spec.searcher.sampler == Sampler::Tpe
+            && !matches!(
+                spec.searcher.kind,
+                SearcherKind::Random | SearcherKind::Asha(_)
+            )
+        {
+            bail!("--sampler tpe: only the random and asha searchers take a sampler");
+        }
+    }
+    Ok((spec, options))
 }
 
 fn drive(
@@ -236,18 +280,20 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SearchCommand::Simulate(args) => {
-            let spec = load(&args.file)?;
-            let results = run_many(&spec, args)?;
+            let (spec, options) = sim_setup(args)?;
+            let results =
+                simulate_repeated(&spec, &options, args.repeat).map_err(anyhow::Error::msg)?;
             if args.json {
                 write_out(&format!("{}\n", serde_json::to_string_pretty(&results)?))?;
                 return Ok(ExitCode::SUCCESS);
             }
             let r = &results[0];
             let mut text = format!(
-                "{}: simulated on Hartmann 6-D (bias {}, noise {}), {} worker(s), {} run(s)\n",
+                "{}: simulated on {} (bias {}, noise {}), {} worker(s), {} run(s)\n",
                 spec.name,
-                args.bias,
-                args.noise,
+                options.function.title(),
+                options.bias,
+                options.noise,
                 args.workers,
                 results.len()
             );
@@ -267,7 +313,7 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
             if results.len() == 1 {
                 text.push_str(&format!(
                     " (best value {:.4})\n",
-                    r.regret + cohort_search::hartmann::GLOBAL_MIN
+                    r.regret + options.function.global_min()
                 ));
                 text.push_str("  regret as the budget was spent:\n");
                 for p in &r.curve {
@@ -289,8 +335,7 @@ pub(crate) fn search(command: &SearchCommand) -> Result<ExitCode> {
 /// length and workers, averaged over seeds: random's regret with its whole budget, ASHA's
 /// with a third of that budget and with all of it.
 pub(crate) fn bench(args: &SimArgs, random_trials: u64, png: Option<&Path>) -> Result<ExitCode> {
-    let spec = load(&args.file)?;
-    let options = sim_options(args)?;
+    let (spec, options) = sim_setup(args)?;
     let c = match Comparison::run(&spec, &options, args.repeat, random_trials) {
         Ok(c) => c,
         Err(CompareError::NotAsha) => bail!("{}: bench search compares an asha searcher with random search; this file's searcher is not asha", args.file.display()),
@@ -300,8 +345,13 @@ pub(crate) fn bench(args: &SimArgs, random_trials: u64, png: Option<&Path>) -> R
     let random_regret = c.random_regret();
     let asha_third = c.asha_regret_at_third();
     let mut text = format!(
-        "{} runs, {} workers, Hartmann 6-D (bias {}, noise {}), max_length {}\n",
-        args.repeat, args.workers, args.bias, args.noise, spec.searcher.max_length
+        "{} runs, {} workers, {} (bias {}, noise {}), max_length {}\n",
+        args.repeat,
+        args.workers,
+        options.function.title(),
+        options.bias,
+        options.noise,
+        spec.searcher.max_length
     );
     text.push_str(&format!(
         "  random search: {random_trials} trials, budget {random_budget}, mean final regret {random_regret:.4}\n"
@@ -341,8 +391,10 @@ pub(crate) fn bench(args: &SimArgs, random_trials: u64, png: Option<&Path>) -> R
             (format!("ASHA, {} trials", c.asha_trials), points(|p| p.2)),
         ];
         let title = format!(
-            "Mean regret on Hartmann 6-D by budget ({} runs, {} workers)",
-            args.repeat, args.workers
+            "Mean regret on {} by budget ({} runs, {} workers)",
+            options.function.title(),
+            args.repeat,
+            args.workers
         );
         crate::png::write(path, &title, "regret", &series)?;
         text.push_str(&format!("  chart written to {}\n", path.display()));

@@ -45,6 +45,63 @@ fn simulation_is_deterministic_and_asha_beats_random_on_a_third_of_the_budget() 
 }
 
 #[test]
+fn each_benchmark_function_is_simulated_from_its_file_and_the_command_line_overrides_it() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/search");
+    for (file, title) in [
+        ("hartmann-tpe.toml", "Hartmann 6-D"),
+        ("hartmann3-tpe.toml", "Hartmann 3-D"),
+        ("branin-tpe.toml", "Branin"),
+    ] {
+        let path = examples.join(file);
+        let path = path.to_str().unwrap();
+        let out = cohort(&["search", "simulate", path, "--max-trials", "40"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{file}: {out:?}");
+        assert!(
+            text.contains(&format!("simulated on {title} (bias 0.5, noise 0.1)")),
+            "{file}: {text}"
+        );
+        assert!(text.contains("  trials 40,"), "{file}: {text}");
+    }
+    let branin = examples.join("branin-tpe.toml");
+    let branin = branin.to_str().unwrap();
+    let out = cohort(&[
+        "search",
+        "simulate",
+        branin,
+        "--sampler",
+        "random",
+        "--noise",
+        "0",
+        "--bias",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Branin (bias 1, noise 0)"));
+    // Branin has two coordinates: Hartmann 3-D does not fit the file.
+    let out = cohort(&["search", "simulate", branin, "--function", "hartmann3"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exactly 3 numeric hyperparameters") && err.contains("has 2"),
+        "{err}"
+    );
+    for (args, said) in [
+        (["--function", "levy"], "not a benchmark function"),
+        (["--sampler", "bohb"], "not a sampler (random, tpe)"),
+        (["--noise", "NaN"], "--noise must be a non-negative number"),
+        (["--max-trials", "0"], "--max-trials must be at least 1"),
+    ] {
+        let mut all = vec!["search", "simulate", branin];
+        all.extend(args);
+        let out = cohort(&all);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn a_bad_experiment_file_names_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -1,4 +1,4 @@
-//! ASHA against random search on the simulated Hartmann 6-D benchmark (`cohort bench
+//! ASHA against random search on a simulated benchmark function (`cohort bench
 //! search`): the file's ASHA searcher and a random search with the same trial length and
 //! workers, each simulated several times with different seeds; random search's regret with
 //! its whole budget is compared with ASHA's at a third of that budget and at its end.

@@ -14,8 +14,8 @@
 
 pub mod compare;
 pub mod controller;
+pub mod functions;
 pub mod fuzzing;
-pub mod hartmann;
 pub mod launch;
 pub mod preview;
 pub mod searcher;

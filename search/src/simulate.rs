@@ -1,14 +1,15 @@
-//! Runs a searcher against the multi-fidelity Hartmann 6-D function in simulated time:
-//! `workers` slots, a trial costs one time unit per unit of length it trains, a stopped trial
-//! resumes from its checkpoint (no work is repeated). The metric at length `L` is the
-//! function at fidelity `L` (fidelities `1..=max_length`), so the full length is the exact
-//! function. The experiment's six numeric hyperparameters (sorted by name) are the six
+//! Runs a searcher against a multi-fidelity benchmark function (`crate::functions`, chosen
+//! by the file's `[simulation]` table) in simulated time: `workers` slots, a trial costs one
+//! time unit per unit of length it trains, a stopped trial resumes from its checkpoint (no work
+//! is repeated). The metric at length `L` is the function at fidelity `L` (fidelities
+//! `1..=max_length`), so the full length is the exact function. The experiment's numeric
+//! hyperparameters (sorted by name, as many as the function has coordinates) are the
 //! coordinates, each scaled to `[0, 1]` over its range (log ones in the exponent).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use crate::hartmann::{MfHartmann6, GLOBAL_MIN};
+use crate::functions::{Function, MultiFidelity};
 use crate::searcher::{build, Decision, Next};
 use crate::space::Values;
 use crate::spec::{ExperimentSpec, Hparam};
@@ -18,6 +19,8 @@ use crate::spec::{ExperimentSpec, Hparam};
 pub struct SimOptions {
     /// Parallel workers.
     pub workers: u64,
+    /// The benchmark function.
+    pub function: Function,
     /// Fidelity bias of the function.
     pub bias: f64,
     /// Fidelity noise of the function.
@@ -30,9 +33,25 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             workers: 16,
+            function: Function::default(),
             bias: 0.5,
             noise: 0.1,
             seed: 1,
+        }
+    }
+}
+
+impl SimOptions {
+    /// The options an experiment file's `[simulation]` table asks for (the defaults where it
+    /// says nothing), with `workers` slots.
+    pub fn for_spec(spec: &ExperimentSpec, workers: u64) -> SimOptions {
+        let defaults = SimOptions::default();
+        SimOptions {
+            workers,
+            function: spec.simulation.function,
+            bias: spec.simulation.bias.unwrap_or(defaults.bias),
+            noise: spec.simulation.noise.unwrap_or(defaults.noise),
+            seed: defaults.seed,
         }
     }
 }
@@ -114,7 +133,11 @@ pub fn mean_regret_at(runs: &[SimResult], budget: u64) -> f64 {
     mean(runs.iter().map(|r| r.regret_at(budget)))
 }
 
-fn coordinates(spec: &ExperimentSpec, values: &Values) -> Result<[f64; 6], String> {
+fn coordinates(
+    spec: &ExperimentSpec,
+    function: Function,
+    values: &Values,
+) -> Result<Vec<f64>, String> {
     let numeric: Vec<(&String, &Hparam)> = spec
         .hparams
         .iter()
@@ -125,14 +148,16 @@ fn coordinates(spec: &ExperimentSpec, values: &Values) -> Result<[f64; 6], Strin
             )
         })
         .collect();
-    if numeric.len() != 6 {
+    if numeric.len() != function.dims() {
         return Err(format!(
-            "the simulation needs exactly 6 numeric hyperparameters (int, double or log) for Hartmann 6-D; {} has {}",
+            "the simulation needs exactly {} numeric hyperparameters (int, double or log) for {}; {} has {}",
+            function.dims(),
+            function.title(),
             spec.file.display(),
             numeric.len()
         ));
     }
-    let mut x = [0.0; 6];
+    let mut x = vec![0.0; function.dims()];
     for (slot, (name, hparam)) in x.iter_mut().zip(numeric) {
         let v = values
             .get(name)
@@ -159,7 +184,8 @@ pub fn simulate(spec: &ExperimentSpec, options: &SimOptions) -> Result<SimResult
     let mut searcher = build(spec)?;
     let max_length = spec.searcher.max_length;
     #[allow(clippy::cast_precision_loss)]
-    let function = MfHartmann6 {
+    let function = MultiFidelity {
+        function: options.function,
         z_min: 1.0,
         z_max: max_length as f64,
         bias: options.bias,
@@ -170,7 +196,8 @@ pub fn simulate(spec: &ExperimentSpec, options: &SimOptions) -> Result<SimResult
         .workers
         .min(spec.searcher.max_concurrent_trials)
         .max(1);
-    let mut points: BTreeMap<u64, [f64; 6]> = BTreeMap::new();
+    let global_min = options.function.global_min();
+    let mut points: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut trained: BTreeMap<u64, u64> = BTreeMap::new();
     // (finish time, trial, length it reaches)
     let mut events: BinaryHeap<Reverse<(u64, u64, u64)>> = BinaryHeap::new();
@@ -209,7 +236,7 @@ pub fn simulate(spec: &ExperimentSpec, options: &SimOptions) -> Result<SimResult
                     until,
                 } => {
                     if let Some(values) = hparams {
-                        points.insert(trial, coordinates(spec, &values)?);
+                        points.insert(trial, coordinates(spec, options.function, &values)?);
                         result.trials += 1;
                     }
                     start(trial, until, now, &mut events, &trained, &mut result);
@@ -222,10 +249,15 @@ pub fn simulate(spec: &ExperimentSpec, options: &SimOptions) -> Result<SimResult
         };
         now = time;
         trained.insert(trial, until);
-        let x = points.get(&trial).copied().unwrap_or([0.5; 6]);
+        let Some(x) = points.get(&trial) else {
+            return Err(format!(
+                "the searcher reported trial {trial}, never started"
+            ));
+        };
         #[allow(clippy::cast_precision_loss)]
-        let observed = function.value(until as f64, &x);
-        // The searcher sees the metric in the experiment's direction; Hartmann is minimised.
+        let observed = function.value(until as f64, x);
+        // The searcher sees the metric in the experiment's direction; the functions are
+        // minimised.
         let decision = searcher.report(trial, until, observed * sign);
         if until >= max_length {
             result.completed += 1;
@@ -234,7 +266,7 @@ pub fn simulate(spec: &ExperimentSpec, options: &SimOptions) -> Result<SimResult
                 result.curve.push(CurvePoint {
                     budget: result.budget,
                     time: now,
-                    regret: observed - GLOBAL_MIN,
+                    regret: observed - global_min,
                 });
             }
         }
@@ -243,7 +275,7 @@ pub fn simulate(spec: &ExperimentSpec, options: &SimOptions) -> Result<SimResult
         }
     }
     result.time = now;
-    result.regret = best - GLOBAL_MIN;
+    result.regret = best - global_min;
     Ok(result)
 }
 
@@ -317,5 +349,58 @@ x = { type = "double", minval = 0.0, maxval = 1.0 }
         let spec = ExperimentSpec::parse(Path::new("s.toml"), text).unwrap();
         let err = simulate(&spec, &SimOptions::default()).unwrap_err();
         assert!(err.contains("exactly 6 numeric"), "{err}");
+        assert!(err.contains("for Hartmann 6-D"), "{err}");
+    }
+
+    #[test]
+    fn the_file_chooses_the_function_by_its_simulation_table() {
+        let text = r#"
+name = "sim"
+command = ["true"]
+[searcher]
+name = "random"
+metric = "loss"
+max_trials = 32
+max_length = 16
+seed = 2
+[hyperparameters]
+a = { type = "double", minval = -1.0, maxval = 1.0 }
+b = { type = "int", minval = 0, maxval = 100 }
+[simulation]
+function = "branin"
+bias = 0.25
+"#;
+        let spec = ExperimentSpec::parse(Path::new("b.toml"), text).unwrap();
+        let options = SimOptions::for_spec(&spec, 4);
+        assert_eq!(
+            (
+                options.function,
+                options.bias,
+                options.noise,
+                options.workers
+            ),
+            (Function::Branin, 0.25, 0.1, 4)
+        );
+        let result = simulate(&spec, &options).unwrap();
+        assert_eq!((result.trials, result.completed), (32, 32));
+        // Random search's 32 points of Branin: the best is above the minimum, and not far.
+        assert!(
+            result.regret > 0.0 && result.regret < 20.0,
+            "{}",
+            result.regret
+        );
+        // Six hyperparameters do not fit Branin's two coordinates.
+        let err = simulate(
+            &spec,
+            &SimOptions {
+                function: Function::Hartmann3,
+                ..options
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("exactly 3 numeric") && err.contains("b.toml has 2"),
+            "{err}"
+        );
     }
 }

@@ -32,6 +32,11 @@
 //! epochs = { type = "const", val = 5 }
 //! [hyperparameters.optimizer]   # a group: its names are optimizer.momentum, ...
 //! momentum = { type = "double", minval = 0.8, maxval = 0.99 }
+//!
+//! [simulation]                  # only for `cohort search simulate` and `cohort bench search`
+//! function = "hartmann6"        # hartmann6, hartmann3, branin
+//! bias = 0.5
+//! noise = 0.1
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,6 +45,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::functions::Function;
 
 /// Why an experiment file is refused: the file, the line, the key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,6 +187,21 @@ pub struct ExperimentSpec {
     pub searcher: SearcherSpec,
     /// Hyperparameters by (dotted) name.
     pub hparams: BTreeMap<String, Hparam>,
+    /// What `cohort search simulate` runs the searcher against (`[simulation]`).
+    pub simulation: SimulationSpec,
+}
+
+/// The `[simulation]` table: the benchmark function `cohort search simulate` and `cohort bench
+/// search` run the file's searcher against, and its fidelity bias and noise (the command line
+/// may override each).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SimulationSpec {
+    /// The function (`function = "hartmann6"`, the default, `"hartmann3"` or `"branin"`).
+    pub function: Function,
+    /// How much low fidelities shift it (`bias`), when the file says.
+    pub bias: Option<f64>,
+    /// The noise at the lowest fidelity (`noise`), when the file says.
+    pub noise: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +216,16 @@ struct RawFile {
     searcher: Spanned<RawSearcher>,
     #[serde(default)]
     hyperparameters: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    simulation: Option<RawSimulation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulation {
+    function: Option<Spanned<String>>,
+    bias: Option<Spanned<f64>>,
+    noise: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -392,6 +424,10 @@ impl ExperimentSpec {
         if let Some(table) = &raw.hyperparameters {
             parse_hparams(&ctx, table.get_ref(), "", &mut hparams)?;
         }
+        let simulation = match &raw.simulation {
+            Some(sim) => parse_simulation(&ctx, sim)?,
+            None => SimulationSpec::default(),
+        };
         let spec = ExperimentSpec {
             file: path.to_path_buf(),
             name,
@@ -401,6 +437,7 @@ impl ExperimentSpec {
             gpus_per_node,
             searcher,
             hparams,
+            simulation,
         };
         if spec.searcher.kind == SearcherKind::Grid {
             let count = crate::space::grid_size(&spec.hparams).map_err(|(key, problem)| {
@@ -419,6 +456,38 @@ impl ExperimentSpec {
         }
         Ok(spec)
     }
+}
+
+fn parse_simulation(ctx: &Ctx<'_>, raw: &RawSimulation) -> Result<SimulationSpec, SpecError> {
+    let function = match &raw.function {
+        None => Function::default(),
+        Some(name) => Function::from_name(name.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            ctx.err(
+                Some(&name.span()),
+                "simulation.function",
+                format!(
+                    "{:?} is not a benchmark function ({})",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })?,
+    };
+    let non_negative = |value: &Option<Spanned<f64>>, key: &str| match value {
+        Some(v) if !(v.get_ref().is_finite() && *v.get_ref() >= 0.0) => Err(ctx.err(
+            Some(&v.span()),
+            key,
+            format!("must be a non-negative number, not {}", v.get_ref()),
+        )),
+        Some(v) => Ok(Some(*v.get_ref())),
+        None => Ok(None),
+    };
+    Ok(SimulationSpec {
+        function,
+        bias: non_negative(&raw.bias, "simulation.bias")?,
+        noise: non_negative(&raw.noise, "simulation.noise")?,
+    })
 }
 
 fn parse_searcher(ctx: &Ctx<'_>, raw: &RawSearcher) -> Result<SearcherSpec, SpecError> {
@@ -840,6 +909,29 @@ momentum = { type = "double", minval = 0.8, maxval = 0.99 }
         let e = error(&tpe.replace("\"tpe\"", "\"bayes\""));
         assert_eq!(e.key, "searcher.sampler", "{e}");
         assert!(e.problem.contains("not a sampler (random, tpe)"), "{e}");
+    }
+
+    #[test]
+    fn the_simulation_table_names_a_known_function_and_non_negative_settings() {
+        assert_eq!(parse(GOOD).unwrap().simulation, SimulationSpec::default());
+        assert_eq!(SimulationSpec::default().function, Function::Hartmann6);
+        let text = format!("{GOOD}[simulation]\nfunction = \"branin\"\nnoise = 0.5\n");
+        let sim = parse(&text).unwrap().simulation;
+        assert_eq!(
+            (sim.function, sim.bias, sim.noise),
+            (Function::Branin, None, Some(0.5))
+        );
+        let e = error(&format!("{GOOD}[simulation]\nfunction = \"levy\"\n"));
+        assert_eq!((e.key.as_str(), e.line), ("simulation.function", 21), "{e}");
+        assert!(
+            e.problem
+                .contains("\"levy\" is not a benchmark function (hartmann6, hartmann3, branin)"),
+            "{e}"
+        );
+        let e = error(&format!("{GOOD}[simulation]\nbias = -1.0\n"));
+        assert_eq!((e.key.as_str(), e.line), ("simulation.bias", 21), "{e}");
+        let e = error(&format!("{GOOD}[simulation]\nnoisy = 1.0\n"));
+        assert!(e.problem.contains("unknown field"), "{e}");
     }
 
     #[test]
