@@ -526,6 +526,7 @@ pub fn new_state(state: TrialState) -> StateRecord {
         slurm_job: None,
         slurm_step: None,
         slurm_launch: None,
+        slurm_array: None,
         nodes: Vec::new(),
         exit_status: None,
         exit_signal: None,

@@ -37,6 +37,7 @@ pub fn trial_json(trial: &TrialSummary) -> serde_json::Value {
         "ended": state.and_then(|s| s.ended),
         "exit_status": state.and_then(|s| s.exit_status),
         "slurm_job": state.and_then(|s| s.slurm_job.clone()),
+        "slurm_array": state.and_then(|s| s.slurm_array.clone()),
         "nodes": state.map(|s| s.nodes.clone()).unwrap_or_default(),
         "checkpoints": trial.checkpoints.len(),
         "last_write": trial.last_write,

@@ -13,6 +13,8 @@ const EVENTS_FILE: &str = "events.jsonl";
 const WORKDIR_FILE: &str = "cwd";
 /// Asks the controller and its trials to stop.
 const STOP_FILE: &str = "stop";
+/// The Slurm job arrays the search submitted.
+const ARRAYS_DIR: &str = "arrays";
 /// Where controllers of earlier versions kept their lease, written in place.
 const LEGACY_LEASE_FILE: &str = "controller.json";
 /// Generation N of the lease is `controller-N.json`.
@@ -51,6 +53,13 @@ impl SearchDir {
     /// `cwd`: the directory the search's trials start in (raw path bytes).
     pub fn workdir(&self) -> PathBuf {
         self.dir.join(WORKDIR_FILE)
+    }
+
+    /// `arrays/`: `NAME.json` says what the search's Slurm job array NAME runs
+    /// (`cohort_proto::search::ArrayManifest`); `ARRAY_TASK.out` is Slurm's own output of
+    /// one of its elements (the trial's output is in the trial's directory).
+    pub fn arrays(&self) -> PathBuf {
+        self.dir.join(ARRAYS_DIR)
     }
 
     /// `stop`: asks the controller and its trials to stop (empty; created if absent).

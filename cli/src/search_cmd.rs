@@ -187,7 +187,9 @@ fn drive(
         if !SlurmLauncher::available() {
             bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
         }
-        let launcher = SlurmLauncher::new(spec.clone(), cwd);
+        let search_dir = controller.experiment().search_dir();
+        let launcher =
+            SlurmLauncher::new(spec.clone(), cwd, search_dir.path()).map_err(anyhow::Error::msg)?;
         (
             Box::new(launcher),
             SlurmLauncher::INTERVAL,

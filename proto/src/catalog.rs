@@ -206,6 +206,10 @@ pub struct StateRecord {
     /// requeue, ...); a requeued job runs its steps again under the same ids.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm_launch: Option<u32>,
+    /// The Slurm job array element it ran as (`ARRAY_TASK`, as squeue writes it: `"1234_5"`),
+    /// when a search submitted it in a job array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_array: Option<String>,
     /// Nodes it ran on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,

@@ -108,6 +108,13 @@ pub enum Handle {
         /// The job id.
         job: u32,
     },
+    /// An element of a Slurm job array (`JOB_TASK` in squeue).
+    SlurmArray {
+        /// The array's job id.
+        job: u32,
+        /// The element's task id.
+        task: u32,
+    },
 }
 
 /// The kinds of [`Handle`], as the `launcher` field names them.
@@ -116,6 +123,7 @@ pub enum Handle {
 enum LauncherKind {
     Local,
     Slurm,
+    SlurmArray,
 }
 
 /// A [`Handle`] as its fields are written.
@@ -130,6 +138,8 @@ struct HandleFields {
     pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     job: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task: Option<u32>,
 }
 
 /// The host name under which earlier releases recorded a Slurm job (its id as the pid).
@@ -143,12 +153,21 @@ impl From<Handle> for HandleFields {
                 host: Some(host),
                 pid: Some(pid),
                 job: None,
+                task: None,
             },
             Handle::Slurm { job } => HandleFields {
                 launcher: Some(LauncherKind::Slurm),
                 host: None,
                 pid: None,
                 job: Some(job),
+                task: None,
+            },
+            Handle::SlurmArray { job, task } => HandleFields {
+                launcher: Some(LauncherKind::SlurmArray),
+                host: None,
+                pid: None,
+                job: Some(job),
+                task: Some(task),
             },
         }
     }
@@ -159,6 +178,10 @@ impl TryFrom<HandleFields> for Handle {
 
     fn try_from(fields: HandleFields) -> Result<Handle, String> {
         match (fields.launcher, fields.host, fields.pid, fields.job) {
+            (Some(LauncherKind::SlurmArray), _, _, job) => match (job, fields.task) {
+                (Some(job), Some(task)) => Ok(Handle::SlurmArray { job, task }),
+                _ => Err("a slurm_array launch without `job` and `task`".into()),
+            },
             (Some(LauncherKind::Slurm), _, _, Some(job)) => Ok(Handle::Slurm { job }),
             (Some(LauncherKind::Slurm), ..) => Err("a slurm launch without `job`".into()),
             (Some(LauncherKind::Local), Some(host), Some(pid), _) => {
@@ -181,8 +204,27 @@ impl std::fmt::Display for Handle {
         match self {
             Handle::Local { host, pid } => write!(f, "pid {pid} on {host}"),
             Handle::Slurm { job } => write!(f, "Slurm job {job}"),
+            Handle::SlurmArray { job, task } => write!(f, "Slurm job {job}_{task}"),
         }
     }
+}
+
+/// `search/arrays/NAME.json`: the trials of a Slurm job array a search submitted, written
+/// (replaced whole) before the array is submitted: element `i` (`SLURM_ARRAY_TASK_ID`) runs
+/// `trials[i]`. A controller that died before recording the array's elements finds them by the
+/// array's job name (`cohort-EXP-array-NAME`) and this file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayManifest {
+    /// Always `cohort.job-array`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The catalog trial each element runs, by task id.
+    pub trials: Vec<u64>,
+    /// The length every element trains to.
+    pub until: u64,
+    /// The attempt every element is.
+    pub attempt: u32,
 }
 
 /// `search/controller-N.json`: generation N of the lease of the controller that drives the
@@ -229,6 +271,7 @@ mod tests {
                 pid: 42,
             },
             Handle::Slurm { job: 7 },
+            Handle::SlurmArray { job: 7, task: 3 },
         ] {
             let event = Event::Launched {
                 trial: 3,
@@ -250,6 +293,15 @@ mod tests {
             .unwrap(),
             r#"{"event":"launched","trial":1,"until":4,"attempt":0,"launcher":"slurm","job":12}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Handle::SlurmArray { job: 12, task: 0 }).unwrap(),
+            r#"{"launcher":"slurm_array","job":12,"task":0}"#
+        );
+        assert_eq!(
+            Handle::SlurmArray { job: 12, task: 5 }.to_string(),
+            "Slurm job 12_5"
+        );
+        assert!(serde_json::from_str::<Handle>(r#"{"launcher":"slurm_array","job":12}"#).is_err());
     }
 
     #[test]

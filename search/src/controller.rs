@@ -744,8 +744,11 @@ impl Controller {
         Ok(true)
     }
 
+    /// Starts what fits: the trials waiting to run again, then the searcher's next ones; all
+    /// of this round's together (a Slurm launcher may submit them as job arrays).
     fn fill(&mut self, launcher: &mut dyn Launcher) -> Result<(), ControllerError> {
-        while self.running.len() < self.slots() {
+        let mut round: Vec<TrialSlot> = Vec::new();
+        while self.running.len() + round.len() < self.slots() {
             let slot = if self.pending.is_empty() {
                 match self.searcher.next() {
                     Next::Train {
@@ -791,7 +794,11 @@ impl Controller {
             } else {
                 self.pending.remove(0)
             };
-            let job = Job {
+            round.push(slot);
+        }
+        let jobs: Vec<Job> = round
+            .iter()
+            .map(|slot| Job {
                 catalog: self.catalog.root().to_path_buf(),
                 experiment: self.spec.name.clone(),
                 trial: slot.trial,
@@ -799,25 +806,33 @@ impl Controller {
                 hparams: slot.hparams.clone(),
                 until: slot.until,
                 attempt: slot.attempt,
-            };
-            // A copy started just before a controller died, unrecorded, still runs or waits:
-            // adopt it rather than start the trial twice.
-            let running = match launcher.find(&job) {
-                Some(found) => found,
-                None => {
-                    cohort_catalog::catalog::clear_stop(&job.dir);
-                    launcher.launch(&job).map_err(ControllerError::Other)?
-                }
-            };
-            self.record(&Event::Launched {
-                trial: slot.trial,
-                until: slot.until,
-                attempt: slot.attempt,
-                handle: running.handle(),
-            })?;
-            self.running.insert(slot.trial, (slot, running));
+            })
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        // A copy started just before a controller died, unrecorded, still runs or waits: the
+        // launcher finds it rather than start the trial twice.
+        let started = launcher.start(&jobs);
+        let mut failure = None;
+        for (slot, result) in round.into_iter().zip(started) {
+            match result {
+                Ok(running) => {
+                    self.record(&Event::Launched {
+                        trial: slot.trial,
+                        until: slot.until,
+                        attempt: slot.attempt,
+                        handle: running.handle(),
+                    })?;
+                    self.running.insert(slot.trial, (slot, running));
+                }
+                Err(e) => {
+                    // Run again by the next controller (the trial is assigned, not launched).
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        failure.map_or(Ok(()), |e| Err(ControllerError::Other(e)))
     }
 
     fn reap(&mut self) -> Result<(), ControllerError> {

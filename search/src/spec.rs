@@ -10,6 +10,7 @@
 //! [resources]
 //! nodes = 2
 //! gpus_per_node = 4
+//! job_array = true              # under Slurm: a round's new trials as one job array
 //!
 //! [searcher]
 //! name = "asha"                # single, grid, random, asha
@@ -183,6 +184,9 @@ pub struct ExperimentSpec {
     pub nodes: u32,
     /// GPUs per node.
     pub gpus_per_node: u32,
+    /// Under Slurm, submit the trials a round starts together as one job array
+    /// (`[resources] job_array = true`) rather than a job each.
+    pub job_array: bool,
     /// Search settings.
     pub searcher: SearcherSpec,
     /// Hyperparameters by (dotted) name.
@@ -233,6 +237,7 @@ struct RawSimulation {
 struct RawResources {
     nodes: Option<Spanned<i64>>,
     gpus_per_node: Option<Spanned<i64>>,
+    job_array: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -419,6 +424,17 @@ impl ExperimentSpec {
             }
             None => (1, 0),
         };
+        let job_array = match raw.resources.as_ref().and_then(|r| r.get_ref().job_array.as_ref()) {
+            Some(flag) if *flag.get_ref() && matches!(launch, Launch::Sbatch(_)) => {
+                return Err(ctx.err(
+                    Some(&flag.span()),
+                    "resources.job_array",
+                    "a job array runs the file's command in each element; an sbatch script cannot be given its element's trial (give command instead)",
+                ))
+            }
+            Some(flag) => *flag.get_ref(),
+            None => false,
+        };
         let searcher = parse_searcher(&ctx, raw.searcher.get_ref())?;
         let mut hparams = BTreeMap::new();
         if let Some(table) = &raw.hyperparameters {
@@ -435,6 +451,7 @@ impl ExperimentSpec {
             launch,
             nodes,
             gpus_per_node,
+            job_array,
             searcher,
             hparams,
             simulation,
@@ -932,6 +949,20 @@ momentum = { type = "double", minval = 0.8, maxval = 0.99 }
         assert_eq!((e.key.as_str(), e.line), ("simulation.bias", 21), "{e}");
         let e = error(&format!("{GOOD}[simulation]\nnoisy = 1.0\n"));
         assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn job_arrays_are_asked_for_in_resources_and_need_a_command() {
+        assert!(!parse(GOOD).unwrap().job_array);
+        let text = GOOD.replace("gpus_per_node = 4", "gpus_per_node = 4\njob_array = true");
+        assert!(parse(&text).unwrap().job_array);
+        let script = text.replace(
+            "command = [\"train\", \"--fast\"]",
+            "sbatch = \"train.sbatch\"",
+        );
+        let e = error(&script);
+        assert_eq!((e.key.as_str(), e.line), ("resources.job_array", 7), "{e}");
+        assert!(e.problem.contains("give command instead"), "{e}");
     }
 
     #[test]

@@ -318,6 +318,9 @@ pub extern "C" fn slurm_spank_user_init(
                     job: request.job_id,
                     step: request.step_id,
                     launch: request.attempt,
+                    array: ffi::getenv(spank, "SLURM_ARRAY_JOB_ID")
+                        .zip(ffi::getenv(spank, "SLURM_ARRAY_TASK_ID"))
+                        .map(|(job, task)| format!("{job}_{task}")),
                     nodes: request.nodes.clone(),
                     rank0_here: plan.plan.ranks.first().is_some_and(|r| r.host == *node),
                 });

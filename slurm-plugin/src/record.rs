@@ -51,6 +51,9 @@ pub struct Request {
     /// How many times Slurm has requeued the job (`SLURM_RESTART_COUNT`): a requeued job runs
     /// its steps again under the same ids.
     pub launch: u32,
+    /// The job array element the job is (`SLURM_ARRAY_JOB_ID` and `SLURM_ARRAY_TASK_ID`,
+    /// written `ARRAY_TASK`), when it is one.
+    pub array: Option<String>,
     /// The step's nodes.
     pub nodes: Vec<String>,
     /// Whether this node hosts rank 0.
@@ -166,6 +169,7 @@ pub fn start(request: &Request) -> Result<Recording, String> {
     state.slurm_job = Some(request.job.to_string());
     state.slurm_step = Some(request.step.to_string());
     state.slurm_launch = Some(request.launch);
+    state.slurm_array.clone_from(&request.array);
     state.nodes.clone_from(&request.nodes);
     write_state(&trial.dir, &state).map_err(what)?;
     recording.trial = Some(trial.id);
@@ -388,6 +392,7 @@ mod tests {
             job: 42,
             step: 0,
             launch: 0,
+            array: None,
             nodes: vec!["node1".into(), "node2".into()],
             rank0_here: true,
         }
@@ -478,6 +483,24 @@ mod tests {
             Some("rank 3 on node2 exited with status 7")
         );
         assert_eq!(state.slurm_job.as_deref(), Some("42"));
+        assert_eq!(state.slurm_array, None);
+    }
+
+    #[test]
+    fn a_job_array_element_records_its_array_and_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = start(&Request {
+            array: Some("40_3".into()),
+            ..request(dir.path())
+        })
+        .unwrap();
+        step_ended(&here, 42, 0, me()).unwrap();
+        let state = read_state(&trial_1(dir.path())).unwrap().unwrap();
+        assert_eq!(state.state, TrialState::Completed);
+        assert_eq!(
+            (state.slurm_job.as_deref(), state.slurm_array.as_deref()),
+            (Some("42"), Some("40_3"))
+        );
     }
 
     #[test]

@@ -368,6 +368,65 @@ grep -q "resumed from step 1" "$L"/search-catalog/experiments/slurm-asha-*/trial
     || fail "trial 3 did not resume from its checkpoint:\n$(cat "$L"/search-catalog/experiments/slurm-asha-*/trials/000003/slurm-*.out)"
 unset COHORT_CATALOG
 ok "a search of 8 trials as 2-node Slurm jobs: a killed trial restarted from its checkpoint, the controller killed and resumed"
+# 8b. The same search with its rounds submitted as Slurm job arrays ([resources] job_array):
+#     trial 3's element is killed and restarted from its checkpoint; the controller is killed
+#     while an array's sbatch is in flight, and the resumed one adopts that array's elements
+#     by its name and manifest rather than submit them again.
+mkdir -p "$L/array"
+cp "$L/worker.py" "$L/array/worker.py"
+sed -e 's/name = "slurm-asha"/name = "slurm-array"/' -e "s|$L/worker.py|$L/array/worker.py|" \
+    -e 's/nodes = 2/nodes = 1\njob_array = true/' -e 's/max_concurrent_trials = 2/max_concurrent_trials = 4/' \
+    "$L/search.toml" > "$L/array.toml"
+grep -q "job_array = true" "$L/array.toml" || fail "array.toml:\n$(cat "$L/array.toml")"
+export COHORT_CATALOG=$L/array-catalog
+PATH=$L/slow-sbatch:$PATH "$COHORT" search start "$L/array.toml" > "$L/array.out" 2>&1 &
+controller=$!
+submitting=
+for _ in $(seq 1 1200); do
+    launched=$(cat "$COHORT_CATALOG"/experiments/slurm-array-*/search/events.jsonl 2>/dev/null \
+        | grep -c '"launched"' || true)
+    if [[ $launched -ge 4 ]] && pgrep -f "$L/slow-sbatch/sbatch" > /dev/null; then
+        submitting=yes
+        break
+    fi
+    sleep 0.1
+done
+[[ -n $submitting ]] || fail "the array search did not launch trials:\n$(cat "$L/array.out")\n$(slurm_state)"
+sleep 1
+kill -9 "$controller"
+wait "$controller" || true
+for _ in $(seq 1 300); do pgrep -f "$L/slow-sbatch/sbatch" > /dev/null || break; sleep 0.1; done
+timeout 300 "$COHORT" search resume slurm-array > "$L/array-resume.out" 2>&1 \
+    || fail "resume of the array search:\n$(cat "$L/array-resume.out")\n$(slurm_state)"
+"$COHORT" search status slurm-array --json > "$L/array.json"
+search_dir=$(echo "$COHORT_CATALOG"/experiments/slurm-array-*/search)
+python3 - "$L/array.json" "$search_dir" <<'PYEOF' || fail "array search:\n$(cat "$L/array.json")\n$(cat "$search_dir/events.jsonl")\n$(slurm_state)"
+import glob, json, os, sys
+doc = json.load(open(sys.argv[1]))
+trials = doc["trials"]
+assert doc["finished"] == "done", doc
+assert len(trials) == 8, trials
+assert all(t["state"] in ("completed", "killed") for t in trials), trials
+assert any(t["state"] == "completed" and t["length"] == 8 for t in trials), trials
+three = [t for t in trials if t["trial"] == 3][0]
+assert three["restarts"] == 1, three
+assert all(t["restarts"] == 0 for t in trials if t["trial"] != 3), trials
+events = [json.loads(l) for l in open(os.path.join(sys.argv[2], "events.jsonl"))]
+launched = [e for e in events if e["event"] == "launched"]
+assert launched and all(e["launcher"] == "slurm_array" for e in launched), launched
+# Each launch of a trial, length and attempt is recorded once: none submitted twice.
+keys = [(e["trial"], e["until"], e["attempt"]) for e in launched]
+assert len(keys) == len(set(keys)), keys
+manifests = [json.load(open(m)) for m in glob.glob(os.path.join(sys.argv[2], "arrays", "*.json"))]
+# The first round, 4 new trials, was one array of 4.
+assert [1, 2, 3, 4] in [m["trials"] for m in manifests], manifests
+PYEOF
+"$COHORT" trial show slurm-array/3 | grep -q "(array element [0-9]*_[0-9]*)" \
+    || fail "trial 3 does not name its array element:\n$("$COHORT" trial show slurm-array/3)"
+grep -q "resumed from step 1" "$COHORT_CATALOG"/experiments/slurm-array-*/trials/000003/slurm-*.out \
+    || fail "trial 3 did not resume from its checkpoint:\n$(cat "$COHORT_CATALOG"/experiments/slurm-array-*/trials/000003/slurm-*.out)"
+unset COHORT_CATALOG
+ok "a search submitting its rounds as Slurm job arrays: a killed element restarted from its checkpoint, the controller killed mid-submission and resumed, nothing submitted twice"
 # 9. The controller itself as a Slurm job: it submits its trials from a compute node.
 sed -e 's/name = "slurm-asha"/name = "slurm-controller"/' -e 's/max_trials = 8/max_trials = 4/' \
     -e 's/nodes = 2/nodes = 1/' "$L/search.toml" > "$L/search2.toml"

@@ -290,10 +290,14 @@ pub(crate) fn trial_show(target: &str, catalog: &CatalogArg, json: bool) -> Resu
         }
         if let Some(job) = &s.slurm_job {
             text.push_str(&format!(
-                "  slurm        job {job}{}\n",
+                "  slurm        job {job}{}{}\n",
                 s.slurm_step
                     .as_ref()
                     .map(|st| format!(" step {st}"))
+                    .unwrap_or_default(),
+                s.slurm_array
+                    .as_ref()
+                    .map(|a| format!(" (array element {a})"))
                     .unwrap_or_default()
             ));
         }

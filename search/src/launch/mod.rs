@@ -16,6 +16,7 @@ pub use cohort_proto::search::Handle;
 
 use crate::space::Values;
 
+mod array;
 pub mod local;
 pub mod slurm;
 
@@ -51,6 +52,13 @@ pub trait Launcher {
         None
     }
 
+    /// Starts the trials of one round of the controller: each one's copy that already runs
+    /// ([`Launcher::find`]), else a new launch (its stop request cleared first); one result
+    /// per job, in order. A launcher that can start them together (Slurm job arrays) does.
+    fn start(&mut self, jobs: &[Job]) -> Vec<Result<Box<dyn Running>, String>> {
+        jobs.iter().map(|job| start_one(self, job)).collect()
+    }
+
     /// Before `job` is launched: a handle on a copy of it that already runs or waits to
     /// (started by a controller that died before recording it), so that it is not started
     /// twice. By default, a trial whose state says it runs under a live process of this
@@ -69,6 +77,20 @@ pub trait Launcher {
                 },
             )) as Box<dyn Running>
         })
+    }
+}
+
+/// Starts one trial: the copy `launcher` finds already running, else a new launch.
+pub(crate) fn start_one<L: Launcher + ?Sized>(
+    launcher: &mut L,
+    job: &Job,
+) -> Result<Box<dyn Running>, String> {
+    match launcher.find(job) {
+        Some(found) => Ok(found),
+        None => {
+            cohort_catalog::catalog::clear_stop(&job.dir);
+            launcher.launch(job)
+        }
     }
 }
 

@@ -12,26 +12,36 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cohort_catalog::catalog::{read_state, slurm_output, slurm_output_pattern};
-use cohort_proto::catalog::TrialState;
+use cohort_proto::catalog::{StateRecord, TrialState};
 use cohort_proto::env as vars;
 
-use super::{Handle, Job, Launcher, Outcome, Running};
+use super::array::{groups, Arrays};
+use super::{start_one, Handle, Job, Launcher, Outcome, Running};
 use crate::spec::{ExperimentSpec, Launch};
 
-/// Submits each trial as a Slurm job.
+/// Submits each trial as a Slurm job, or a round's trials as job arrays.
 #[derive(Debug)]
 pub struct SlurmLauncher {
     spec: ExperimentSpec,
     cwd: PathBuf,
+    /// Submits and watches job arrays: the file asks for them (`[resources] job_array =
+    /// true`), or an earlier controller's elements are adopted.
+    arrays: Arrays,
 }
 
 impl SlurmLauncher {
     /// How often a controller using it polls its trials.
     pub const INTERVAL: Duration = Duration::from_secs(1);
 
-    /// Submits `spec`'s trials, each starting in `cwd`.
-    pub fn new(spec: ExperimentSpec, cwd: PathBuf) -> SlurmLauncher {
-        SlurmLauncher { spec, cwd }
+    /// Submits `spec`'s trials, each starting in `cwd`; the search's files are in
+    /// `search_dir` (where job arrays are described).
+    pub fn new(
+        spec: ExperimentSpec,
+        cwd: PathBuf,
+        search_dir: &Path,
+    ) -> Result<SlurmLauncher, String> {
+        let arrays = Arrays::new(search_dir)?;
+        Ok(SlurmLauncher { spec, cwd, arrays })
     }
 
     /// Whether `sbatch` runs here (a Slurm login or compute node).
@@ -67,7 +77,7 @@ impl SlurmJob {
 }
 
 /// How long a Slurm command may take before it counts as failed.
-const SLURM_COMMAND_LIMIT: Duration = Duration::from_secs(60);
+pub(super) const SLURM_COMMAND_LIMIT: Duration = Duration::from_secs(60);
 /// How long squeue may keep failing before the trial's job counts as lost.
 const SQUEUE_FAILING_LIMIT: Duration = Duration::from_secs(600);
 /// How long the plugin has to record a trial's end after its job left the queue.
@@ -75,7 +85,7 @@ const END_RECORD_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs `command` to its end, killing it after `limit`: a Slurm command waiting on a hung
 /// slurmctld must not hang the search.
-fn output_within(mut command: Command, limit: Duration) -> Result<Output, String> {
+pub(super) fn output_within(mut command: Command, limit: Duration) -> Result<Output, String> {
     let name = command.get_program().to_string_lossy().into_owned();
     let mut child = command
         .stdin(Stdio::null())
@@ -138,7 +148,7 @@ fn slurm_job_name(job: &Job) -> String {
     )
 }
 
-fn shell_quote(word: &str) -> String {
+pub(super) fn shell_quote(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()
@@ -147,6 +157,42 @@ fn shell_quote(word: &str) -> String {
         word.to_owned()
     } else {
         format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// How a job that has left the queue ended, by the record the plugin wrote of it in the
+/// trial's state: only the record `ours` accepts counts (an earlier run's end is not this
+/// one's). Without one, the plugin may still be recording the end: `None` for a grace period,
+/// then a failure naming `output`.
+pub(super) fn ended_by_record(
+    dir: &Path,
+    what: &str,
+    ours: impl Fn(&StateRecord) -> bool,
+    output: &str,
+    gone_since: &mut Option<Instant>,
+) -> Option<Outcome> {
+    match read_state(dir) {
+        Ok(Some(state))
+            if (state.state.is_final() || state.state == TrialState::Preempted) && ours(&state) =>
+        {
+            let message = state
+                .message
+                .unwrap_or_else(|| format!("{what} ended {}", state.state));
+            Some(match state.state {
+                TrialState::Completed => Outcome::Completed,
+                TrialState::Preempted => Outcome::Preempted(message),
+                _ => Outcome::Failed(message),
+            })
+        }
+        _ => {
+            // The plugin records the end as the step finishes; give it a moment.
+            let since = *gone_since.get_or_insert_with(Instant::now);
+            (since.elapsed() > END_RECORD_GRACE).then(|| {
+                Outcome::Failed(format!(
+                    "{what} ended without recording the trial's end (see {output})"
+                ))
+            })
+        }
     }
 }
 
@@ -183,33 +229,14 @@ impl Running for SlurmJob {
         }
         // The job has left the queue: a job Slurm requeues (a preemption, `scontrol
         // requeue`, `--cohort-requeue`) stays listed, pending, and is followed above.
-        match read_state(&self.dir) {
-            // Only this job's record counts: an earlier run's end is not this one's.
-            Ok(Some(state))
-                if (state.state.is_final() || state.state == TrialState::Preempted)
-                    && state.slurm_job.as_deref() == Some(&self.id.to_string()) =>
-            {
-                let message = state
-                    .message
-                    .unwrap_or_else(|| format!("job {} ended {}", self.id, state.state));
-                Some(match state.state {
-                    TrialState::Completed => Outcome::Completed,
-                    TrialState::Preempted => Outcome::Preempted(message),
-                    _ => Outcome::Failed(message),
-                })
-            }
-            _ => {
-                // The plugin records the end as the step finishes; give it a moment.
-                let since = *self.gone_since.get_or_insert_with(Instant::now);
-                (since.elapsed() > END_RECORD_GRACE).then(|| {
-                    Outcome::Failed(format!(
-                        "job {} ended without recording the trial's end (see {})",
-                        self.id,
-                        slurm_output(&self.dir, self.id).display()
-                    ))
-                })
-            }
-        }
+        let id = self.id.to_string();
+        ended_by_record(
+            &self.dir,
+            &format!("job {id}"),
+            |state| state.slurm_job.as_deref() == Some(&id),
+            &slurm_output(&self.dir, self.id).display().to_string(),
+            &mut self.gone_since,
+        )
     }
 
     fn handle(&self) -> Handle {
@@ -293,8 +320,47 @@ impl Launcher for SlurmLauncher {
     fn adopt(&mut self, handle: &Handle, job: &Job) -> Option<Box<dyn Running>> {
         match handle {
             Handle::Slurm { job: id } => Some(Box::new(SlurmJob::new(*id, &job.dir))),
+            Handle::SlurmArray { job: array, task } => Some(self.arrays.adopt(*array, *task, job)),
             Handle::Local { .. } => None,
         }
+    }
+
+    fn start(&mut self, jobs: &[Job]) -> Vec<Result<Box<dyn Running>, String>> {
+        let (true, Launch::Command(words)) = (self.spec.job_array, &self.spec.launch) else {
+            return jobs.iter().map(|job| start_one(self, job)).collect();
+        };
+        let arrays = &self.arrays;
+        let mut started: Vec<Option<Result<Box<dyn Running>, String>>> =
+            jobs.iter().map(|job| arrays.find(job).map(Ok)).collect();
+        let new: Vec<Job> = jobs
+            .iter()
+            .zip(&started)
+            .filter(|(_, found)| found.is_none())
+            .map(|(job, _)| job.clone())
+            .collect();
+        let positions: Vec<usize> = (0..jobs.len()).filter(|&i| started[i].is_none()).collect();
+        for group in groups(&new) {
+            let members: Vec<Job> = group.iter().map(|&i| new[i].clone()).collect();
+            for job in &members {
+                cohort_catalog::catalog::clear_stop(&job.dir);
+            }
+            match arrays.submit(&self.spec, &self.cwd, words, &members) {
+                Ok(elements) => {
+                    for (&i, element) in group.iter().zip(elements) {
+                        started[positions[i]] = Some(Ok(element));
+                    }
+                }
+                Err(e) => {
+                    for &i in &group {
+                        started[positions[i]] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        started
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err("not submitted".into())))
+            .collect()
     }
 }
 
