@@ -11,8 +11,9 @@ benchmark function) and each number of trials (default 128, 256 and 512), four s
                   with rungs at lengths 4, 16, 64, 256) with its TPE sampler, seeds 1..R. Its
                   mean budget (units of training) over the R runs is the budget B every other
                   searcher of the case gets.
-  Cohort random   the same ASHA with `--sampler random`, given as many trials as spend B (its
-                  budget with N trials, scaled up: ASHA's budget grows with its trials).
+  Cohort random   the same ASHA with `--sampler random`, given as many trials as spend B (the
+                  count scaled until its mean budget is within 3% of B: ASHA's budget grows
+                  with its trials).
   Optuna TPE      one study per seed (1..REPEAT), TPESampler(seed) with HyperbandPruner
                   (min_resource=4, max_resource=256, reduction_factor=4), trials one after
                   another until the study has spent exactly B.
@@ -374,11 +375,17 @@ def run_case(optuna, args, experiment, trials, pruners):
     tpe_runs, tpe_wall = run_cohort(args, experiment, trials, "tpe", bias, noise)
     budgets = [r["budget"] for r in tpe_runs]
     budget = round(statistics.fmean(budgets))
-    # Random-sampling ASHA with as many trials as spend the same budget.
-    probe, _ = run_cohort(args, experiment, trials, "random", bias, noise)
-    random_trials = max(trials, round(trials * budget / statistics.fmean(
-        r["budget"] for r in probe)))
+    # Random-sampling ASHA with as many trials as spend the same budget: its budget grows
+    # with its trials, so the count is scaled until the mean budget is within 3% of B.
+    random_trials = trials
     random_runs, random_wall = run_cohort(args, experiment, random_trials, "random", bias, noise)
+    for _ in range(4):
+        spent = statistics.fmean(r["budget"] for r in random_runs)
+        if abs(spent - budget) <= 0.03 * budget:
+            break
+        random_trials = max(1, round(random_trials * budget / spent))
+        random_runs, random_wall = run_cohort(args, experiment, random_trials, "random", bias,
+                                              noise)
 
     print(f"== {function.title} ({experiment}), {trials} trials: bias {bias}, noise {noise}; "
           f"equal budget {budget} units (Cohort TPE's mean over {len(tpe_runs)} seeds, "
