@@ -30,6 +30,20 @@ fn preview_shows_brackets_rungs_and_budget() {
         "{text}"
     );
     assert!(text.contains("total budget: "), "{text}");
+    assert!(!text.contains("several times"), "random sampling: {text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("array.toml");
+    let file = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("[searcher]", "[resources]\njob_array = true\n\n[searcher]");
+    std::fs::write(&path, file).unwrap();
+    let out = cohort(&["search", "preview", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text.contains("the trials a round starts go as one job array per length and attempt"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -434,6 +448,11 @@ fn the_tpe_sampler_is_previewed_simulated_deterministically_and_timed() {
         shown.contains("sampled by TPE once 10 trials have reported"),
         "{shown}"
     );
+    assert!(
+        shown.contains("the real budget is often several times this, at most 65536"),
+        "{shown}"
+    );
+    assert!(!shown.contains("job array"), "{shown}");
     let a = cohort(&["search", "simulate", path, "--json", "--repeat", "2"]);
     let b = cohort(&["search", "simulate", path, "--json", "--repeat", "2"]);
     assert_eq!(a.status.code(), Some(0), "{a:?}");

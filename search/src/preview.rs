@@ -163,10 +163,23 @@ impl Preview {
             "total budget: {} (units of max_length {}), {share:.0}% of training every trial fully\n",
             self.budget, spec.searcher.max_length
         ));
+        if matches!(spec.searcher.kind, crate::spec::SearcherKind::Asha(_))
+            && spec.searcher.sampler == crate::spec::Sampler::Tpe
+        {
+            out.push_str(&format!(
+                "  (asynchronous ASHA promotes each trial that enters the top of its rung; the TPE sampler's later trials are better, so more go on: the real budget is often several times this, at most {})\n",
+                self.trials.saturating_mul(spec.searcher.max_length)
+            ));
+        }
         out.push_str(&format!(
             "each trial: {} node(s), {} GPU(s) per node; restarted up to {} time(s) after a failure\n",
             spec.nodes, spec.gpus_per_node, spec.searcher.max_restarts
         ));
+        if spec.job_array {
+            out.push_str(
+                "under Slurm, the trials a round starts go as one job array per length and attempt\n",
+            );
+        }
         out
     }
 }
