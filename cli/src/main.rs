@@ -181,6 +181,10 @@ struct RunArgs {
     /// Do not prefix output lines with the rank.
     #[arg(long)]
     no_prefix: bool,
+    /// Give the ranks no NCCL hints (NCCL_IB_HCA, NCCL_SOCKET_IFNAME, NCCL_TOPO_FILE); by
+    /// default each is set from the plan unless the environment already sets it.
+    #[arg(long)]
+    no_nccl_hints: bool,
     /// Record the run as a trial of this experiment (default: the program's name).
     #[arg(long, value_name = "NAME")]
     experiment: Option<String>,
@@ -608,6 +612,7 @@ fn run() -> Result<ExitCode> {
                 program: args.program.clone(),
                 env,
                 prefix: !args.no_prefix,
+                nccl_hints: !args.no_nccl_hints,
                 track,
             })
         }

@@ -35,6 +35,8 @@ pub(crate) struct RunSpec {
     pub(crate) env: Vec<(String, String)>,
     /// Whether to prefix output lines with `[rank] `.
     pub(crate) prefix: bool,
+    /// Whether ranks get NCCL's hints where the environment sets none.
+    pub(crate) nccl_hints: bool,
     /// Where to record the run as a trial (None: not recorded).
     pub(crate) track: Option<TrackSpec>,
 }
@@ -281,7 +283,7 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         }
         None => (None, Vec::new()),
     };
-    let plan = topo
+    let mut plan = topo
         .local_plan(&LocalPlanOptions {
             n_ranks: spec.ranks,
             gpus: spec.gpus.clone(),
@@ -293,6 +295,21 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
         .prefix("cohort-run-")
         .tempdir()
         .context("creating a directory for the plan")?;
+    // NCCL's hints: the ranks talk over loopback; a virtualised PCI tree (a cloud VM) is
+    // exported so that NCCL does not read the flattened one.
+    let loopback = cohort_topology::interface_of(std::net::Ipv4Addr::LOCALHOST.into());
+    let nccl_topo = if topo.pci_virtualised() {
+        let path = dir.path().join("nccl-topo.xml");
+        std::fs::write(&path, cohort_topology::to_nccl_xml(&topo))
+            .with_context(|| format!("{}: cannot write the NCCL topology", path.display()))?;
+        Some(path.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    for rank in &mut plan.ranks {
+        rank.ifname.clone_from(&loopback);
+        rank.nccl_topo.clone_from(&nccl_topo);
+    }
     let plan_path: PathBuf = dir.path().join("plan.json");
     std::fs::write(&plan_path, plan.to_json_pretty())
         .with_context(|| format!("{}: cannot write the plan", plan_path.display()))?;
@@ -334,10 +351,21 @@ pub(crate) fn run(spec: &RunSpec) -> Result<ExitCode> {
     for rank_plan in &plan.ranks {
         let rank_env = cohort_proto::env::rank_env(&plan, rank_plan.rank, &launch)
             .map_err(anyhow::Error::msg)?;
+        // Hints: a value this process's environment (the user's) sets wins.
+        let hints = if spec.nccl_hints {
+            cohort_proto::env::nccl_env(&plan, rank_plan.rank).map_err(anyhow::Error::msg)?
+        } else {
+            Vec::new()
+        };
         let mut command = Command::new(program);
         command
             .args(args)
             .envs(rank_env)
+            .envs(
+                hints
+                    .into_iter()
+                    .filter(|(name, _)| std::env::var_os(name).is_none()),
+            )
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(trial_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -481,6 +481,7 @@ fn with_hosts<R: Send + 'static>(
                 nics: vec![],
                 address: "127.0.0.1".into(),
                 cpus: String::new(),
+                ..RankPlan::default()
             })
             .collect(),
         rings: vec![(0..size).collect()],

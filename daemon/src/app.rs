@@ -56,7 +56,9 @@ fn bind(path: &Path) -> Result<UnixListener> {
 /// Runs the daemon until SIGTERM or SIGINT; `key` is the cluster key.
 pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
     let started = Instant::now();
-    let first = topo::discover_async(config.topology.clone()).await;
+    // The NCCL topology file goes beside the socket (a directory every user can read).
+    let export_dir = config.socket.parent().map(Path::to_path_buf);
+    let first = topo::discover_async(config.topology.clone(), export_dir.clone()).await;
     let snapshot = match (first, &config.topology) {
         (Ok(snapshot), _) => {
             info!(source = %snapshot.source, summary = %snapshot.summary, "topology discovered");
@@ -117,7 +119,7 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
     let source = config.topology.clone();
     tokio::spawn(async move {
         while rediscover_requests.recv().await.is_some() {
-            match topo::discover_async(source.clone()).await {
+            match topo::discover_async(source.clone(), export_dir.clone()).await {
                 Ok(snapshot) => {
                     info!(summary = %snapshot.summary, "topology rediscovered");
                     topology_tx.send_replace(Some(snapshot));

@@ -61,7 +61,7 @@ fn snapshot() -> Option<Arc<Snapshot>> {
                 env!("CARGO_MANIFEST_DIR"),
                 "/../topology/test_data/1s-2gpu-rails-roce.hwloc.xml"
             );
-            topo::discover(&TopologySource::File(path.into()))
+            topo::discover(&TopologySource::File(path.into()), None)
                 .ok()
                 .map(Arc::new)
         })

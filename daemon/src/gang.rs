@@ -217,6 +217,14 @@ fn topology_of(ctx: &NodeContext) -> Option<Arc<Snapshot>> {
     ctx.topology.borrow().clone()
 }
 
+/// The snapshot's exported NCCL topology file, for the plan.
+fn nccl_topo(snapshot: Option<&Snapshot>) -> Option<String> {
+    snapshot?
+        .nccl_topo
+        .as_ref()
+        .map(|path| path.display().to_string())
+}
+
 /// Runs the actor until every sender is gone.
 ///
 /// Each command, and each step's decision, is handled under `catch_unwind`: a bug while
@@ -559,7 +567,8 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
             &ctx.node,
             &request.ranks,
             &request.gpus,
-            own_ip,
+            (own_ip, cohort_topology::interface_of(own_ip).as_deref()),
+            nccl_topo(snapshot.as_deref()).as_deref(),
         )?,
     }];
     for (summary, peer_ip, _) in gang.followers.values() {
@@ -693,7 +702,8 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
         &ctx.node,
         &request.ranks,
         &request.gpus,
-        local_ip,
+        (local_ip, cohort_topology::interface_of(local_ip).as_deref()),
+        nccl_topo(snapshot.as_deref()).as_deref(),
     )?;
     let summary = Summary {
         job_id: request.job_id,

@@ -8,13 +8,16 @@ use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
 use cohort_topology::{LocalPlanOptions, Topology};
 
 /// Places a node's ranks on its own hardware: GPUs in ring order, closest NICs, local CPUs,
-/// and the address peers reach them at (the first assigned NIC's IPv4 address when it has one).
+/// and the address peers reach them at (the first assigned NIC's IPv4 address when it has one,
+/// else `fallback`: the address and its interface), with NCCL's hints: the HCAs, the
+/// interface of the address, and the node's exported NCCL topology file, where there is one.
 pub(crate) fn place_ranks(
     topology: Option<&Topology>,
     node: &str,
     ranks: &[u32],
     gpus: &[u32],
-    fallback_address: IpAddr,
+    fallback: (IpAddr, Option<&str>),
+    nccl_topo: Option<&str>,
 ) -> Result<Vec<RankPlan>, String> {
     let n_ranks = u32::try_from(ranks.len()).map_err(|_| "too many ranks".to_owned())?;
     let empty = Topology::default();
@@ -24,7 +27,7 @@ pub(crate) fn place_ranks(
             n_ranks,
             gpus: Some(gpus.to_vec()),
             host: node.to_owned(),
-            address: fallback_address.to_string(),
+            address: fallback.0.to_string(),
         })
         .map_err(|e| format!("GPUs granted by Slurm: {e}"))?;
     Ok(local
@@ -33,23 +36,32 @@ pub(crate) fn place_ranks(
         .zip(ranks)
         .map(|(mut plan, &global)| {
             plan.rank = global;
-            if let Some(address) = plan.nics.first().and_then(|name| nic_ipv4(topo, name)) {
-                plan.address = address;
+            match plan.nics.first().and_then(|name| nic_ipv4(topo, name)) {
+                Some((address, ifname)) => {
+                    plan.address = address;
+                    plan.ifname = Some(ifname);
+                }
+                None => plan.ifname = fallback.1.map(str::to_owned),
             }
+            plan.nccl_topo = nccl_topo.map(str::to_owned);
             plan
         })
         .collect())
 }
 
-fn nic_ipv4(topo: &Topology, name: &str) -> Option<String> {
+/// A NIC's first IPv4 address and the interface that holds it.
+fn nic_ipv4(topo: &Topology, name: &str) -> Option<(String, String)> {
     topo.nics
         .iter()
         .find(|nic| nic.name == name)?
         .netdevs
         .iter()
-        .flat_map(|dev| dev.addresses.iter())
-        .find(|address| address.parse::<std::net::Ipv4Addr>().is_ok())
-        .cloned()
+        .find_map(|dev| {
+            dev.addresses
+                .iter()
+                .find(|address| address.parse::<std::net::Ipv4Addr>().is_ok())
+                .map(|address| (address.clone(), dev.name.clone()))
+        })
 }
 
 /// One node's part of a step: its name, Slurm's topology address, its ranks already placed.
@@ -127,6 +139,12 @@ mod tests {
         #[serde(default)]
         gpus: Vec<u32>,
         address: IpAddr,
+        /// The interface of `address`.
+        #[serde(default)]
+        ifname: Option<String>,
+        /// The node's exported NCCL topology file.
+        #[serde(default)]
+        nccl_topo: Option<String>,
     }
 
     fn run(case: &Case, root: &Path) -> String {
@@ -141,7 +159,8 @@ mod tests {
                 &node.node,
                 &node.ranks,
                 &node.gpus,
-                node.address,
+                (node.address, node.ifname.as_deref()),
+                node.nccl_topo.as_deref(),
             ) {
                 Ok(ranks) => parts.push(NodePart {
                     node: node.node.clone(),
@@ -204,6 +223,7 @@ mod tests {
             nics: vec![],
             address: "10.0.0.9".into(),
             cpus: String::new(),
+            ..RankPlan::default()
         };
         let part = NodePart {
             node: "n1".into(),

@@ -127,6 +127,7 @@ fn rank(rank: u32, host: &str, gpu: u32) -> RankPlan {
         nics: vec![format!("mlx5_{gpu}")],
         address: format!("10.0.0.{}", rank + 1),
         cpus: format!("{}-{}", gpu * 8, gpu * 8 + 7),
+        ..RankPlan::default()
     }
 }
 

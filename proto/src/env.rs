@@ -74,6 +74,40 @@ pub mod torch {
     pub const CUDA_VISIBLE_DEVICES: &str = "CUDA_VISIBLE_DEVICES";
 }
 
+/// NCCL's variables (RCCL, for AMD GPUs, reads the same names), which Cohort sets from the
+/// plan as hints: only where the user's environment has none ([`nccl_env`]).
+pub mod nccl {
+    /// The HCAs and ports NCCL's verbs transport uses (`=mlx5_0:1,mlx5_1:1`: `=` asks for
+    /// exactly these).
+    pub const IB_HCA: &str = "NCCL_IB_HCA";
+    /// The interface NCCL's bootstrap and socket transport use (`=ib0`: exactly this one).
+    pub const SOCKET_IFNAME: &str = "NCCL_SOCKET_IFNAME";
+    /// A topology file NCCL reads instead of probing the PCI tree.
+    pub const TOPO_FILE: &str = "NCCL_TOPO_FILE";
+}
+
+/// NCCL's variables for rank `rank` of `plan`: its HCAs, the interface of its address, and
+/// its host's exported topology, each where the plan knows it. Launchers set each only where
+/// the user's environment does not already (a value the user set always wins), and not at all
+/// when NCCL hints are switched off.
+pub fn nccl_env(plan: &Plan, rank: u32) -> Result<Vec<(&'static str, String)>, String> {
+    let me = plan
+        .ranks
+        .get(rank as usize)
+        .ok_or_else(|| format!("rank {rank} is not in the plan"))?;
+    let mut env = Vec::new();
+    if !me.hcas.is_empty() {
+        env.push((nccl::IB_HCA, format!("={}", me.hcas.join(","))));
+    }
+    if let Some(ifname) = &me.ifname {
+        env.push((nccl::SOCKET_IFNAME, format!("={ifname}")));
+    }
+    if let Some(path) = &me.nccl_topo {
+        env.push((nccl::TOPO_FILE, path.clone()));
+    }
+    Ok(env)
+}
+
 /// What a launcher knows beyond the plan.
 #[derive(Debug, Clone, Copy)]
 pub struct Launch<'a> {
@@ -161,6 +195,7 @@ mod tests {
             nics: vec![format!("mlx5_{local_rank}")],
             address: "10.0.0.1".into(),
             cpus: cpus.into(),
+            ..RankPlan::default()
         };
         Plan {
             format: PLAN_FORMAT.into(),
@@ -180,6 +215,24 @@ mod tests {
         secret: "s3cr3t",
         own_gpu: true,
     };
+
+    #[test]
+    fn nccl_hints_name_exactly_the_ranks_hcas_interface_and_topology_file() {
+        let mut plan = plan();
+        assert_eq!(nccl_env(&plan, 0).unwrap(), Vec::new());
+        plan.ranks[1].hcas = vec!["mlx5_1:1".into(), "mlx5_3:2".into()];
+        plan.ranks[1].ifname = Some("ib1".into());
+        plan.ranks[1].nccl_topo = Some("/run/cohort/nccl-topo-1.xml".into());
+        assert_eq!(
+            nccl_env(&plan, 1).unwrap(),
+            vec![
+                ("NCCL_IB_HCA", "=mlx5_1:1,mlx5_3:2".to_owned()),
+                ("NCCL_SOCKET_IFNAME", "=ib1".to_owned()),
+                ("NCCL_TOPO_FILE", "/run/cohort/nccl-topo-1.xml".to_owned()),
+            ]
+        );
+        assert!(nccl_env(&plan, 3).unwrap_err().contains("rank 3"));
+    }
 
     #[test]
     fn a_rank_gets_its_place_the_store_and_the_torch_conventions() {

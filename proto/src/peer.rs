@@ -147,6 +147,7 @@ mod tests {
                 nics: vec![],
                 address: "10.0.0.2".into(),
                 cpus: String::new(),
+                ..RankPlan::default()
             }],
             topology_addr: None,
             store_port: None,

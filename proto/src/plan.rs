@@ -44,7 +44,7 @@ pub struct Plan {
 }
 
 /// What one rank is given.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RankPlan {
     /// Global rank.
     pub rank: u32,
@@ -63,6 +63,17 @@ pub struct RankPlan {
     /// CPUs it should run on, as a Linux list.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpus: String,
+    /// Its NICs that NCCL drives over verbs (InfiniBand, RoCE), as `device:port` for
+    /// `NCCL_IB_HCA`, closest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hcas: Vec<String>,
+    /// The network interface that holds `address` (for `NCCL_SOCKET_IFNAME`), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Its host's topology in NCCL's format (for `NCCL_TOPO_FILE`), when the host's launcher
+    /// exported one: the topology came from a file, or the PCI tree is virtualised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nccl_topo: Option<String>,
 }
 
 impl Plan {
@@ -136,6 +147,7 @@ mod tests {
                     nics: vec![],
                     address: "127.0.0.1".into(),
                     cpus: String::new(),
+                    ..RankPlan::default()
                 })
                 .collect(),
             rings,

@@ -1,5 +1,5 @@
 //! Strict parsing of what users and administrators give the plugin: `plugstack.conf`
-//! arguments (`socket=`, `timeout=`, `catalog=`, `requeue=`), the `--cohort-bind` and
+//! arguments (`socket=`, `timeout=`, `catalog=`, `requeue=`, `nccl=`), the `--cohort-bind` and
 //! `--cohort-requeue` values, and Slurm host lists.
 
 use std::path::PathBuf;
@@ -18,6 +18,9 @@ pub struct PluginConfig {
     /// `requeue=N`: the default of `--cohort-requeue` for every job (none: no requeue unless
     /// a job asks).
     pub requeue: Option<u32>,
+    /// `nccl=off` turns off the NCCL hints (`NCCL_IB_HCA`, `NCCL_SOCKET_IFNAME`,
+    /// `NCCL_TOPO_FILE`) tasks get where their environment sets none (`nccl=on`, the default).
+    pub nccl_hints: bool,
 }
 
 impl Default for PluginConfig {
@@ -29,6 +32,7 @@ impl Default for PluginConfig {
             timeout: Duration::from_secs(60),
             catalog: None,
             requeue: None,
+            nccl_hints: true,
         }
     }
 }
@@ -51,6 +55,13 @@ impl PluginConfig {
                         parse_requeue(Some(value)).map_err(|e| format!("requeue={value}: {e}"))?,
                     );
                 }
+                "nccl" => {
+                    config.nccl_hints = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("nccl={value}: use on or off")),
+                    };
+                }
                 "timeout" => {
                     let seconds: u64 = value
                         .parse()
@@ -63,7 +74,7 @@ impl PluginConfig {
                 }
                 other => {
                     return Err(format!(
-                        "unknown plugstack argument {other:?} (known: socket, timeout, catalog, requeue)"
+                        "unknown plugstack argument {other:?} (known: socket, timeout, catalog, requeue, nccl)"
                     ))
                 }
             }
@@ -192,7 +203,13 @@ mod tests {
             let roff = format!("\\-\\-{}", name.replace('-', "\\-"));
             assert!(page.contains(&roff), "spank_cohort(8) lacks --{name}");
         }
-        for argument in ["socket=/x", "timeout=5", "catalog=/x", "requeue=3"] {
+        for argument in [
+            "socket=/x",
+            "timeout=5",
+            "catalog=/x",
+            "requeue=3",
+            "nccl=off",
+        ] {
             let key = argument.split('=').next().unwrap();
             assert!(
                 page.contains(&format!(".BI {key}= ")),
@@ -214,6 +231,12 @@ mod tests {
         assert!(PluginConfig::parse(["socket=relative"]).is_err());
         assert!(PluginConfig::parse(["timeout"]).is_err());
         assert_eq!(PluginConfig::parse(["requeue=3"]).unwrap().requeue, Some(3));
+        assert!(PluginConfig::default().nccl_hints);
+        assert!(!PluginConfig::parse(["nccl=off"]).unwrap().nccl_hints);
+        assert_eq!(
+            PluginConfig::parse(["nccl=no"]).unwrap_err(),
+            "nccl=no: use on or off"
+        );
         assert_eq!(
             PluginConfig::parse(["requeue=many"]).unwrap_err(),
             "requeue=many: \"many\" is not a number of requeues (0-1000)"

@@ -24,3 +24,9 @@ pub fn task_env(
         .map(|(name, value)| (name.to_owned(), value))
         .collect())
 }
+
+/// NCCL's hints for the task of global rank `rank` (`cohort_proto::env::nccl_env`): set only
+/// where the task's environment has none.
+pub fn nccl_hints(step: &StepPlan, rank: u32) -> Result<Vec<(&'static str, String)>, String> {
+    cohort_proto::env::nccl_env(&step.plan, rank).map_err(|e| format!("the step's plan: {e}"))
+}

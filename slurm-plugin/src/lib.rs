@@ -152,6 +152,8 @@ struct StepData {
     requeue: Option<u32>,
     /// How long a call to slurmctld may take.
     timeout: std::time::Duration,
+    /// Whether tasks get NCCL's hints (plugstack `nccl=`).
+    nccl_hints: bool,
 }
 
 static STEP: OnceLock<StepData> = OnceLock::new();
@@ -355,6 +357,7 @@ pub extern "C" fn slurm_spank_user_init(
                 None => config.requeue,
             },
             timeout: config.timeout,
+            nccl_hints: config.nccl_hints,
         });
         Ok(())
     })
@@ -484,6 +487,14 @@ pub extern "C" fn slurm_spank_task_init(
         let rank = ffi::get_u32(spank, item::S_TASK_GLOBAL_ID)?;
         for (name, value) in env::task_env(&step.plan, &step.plan_path, rank, step.bind)? {
             ffi::setenv(spank, &name, &value)?;
+        }
+        if step.nccl_hints {
+            // Hints: a value the user's environment sets wins.
+            for (name, value) in env::nccl_hints(&step.plan, rank)? {
+                if ffi::getenv(spank, name).is_none() {
+                    ffi::setenv(spank, name, &value)?;
+                }
+            }
         }
         if rank == 0 {
             let socket = STORE_SOCKET.lock().unwrap_or_else(PoisonError::into_inner);

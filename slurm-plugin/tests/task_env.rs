@@ -17,6 +17,7 @@ fn step() -> StepPlan {
         nics: vec![format!("mlx5_{local_rank}")],
         address: "10.0.0.1".into(),
         cpus: "0-3".into(),
+        ..RankPlan::default()
     };
     StepPlan {
         generation: 0,

@@ -65,3 +65,28 @@ impl Topology {
         }
     }
 }
+
+/// The network interface of the running system that holds `ip` (`lo` for 127.0.0.1), for
+/// `NCCL_SOCKET_IFNAME`.
+pub fn interface_of(ip: std::net::IpAddr) -> Option<String> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifaddr| {
+        let address = ifaddr.address?;
+        let held = match ip {
+            std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|a| a.ip() == v4),
+            std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|a| a.ip() == v6),
+        };
+        held.then_some(ifaddr.interface_name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_loopback_address_is_on_the_loopback_interface() {
+        assert_eq!(
+            super::interface_of([127, 0, 0, 1].into()).as_deref(),
+            Some("lo")
+        );
+        assert_eq!(super::interface_of([192, 0, 2, 1].into()), None);
+    }
+}

@@ -274,15 +274,33 @@ pub(crate) fn gpu_vendor(class: Option<u16>, vendor: Option<u16>) -> Option<GpuV
     }
 }
 
-/// The RDMA flavour as far as names and PCI class tell (sysfs refines it on a live node).
-pub(crate) fn guess_nic_kind(name: &str, class: Option<u16>, netdevs: &[Netdev]) -> NicKind {
-    if name.starts_with("efa") {
+/// PCI vendor ids that tell an RDMA NIC's flavour.
+const AMAZON: u16 = 0x1d0f;
+const MELLANOX: u16 = 0x15b3;
+const BROADCOM: u16 = 0x14e4;
+const CHELSIO: u16 = 0x1425;
+
+/// The RDMA flavour as far as the name, PCI ids and class tell (sysfs refines it on a live
+/// node). Only what these say for certain is named: an Ethernet-class RDMA NIC is RoCE only
+/// from a vendor whose RDMA over Ethernet is RoCE alone (NVIDIA Mellanox, Broadcom); an Intel
+/// or QLogic one may do RoCE or iWARP, and stays unknown.
+pub(crate) fn guess_nic_kind(
+    name: &str,
+    ids: Option<(u16, u16)>,
+    class: Option<u16>,
+    netdevs: &[Netdev],
+) -> NicKind {
+    let vendor = ids.map(|(vendor, _)| vendor);
+    // Amazon's Elastic Fabric Adapter: device ids 0xefa0 to 0xefa3 so far (an Ethernet
+    // controller by class; its RDMA device is named rdmapNsM by udev, efa_N by the driver).
+    let efa = matches!(ids, Some((AMAZON, device)) if device & 0xfff0 == 0xefa0);
+    if efa || name.starts_with("efa") {
         NicKind::Efa
-    } else if name.starts_with("iw") || name.starts_with("cxgb") {
+    } else if vendor == Some(CHELSIO) || name.starts_with("iw") || name.starts_with("cxgb") {
         NicKind::Iwarp
     } else if class == Some(0x0207) || netdevs.iter().any(|dev| dev.name.starts_with("ib")) {
         NicKind::InfiniBand
-    } else if class == Some(0x0200) {
+    } else if class == Some(0x0200) && matches!(vendor, Some(MELLANOX | BROADCOM)) {
         NicKind::Roce
     } else {
         NicKind::Unknown
@@ -358,7 +376,12 @@ fn collect_devices(
         for fabric in fabrics {
             topo.nics.push(Nic {
                 name: fabric.name.clone(),
-                kind: guess_nic_kind(&fabric.name, node.class, &netdevs),
+                kind: guess_nic_kind(
+                    &fabric.name,
+                    node.vendor.zip(node.device),
+                    node.class,
+                    &netdevs,
+                ),
                 pci: Some(idx),
                 locality: node.locality.clone(),
                 ports: Vec::new(),
@@ -370,7 +393,7 @@ fn collect_devices(
     for (locality, dev) in loose {
         match dev.kind {
             Some(OSDeviceType::OpenFabrics) => topo.nics.push(Nic {
-                kind: guess_nic_kind(&dev.name, None, &[]),
+                kind: guess_nic_kind(&dev.name, None, None, &[]),
                 name: dev.name,
                 pci: None,
                 locality,
@@ -458,5 +481,52 @@ fn add_nvlinks(topo: &mut Topology, hwloc: &HwlocTopology, by_object: &HashMap<u
     }
     for gpu in &mut topo.gpus {
         gpu.nvlinks.sort_by_key(|link| link.peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nic_kind_is_named_only_when_its_ids_class_or_name_say_so() {
+        let ethernet = Some(0x0200);
+        // Amazon EFA by its ids, whatever its class or udev name says.
+        assert_eq!(
+            guess_nic_kind("rdmap16s27", Some((AMAZON, 0xefa1)), ethernet, &[]),
+            NicKind::Efa
+        );
+        assert_eq!(guess_nic_kind("efa_0", None, None, &[]), NicKind::Efa);
+        // An Amazon ENA (plain Ethernet, 0xec20) is no EFA.
+        assert_eq!(
+            guess_nic_kind("rdmap0", Some((AMAZON, 0xec20)), ethernet, &[]),
+            NicKind::Unknown
+        );
+        assert_eq!(
+            guess_nic_kind("mlx5_0", Some((MELLANOX, 0x101d)), Some(0x0207), &[]),
+            NicKind::InfiniBand
+        );
+        assert_eq!(
+            guess_nic_kind("mlx5_2", Some((MELLANOX, 0x101d)), ethernet, &[]),
+            NicKind::Roce
+        );
+        assert_eq!(
+            guess_nic_kind("bnxt_re0", Some((BROADCOM, 0x1750)), ethernet, &[]),
+            NicKind::Roce
+        );
+        assert_eq!(
+            guess_nic_kind("cxgb4_0", Some((CHELSIO, 0x6410)), ethernet, &[]),
+            NicKind::Iwarp
+        );
+        // Intel's irdma does RoCE or iWARP: an Ethernet-class Intel NIC is not guessed.
+        assert_eq!(
+            guess_nic_kind("irdma0", Some((0x8086, 0x1592)), ethernet, &[]),
+            NicKind::Unknown
+        );
+        let ib = [Netdev {
+            name: "ib0".into(),
+            addresses: Vec::new(),
+        }];
+        assert_eq!(guess_nic_kind("qib0", None, None, &ib), NicKind::InfiniBand);
     }
 }

@@ -26,7 +26,7 @@ pub mod sysfs;
 
 pub use assign::{AssignError, Assignment};
 pub use cpus::CpuList;
-pub use discover::{DiscoverError, LiveOptions};
+pub use discover::{interface_of, DiscoverError, LiveOptions};
 pub use doctor::Finding;
 pub use hwloc::HwlocError;
 pub use load::{FileFormat, LoadError};

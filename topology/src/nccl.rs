@@ -323,6 +323,7 @@ impl Importer<'_, '_> {
         let mut unnamed = 0;
         for (pci, locality, nets) in self.nic_nodes {
             let class = pci.and_then(|idx| topo.pci[idx].class);
+            let ids = pci.and_then(|idx| topo.pci[idx].vendor.zip(topo.pci[idx].device));
             let mut by_name: BTreeMap<String, Vec<&NetEntry>> = BTreeMap::new();
             for net in &nets {
                 let name = net.name.clone().unwrap_or_default();
@@ -348,7 +349,7 @@ impl Importer<'_, '_> {
                         link_layer: None,
                     })
                     .collect();
-                let kind = guess_nic_kind(&name, class, &[]);
+                let kind = guess_nic_kind(&name, ids, class, &[]);
                 topo.nics.push(Nic {
                     kind: if kind == NicKind::Unknown && name.starts_with("mlx") {
                         NicKind::InfiniBand

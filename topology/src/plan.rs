@@ -7,7 +7,7 @@
 use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
 
 use crate::assign::AssignError;
-use crate::model::Topology;
+use crate::model::{NicKind, PciKind, PortState, Topology};
 use crate::path::Device;
 use crate::CpuList;
 
@@ -110,9 +110,12 @@ impl Topology {
                     host: options.host.clone(),
                     local_rank: rank,
                     gpu,
+                    hcas: self.hcas(&nics),
+                    ifname: self.interface_with(&options.address),
                     nics,
                     address: options.address.clone(),
                     cpus: cpus.to_string(),
+                    nccl_topo: None,
                 }
             })
             .collect();
@@ -122,6 +125,52 @@ impl Topology {
             ranks,
             rings: vec![(0..n).collect()],
         })
+    }
+}
+
+impl Topology {
+    /// `NCCL_IB_HCA` entries (`device:port`) for the NICs named, in order: those NCCL drives
+    /// over verbs (InfiniBand, RoCE; EFA goes through its own plugin, iWARP is not NCCL's),
+    /// each with its first active port, else its first port, else port 1.
+    pub fn hcas(&self, nics: &[String]) -> Vec<String> {
+        nics.iter()
+            .filter_map(|name| self.nics.iter().find(|nic| nic.name == *name))
+            .filter(|nic| matches!(nic.kind, NicKind::InfiniBand | NicKind::Roce))
+            .map(|nic| {
+                let port = nic
+                    .ports
+                    .iter()
+                    .find(|p| p.state == PortState::Active)
+                    .or_else(|| nic.ports.first())
+                    .map_or(1, |p| p.number);
+                format!("{}:{port}", nic.name)
+            })
+            .collect()
+    }
+
+    /// The network interface of an RDMA NIC that holds `address`, where the topology knows
+    /// the addresses (a live node's sysfs).
+    pub fn interface_with(&self, address: &str) -> Option<String> {
+        self.nics
+            .iter()
+            .flat_map(|nic| nic.netdevs.iter())
+            .find(|dev| dev.addresses.iter().any(|a| a == address))
+            .map(|dev| dev.name.clone())
+    }
+
+    /// Whether the PCI tree looks virtualised, as cloud VMs show it: two or more GPUs, each
+    /// directly on the root bus (no bridge between it and its host bridge or CPU), as a
+    /// hypervisor presents devices it passes through. NCCL, reading such a tree, sees every GPU
+    /// and NIC as equally far apart, the host's switches being hidden. A bare-metal server puts
+    /// its GPUs behind root ports or switches.
+    pub fn pci_virtualised(&self) -> bool {
+        self.gpus.len() >= 2
+            && self.gpus.iter().all(|gpu| {
+                self.pci
+                    .get(gpu.pci)
+                    .and_then(|node| node.parent)
+                    .is_none_or(|parent| self.pci[parent].kind == PciKind::HostBridge)
+            })
     }
 }
 

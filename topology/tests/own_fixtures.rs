@@ -288,3 +288,51 @@ fn asymmetric_nvlinks_and_far_nics_are_reported() {
     )));
     assert_eq!(findings.len(), 5, "{findings:?}");
 }
+
+#[test]
+fn a_cloud_vm_shows_efa_adapters_and_a_virtualised_pci_tree() {
+    let topo = own_fixture("cloud-vm-8gpu-4efa.nccl.xml");
+    assert_eq!((topo.gpus.len(), topo.nics.len()), (8, 4));
+    // Amazon's vendor and device ids, not the Ethernet class, tell the adapter's kind.
+    assert!(topo.nics.iter().all(|nic| nic.kind == NicKind::Efa));
+    assert!(topo.pci_virtualised());
+    // Every GPU sees every NIC of its socket alike: the hidden switches leave nothing closer.
+    assert_eq!(gpu_nic_pairs_at(&topo, PathClass::Phb), 16);
+    // NCCL reaches EFA through its own plugin, not verbs: no NCCL_IB_HCA.
+    assert!(topo.hcas(&["rdmap20s0".to_owned()]).is_empty());
+    expect_file!["snapshots/own-cloud-vm-8gpu-4efa.txt"].assert_eq(&render_all(&topo));
+    round_trip_through_nccl(&topo);
+}
+
+#[test]
+fn nccl_hcas_name_each_verbs_nic_with_its_active_port_and_switched_trees_are_not_virtual() {
+    let hgx = own_fixture("hgx-2s-8gpu-8nic.nccl.xml");
+    assert!(!hgx.pci_virtualised());
+    assert_eq!(
+        hgx.hcas(&["mlx5_0".to_owned(), "mlx5_1".to_owned(), "nope".to_owned()]),
+        ["mlx5_0:1", "mlx5_1:1"]
+    );
+    // The rails node with its sysfs: mlx5_2 (RoCE) is down, still named (its only port).
+    let mut rails = own_fixture("1s-2gpu-rails-roce.hwloc.xml");
+    rails.apply_sysfs(&SysfsRoot(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/sysfs/rails-node"),
+    ));
+    assert_eq!(
+        rails.hcas(&["mlx5_2".to_owned(), "mlx5_0".to_owned()]),
+        ["mlx5_2:1", "mlx5_0:1"]
+    );
+    assert!(
+        !rails.pci_virtualised(),
+        "its GPUs are behind a switch and a root port"
+    );
+    // An address a NIC's interface holds names that interface; one it does not, none.
+    let nic = rails.nics.iter_mut().find(|n| n.name == "mlx5_0").unwrap();
+    let dev = nic
+        .netdevs
+        .first_mut()
+        .expect("sysfs names mlx5_0's interface");
+    dev.addresses = vec!["10.1.0.5".into()];
+    let name = dev.name.clone();
+    assert_eq!(rails.interface_with("10.1.0.5"), Some(name));
+    assert_eq!(rails.interface_with("10.9.9.9"), None);
+}

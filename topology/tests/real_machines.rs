@@ -7,6 +7,7 @@
 
 mod common;
 
+use cohort_topology::model::NicKind;
 use cohort_topology::{Device, PathClass, Topology};
 use expect_test::expect_file;
 
@@ -139,5 +140,55 @@ fn every_real_machine_loads_within_a_sane_model() {
             .to_json_pretty();
         let back = cohort_proto::topology::TopologyDoc::from_json(json.as_bytes()).unwrap();
         assert_eq!(back.gpus.len(), topo.gpus.len());
+    }
+}
+
+/// NCCL's hints on every real machine: each GPU's `NCCL_IB_HCA` entries are its assigned NICs
+/// that NCCL drives over verbs, with a port each, and no bare-metal machine (its GPUs behind
+/// root ports or switches) is taken for a virtualised one.
+#[test]
+fn every_real_machine_gives_each_gpu_its_hcas_and_none_looks_virtualised() {
+    let expected = [
+        ("juwels-booster_4xA100_4xHDR.hwloc.xml", 4, false),
+        ("azure-ndv5_8xH100_8xNDR.nccl.xml", 8, false),
+        // DGX-2's file has no RDMA devices (hwloc ran without the verbs stack).
+        ("dgx2_16xV100.hwloc.xml", 0, false),
+        ("power8_4xP100.hwloc.xml", 0, false),
+        ("supermicro-x9_2s_3gpu_1ib.hwloc.xml", 3, false),
+    ];
+    for (file, gpus_with_hcas, virtualised) in expected {
+        let Some(topo) = real_fixture(file) else {
+            return;
+        };
+        assert_eq!(topo.pci_virtualised(), virtualised, "{file}");
+        let plan = topo
+            .local_plan(&cohort_topology::LocalPlanOptions {
+                n_ranks: u32::try_from(topo.gpus.len()).unwrap(),
+                gpus: None,
+                host: "h".into(),
+                address: "10.0.0.1".into(),
+            })
+            .unwrap();
+        let mut with = 0;
+        for rank in &plan.ranks {
+            let verbs: Vec<&String> = rank
+                .nics
+                .iter()
+                .filter(|name| {
+                    topo.nics.iter().any(|nic| {
+                        nic.name == **name
+                            && matches!(nic.kind, NicKind::InfiniBand | NicKind::Roce)
+                    })
+                })
+                .collect();
+            assert_eq!(rank.hcas.len(), verbs.len(), "{file}: {rank:?}");
+            for (hca, nic) in rank.hcas.iter().zip(verbs) {
+                let (name, port) = hca.split_once(':').unwrap();
+                assert_eq!(name, nic, "{file}");
+                assert!(port.parse::<u32>().is_ok_and(|p| p >= 1), "{file}: {hca}");
+            }
+            with += usize::from(!rank.hcas.is_empty());
+        }
+        assert_eq!(with, gpus_with_hcas, "{file}: {:?}", plan.ranks);
     }
 }
