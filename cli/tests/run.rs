@@ -88,6 +88,49 @@ fn ranks_get_their_environment_and_a_plan() {
 }
 
 #[test]
+fn ranks_get_nccl_hints_unless_the_user_sets_them_or_turns_them_off() {
+    let _serial = serial();
+    let show = "echo nccl ${NCCL_SOCKET_IFNAME:-unset} ${NCCL_IB_HCA:-unset}";
+    // This machine has no RDMA NIC and no GPU: only the interface of the ranks' loopback
+    // address is known.
+    let out = cohort_command()
+        .args(["run", "-n", "2", "--no-track", "--", "sh", "-c", show])
+        .env_remove("NCCL_SOCKET_IFNAME")
+        .env_remove("NCCL_IB_HCA")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("[0] nccl =lo unset"), "{stdout}");
+    assert!(stdout.contains("[1] nccl =lo unset"), "{stdout}");
+    let out = cohort_command()
+        .args(["run", "-n", "1", "--no-track", "--", "sh", "-c", show])
+        .env("NCCL_SOCKET_IFNAME", "eth7")
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("[0] nccl eth7 unset"), "{out:?}");
+    let out = cohort_command()
+        .args([
+            "run",
+            "-n",
+            "1",
+            "--no-track",
+            "--no-nccl-hints",
+            "--",
+            "sh",
+            "-c",
+            show,
+        ])
+        .env_remove("NCCL_SOCKET_IFNAME")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("[0] nccl unset unset"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn a_failing_rank_stops_the_others_and_is_named() {
     let _serial = serial();
     let started = Instant::now();

@@ -90,6 +90,19 @@ for node in node1 node2 node3 node4; do
     [[ $(echo "$out" | awk -v n=$node 'NF == 8 && $5 == n' | wc -l) == 4 ]] || fail "4 tasks on $node"
 done
 ok "16 ranks, one GPU and its NIC each, the same plan on every node"
+# 1b. NCCL's hints from the same plan: each rank's HCA (its NIC, port 1), the interface of its
+#     node's address, and the topology its node's cohortd exported (the daemons read theirs
+#     from a file, so NCCL must not probe the host's); a value the user sets wins.
+out=$(timeout 60 srun -N4 --ntasks-per-node=4 --gpus-per-task=1 --cohort sh -c \
+    'test -r "$NCCL_TOPO_FILE" && grep -q "<system" "$NCCL_TOPO_FILE" && t=readable; echo "$COHORT_RANK $COHORT_NIC $NCCL_IB_HCA $NCCL_SOCKET_IFNAME $NCCL_TOPO_FILE $(hostname) $t"' 2>&1)
+[[ $(echo "$out" | awk 'NF == 7' | wc -l) == 16 ]] || fail "NCCL hints missing:\n$out"
+[[ $(echo "$out" | awk 'NF == 7 && $3 != "=" $2 ":1"' | wc -l) == 0 ]] || fail "NCCL_IB_HCA is not each rank's NIC:\n$out"
+[[ $(echo "$out" | awk 'NF == 7 && $4 !~ /^=[a-z]/' | wc -l) == 0 ]] || fail "NCCL_SOCKET_IFNAME:\n$out"
+[[ $(echo "$out" | awk -v run="$L/run/" 'NF == 7 && ($5 != run $6 "/nccl-topo.xml" || $7 != "readable")' | wc -l) == 0 ]] \
+    || fail "NCCL_TOPO_FILE is not the node's readable export:\n$out"
+mine=$(NCCL_IB_HCA=mlx5_9 timeout 60 srun -N2 --ntasks-per-node=1 --cohort sh -c 'echo "$NCCL_IB_HCA"' 2>&1)
+[[ $(echo "$mine" | sort -u) == mlx5_9 ]] || fail "the user's NCCL_IB_HCA was not kept:\n$mine"
+ok "NCCL hints on every rank: its HCA, its interface, its node's topology file; the user's value kept"
 
 # 2. The collectives across nodes (TCP between namespaces), checked; then the sbatch example.
 timeout 120 srun -N4 --ntasks-per-node=2 --cohort "$COHORT" bench allreduce -b 4 -e 1M -f 16 -n 2 -w 1 \
