@@ -66,6 +66,7 @@ pub(crate) async fn gang(nodes: u32, repeats: u32) -> Result<()> {
             ranks: vec![node],
             world_size: nodes,
             gpus: vec![],
+            gpu_ids: Vec::new(),
             topology_addr: None,
             timeout_ms: 120_000,
             store_port: None,

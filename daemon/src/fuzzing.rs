@@ -190,6 +190,7 @@ mod tests {
             ranks: vec![node_index],
             world_size: 2,
             gpus: vec![0],
+            gpu_ids: Vec::new(),
             topology_addr: None,
             timeout_ms: 100,
             store_port: None,

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::peer;
-pub(crate) use crate::planning::place_ranks;
 use crate::planning::{assemble, NodePart};
+pub(crate) use crate::planning::{granted_gpus, place_ranks};
 use crate::topo::Snapshot;
 
 /// Why a node's part in a gang start failed; each kind has its own code on the wire.
@@ -566,7 +566,11 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
             snapshot.as_ref().map(|s| s.topology.as_ref()),
             &ctx.node,
             &request.ranks,
-            &request.gpus,
+            &granted_gpus(
+                snapshot.as_ref().map(|s| s.topology.as_ref()),
+                &request.gpus,
+                &request.gpu_ids,
+            )?,
             (own_ip, cohort_topology::interface_of(own_ip).as_deref()),
             nccl_topo(snapshot.as_deref()).as_deref(),
         )?,
@@ -701,7 +705,11 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
         snapshot.as_ref().map(|s| s.topology.as_ref()),
         &ctx.node,
         &request.ranks,
-        &request.gpus,
+        &granted_gpus(
+            snapshot.as_ref().map(|s| s.topology.as_ref()),
+            &request.gpus,
+            &request.gpu_ids,
+        )?,
         (local_ip, cohort_topology::interface_of(local_ip).as_deref()),
         nccl_topo(snapshot.as_deref()).as_deref(),
     )?;
@@ -844,6 +852,7 @@ mod tests {
             ranks: vec![0],
             world_size: u32::try_from(nodes).unwrap(),
             gpus: vec![],
+            gpu_ids: Vec::new(),
             topology_addr: None,
             timeout_ms: 60_000,
             store_port: None,

@@ -22,20 +22,35 @@ pub(crate) fn place_ranks(
     let n_ranks = u32::try_from(ranks.len()).map_err(|_| "too many ranks".to_owned())?;
     let empty = Topology::default();
     let topo = topology.unwrap_or(&empty);
+    // Several MIG instances of one GPU are one GPU to place ranks on.
+    let mut distinct = gpus.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
     let local = topo
         .local_plan(&LocalPlanOptions {
             n_ranks,
-            gpus: Some(gpus.to_vec()),
+            gpus: Some(distinct),
             host: node.to_owned(),
             address: fallback.0.to_string(),
         })
         .map_err(|e| format!("GPUs granted by Slurm: {e}"))?;
+    // Each rank's entry in the device list: the first not yet taken that names its GPU (so
+    // ranks sharing a GPU get its MIG instances in turn), else the GPU's first.
+    let mut taken = vec![false; gpus.len()];
     Ok(local
         .ranks
         .into_iter()
         .zip(ranks)
         .map(|(mut plan, &global)| {
             plan.rank = global;
+            if let Some(gpu) = plan.gpu {
+                let free = (0..gpus.len()).find(|&p| gpus[p] == gpu && !taken[p]);
+                let slot = free.or_else(|| gpus.iter().position(|&g| g == gpu));
+                if let Some(p) = free {
+                    taken[p] = true;
+                }
+                plan.device_slot = slot.and_then(|p| u32::try_from(p).ok());
+            }
             match plan.nics.first().and_then(|name| nic_ipv4(topo, name)) {
                 Some((address, ifname)) => {
                     plan.address = address;
@@ -47,6 +62,27 @@ pub(crate) fn place_ranks(
             plan
         })
         .collect())
+}
+
+/// The GPUs a join was granted, in the order of the step's device list: its indices, or the
+/// GPU each of its device names (`GPU-<uuid>`, `MIG-GPU-<uuid>/..`) stands for on this node.
+pub(crate) fn granted_gpus(
+    topology: Option<&Topology>,
+    gpus: &[u32],
+    gpu_ids: &[String],
+) -> Result<Vec<u32>, String> {
+    if !gpus.is_empty() || gpu_ids.is_empty() {
+        return Ok(gpus.to_vec());
+    }
+    let empty = Topology::default();
+    let topo = topology.unwrap_or(&empty);
+    gpu_ids
+        .iter()
+        .map(|id| {
+            topo.gpu_named(id)
+                .map_err(|e| format!("the step's device list: {e}"))
+        })
+        .collect()
 }
 
 /// A NIC's first IPv4 address and the interface that holds it.
@@ -145,20 +181,36 @@ mod tests {
         /// The node's exported NCCL topology file.
         #[serde(default)]
         nccl_topo: Option<String>,
+        /// The step's device list when it names GPUs rather than indexing them.
+        #[serde(default)]
+        gpu_ids: Vec<String>,
+        /// UUIDs given to the topology file's GPUs, in index order (the files have none;
+        /// NVML gives them on a live node).
+        #[serde(default)]
+        uuids: Vec<String>,
     }
 
     fn run(case: &Case, root: &Path) -> String {
         let mut parts = Vec::new();
         for node in &case.nodes {
-            let topology = node
+            let mut topology = node
                 .topology
                 .as_ref()
                 .map(|file| Topology::from_file(&root.join(file)).unwrap());
+            if let Some(topo) = &mut topology {
+                for (gpu, uuid) in topo.gpus.iter_mut().zip(&node.uuids) {
+                    gpu.uuid = Some(uuid.clone());
+                }
+            }
+            let gpus = match granted_gpus(topology.as_ref(), &node.gpus, &node.gpu_ids) {
+                Ok(gpus) => gpus,
+                Err(e) => return format!("error: {e}\n"),
+            };
             match place_ranks(
                 topology.as_ref(),
                 &node.node,
                 &node.ranks,
-                &node.gpus,
+                &gpus,
                 (node.address, node.ifname.as_deref()),
                 node.nccl_topo.as_deref(),
             ) {

@@ -462,6 +462,7 @@ fn an_inconsistent_join_is_refused_by_field_and_the_next_step_starts() {
         ranks,
         world_size,
         gpus: vec![],
+        gpu_ids: Vec::new(),
         topology_addr: None,
         timeout_ms: 5000,
         store_port: None,

@@ -50,6 +50,7 @@ fn join(nodes: &[&str], node_index: u32, ranks: &[u32], world_size: u32) -> Requ
         ranks: ranks.to_vec(),
         world_size,
         gpus: ranks.iter().map(|r| r % 2).collect(),
+        gpu_ids: Vec::new(),
         topology_addr: Some(format!("s1.{}", nodes[node_index as usize])),
         timeout_ms: 2000,
         store_port: None,

@@ -74,9 +74,14 @@ pub struct JoinRequest {
     pub ranks: Vec<u32>,
     /// Number of tasks in the step.
     pub world_size: u32,
-    /// GPUs Slurm granted on this node (indices), empty when none.
+    /// GPUs Slurm granted on this node (indices), in the order of the step's device list,
+    /// empty when none or when only `gpu_ids` names them.
     #[serde(default)]
     pub gpus: Vec<u32>,
+    /// The step's device list as Slurm (or the user) gave it, when its entries are not GPU
+    /// indices (`GPU-<uuid>`, `MIG-GPU-<uuid>/1/0`): the daemon finds each one's GPU.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_ids: Vec<String>,
     /// Slurm's topology address of this node (`SLURM_TOPOLOGY_ADDR`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_addr: Option<String>,
@@ -372,6 +377,7 @@ mod tests {
             ranks: vec![2, 3],
             world_size: 4,
             gpus: vec![0, 1],
+            gpu_ids: Vec::new(),
             topology_addr: None,
             timeout_ms: 30_000,
             store_port: None,

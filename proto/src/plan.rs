@@ -55,6 +55,11 @@ pub struct RankPlan {
     /// GPU index on its host, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<u32>,
+    /// Its entry in the list of devices the step was granted (`CUDA_VISIBLE_DEVICES` and
+    /// its like, in their order): each such variable is narrowed to its entry at this position,
+    /// in the form it was given (index, UUID or MIG instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_slot: Option<u32>,
     /// NICs (names) it should use, closest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<String>,

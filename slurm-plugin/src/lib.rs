@@ -142,6 +142,8 @@ struct StepData {
     plan: StepPlan,
     plan_path: String,
     bind: Bind,
+    /// The step's device variables, narrowed for each task to its own GPU.
+    devices: Vec<(String, Vec<String>)>,
     socket: std::path::PathBuf,
     key: (u32, u32, u32),
     uid: u32,
@@ -227,7 +229,7 @@ pub extern "C" fn slurm_spank_init_post_opt(
             return Ok(());
         }
         let mut config = PluginConfig::parse(args.iter().map(String::as_str))?;
-        let mut request = join_request(spank, &config)?;
+        let (mut request, devices) = join_request(spank, &config)?;
         if request.ranks.contains(&0) {
             request.store_port = Some(bind_store()?);
         }
@@ -243,6 +245,7 @@ pub extern "C" fn slurm_spank_init_post_opt(
                     request,
                     config,
                     node,
+                    devices,
                 });
             }
             Err(message) => {
@@ -262,6 +265,8 @@ struct Joined {
     request: JoinRequest,
     config: PluginConfig,
     node: String,
+    /// The step's device variables and their entries, as the step (not a task) has them.
+    devices: Vec<(String, Vec<String>)>,
 }
 
 static JOINED: OnceLock<Joined> = OnceLock::new();
@@ -290,6 +295,7 @@ pub extern "C" fn slurm_spank_user_init(
             request,
             config,
             node,
+            devices,
         } = joined;
         let bind = match ffi::getopt(spank, &OPT_BIND) {
             Some(text) => Bind::parse(&text)?,
@@ -343,6 +349,7 @@ pub extern "C" fn slurm_spank_user_init(
             plan: plan.clone(),
             plan_path,
             bind,
+            devices: devices.clone(),
             socket: config.socket.clone(),
             key: (request.job_id, request.step_id, request.attempt),
             uid: request.uid,
@@ -374,7 +381,11 @@ fn launch_count(spank: Spank) -> u32 {
     item.max(env)
 }
 
-fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, String> {
+/// A step's device variables (`CUDA_VISIBLE_DEVICES` and its like) with their entries.
+type DeviceLists = Vec<(String, Vec<String>)>;
+
+/// The join request for this node's part of the step, and the step's device variables.
+fn join_request(spank: Spank, config: &PluginConfig) -> Result<(JoinRequest, DeviceLists), String> {
     let job_id = ffi::get_u32(spank, item::S_JOB_ID)?;
     let step_id = ffi::get_u32(spank, item::S_JOB_STEPID)?;
     let node_index = ffi::get_u32(spank, item::S_JOB_NODEID)?;
@@ -396,20 +407,8 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
     let ranks = (0..local_tasks)
         .map(|local| ffi::local_to_global(spank, local))
         .collect::<Result<Vec<u32>, String>>()?;
-    let gpus = ffi::getenv(spank, "CUDA_VISIBLE_DEVICES")
-        .map(|list| {
-            list.split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.trim()
-                        .parse::<u32>()
-                        .map_err(|_| format!("CUDA_VISIBLE_DEVICES={list}: not GPU indices"))
-                })
-                .collect::<Result<Vec<u32>, String>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
-    Ok(JoinRequest {
+    let granted = env::granted(|name| ffi::getenv(spank, name));
+    let request = JoinRequest {
         job_id,
         step_id,
         attempt,
@@ -417,12 +416,14 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<JoinRequest, Stri
         node_index,
         ranks,
         world_size,
-        gpus,
+        gpus: granted.gpus,
+        gpu_ids: granted.ids,
         topology_addr: ffi::getenv(spank, "SLURM_TOPOLOGY_ADDR"),
         timeout_ms: u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
         store_port: None,
         uid,
-    })
+    };
+    Ok((request, granted.lists))
 }
 
 /// The rendezvous store's socket, bound on the node of rank 0 before the join and handed to
@@ -485,7 +486,9 @@ pub extern "C" fn slurm_spank_task_init(
             return Ok(());
         };
         let rank = ffi::get_u32(spank, item::S_TASK_GLOBAL_ID)?;
-        for (name, value) in env::task_env(&step.plan, &step.plan_path, rank, step.bind)? {
+        for (name, value) in
+            env::task_env(&step.plan, &step.plan_path, rank, step.bind, &step.devices)?
+        {
             ffi::setenv(spank, &name, &value)?;
         }
         if step.nccl_hints {

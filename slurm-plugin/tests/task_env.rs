@@ -6,7 +6,7 @@
 use cohort_proto::daemon::StepPlan;
 use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
 use spank_cohort::args::Bind;
-use spank_cohort::env::task_env;
+use spank_cohort::env::{granted, task_env, Granted};
 
 fn step() -> StepPlan {
     let rank = |rank: u32, host: &str, local_rank: u32| RankPlan {
@@ -14,6 +14,7 @@ fn step() -> StepPlan {
         host: host.into(),
         local_rank,
         gpu: Some(local_rank),
+        device_slot: Some(local_rank),
         nics: vec![format!("mlx5_{local_rank}")],
         address: "10.0.0.1".into(),
         cpus: "0-3".into(),
@@ -32,9 +33,16 @@ fn step() -> StepPlan {
     }
 }
 
+fn lists(cuda: &str) -> Vec<(String, Vec<String>)> {
+    vec![(
+        "CUDA_VISIBLE_DEVICES".to_owned(),
+        cuda.split(',').map(str::to_owned).collect(),
+    )]
+}
+
 #[test]
 fn a_task_gets_its_rank_gpu_nic_and_the_torch_variables() {
-    let env = task_env(&step(), "/tmp/p.json", 1, Bind::All).unwrap();
+    let env = task_env(&step(), "/tmp/p.json", 1, Bind::All, &lists("0,1")).unwrap();
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("COHORT_RANK"), Some("1"));
     assert_eq!(get("COHORT_WORLD_SIZE"), Some("3"));
@@ -47,7 +55,69 @@ fn a_task_gets_its_rank_gpu_nic_and_the_torch_variables() {
     assert_eq!(get("RANK"), Some("1"));
     assert_eq!(get("MASTER_ADDR"), Some("10.0.0.1"));
     assert_eq!(get("MASTER_PORT"), Some("40001"));
-    let unbound = task_env(&step(), "/tmp/p.json", 1, Bind::None).unwrap();
+    let unbound = task_env(&step(), "/tmp/p.json", 1, Bind::None, &lists("0,1")).unwrap();
     assert!(!unbound.iter().any(|(n, _)| n == "CUDA_VISIBLE_DEVICES"));
-    assert!(task_env(&step(), "/tmp/p.json", 7, Bind::All).is_err());
+    assert!(task_env(&step(), "/tmp/p.json", 7, Bind::All, &[]).is_err());
+}
+
+#[test]
+fn device_lists_are_narrowed_in_the_form_slurm_gave_them() {
+    // UUIDs and an AMD list beside them: each variable gets the task's own entry.
+    let devices = vec![
+        (
+            "CUDA_VISIBLE_DEVICES".to_owned(),
+            vec!["GPU-aaaa".to_owned(), "GPU-bbbb".to_owned()],
+        ),
+        (
+            "ROCR_VISIBLE_DEVICES".to_owned(),
+            vec!["4".to_owned(), "5".to_owned()],
+        ),
+    ];
+    let env = task_env(&step(), "/p", 1, Bind::Gpu, &devices).unwrap();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("CUDA_VISIBLE_DEVICES"), Some("GPU-bbbb"));
+    assert_eq!(get("ROCR_VISIBLE_DEVICES"), Some("5"));
+    // A list too short for the task's slot is left as Slurm set it.
+    let short = task_env(&step(), "/p", 1, Bind::All, &lists("GPU-aaaa")).unwrap();
+    assert!(!short.iter().any(|(n, _)| n == "CUDA_VISIBLE_DEVICES"));
+}
+
+#[test]
+fn the_granted_gpus_come_from_indices_slurm_indices_or_names() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    assert_eq!(granted(env(&[])), Granted::default());
+    // Plain indices.
+    let g = granted(env(&[("CUDA_VISIBLE_DEVICES", "2,3")]));
+    assert_eq!((g.gpus, g.ids), (vec![2, 3], Vec::<String>::new()));
+    // Renumbered inside a device cgroup: Slurm's own indices name the GPUs; the list narrows.
+    let g = granted(env(&[
+        ("CUDA_VISIBLE_DEVICES", "0,1"),
+        ("SLURM_STEP_GPUS", "2,3"),
+    ]));
+    assert_eq!(g.gpus, vec![2, 3]);
+    assert_eq!(g.lists, lists("0,1"));
+    // UUIDs and MIG instances: the daemon finds their GPUs.
+    let g = granted(env(&[(
+        "CUDA_VISIBLE_DEVICES",
+        "GPU-aaaa,MIG-GPU-bbbb/1/0",
+    )]));
+    assert_eq!(g.gpus, Vec::<u32>::new());
+    assert_eq!(g.ids, ["GPU-aaaa", "MIG-GPU-bbbb/1/0"]);
+    // AMD: ROCR_VISIBLE_DEVICES alone.
+    let g = granted(env(&[("ROCR_VISIBLE_DEVICES", "1")]));
+    assert_eq!(g.gpus, vec![1]);
+    assert_eq!(g.lists[0].0, "ROCR_VISIBLE_DEVICES");
+    // Slurm's indices of another length than the list are not the list's.
+    let g = granted(env(&[
+        ("CUDA_VISIBLE_DEVICES", "GPU-aaaa"),
+        ("SLURM_JOB_GPUS", "0,1"),
+    ]));
+    assert_eq!(g.ids, ["GPU-aaaa"]);
 }

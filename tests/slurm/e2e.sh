@@ -103,6 +103,18 @@ out=$(timeout 60 srun -N4 --ntasks-per-node=4 --gpus-per-task=1 --cohort sh -c \
 mine=$(NCCL_IB_HCA=mlx5_9 timeout 60 srun -N2 --ntasks-per-node=1 --cohort sh -c 'echo "$NCCL_IB_HCA"' 2>&1)
 [[ $(echo "$mine" | sort -u) == mlx5_9 ]] || fail "the user's NCCL_IB_HCA was not kept:\n$mine"
 ok "NCCL hints on every rank: its HCA, its interface, its node's topology file; the user's value kept"
+# 1c. Device lists as Slurm hands them out: this Slurm sets NVIDIA's CUDA_VISIBLE_DEVICES and
+#     AMD's ROCR_VISIBLE_DEVICES for its (fake) GPUs; each is narrowed to the task's own entry,
+#     and --cohort-bind=none leaves both whole, LOCAL_RANK choosing. (UUID and MIG lists, which
+#     this Slurm never hands out and blanks when a user sets them, are tested through the
+#     plugin's reading of the list and the daemons' plan cases.)
+out=$(timeout 60 srun -N1 -n2 -w node1 --gpus-per-node=2 --cohort sh -c \
+    'echo "$COHORT_RANK $CUDA_VISIBLE_DEVICES $ROCR_VISIBLE_DEVICES $COHORT_NIC"' 2>&1)
+[[ $(echo "$out" | sort) == $'0 0 0 mlx5_0\n1 1 1 mlx5_1' ]] || fail "narrowed device lists:\n$out"
+out=$(timeout 60 srun -N1 -n2 -w node1 --gpus-per-node=2 --cohort --cohort-bind=none sh -c \
+    'echo "$COHORT_RANK $CUDA_VISIBLE_DEVICES $ROCR_VISIBLE_DEVICES $LOCAL_RANK"' 2>&1)
+[[ $(echo "$out" | sort) == $'0 0,1 0,1 0\n1 0,1 0,1 1' ]] || fail "--cohort-bind=none:\n$out"
+ok "device lists: CUDA_VISIBLE_DEVICES and ROCR_VISIBLE_DEVICES narrowed per task, whole with --cohort-bind=none"
 
 # 2. The collectives across nodes (TCP between namespaces), checked; then the sbatch example.
 timeout 120 srun -N4 --ntasks-per-node=2 --cohort "$COHORT" bench allreduce -b 4 -e 1M -f 16 -n 2 -w 1 \

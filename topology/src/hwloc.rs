@@ -78,6 +78,8 @@ struct OsDev {
     name: String,
     kind: Option<OSDeviceType>,
     gpu_model: Option<String>,
+    /// `NVIDIAUUID` (hwloc's NVML component), the name `CUDA_VISIBLE_DEVICES` may use.
+    gpu_uuid: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +213,7 @@ fn walk_io(
                 name: cstr(obj.name()).unwrap_or_default(),
                 kind,
                 gpu_model: cstr(obj.info("GPUModel")),
+                gpu_uuid: cstr(obj.info("NVIDIAUUID")),
             };
             match parent {
                 Some(pci) => walk.osdevs.entry(pci).or_default().push(osdev),
@@ -349,7 +352,7 @@ fn collect_devices(
                     bus_id,
                     vendor,
                     model,
-                    uuid: None,
+                    uuid: devs.iter().find_map(|dev| dev.gpu_uuid.clone()),
                     nvlinks: Vec::new(),
                     sources: vec![source],
                 },

@@ -116,6 +116,7 @@ impl Topology {
                     address: options.address.clone(),
                     cpus: cpus.to_string(),
                     nccl_topo: None,
+                    device_slot: None,
                 }
             })
             .collect();
@@ -129,6 +130,43 @@ impl Topology {
 }
 
 impl Topology {
+    /// The index of the GPU a device-list entry names: a GPU index, `GPU-<uuid>` (or, as CUDA
+    /// accepts, a prefix naming one GPU alone) or an old-style MIG instance
+    /// `MIG-GPU-<uuid>/<gi>/<ci>` (its GPU's). A new-style `MIG-<uuid>` does not name its GPU.
+    pub fn gpu_named(&self, id: &str) -> Result<u32, String> {
+        let id = id.trim();
+        if let Ok(index) = id.parse::<u32>() {
+            return self
+                .gpu(index)
+                .map(|gpu| gpu.index)
+                .ok_or_else(|| format!("{id}: this node has no GPU {index}"));
+        }
+        let uuid = match id.strip_prefix("MIG-") {
+            Some(rest) if rest.starts_with("GPU-") => rest.split('/').next().unwrap_or(rest),
+            Some(_) => {
+                return Err(format!(
+                    "{id}: a MIG instance's UUID does not say which GPU holds it; give the step GPU indices or MIG-GPU-<uuid>/<gi>/<ci> names"
+                ))
+            }
+            None if id.starts_with("GPU-") => id,
+            None => return Err(format!("{id}: neither a GPU index nor a GPU-<uuid> name")),
+        };
+        let matching: Vec<u32> = self
+            .gpus
+            .iter()
+            .filter(|gpu| gpu.uuid.as_deref().is_some_and(|u| u.starts_with(uuid)))
+            .map(|gpu| gpu.index)
+            .collect();
+        match matching.as_slice() {
+            [index] => Ok(*index),
+            [] if self.gpus.iter().all(|gpu| gpu.uuid.is_none()) => Err(format!(
+                "{id}: this node's topology has no GPU UUIDs (NVML or hwloc's NVML component gives them)"
+            )),
+            [] => Err(format!("{id}: none of this node's GPUs has this UUID")),
+            _ => Err(format!("{uuid}: names {} GPUs; give more of the UUID", matching.len())),
+        }
+    }
+
     /// `NCCL_IB_HCA` entries (`device:port`) for the NICs named, in order: those NCCL drives
     /// over verbs (InfiniBand, RoCE; EFA goes through its own plugin, iWARP is not NCCL's),
     /// each with its first active port, else its first port, else port 1.

@@ -192,3 +192,32 @@ fn every_real_machine_gives_each_gpu_its_hcas_and_none_looks_virtualised() {
         assert_eq!(with, gpus_with_hcas, "{file}: {:?}", plan.ranks);
     }
 }
+
+#[test]
+fn dgx2_gpus_carry_their_uuids_and_are_found_by_them() {
+    let Some(topo) = real_fixture("dgx2_16xV100.hwloc.xml") else {
+        return;
+    };
+    assert!(topo
+        .gpus
+        .iter()
+        .all(|gpu| gpu.uuid.as_deref().is_some_and(|u| u.starts_with("GPU-"))));
+    for gpu in &topo.gpus {
+        let uuid = gpu.uuid.clone().unwrap();
+        assert_eq!(topo.gpu_named(&uuid), Ok(gpu.index));
+        // CUDA accepts a prefix that names one GPU alone; an old-style MIG name, its GPU's.
+        assert_eq!(topo.gpu_named(&uuid[..20]), Ok(gpu.index));
+        assert_eq!(topo.gpu_named(&format!("MIG-{uuid}/1/0")), Ok(gpu.index));
+    }
+    assert!(topo
+        .gpu_named("GPU-")
+        .unwrap_err()
+        .contains("names 16 GPUs"));
+    assert!(topo
+        .gpu_named("GPU-00000000")
+        .unwrap_err()
+        .contains("none of this node's GPUs"));
+    assert_eq!(topo.gpu_named("15"), Ok(15));
+    assert!(topo.gpu_named("16").unwrap_err().contains("no GPU 16"));
+    assert!(topo.gpu_named("nvidia0").unwrap_err().contains("neither"));
+}
