@@ -436,6 +436,13 @@ fn status(socket: &Path) -> Result<ExitCode> {
             status.steps.join(", ")
         }
     ))?;
+    if !status.gpus.is_empty() {
+        let mut text = String::from("GPUs of running steps:\n");
+        for line in &status.gpus {
+            text.push_str(&format!("  {line}\n"));
+        }
+        write_out(&text)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) node: NodeContext,
     /// How long a connection may stay silent (between requests, or within one).
     pub(crate) idle: Duration,
+    /// The GPU accounting of the running steps.
+    pub(crate) accounts: Arc<std::sync::Mutex<crate::accounting::Accounts>>,
 }
 
 /// The next request: `Ok(None)` when the client closed the connection or stayed silent too
@@ -176,7 +178,8 @@ pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option
                     .await
                     .map_err(JoinError::Failed)
             };
-            if result.is_ok() && !leader {
+            if let (Ok(plan), false) = (&result, leader) {
+                let (gpus, local) = crate::gang::local_gpus(&plan.plan, &shared.node.node);
                 let _ = shared
                     .gang
                     .send(GangCommand::Started {
@@ -184,6 +187,8 @@ pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option
                         nodes,
                         ranks,
                         uid,
+                        gpus,
+                        local,
                     })
                     .await;
             }
@@ -242,12 +247,22 @@ pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option
             } else {
                 Vec::new()
             };
-            status(shared, snapshot.as_deref(), steps)
+            let gpus = shared
+                .accounts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .lines(uid, crate::accounting::now());
+            status(shared, snapshot.as_deref(), steps, gpus)
         }
     }
 }
 
-fn status(shared: &Shared, snapshot: Option<&Snapshot>, steps: Vec<String>) -> Response {
+fn status(
+    shared: &Shared,
+    snapshot: Option<&Snapshot>,
+    steps: Vec<String>,
+    gpus: Vec<String>,
+) -> Response {
     Response::Status(StatusDoc {
         daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
         hostname: snapshot
@@ -263,5 +278,6 @@ fn status(shared: &Shared, snapshot: Option<&Snapshot>, steps: Vec<String>) -> R
             .map_or_else(|| "not discovered".to_owned(), |s| s.summary.clone()),
         discovered_at: snapshot.as_ref().map_or(0, |s| s.discovered_at),
         steps,
+        gpus,
     })
 }

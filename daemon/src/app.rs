@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn, Instrument};
 
+use cohort_topology::gpu_sample::{GpuSampler, NvmlSampler, ScriptedSampler};
+
+use crate::accounting::Accounts;
 use crate::api::{self, Shared};
 use crate::config::{Config, TopologySource};
 use crate::{gang, limits, topo};
@@ -51,6 +54,85 @@ fn bind(path: &Path) -> Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("setting the mode of {}", path.display()))?;
     Ok(listener)
+}
+
+/// The GPU sampler the configuration asks for: a script, or NVML.
+fn sampler(settings: &crate::config::Accounting) -> Result<Box<dyn GpuSampler>, String> {
+    match &settings.scripted_gpus {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let script = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: not a GPU sample script: {e}", path.display()))?;
+            info!(script = %path.display(), "GPU accounting replays scripted samples, not NVML");
+            Ok(Box::new(ScriptedSampler::new(script)))
+        }
+        None => Ok(Box::new(NvmlSampler::new()?)),
+    }
+}
+
+/// Samples the running steps' GPUs every `interval`, off the runtime's threads (NVML blocks),
+/// and logs what is newly flagged.
+async fn account_gpus(
+    sampler: Box<dyn GpuSampler>,
+    accounts: Arc<std::sync::Mutex<Accounts>>,
+    gang: tokio::sync::mpsc::Sender<gang::GangCommand>,
+    topology: watch::Receiver<Option<Arc<topo::Snapshot>>>,
+    interval: Duration,
+) {
+    let sampler = Arc::new(std::sync::Mutex::new(sampler));
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (respond, answer) = tokio::sync::oneshot::channel();
+        if gang
+            .send(gang::GangCommand::RunningGpus { respond })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let Ok(running) = answer.await else { return };
+        let snapshot = topology.borrow().clone();
+        // (step, owner, GPU index, bus id) of every GPU to sample.
+        let wanted: Vec<(gang::StepKey, u32, u32, String)> = running
+            .iter()
+            .flat_map(|(key, uid, gpus)| {
+                let snapshot = snapshot.clone();
+                gpus.iter().filter_map(move |&gpu| {
+                    let bus_id = snapshot.as_ref()?.topology.gpu(gpu)?.bus_id.to_string();
+                    Some((*key, *uid, gpu, bus_id))
+                })
+            })
+            .collect();
+        let keys: Vec<gang::StepKey> = running.iter().map(|(key, _, _)| *key).collect();
+        let sampler = Arc::clone(&sampler);
+        let sampled = tokio::task::spawn_blocking(move || {
+            let mut sampler = sampler
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            wanted
+                .into_iter()
+                .map(|(key, uid, gpu, bus_id)| {
+                    let sample = sampler.sample(&bus_id);
+                    (key, uid, gpu, bus_id, sample)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let now = crate::accounting::now();
+        let mut accounts = accounts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        accounts.retain(&keys);
+        for (key, uid, gpu, bus_id, sample) in sampled {
+            for flag in accounts.record(key, uid, gpu, &bus_id, sample, now) {
+                warn!("{flag}");
+            }
+        }
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; `key` is the cluster key.
@@ -105,12 +187,30 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
             }
         }
     });
+    let accounts = Arc::new(std::sync::Mutex::new(Accounts::new(
+        config.accounting.clone(),
+    )));
+    if config.accounting.interval > 0 {
+        match sampler(&config.accounting) {
+            Ok(sampler) => {
+                tokio::spawn(account_gpus(
+                    sampler,
+                    Arc::clone(&accounts),
+                    gang_tx.clone(),
+                    topology_rx.clone(),
+                    Duration::from_secs(config.accounting.interval),
+                ));
+            }
+            Err(e) => info!("GPU accounting off: {e}"),
+        }
+    }
     let shared = Arc::new(Shared {
         started,
         topology: topology_rx,
         gang: gang_tx.clone(),
         node,
         idle: config.limits.idle_timeout,
+        accounts,
     });
 
     // Rediscovery runs in a task of its own, so that the daemon keeps accepting connections

@@ -54,6 +54,30 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    accounting: RawAccounting,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccounting {
+    interval: Option<u64>,
+    idle_below: Option<u32>,
+    idle_after: Option<u64>,
+    scripted_gpus: Option<PathBuf>,
+}
+
+/// The GPU accounting's settings (`[accounting]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Accounting {
+    /// Seconds between two samples of the running steps' GPUs; 0 turns accounting off.
+    pub(crate) interval: u64,
+    /// Utilisation (percent) below which an allocated GPU counts as idle.
+    pub(crate) idle_below: u32,
+    /// Seconds a GPU stays idle before it is flagged.
+    pub(crate) idle_after: u64,
+    /// Samples replayed instead of NVML's, on machines without GPUs (tests, demonstrations).
+    pub(crate) scripted_gpus: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +166,8 @@ pub(crate) struct Config {
     pub(crate) log_filter: String,
     /// Log format; `COHORT_LOG_FORMAT` overrides it.
     pub(crate) log_format: LogFormat,
+    /// GPU accounting.
+    pub(crate) accounting: Accounting,
 }
 
 impl Default for Config {
@@ -167,6 +193,14 @@ impl Default for Config {
             },
             log_filter: "info".to_owned(),
             log_format: LogFormat::Plain,
+            // A sample every 5 s costs little (a few NVML calls per GPU) and sees a stalled
+            // job within the minute; 10 idle minutes is long past any data loader's stall.
+            accounting: Accounting {
+                interval: 5,
+                idle_below: 5,
+                idle_after: 600,
+                scripted_gpus: None,
+            },
         }
     }
 }
@@ -265,6 +299,29 @@ impl Config {
         if raw.node_name.as_deref() == Some("") {
             return Err(invalid("node_name", "empty".into()));
         }
+        let accounting = Accounting {
+            interval: raw
+                .accounting
+                .interval
+                .unwrap_or(defaults.accounting.interval),
+            idle_below: match raw.accounting.idle_below {
+                Some(n) if n > 100 => {
+                    return Err(invalid(
+                        "accounting.idle_below",
+                        format!("{n} is not a percentage (0-100)"),
+                    ))
+                }
+                Some(n) => n,
+                None => defaults.accounting.idle_below,
+            },
+            idle_after: positive(
+                "accounting.idle_after",
+                raw.accounting.idle_after,
+                defaults.accounting.idle_after,
+                "flag every GPU at once",
+            )?,
+            scripted_gpus: raw.accounting.scripted_gpus,
+        };
         Ok(Config {
             node_name: raw.node_name,
             peer_nodes,
@@ -276,6 +333,7 @@ impl Config {
             limits,
             log_filter: raw.log.filter.unwrap_or(defaults.log_filter),
             log_format,
+            accounting,
         })
     }
 }
@@ -305,7 +363,7 @@ mod tests {
                 Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
                 _ => line,
             })
-            .filter(|line| !line.starts_with("node_name"))
+            .filter(|line| !line.starts_with("node_name") && !line.starts_with("scripted_gpus"))
             .filter(|line| !line.starts_with("[peer.nodes]") && !line.starts_with("gpu001"))
             .map(|line| format!("{line}\n"))
             .collect();
@@ -349,6 +407,10 @@ mod tests {
             "idle_timeout",
             "filter",
             "format",
+            "interval",
+            "idle_below",
+            "idle_after",
+            "scripted_gpus",
         ] {
             assert!(
                 page.contains(&format!(".BR {key} ")) || page.contains(&format!(".B {key}")),
@@ -359,7 +421,14 @@ mod tests {
                 "{key} missing from packaging/cohortd.toml"
             );
         }
-        for section in ["[peer]", "[peer.nodes]", "[topology]", "[limits]", "[log]"] {
+        for section in [
+            "[peer]",
+            "[peer.nodes]",
+            "[topology]",
+            "[limits]",
+            "[log]",
+            "[accounting]",
+        ] {
             assert!(
                 page.contains(section),
                 "{section} missing from cohortd.toml(5)"

@@ -120,6 +120,9 @@ pub fn local_api(data: &[u8]) -> Vec<u8> {
             gang: gang_tx,
             node,
             idle: Duration::from_millis(50),
+            accounts: Arc::new(std::sync::Mutex::new(crate::accounting::Accounts::new(
+                crate::config::Config::default().accounting,
+            ))),
         });
         let (mut reader, mut writer) = client.split();
         // Writes while the server reads (a large input does not fit the socket buffer), then

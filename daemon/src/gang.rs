@@ -93,6 +93,10 @@ pub(crate) enum GangCommand {
         nodes: Vec<String>,
         ranks: usize,
         uid: u32,
+        /// This node's ranks' GPUs.
+        gpus: Vec<u32>,
+        /// This node's ranks.
+        local: usize,
     },
     /// A local task ended.
     TaskExit { exit: TaskExit },
@@ -108,6 +112,11 @@ pub(crate) enum GangCommand {
     ListSteps {
         uid: Option<u32>,
         respond: oneshot::Sender<Vec<String>>,
+    },
+    /// The steps running on this node with their owner and this node's GPUs, for the GPU
+    /// accounting.
+    RunningGpus {
+        respond: oneshot::Sender<Vec<(StepKey, u32, Vec<u32>)>>,
     },
     /// Check deadlines.
     Tick,
@@ -132,7 +141,9 @@ impl GangCommand {
             GangCommand::TaskExit { exit } => Some((exit.job_id, exit.step_id, exit.attempt)),
             #[cfg(test)]
             GangCommand::Panic { key } => Some(*key),
-            GangCommand::ListSteps { .. } | GangCommand::Tick => None,
+            GangCommand::ListSteps { .. } | GangCommand::RunningGpus { .. } | GangCommand::Tick => {
+                None
+            }
         }
     }
 }
@@ -143,6 +154,10 @@ struct StepRecord {
     uid: u32,
     nodes: Vec<String>,
     ranks: usize,
+    /// This node's ranks' GPUs.
+    gpus: Vec<u32>,
+    /// This node's ranks.
+    local: usize,
     ended: usize,
     failed: Vec<(u32, String, i32)>,
 }
@@ -303,7 +318,22 @@ impl Actor {
                 nodes,
                 ranks,
                 uid,
-            } => remember(&mut self.records, key, nodes, ranks, uid),
+                gpus,
+                local,
+            } => remember(
+                &mut self.records,
+                key,
+                StepRecord::new(uid, nodes, ranks, gpus, local),
+            ),
+            GangCommand::RunningGpus { respond } => {
+                let running = self
+                    .records
+                    .iter()
+                    .filter(|(_, r)| r.failed.is_empty() && r.ended < r.local && !r.gpus.is_empty())
+                    .map(|(key, r)| (*key, r.uid, r.gpus.clone()))
+                    .collect();
+                let _ = respond.send(running);
+            }
             GangCommand::TaskExit { exit } => self.task_exit(&exit),
             GangCommand::PeerTaskFailed {
                 key,
@@ -431,12 +461,17 @@ impl Actor {
             return;
         };
         if let (Outcome::Plan(plan), Some((request, _, _))) = (&outcome, &gang.leader) {
+            let (gpus, local) = local_gpus(&plan.plan, &self.ctx.node);
             remember(
                 &mut self.records,
                 key,
-                request.nodes.clone(),
-                plan.plan.ranks.len(),
-                request.uid,
+                StepRecord::new(
+                    request.uid,
+                    request.nodes.clone(),
+                    plan.plan.ranks.len(),
+                    gpus,
+                    local,
+                ),
             );
         }
         if let Some(gang) = self.gangs.remove(&key) {
@@ -469,23 +504,32 @@ fn describe((job, step, attempt): StepKey, record: &StepRecord) -> String {
     )
 }
 
-fn remember(
-    records: &mut BTreeMap<StepKey, StepRecord>,
-    key: StepKey,
-    nodes: Vec<String>,
-    ranks: usize,
-    uid: u32,
-) {
-    records.insert(
-        key,
+impl StepRecord {
+    fn new(uid: u32, nodes: Vec<String>, ranks: usize, gpus: Vec<u32>, local: usize) -> Self {
         StepRecord {
             uid,
             nodes,
             ranks,
+            gpus,
+            local,
             ended: 0,
             failed: Vec::new(),
-        },
-    );
+        }
+    }
+}
+
+/// The GPUs of `node`'s ranks in `plan` (each once) and how many ranks it runs.
+pub(crate) fn local_gpus(plan: &cohort_proto::plan::Plan, node: &str) -> (Vec<u32>, usize) {
+    let mine: Vec<&cohort_proto::plan::RankPlan> =
+        plan.ranks.iter().filter(|r| r.host == node).collect();
+    let mut gpus: Vec<u32> = mine.iter().filter_map(|r| r.gpu).collect();
+    gpus.sort_unstable();
+    gpus.dedup();
+    (gpus, mine.len())
+}
+
+fn remember(records: &mut BTreeMap<StepKey, StepRecord>, key: StepKey, record: StepRecord) {
+    records.insert(key, record);
     while records.len() > RECORDS {
         records.pop_first();
     }
@@ -932,6 +976,8 @@ mod tests {
                     nodes: vec!["n0".into(), "n1".into()],
                     ranks: 2,
                     uid,
+                    gpus: vec![0],
+                    local: 1,
                 })
                 .await
                 .unwrap();

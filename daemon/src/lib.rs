@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accounting;
 mod api;
 mod app;
 mod bench;

@@ -361,6 +361,38 @@ pub struct StatusDoc {
     /// running`), newest last.
     #[serde(default)]
     pub steps: Vec<String>,
+    /// The running steps' GPUs, one line each (`12.0 attempt 0 GPU 0 (0000:17:00.0); util 97%
+    /// now, 88% mean of 40 sample(s); ...`), with `IDLE for N s`, `ECC ERRORS +N` and `XID N`
+    /// where a GPU is flagged; a user sees their own steps'.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+}
+
+/// One GPU at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuSample {
+    /// Percent of the last sample period a kernel ran (NVML's utilisation).
+    pub util: u32,
+    /// Memory in use, bytes.
+    pub memory_used: u64,
+    /// Memory in all, bytes.
+    pub memory_total: u64,
+    /// Power draw, milliwatts, where the GPU reports it.
+    #[serde(default)]
+    pub power_mw: Option<u32>,
+    /// Temperature, degrees Celsius, where reported.
+    #[serde(default)]
+    pub temperature_c: Option<u32>,
+    /// Why the clocks are held down now, other than idleness (`sw_power_cap`,
+    /// `hw_thermal_slowdown`, ...).
+    #[serde(default)]
+    pub throttle: Vec<String>,
+    /// Uncorrected ECC errors since the driver loaded, where ECC is on.
+    #[serde(default)]
+    pub ecc_uncorrected: Option<u64>,
+    /// Xid errors since the previous sample.
+    #[serde(default)]
+    pub xids: Vec<u64>,
 }
 
 #[cfg(test)]

@@ -94,6 +94,30 @@ done
 topology=$ROOT/../shared/fixtures/topologies/juwels-booster_4xA100_4xHDR.hwloc.xml
 [[ -f $topology ]] || topology=$ROOT/topology/test_data/hgx-2s-8gpu-8nic.nccl.xml
 
+# These nodes have no GPUs: cohortd's GPU accounting replays scripted samples of the
+# topology's GPUs instead of reading NVML (cohortd.toml's [accounting] scripted_gpus): GPU 0
+# busy, GPU 1 idle, GPU 2 gaining uncorrected ECC errors, GPU 3 reporting Xid 79.
+"$ROOT/target/release/cohort" topo --from "$topology" --json | python3 -c '
+import json, sys
+gpus = json.load(sys.stdin)["gpus"]
+def sample(util, **extra):
+    return dict(util=util, memory_used=20 << 30, memory_total=40 << 30, power_mw=250000,
+                temperature_c=55, **extra)
+script = {}
+for gpu in gpus:
+    i = gpu["index"]
+    if i == 1:
+        samples = [sample(0)]
+    elif i == 2:
+        samples = [sample(90, ecc_uncorrected=0), sample(90, ecc_uncorrected=2)]
+    elif i == 3:
+        samples = [sample(90), sample(90, xids=[79])]
+    else:
+        samples = [sample(97)]
+    script[gpu["bus_id"]] = samples
+json.dump(script, open(sys.argv[1], "w"), indent=1)
+' "$L/etc/scripted-gpus.json"
+
 cat > "$L/etc/slurm.conf" <<EOF
 ClusterName=cohort
 SlurmctldHost=localhost(10.99.0.1)
@@ -149,6 +173,10 @@ for node in "${NODES[@]}"; do
         for i in 1 2 3 4; do echo "node$i = \"10.99.0.1$i:7107\""; done
         echo "[topology]"
         echo "source = \"$topology\""
+        echo "[accounting]"
+        echo "interval = 1"
+        echo "idle_after = 3"
+        echo "scripted_gpus = \"$L/etc/scripted-gpus.json\""
     } > "$L/etc/cohortd-$node.toml"
     start_cohortd "$node"
     nsenter --net="/run/netns/$NETNS_PREFIX$node" unshare --uts sh -c \

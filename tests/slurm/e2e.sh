@@ -115,6 +115,35 @@ out=$(timeout 60 srun -N1 -n2 -w node1 --gpus-per-node=2 --cohort --cohort-bind=
     'echo "$COHORT_RANK $CUDA_VISIBLE_DEVICES $ROCR_VISIBLE_DEVICES $LOCAL_RANK"' 2>&1)
 [[ $(echo "$out" | sort) == $'0 0,1 0,1 0\n1 0,1 0,1 1' ]] || fail "--cohort-bind=none:\n$out"
 ok "device lists: CUDA_VISIBLE_DEVICES and ROCR_VISIBLE_DEVICES narrowed per task, whole with --cohort-bind=none"
+# 1d. GPU accounting: node1's cohortd samples the step's four GPUs every second (scripted
+#     samples, these nodes having no GPUs; see cluster.sh): `cohort status` shows each with its
+#     utilisation, the idle GPU, the ECC errors and the Xid flagged, the daemon's log says so,
+#     another user sees none of it, and the GPUs leave the status with the step.
+timeout 60 srun -N1 -n4 -w node1 --gpus-per-task=1 --cohort sleep 7 > "$L/acct-step.out" 2>&1 &
+acct_step=$!
+for _ in $(seq 1 100); do
+    "$COHORT" status --socket "$L/run/node1/cohortd.sock" > "$L/acct.out" 2>&1 || true
+    grep -q "IDLE for" "$L/acct.out" && grep -q "XID 79" "$L/acct.out" \
+        && grep -q "GPU 1 allocated but idle for" "$L/log/cohortd-node1.log" && break
+    sleep 0.1
+done
+grep -q "GPU 0 (.*); util 97% now" "$L/acct.out" || fail "GPU 0's utilisation:\n$(cat "$L/acct.out")"
+grep -q "GPU 1 (.*); util 0% now.*IDLE for [0-9]* s" "$L/acct.out" || fail "GPU 1 idle:\n$(cat "$L/acct.out")"
+grep -q "GPU 2 (.*ECC ERRORS +2" "$L/acct.out" || fail "GPU 2's ECC errors:\n$(cat "$L/acct.out")"
+grep -q "GPU 3 (.*XID 79" "$L/acct.out" || fail "GPU 3's Xid:\n$(cat "$L/acct.out")"
+grep -q "GPU 1 allocated but idle for" "$L/log/cohortd-node1.log" \
+    || fail "the daemon's log does not flag the idle GPU:\n$(tail -n 20 "$L/log/cohortd-node1.log")"
+grep -q "GPU 3 reported Xid 79" "$L/log/cohortd-node1.log" || fail "no Xid in the daemon's log"
+other=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$COHORT" status --socket "$L/run/node1/cohortd.sock" 2>&1)
+[[ $other != *"GPU 0"* ]] || fail "another user sees the step's GPUs:\n$other"
+wait "$acct_step" || fail "the accounted step failed:\n$(cat "$L/acct-step.out")"
+for _ in $(seq 1 50); do
+    "$COHORT" status --socket "$L/run/node1/cohortd.sock" > "$L/acct.out" 2>&1
+    grep -q "GPUs of running steps" "$L/acct.out" || break
+    sleep 0.1
+done
+! grep -q "GPUs of running steps" "$L/acct.out" || fail "the ended step's GPUs are still shown:\n$(cat "$L/acct.out")"
+ok "GPU accounting: utilisation per GPU, the idle one, ECC and Xid errors flagged in status and log; only root sees them"
 
 # 2. The collectives across nodes (TCP between namespaces), checked; then the sbatch example.
 timeout 120 srun -N4 --ntasks-per-node=2 --cohort "$COHORT" bench allreduce -b 4 -e 1M -f 16 -n 2 -w 1 \

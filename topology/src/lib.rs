@@ -14,6 +14,7 @@ pub mod assign;
 pub mod cpus;
 pub mod discover;
 pub mod doctor;
+pub mod gpu_sample;
 mod hwloc;
 pub mod load;
 pub mod model;
