@@ -188,8 +188,7 @@ fn drive(
             bail!("sbatch is not available here: run the search on a Slurm login node, or give --local N to run its trials on this machine");
         }
         let search_dir = controller.experiment().search_dir();
-        let launcher =
-            SlurmLauncher::new(spec.clone(), cwd, search_dir.path()).map_err(anyhow::Error::msg)?;
+        let launcher = SlurmLauncher::new(spec.clone(), cwd, search_dir.path());
         (
             Box::new(launcher),
             SlurmLauncher::INTERVAL,

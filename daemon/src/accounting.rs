@@ -32,6 +32,8 @@ struct GpuAccount {
     temperature_max: Option<u32>,
     throttle: BTreeSet<String>,
     ecc_first: Option<u64>,
+    /// The last uncorrected ECC count read (a sample without one leaves it).
+    ecc_last: Option<u64>,
     xids: Vec<u64>,
     /// Since when (seconds) it has been below the idle threshold, while it is.
     idle_since: Option<u64>,
@@ -141,10 +143,9 @@ impl Accounts {
         account.throttle.extend(sample.throttle.iter().cloned());
         if let Some(ecc) = sample.ecc_uncorrected {
             let before = account
-                .last
-                .as_ref()
-                .and_then(|s| s.ecc_uncorrected)
+                .ecc_last
                 .unwrap_or(*account.ecc_first.get_or_insert(ecc));
+            account.ecc_last = Some(ecc);
             if ecc > before {
                 flags.push(Flag::Ecc {
                     key,
@@ -227,9 +228,7 @@ impl Accounts {
                     }
                 }
                 let ecc = a
-                    .last
-                    .as_ref()
-                    .and_then(|s| s.ecc_uncorrected)
+                    .ecc_last
                     .zip(a.ecc_first)
                     .map_or(0, |(last, first)| last.saturating_sub(first));
                 if ecc > 0 {
@@ -336,6 +335,17 @@ mod tests {
                 }
             ]
         );
+        // A sample without the count (NVML failing for a moment) does not count them again.
+        let without = GpuSample {
+            ecc_uncorrected: None,
+            ..with(6, vec![])
+        };
+        assert!(accounts
+            .record(KEY, 1000, 3, "b", Ok(without), 6)
+            .is_empty());
+        assert!(accounts
+            .record(KEY, 1000, 3, "b", Ok(with(6, vec![])), 7)
+            .is_empty());
         let line = &accounts.lines(Some(1000), 10)[0];
         assert!(line.contains("ECC ERRORS +2; XID 79"), "{line}");
         assert!(line.contains("throttled: hw_thermal_slowdown"), "{line}");

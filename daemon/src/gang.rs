@@ -329,7 +329,8 @@ impl Actor {
                 let running = self
                     .records
                     .iter()
-                    .filter(|(_, r)| r.failed.is_empty() && r.ended < r.local && !r.gpus.is_empty())
+                    // A step with a failed rank elsewhere may still hold this node's GPUs.
+                    .filter(|(_, r)| r.ended < r.local && !r.gpus.is_empty())
                     .map(|(key, r)| (*key, r.uid, r.gpus.clone()))
                     .collect();
                 let _ = respond.send(running);

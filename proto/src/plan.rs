@@ -55,6 +55,10 @@ pub struct RankPlan {
     /// GPU index on its host, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<u32>,
+    /// Its GPU's vendor (`nvidia`, `amd`, `other`), where known: AMD's runtime narrows by
+    /// `ROCR_VISIBLE_DEVICES` first and indexes the other lists among what it left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_vendor: Option<String>,
     /// Its entry in the list of devices the step was granted (`CUDA_VISIBLE_DEVICES` and
     /// its like, in their order): each such variable is narrowed to its entry at this position,
     /// in the form it was given (index, UUID or MIG instance).

@@ -50,6 +50,7 @@ class Trial:
     nodes: List[str] = field(default_factory=list)
     checkpoints: int = 0
     last_write: Optional[float] = None
+    slurm_array: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The trial as the CLI's JSON object."""

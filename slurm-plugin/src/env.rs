@@ -56,7 +56,10 @@ pub fn granted(get: impl Fn(&str) -> Option<String>) -> Granted {
             lists,
         };
     };
-    if let Some(gpus) = slurm.filter(|gpus| gpus.len() == names.len()) {
+    // Slurm's indices of MIG instances are its own, not the GPUs': a MIG list is resolved by
+    // its names.
+    let mig = names.iter().any(|name| name.starts_with("MIG-"));
+    if let Some(gpus) = slurm.filter(|gpus| gpus.len() == names.len() && !mig) {
         return Granted {
             gpus,
             ids: Vec::new(),
@@ -78,17 +81,27 @@ pub fn granted(get: impl Fn(&str) -> Option<String>) -> Granted {
 }
 
 /// The device variables narrowed to the task's own GPU: each list's entry at the rank's
-/// slot, in the form the list gave it. A list shorter than the slot is left as it is.
-pub fn narrowed(lists: &[(String, Vec<String>)], slot: Option<u32>) -> Vec<(String, String)> {
+/// slot, in the form the list gave it; a list shorter than the slot is left as it is. On an AMD
+/// GPU, `ROCR_VISIBLE_DEVICES` narrows what the runtime sees, and `HIP_VISIBLE_DEVICES` and
+/// `CUDA_VISIBLE_DEVICES` then index the devices it left: the task's one GPU is their `0`.
+pub fn narrowed(
+    lists: &[(String, Vec<String>)],
+    slot: Option<u32>,
+    amd: bool,
+) -> Vec<(String, String)> {
     let Some(slot) = slot else {
         return Vec::new();
     };
+    let rocr = amd && lists.iter().any(|(var, _)| var == "ROCR_VISIBLE_DEVICES");
     lists
         .iter()
         .filter_map(|(var, entries)| {
-            entries
-                .get(slot as usize)
-                .map(|entry| (var.clone(), entry.clone()))
+            let entry = entries.get(slot as usize)?;
+            if rocr && var != "ROCR_VISIBLE_DEVICES" {
+                Some((var.clone(), "0".to_owned()))
+            } else {
+                Some((var.clone(), entry.clone()))
+            }
         })
         .collect()
 }
@@ -118,7 +131,11 @@ pub fn task_env(
         .collect();
     if matches!(bind, Bind::All | Bind::Gpu) {
         let me = &step.plan.ranks[rank as usize];
-        env.extend(narrowed(devices, me.device_slot));
+        env.extend(narrowed(
+            devices,
+            me.device_slot,
+            me.gpu_vendor.as_deref() == Some("amd"),
+        ));
     }
     Ok(env)
 }

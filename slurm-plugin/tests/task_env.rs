@@ -77,6 +77,16 @@ fn device_lists_are_narrowed_in_the_form_slurm_gave_them() {
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     assert_eq!(get("CUDA_VISIBLE_DEVICES"), Some("GPU-bbbb"));
     assert_eq!(get("ROCR_VISIBLE_DEVICES"), Some("5"));
+    // On an AMD GPU, ROCR_VISIBLE_DEVICES narrows what the runtime sees; the other lists then
+    // index among what it left.
+    let mut amd = step();
+    for rank in &mut amd.plan.ranks {
+        rank.gpu_vendor = Some("amd".into());
+    }
+    let env = task_env(&amd, "/p", 1, Bind::All, &devices).unwrap();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("ROCR_VISIBLE_DEVICES"), Some("5"));
+    assert_eq!(get("CUDA_VISIBLE_DEVICES"), Some("0"));
     // A list too short for the task's slot is left as Slurm set it.
     let short = task_env(&step(), "/p", 1, Bind::All, &lists("GPU-aaaa")).unwrap();
     assert!(!short.iter().any(|(n, _)| n == "CUDA_VISIBLE_DEVICES"));
@@ -103,6 +113,12 @@ fn the_granted_gpus_come_from_indices_slurm_indices_or_names() {
     ]));
     assert_eq!(g.gpus, vec![2, 3]);
     assert_eq!(g.lists, lists("0,1"));
+    // A MIG list with Slurm's indices beside it: Slurm's are MIG indices; the names decide.
+    let g = granted(env(&[
+        ("CUDA_VISIBLE_DEVICES", "MIG-GPU-aaaa/1/0"),
+        ("SLURM_STEP_GPUS", "0"),
+    ]));
+    assert_eq!(g.ids, ["MIG-GPU-aaaa/1/0"]);
     // UUIDs and MIG instances: the daemon finds their GPUs.
     let g = granted(env(&[(
         "CUDA_VISIBLE_DEVICES",

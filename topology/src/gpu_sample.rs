@@ -17,6 +17,12 @@ pub use cohort_proto::daemon::GpuSample;
 /// Reads samples of a node's GPUs, named by PCI bus id (`0000:17:00.0`), as the topology
 /// names them.
 pub trait GpuSampler: Send {
+    /// Starts a round of samples: returns the Xid errors (bus id, Xid) of the previous round
+    /// that no sample claimed (GPUs no step was using), so that none is blamed on a later step.
+    fn begin_round(&mut self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// One sample of the GPU at `bus_id`.
     fn sample(&mut self, bus_id: &str) -> Result<GpuSample, String>;
 }
@@ -26,7 +32,7 @@ pub struct NvmlSampler {
     nvml: &'static Nvml,
     /// Xid events, one set per GPU that offers them, drained at each sample.
     events: Vec<EventSet<'static>>,
-    /// Xids drained but not yet handed out, by bus id.
+    /// Xids drained at the start of this round, not yet handed out, by bus id.
     pending: BTreeMap<String, Vec<u64>>,
 }
 
@@ -96,8 +102,16 @@ impl NvmlSampler {
 }
 
 impl GpuSampler for NvmlSampler {
-    fn sample(&mut self, bus_id: &str) -> Result<GpuSample, String> {
+    fn begin_round(&mut self) -> Vec<(String, u64)> {
+        let unclaimed = std::mem::take(&mut self.pending)
+            .into_iter()
+            .flat_map(|(bus_id, xids)| xids.into_iter().map(move |xid| (bus_id.clone(), xid)))
+            .collect();
         self.drain_xids();
+        unclaimed
+    }
+
+    fn sample(&mut self, bus_id: &str) -> Result<GpuSample, String> {
         let device = self
             .nvml
             .device_by_pci_bus_id(bus_id)

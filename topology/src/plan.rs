@@ -117,6 +117,9 @@ impl Topology {
                     cpus: cpus.to_string(),
                     nccl_topo: None,
                     device_slot: None,
+                    gpu_vendor: gpu
+                        .and_then(|index| self.gpu(index))
+                        .map(|g| g.vendor.as_str().to_owned()),
                 }
             })
             .collect();

@@ -383,7 +383,7 @@ function trialPage(name, id) {
       head.replaceChildren(el("h1", {}, `${name} / trial ${id} `, stateBadge(t.state)));
       if (t.damage && t.damage.length) head.append(el("p", { class: "error", text: "damaged: " + t.damage.join("; ") }));
       const kv = [["state", t.state], ["created", when(t.created)], ["started", when(s.started)], ["ended", when(s.ended)],
-        ["slurm", s.slurm_job ? `job ${s.slurm_job}` + (s.slurm_step ? ` step ${s.slurm_step}` : "") + (s.slurm_launch ? ` launch ${s.slurm_launch + 1}` : "") : "-"],
+        ["slurm", s.slurm_job ? `job ${s.slurm_job}` + (s.slurm_step ? ` step ${s.slurm_step}` : "") + (s.slurm_launch ? ` launch ${s.slurm_launch + 1}` : "") + (s.slurm_array ? ` (array element ${s.slurm_array})` : "") : "-"],
         ["nodes", (s.nodes || []).join(", ") || "-"], ["exit status", s.exit_status ?? "-"], ["signal", s.exit_signal || "-"],
         ["message", s.message || "-"], ["requeues", s.requeues || 0],
         ["command", (t.record && t.record.command || []).join(" ") || "-"]];

@@ -85,6 +85,9 @@ impl Queue {
                 };
                 let since = self.failing.take().map_or_else(Instant::now, |(at, _)| at);
                 self.failing = Some((since, why));
+                // Failed or not, one squeue a round: the round's other elements wait for the
+                // next, rather than each waiting out squeue's deadline again.
+                self.at = Some(Instant::now());
             }
         }
     }
@@ -106,6 +109,8 @@ struct Element {
     task: u32,
     /// The trial's directory.
     dir: PathBuf,
+    /// Slurm's own output of the element (`arrays/ARRAY_TASK.out`).
+    slurm_output: PathBuf,
     user: String,
     queue: Rc<RefCell<Queue>>,
     gone_since: Option<Instant>,
@@ -137,7 +142,11 @@ impl Running for Element {
             &self.dir,
             &format!("job {element}"),
             |state| state.slurm_array.as_deref() == Some(element.as_str()),
-            &format!("{}/slurm-*.out", self.dir.display()),
+            &format!(
+                "{}/slurm-*.out, and Slurm's own {}",
+                self.dir.display(),
+                self.slurm_output.display()
+            ),
             &mut self.gone_since,
         )
     }
@@ -150,28 +159,29 @@ impl Running for Element {
     }
 }
 
-/// The array's name: its first trial, the length and the attempt, which a round gives at most
-/// one array (its trials are distinct).
-fn array_name(experiment: &str, first: &Job) -> String {
+/// The array's name: its first trial, the length, the attempt and a nonce, so that no two
+/// submissions share a name (or a manifest), even by controllers after a crash.
+fn array_name(experiment: &str, first: &Job, nonce: &str) -> String {
     format!(
-        "cohort-{experiment}-array-t{}-u{}-a{}",
+        "cohort-{experiment}-array-t{}-u{}-a{}-{nonce}",
         first.trial, first.until, first.attempt
     )
 }
 
 impl Arrays {
     /// Arrays of the search whose directory is `search_dir`, submitted as the current user.
-    pub(super) fn new(search_dir: &Path) -> Result<Arrays, String> {
+    pub(super) fn new(search_dir: &Path) -> Arrays {
+        // squeue lists jobs by user name; without one (a container with no passwd entry),
+        // the uid does as well.
         let user = nix::unistd::User::from_uid(nix::unistd::getuid())
             .ok()
             .flatten()
-            .map(|u| u.name)
-            .ok_or("cannot find this user's name (squeue lists jobs by user)")?;
-        Ok(Arrays {
+            .map_or_else(|| nix::unistd::getuid().to_string(), |u| u.name);
+        Arrays {
             user,
             dir: search_dir.join("arrays"),
             queue: Rc::default(),
-        })
+        }
     }
 
     fn element(&self, array: u32, task: u32, dir: &Path) -> Box<dyn Running> {
@@ -179,6 +189,7 @@ impl Arrays {
             array,
             task,
             dir: dir.to_path_buf(),
+            slurm_output: self.dir.join(format!("{array}_{task}.out")),
             user: self.user.clone(),
             queue: Rc::clone(&self.queue),
             gone_since: None,
@@ -190,28 +201,31 @@ impl Arrays {
         self.element(array, task, &job.dir)
     }
 
-    /// An element already in the queue that runs `job` (submitted by a controller that died
-    /// before recording it), found by its array's name and manifest.
-    pub(super) fn find(&self, job: &Job) -> Option<Box<dyn Running>> {
-        let prefix = format!("cohort-{}-array-", job.experiment);
+    /// The elements already in the queue, by the trial, length and attempt each runs (from
+    /// their arrays' names and manifests, each manifest read once): how a controller finds
+    /// what a predecessor submitted but did not record.
+    pub(super) fn queued(&self, experiment: &str) -> BTreeMap<(u64, u64, u32), (u32, u32)> {
+        let prefix = format!("cohort-{experiment}-array-");
         let mut queue = self.queue.borrow_mut();
         queue.refresh(&self.user);
-        let found = queue.listed.iter().find(|(array, task)| {
-            let Some(name) = queue.names.get(array).and_then(|n| n.strip_prefix(&prefix)) else {
-                return false;
-            };
-            read_manifest(&self.dir.join(format!("{name}.json"))).is_some_and(|m| {
-                m.until == job.until
-                    && m.attempt == job.attempt
-                    && usize::try_from(*task)
-                        .ok()
-                        .and_then(|t| m.trials.get(t))
-                        .is_some_and(|&t| t == job.trial)
-            })
-        });
-        let &(array, task) = found?;
-        drop(queue);
-        Some(self.element(array, task, &job.dir))
+        let mut manifests: BTreeMap<u32, Option<ArrayManifest>> = BTreeMap::new();
+        let mut found = BTreeMap::new();
+        for &(array, task) in &queue.listed {
+            let manifest = manifests.entry(array).or_insert_with(|| {
+                let name = queue.names.get(&array)?.strip_prefix(&prefix)?;
+                read_manifest(&self.dir.join(format!("{name}.json")))
+            });
+            let Some(m) = manifest else { continue };
+            if let Some(&trial) = usize::try_from(task).ok().and_then(|t| m.trials.get(t)) {
+                found.insert((trial, m.until, m.attempt), (array, task));
+            }
+        }
+        found
+    }
+
+    /// Watches element `task` of `array`, which runs `job`.
+    pub(super) fn watch(&self, array: u32, task: u32, job: &Job) -> Box<dyn Running> {
+        self.element(array, task, &job.dir)
     }
 
     /// Submits `jobs` (same length and attempt, at most [`MAX_ELEMENTS`]) as one array.
@@ -225,7 +239,7 @@ impl Arrays {
         let Some(first) = jobs.first() else {
             return Ok(Vec::new());
         };
-        let job_name = array_name(&first.experiment, first);
+        let job_name = array_name(&first.experiment, first, &fsutil::nonce());
         let short = job_name
             .strip_prefix(&format!("cohort-{}-array-", first.experiment))
             .unwrap_or(&job_name);
@@ -241,7 +255,9 @@ impl Arrays {
         fsutil::replace(&self.dir.join(format!("{short}.json")), &bytes)
             .map_err(|e| e.to_string())?;
 
-        let mut script = String::from("case $SLURM_ARRAY_TASK_ID in\n");
+        // The script is a file: its table of elements passes the kernel's limit on one
+        // argument (128 KiB) long before 1,000 elements.
+        let mut script = String::from("#!/bin/sh\ncase $SLURM_ARRAY_TASK_ID in\n");
         for (i, job) in jobs.iter().enumerate() {
             script.push_str(&format!(
                 "{i}) trial={} dir={} hparams={} ;;\n",
@@ -276,8 +292,10 @@ impl Arrays {
         if spec.gpus_per_node > 0 {
             sbatch.arg(format!("--gpus-per-node={}", spec.gpus_per_node));
         }
+        let script_path = self.dir.join(format!("{short}.sh"));
+        fsutil::replace(&script_path, script.as_bytes()).map_err(|e| e.to_string())?;
         sbatch
-            .arg(format!("--wrap={script}"))
+            .arg(&script_path)
             .env(vars::CATALOG, &first.catalog)
             .env(vars::SEARCH_UNTIL, first.until.to_string())
             .env_remove(vars::TRIAL)
@@ -365,6 +383,9 @@ mod tests {
         assert_eq!(jobs[groups[0][1]].trial, 1);
         assert_eq!(jobs[groups[3][0]].trial, 9001);
         assert_eq!(jobs[groups[4][0]].trial, 9000);
-        assert_eq!(array_name("e", &jobs[0]), "cohort-e-array-t0-u4-a0");
+        assert_eq!(
+            array_name("e", &jobs[0], "n1"),
+            "cohort-e-array-t0-u4-a0-n1"
+        );
     }
 }

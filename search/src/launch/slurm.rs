@@ -35,13 +35,9 @@ impl SlurmLauncher {
 
     /// Submits `spec`'s trials, each starting in `cwd`; the search's files are in
     /// `search_dir` (where job arrays are described).
-    pub fn new(
-        spec: ExperimentSpec,
-        cwd: PathBuf,
-        search_dir: &Path,
-    ) -> Result<SlurmLauncher, String> {
-        let arrays = Arrays::new(search_dir)?;
-        Ok(SlurmLauncher { spec, cwd, arrays })
+    pub fn new(spec: ExperimentSpec, cwd: PathBuf, search_dir: &Path) -> SlurmLauncher {
+        let arrays = Arrays::new(search_dir);
+        SlurmLauncher { spec, cwd, arrays }
     }
 
     /// Whether `sbatch` runs here (a Slurm login or compute node).
@@ -330,8 +326,18 @@ impl Launcher for SlurmLauncher {
             return jobs.iter().map(|job| start_one(self, job)).collect();
         };
         let arrays = &self.arrays;
-        let mut started: Vec<Option<Result<Box<dyn Running>, String>>> =
-            jobs.iter().map(|job| arrays.find(job).map(Ok)).collect();
+        let queued = match jobs.first() {
+            Some(first) => arrays.queued(&first.experiment),
+            None => return Vec::new(),
+        };
+        let mut started: Vec<Option<Result<Box<dyn Running>, String>>> = jobs
+            .iter()
+            .map(|job| {
+                queued
+                    .get(&(job.trial, job.until, job.attempt))
+                    .map(|&(array, task)| Ok(arrays.watch(array, task, job)))
+            })
+            .collect();
         let new: Vec<Job> = jobs
             .iter()
             .zip(&started)
