@@ -4,6 +4,7 @@ dead rank raising in the others, DDP training equal to Gloo's, and what it refus
 import os
 import pathlib
 import re
+import signal
 
 import pytest
 
@@ -35,11 +36,15 @@ def test_a_dead_rank_makes_the_others_raise_naming_it_within_5_s():
         assert "rank 1" in match.group(2), out
 
 
-def train(size, backend, tmp_path):
+def train(size, backend, tmp_path, attempts=1):
     saved = tmp_path / f"{backend.replace(':', '_').replace(',', '_')}-{size}.pt"
     argv = [PYTHON, *QUIET, str(ROOT / "examples" / "python" / "train.py"),
             "--epochs", "2", "--backend", backend, "--save", str(saved)]
-    results = finish_ranks(start_ranks(size, argv, {"COHORT_EXPERIMENT": ""}), timeout=300)
+    for attempt in range(attempts):
+        results = finish_ranks(start_ranks(size, argv, {"COHORT_EXPERIMENT": ""}), timeout=300)
+        aborted = any(code == -signal.SIGABRT for code, _, _ in results)
+        if not aborted or attempt + 1 == attempts:
+            break
     for rank, (code, out, err) in enumerate(results):
         assert code == 0, f"{backend} rank {rank}:\n{out}\n{err}"
     return torch.load(saved), results[0][1]
@@ -49,7 +54,10 @@ def train(size, backend, tmp_path):
 def test_ddp_training_gives_the_parameters_gloo_gives(size, tmp_path, monkeypatch):
     monkeypatch.delenv("COHORT_CATALOG", raising=False)
     ours, log = train(size, "cpu:cohort,cuda:nccl", tmp_path)
-    theirs, _ = train(size, "gloo", tmp_path)
+    # Gloo, the reference, was once seen to abort a rank in its own threads ("terminate called
+    # without an active exception") on a loaded two-core machine: its run is tried twice.
+    # Cohort's run above gets one try.
+    theirs, _ = train(size, "gloo", tmp_path, attempts=2)
     assert "epoch 1: loss" in log
     assert ours.keys() == theirs.keys()
     for name in ours:
