@@ -232,12 +232,28 @@ fn topology_of(ctx: &NodeContext) -> Option<Arc<Snapshot>> {
     ctx.topology.borrow().clone()
 }
 
-/// The snapshot's exported NCCL topology file, for the plan.
-fn nccl_topo(snapshot: Option<&Snapshot>) -> Option<String> {
-    snapshot?
-        .nccl_topo
+/// This node's part of a join: its ranks placed on the current topology snapshot's hardware,
+/// the GPUs granted resolved there, reached at `ip` (and the interface holding it), with the
+/// snapshot's exported NCCL topology file.
+fn place_own_ranks(
+    ctx: &NodeContext,
+    request: &JoinRequest,
+    ip: IpAddr,
+) -> Result<Vec<cohort_proto::plan::RankPlan>, String> {
+    let snapshot = topology_of(ctx);
+    let topology = snapshot.as_ref().map(|s| s.topology.as_ref());
+    let nccl_topo = snapshot
         .as_ref()
-        .map(|path| path.display().to_string())
+        .and_then(|s| s.nccl_topo.as_ref())
+        .map(|path| path.display().to_string());
+    place_ranks(
+        topology,
+        &ctx.node,
+        &request.ranks,
+        &granted_gpus(topology, &request.gpus, &request.gpu_ids)?,
+        (ip, cohort_topology::interface_of(ip).as_deref()),
+        nccl_topo.as_deref(),
+    )
 }
 
 /// Runs the actor until every sender is gone.
@@ -602,23 +618,11 @@ fn build_plan(ctx: &NodeContext, gang: &Gang) -> Result<StepPlan, String> {
     let Some((request, _, _)) = &gang.leader else {
         return Err("no leader join".into());
     };
-    let snapshot = topology_of(ctx);
     let own_ip = gang.local_ip.unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let mut parts = vec![NodePart {
         node: ctx.node.clone(),
         topology_addr: request.topology_addr.clone(),
-        ranks: place_ranks(
-            snapshot.as_ref().map(|s| s.topology.as_ref()),
-            &ctx.node,
-            &request.ranks,
-            &granted_gpus(
-                snapshot.as_ref().map(|s| s.topology.as_ref()),
-                &request.gpus,
-                &request.gpu_ids,
-            )?,
-            (own_ip, cohort_topology::interface_of(own_ip).as_deref()),
-            nccl_topo(snapshot.as_deref()).as_deref(),
-        )?,
+        ranks: place_own_ranks(ctx, request, own_ip)?,
     }];
     for (summary, peer_ip, _) in gang.followers.values() {
         let mut ranks = summary.ranks.clone();
@@ -745,19 +749,7 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
     let local_ip = stream
         .local_addr()
         .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-    let snapshot = topology_of(&ctx);
-    let ranks = place_ranks(
-        snapshot.as_ref().map(|s| s.topology.as_ref()),
-        &ctx.node,
-        &request.ranks,
-        &granted_gpus(
-            snapshot.as_ref().map(|s| s.topology.as_ref()),
-            &request.gpus,
-            &request.gpu_ids,
-        )?,
-        (local_ip, cohort_topology::interface_of(local_ip).as_deref()),
-        nccl_topo(snapshot.as_deref()).as_deref(),
-    )?;
+    let ranks = place_own_ranks(&ctx, &request, local_ip)?;
     let summary = Summary {
         job_id: request.job_id,
         step_id: request.step_id,

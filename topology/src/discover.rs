@@ -37,46 +37,46 @@ impl Topology {
 
     /// Fills in the addresses of the NICs' network interfaces from the running system.
     pub fn apply_interface_addresses(&mut self) {
-        let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        let found = interface_addresses();
+        if found.is_empty() {
             return;
-        };
-        let mut found: Vec<(String, String)> = Vec::new();
-        for addr in addrs {
-            let Some(storage) = addr.address else {
-                continue;
-            };
-            let text = if let Some(v4) = storage.as_sockaddr_in() {
-                v4.ip().to_string()
-            } else if let Some(v6) = storage.as_sockaddr_in6() {
-                v6.ip().to_string()
-            } else {
-                continue;
-            };
-            found.push((addr.interface_name, text));
         }
         for nic in &mut self.nics {
             for dev in &mut nic.netdevs {
                 dev.addresses = found
                     .iter()
                     .filter(|(name, _)| name == &dev.name)
-                    .map(|(_, addr)| addr.clone())
+                    .map(|(_, addr)| addr.to_string())
                     .collect();
             }
         }
     }
 }
 
+/// Every IPv4 and IPv6 address of the running system, with its interface's name.
+fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|addr| {
+            let storage = addr.address?;
+            let ip: std::net::IpAddr = if let Some(v4) = storage.as_sockaddr_in() {
+                v4.ip().into()
+            } else {
+                storage.as_sockaddr_in6()?.ip().into()
+            };
+            Some((addr.interface_name, ip))
+        })
+        .collect()
+}
+
 /// The network interface of the running system that holds `ip` (`lo` for 127.0.0.1), for
 /// `NCCL_SOCKET_IFNAME`.
 pub fn interface_of(ip: std::net::IpAddr) -> Option<String> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifaddr| {
-        let address = ifaddr.address?;
-        let held = match ip {
-            std::net::IpAddr::V4(v4) => address.as_sockaddr_in().is_some_and(|a| a.ip() == v4),
-            std::net::IpAddr::V6(v6) => address.as_sockaddr_in6().is_some_and(|a| a.ip() == v6),
-        };
-        held.then_some(ifaddr.interface_name)
-    })
+    interface_addresses()
+        .into_iter()
+        .find_map(|(name, held)| (held == ip).then_some(name))
 }
 
 #[cfg(test)]

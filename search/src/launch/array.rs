@@ -23,7 +23,9 @@ use cohort_catalog::fsutil;
 use cohort_proto::env as vars;
 use cohort_proto::search::ArrayManifest;
 
-use super::slurm::{ended_by_record, output_within, shell_quote, SLURM_COMMAND_LIMIT};
+use super::slurm::{
+    ended_by_record, output_within, sbatch, shell_quote, submit, SLURM_COMMAND_LIMIT,
+};
 use super::{Handle, Job, Outcome, Running};
 use crate::spec::ExperimentSpec;
 
@@ -196,11 +198,6 @@ impl Arrays {
         })
     }
 
-    /// Watches an element an earlier controller recorded.
-    pub(super) fn adopt(&self, array: u32, task: u32, job: &Job) -> Box<dyn Running> {
-        self.element(array, task, &job.dir)
-    }
-
     /// The elements already in the queue, by the trial, length and attempt each runs (from
     /// their arrays' names and manifests, each manifest read once): how a controller finds
     /// what a predecessor submitted but did not record.
@@ -223,7 +220,8 @@ impl Arrays {
         found
     }
 
-    /// Watches element `task` of `array`, which runs `job`.
+    /// Watches element `task` of `array`, which runs `job` (an element an earlier controller
+    /// recorded, or found in the queue).
     pub(super) fn watch(&self, array: u32, task: u32, job: &Job) -> Box<dyn Running> {
         self.element(array, task, &job.dir)
     }
@@ -278,20 +276,10 @@ impl Arrays {
         let line: Vec<String> = command.iter().map(|w| shell_quote(w)).collect();
         script.push_str(&format!("exec srun {}\n", line.join(" ")));
 
-        let mut sbatch = Command::new("sbatch");
+        let mut sbatch = sbatch(spec, cwd, &first.experiment, &job_name);
         sbatch
-            .arg("--parsable")
             .arg(format!("--array=0-{}", jobs.len() - 1))
-            .arg(format!("--job-name={job_name}"))
-            .arg(format!("--nodes={}", spec.nodes))
-            .arg(format!("--ntasks-per-node={}", spec.gpus_per_node.max(1)))
-            .arg(format!("--chdir={}", cwd.display()))
-            .arg(format!("--output={}/%A_%a.out", self.dir.display()))
-            .arg("--cohort")
-            .arg(format!("--cohort-exp={}", first.experiment));
-        if spec.gpus_per_node > 0 {
-            sbatch.arg(format!("--gpus-per-node={}", spec.gpus_per_node));
-        }
+            .arg(format!("--output={}/%A_%a.out", self.dir.display()));
         let script_path = self.dir.join(format!("{short}.sh"));
         fsutil::replace(&script_path, script.as_bytes()).map_err(|e| e.to_string())?;
         sbatch
@@ -305,22 +293,7 @@ impl Arrays {
             let last = jobs.last().map_or(0, |j| j.trial);
             format!("trials {first}..{last} ({} in all)", jobs.len())
         };
-        let out = output_within(sbatch, SLURM_COMMAND_LIMIT)
-            .map_err(|e| format!("job array of {}: {e}", trials()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "sbatch refused the job array of {}: {}",
-                trials(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let array: u32 = text
-            .trim()
-            .split(';')
-            .next()
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| format!("sbatch printed {text:?}, not a job id"))?;
+        let array = submit(sbatch, &format!("the job array of {}", trials()))?;
         Ok(jobs
             .iter()
             .zip(0u32..)

@@ -135,6 +135,43 @@ pub(super) fn output_within(mut command: Command, limit: Duration) -> Result<Out
     })
 }
 
+/// `sbatch --parsable` for one of `spec`'s trials (or job arrays) of `experiment`, named
+/// `name`, on the resources the file asks for, starting in `cwd`, through the plugin; the
+/// caller adds the output, the trial and the script.
+pub(super) fn sbatch(spec: &ExperimentSpec, cwd: &Path, experiment: &str, name: &str) -> Command {
+    let mut command = Command::new("sbatch");
+    command
+        .arg("--parsable")
+        .arg(format!("--job-name={name}"))
+        .arg(format!("--nodes={}", spec.nodes))
+        .arg(format!("--ntasks-per-node={}", spec.gpus_per_node.max(1)))
+        .arg(format!("--chdir={}", cwd.display()))
+        .arg("--cohort")
+        .arg(format!("--cohort-exp={experiment}"));
+    if spec.gpus_per_node > 0 {
+        command.arg(format!("--gpus-per-node={}", spec.gpus_per_node));
+    }
+    command
+}
+
+/// Runs `command` (an `sbatch --parsable`) within its deadline; returns the job id it printed,
+/// or why `what` was not submitted.
+pub(super) fn submit(command: Command, what: &str) -> Result<u32, String> {
+    let out = output_within(command, SLURM_COMMAND_LIMIT).map_err(|e| format!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "sbatch refused {what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .split(';')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| format!("sbatch printed {text:?}, not a job id"))
+}
+
 /// The job name of a trial's run: one name per trial, length and attempt, so that a
 /// controller can find a job its predecessor submitted without recording it.
 fn slurm_job_name(job: &Job) -> String {
@@ -242,26 +279,13 @@ impl Running for SlurmJob {
 
 impl Launcher for SlurmLauncher {
     fn launch(&mut self, job: &Job) -> Result<Box<dyn Running>, String> {
-        let mut command = Command::new("sbatch");
+        let mut command = sbatch(&self.spec, &self.cwd, &job.experiment, &slurm_job_name(job));
         command
-            .arg("--parsable")
-            .arg(format!("--job-name={}", slurm_job_name(job)))
-            .arg(format!("--nodes={}", self.spec.nodes))
-            .arg(format!(
-                "--ntasks-per-node={}",
-                self.spec.gpus_per_node.max(1)
-            ))
-            .arg(format!("--chdir={}", self.cwd.display()))
             .arg(format!(
                 "--output={}",
                 slurm_output_pattern(&job.dir).display()
             ))
-            .arg("--cohort")
-            .arg(format!("--cohort-exp={}", job.experiment))
             .arg(format!("--cohort-trial={}", job.trial));
-        if self.spec.gpus_per_node > 0 {
-            command.arg(format!("--gpus-per-node={}", self.spec.gpus_per_node));
-        }
         match &self.spec.launch {
             Launch::Sbatch(path) => {
                 command.arg(path);
@@ -279,22 +303,7 @@ impl Launcher for SlurmLauncher {
                 vars::HPARAMS,
                 serde_json::to_string(&job.hparams).unwrap_or_default(),
             );
-        let out = output_within(command, SLURM_COMMAND_LIMIT)
-            .map_err(|e| format!("trial {}: {e}", job.trial))?;
-        if !out.status.success() {
-            return Err(format!(
-                "sbatch refused trial {}: {}",
-                job.trial,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let id: u32 = text
-            .trim()
-            .split(';')
-            .next()
-            .and_then(|id| id.parse().ok())
-            .ok_or_else(|| format!("sbatch printed {text:?}, not a job id"))?;
+        let id = submit(command, &format!("trial {}", job.trial))?;
         Ok(Box::new(SlurmJob::new(id, &job.dir)))
     }
 
@@ -316,7 +325,7 @@ impl Launcher for SlurmLauncher {
     fn adopt(&mut self, handle: &Handle, job: &Job) -> Option<Box<dyn Running>> {
         match handle {
             Handle::Slurm { job: id } => Some(Box::new(SlurmJob::new(*id, &job.dir))),
-            Handle::SlurmArray { job: array, task } => Some(self.arrays.adopt(*array, *task, job)),
+            Handle::SlurmArray { job: array, task } => Some(self.arrays.watch(*array, *task, job)),
             Handle::Local { .. } => None,
         }
     }
