@@ -384,26 +384,32 @@ export COHORT_CATALOG=$L/search-catalog
 mkdir -p "$L/slow-sbatch"
 printf '#!/bin/sh\nsleep 2\nexec %s "$@"\n' "$(command -v sbatch)" > "$L/slow-sbatch/sbatch"
 chmod +x "$L/slow-sbatch/sbatch"
-PATH=$L/slow-sbatch:$PATH "$COHORT" search start "$L/search.toml" > "$L/search.out" 2>&1 &
-controller=$!
-submitting=
-for _ in $(seq 1 1200); do
-    launched=$(cat "$COHORT_CATALOG"/experiments/slurm-asha-*/search/events.jsonl 2>/dev/null \
-        | grep -c '"launched"' || true)
-    if [[ $launched -ge 3 ]] && pgrep -f "$L/slow-sbatch/sbatch" > /dev/null; then
-        submitting=yes
-        break
-    fi
-    sleep 0.1
-done
-[[ -n $submitting ]] || fail "the search did not launch trials:\n$(cat "$L/search.out")"
-sleep 1
-kill -9 "$controller"
-wait "$controller" || true
-# The submission completes after its controller died.
-for _ in $(seq 1 300); do pgrep -f "$L/slow-sbatch/sbatch" > /dev/null || break; sleep 0.1; done
-timeout 300 "$COHORT" search resume slurm-asha > "$L/resume.out" 2>&1 \
-    || fail "resume:\n$(cat "$L/resume.out")\n$(slurm_state)"
+# Starts the search of FILE (experiment EXP) through the slow sbatch, SIGKILLs its controller
+# once LAUNCHED launches are recorded and a submission is in flight, lets that submission
+# complete, and resumes the search to its end; OUT prefixes the output files.
+kill_mid_submission_and_resume() {
+    local exp=$1 file=$2 launched_at_least=$3 out=$4 controller submitting= launched
+    PATH=$L/slow-sbatch:$PATH "$COHORT" search start "$file" > "$out.out" 2>&1 &
+    controller=$!
+    for _ in $(seq 1 1200); do
+        launched=$(cat "$COHORT_CATALOG"/experiments/"$exp"-*/search/events.jsonl 2>/dev/null \
+            | grep -c '"launched"' || true)
+        if [[ $launched -ge $launched_at_least ]] && pgrep -f "$L/slow-sbatch/sbatch" > /dev/null; then
+            submitting=yes
+            break
+        fi
+        sleep 0.1
+    done
+    [[ -n $submitting ]] || fail "the search $exp did not launch trials:\n$(cat "$out.out")\n$(slurm_state)"
+    sleep 1
+    kill -9 "$controller"
+    wait "$controller" || true
+    # The submission completes after its controller died.
+    for _ in $(seq 1 300); do pgrep -f "$L/slow-sbatch/sbatch" > /dev/null || break; sleep 0.1; done
+    timeout 300 "$COHORT" search resume "$exp" > "$out-resume.out" 2>&1 \
+        || fail "resume of $exp:\n$(cat "$out-resume.out")\n$(slurm_state)"
+}
+kill_mid_submission_and_resume slurm-asha "$L/search.toml" 3 "$L/search"
 "$COHORT" search status slurm-asha --json > "$L/search.json"
 python3 - "$L/search.json" <<'EOF' || fail "search status:\n$(cat "$L/search.json")\n$("$COHORT" search status slurm-asha)\n$(slurm_state)"
 import json, sys
@@ -433,25 +439,7 @@ sed -e 's/name = "slurm-asha"/name = "slurm-array"/' -e "s|$L/worker.py|$L/array
     "$L/search.toml" > "$L/array.toml"
 grep -q "job_array = true" "$L/array.toml" || fail "array.toml:\n$(cat "$L/array.toml")"
 export COHORT_CATALOG=$L/array-catalog
-PATH=$L/slow-sbatch:$PATH "$COHORT" search start "$L/array.toml" > "$L/array.out" 2>&1 &
-controller=$!
-submitting=
-for _ in $(seq 1 1200); do
-    launched=$(cat "$COHORT_CATALOG"/experiments/slurm-array-*/search/events.jsonl 2>/dev/null \
-        | grep -c '"launched"' || true)
-    if [[ $launched -ge 4 ]] && pgrep -f "$L/slow-sbatch/sbatch" > /dev/null; then
-        submitting=yes
-        break
-    fi
-    sleep 0.1
-done
-[[ -n $submitting ]] || fail "the array search did not launch trials:\n$(cat "$L/array.out")\n$(slurm_state)"
-sleep 1
-kill -9 "$controller"
-wait "$controller" || true
-for _ in $(seq 1 300); do pgrep -f "$L/slow-sbatch/sbatch" > /dev/null || break; sleep 0.1; done
-timeout 300 "$COHORT" search resume slurm-array > "$L/array-resume.out" 2>&1 \
-    || fail "resume of the array search:\n$(cat "$L/array-resume.out")\n$(slurm_state)"
+kill_mid_submission_and_resume slurm-array "$L/array.toml" 4 "$L/array"
 "$COHORT" search status slurm-array --json > "$L/array.json"
 search_dir=$(echo "$COHORT_CATALOG"/experiments/slurm-array-*/search)
 python3 - "$L/array.json" "$search_dir" <<'PYEOF' || fail "array search:\n$(cat "$L/array.json")\n$(cat "$search_dir/events.jsonl")\n$(slurm_state)"
