@@ -29,6 +29,7 @@ pub mod read;
 pub mod search_dir;
 pub mod signals;
 pub mod synth;
+pub mod system;
 pub mod tracker;
 
 pub use catalog::{Catalog, Experiment, NewExperiment, TrialRef};

@@ -20,6 +20,7 @@ mod plot;
 mod png;
 mod run;
 mod search_cmd;
+mod top;
 mod ui_cmd;
 
 use cohort_proto::env as vars;
@@ -52,6 +53,9 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = cohort_proto::daemon::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The node's GPUs, the steps and users holding them and their utilisation, refreshing;
+    /// `--nodes` shows other nodes' too.
+    Top(top::TopArgs),
     /// Measure Cohort's own operations.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -326,7 +330,7 @@ fn load(source: &SourceArgs) -> Result<Topology> {
     }
 }
 
-fn write_out(text: &str) -> Result<()> {
+pub(crate) fn write_out(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
@@ -534,6 +538,7 @@ fn run() -> Result<ExitCode> {
     match &cli.command {
         Command::Topo(args) => topo(args),
         Command::Status { socket } => status(socket),
+        Command::Top(args) => top::run(args),
         Command::Bench(BenchCommand::Topo { source, runs }) => bench_topo(source, *runs),
         Command::Bench(BenchCommand::Allreduce(args)) => {
             bench::collective(cohort_collectives::bench::BenchOp::Allreduce, args)

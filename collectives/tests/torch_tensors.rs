@@ -128,3 +128,25 @@ fn grad_sync_averages_gradients_across_ranks() {
         assert!(b.iter().all(|&v| v == 3.0), "{b:?}");
     }
 }
+
+/// CUDA tensors go through the staged path (copied to the host, reduced, copied back). Needs
+/// a GPU and a libtorch built with CUDA (`scripts/gpu-check` runs it with one); elsewhere it
+/// says it was skipped.
+#[test]
+fn cuda_tensors_are_reduced_through_the_staged_path() {
+    if !tch::Cuda::is_available() {
+        eprintln!("skipped: no CUDA device or this libtorch has no CUDA (scripts/gpu-check runs it on a GPU machine)");
+        return;
+    }
+    let sums = with_ranks(2, |comm| {
+        let device = Device::Cuda(0);
+        let mut t = Tensor::ones([1 << 20], (Kind::Float, device)) * f64::from(comm.rank() + 1);
+        comm.allreduce_tensor(&mut t, ReduceOp::Sum).unwrap();
+        assert_eq!(t.device(), device);
+        let mut b = Tensor::full([16], f64::from(comm.rank()), (Kind::BFloat16, device));
+        comm.broadcast_tensor(&mut b, 1).unwrap();
+        assert!(b.equal(&Tensor::ones([16], (Kind::BFloat16, device))));
+        t.sum(Kind::Double).double_value(&[])
+    });
+    assert_eq!(sums, [3.0 * f64::from(1 << 20); 2]);
+}

@@ -1,12 +1,14 @@
-//! GPU accounting: the GPUs of the steps running on this node, sampled every few seconds
-//! (through a `cohort_topology::gpu_sample::GpuSampler`: NVML, or a script on machines without
-//! GPUs), aggregated per step and GPU for `cohort status`, with flags a sysadmin acts on: a GPU
-//! allocated but idle for longer than the threshold, and new uncorrected ECC or Xid errors.
-//! The aggregation is pure (samples and times in, lines and flags out); `app.rs` runs the
-//! sampling loop.
+//! GPU accounting: the node's GPUs, sampled every few seconds (through a
+//! `cohort_topology::gpu_sample::GpuSampler`: NVML, or a script on machines without GPUs),
+//! aggregated per step and GPU for `cohort status` and `cohort top`, with flags a sysadmin
+//! acts on (a GPU allocated but idle for longer than the threshold, new uncorrected ECC or Xid
+//! errors), and each step's series, bounded, which the plugin writes into the step's trial as
+//! system metrics at its end. The aggregation is pure (samples and times in, lines, flags and
+//! series out); `app.rs` runs the sampling loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use cohort_proto::daemon::{GpuPoint, GpuSeries, TopGpu};
 use cohort_topology::gpu_sample::GpuSample;
 
 use crate::config::Accounting;
@@ -19,10 +21,103 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Windows a GPU's series keeps; past that, neighbouring windows merge into one twice as
+/// wide, so a week-long step keeps a bounded, evenly spaced series.
+const SERIES_WINDOWS: usize = 2048;
+/// How long (seconds) an ended step's series wait for the plugin to take them.
+const ENDED_KEEP: u64 = 600;
+/// The most ended steps kept.
+const ENDED_MAX: usize = 256;
+
+/// The samples of one window of a series.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Window {
+    start: u64,
+    samples: u32,
+    util_sum: f64,
+    memory_max: u64,
+    power_sum_w: f64,
+    power_samples: u32,
+    temperature_max: Option<u32>,
+}
+
+impl Window {
+    fn add(&mut self, sample: &GpuSample) {
+        self.samples += 1;
+        self.util_sum += f64::from(sample.util);
+        self.memory_max = self.memory_max.max(sample.memory_used);
+        if let Some(mw) = sample.power_mw {
+            self.power_sum_w += f64::from(mw) / 1000.0;
+            self.power_samples += 1;
+        }
+        self.temperature_max = self.temperature_max.max(sample.temperature_c);
+    }
+
+    fn merge(&mut self, other: &Window) {
+        self.samples += other.samples;
+        self.util_sum += other.util_sum;
+        self.memory_max = self.memory_max.max(other.memory_max);
+        self.power_sum_w += other.power_sum_w;
+        self.power_samples += other.power_samples;
+        self.temperature_max = self.temperature_max.max(other.temperature_max);
+    }
+
+    fn point(&self) -> GpuPoint {
+        GpuPoint {
+            t: self.start,
+            util: self.util_sum / f64::from(self.samples.max(1)),
+            memory_used: self.memory_max,
+            power_w: (self.power_samples > 0)
+                .then(|| self.power_sum_w / f64::from(self.power_samples)),
+            temperature_c: self.temperature_max,
+        }
+    }
+}
+
+/// A GPU's samples over a step, in windows of `width` seconds, at most [`SERIES_WINDOWS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Series {
+    width: u64,
+    windows: Vec<Window>,
+}
+
+impl Series {
+    fn add(&mut self, sample: &GpuSample, now: u64, interval: u64) {
+        if self.width == 0 {
+            self.width = interval.max(1);
+        }
+        match self.windows.last_mut() {
+            Some(last) if now < last.start + self.width => last.add(sample),
+            _ => {
+                let mut window = Window {
+                    start: now,
+                    ..Window::default()
+                };
+                window.add(sample);
+                self.windows.push(window);
+            }
+        }
+        if self.windows.len() > SERIES_WINDOWS {
+            self.width *= 2;
+            let old = std::mem::take(&mut self.windows);
+            for pair in old.chunks(2) {
+                let mut merged = pair[0].clone();
+                if let Some(second) = pair.get(1) {
+                    merged.merge(second);
+                }
+                self.windows.push(merged);
+            }
+        }
+    }
+}
+
 /// What one GPU of one step has shown so far.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct GpuAccount {
     bus_id: String,
+    /// Its number within the step (see `GpuSeries::ordinal`).
+    ordinal: u32,
+    series: Series,
     samples: u64,
     util_sum: u64,
     last: Option<GpuSample>,
@@ -86,11 +181,22 @@ impl std::fmt::Display for Flag {
     }
 }
 
-/// Every running step's GPU accounts.
+/// A GPU of the node, with its latest sample.
+#[derive(Debug, Clone)]
+struct NodeGpu {
+    bus_id: String,
+    last: Result<GpuSample, String>,
+}
+
+/// Every running step's GPU accounts, the series of recently ended ones, and the latest
+/// sample of every GPU of the node.
 #[derive(Debug, Clone)]
 pub(crate) struct Accounts {
     settings: Accounting,
     steps: BTreeMap<StepKey, StepAccount>,
+    /// Steps that ended, with when (seconds), until the plugin took their series.
+    ended: BTreeMap<StepKey, (u64, StepAccount)>,
+    node: BTreeMap<u32, NodeGpu>,
 }
 
 impl Accounts {
@@ -98,40 +204,79 @@ impl Accounts {
         Accounts {
             settings,
             steps: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            node: BTreeMap::new(),
         }
     }
 
-    /// Forgets steps no longer running (`running` lists those that are).
-    pub(crate) fn retain(&mut self, running: &[StepKey]) {
-        self.steps.retain(|key, _| running.contains(key));
+    /// Moves steps no longer running (`running` lists those that are) to the ended ones,
+    /// whose series are kept [`ENDED_KEEP`] seconds for the plugin to take.
+    pub(crate) fn retain(&mut self, running: &[StepKey], now: u64) {
+        let gone: Vec<StepKey> = self
+            .steps
+            .keys()
+            .filter(|key| !running.contains(key))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(account) = self.steps.remove(&key) {
+                self.ended.insert(key, (now, account));
+            }
+        }
+        self.ended
+            .retain(|_, (at, _)| now.saturating_sub(*at) <= ENDED_KEEP);
+        while self.ended.len() > ENDED_MAX {
+            let oldest = self
+                .ended
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(key, _)| *key);
+            if let Some(key) = oldest {
+                self.ended.remove(&key);
+            }
+        }
     }
 
-    /// Adds one sample (or the error that stood for it) of GPU `gpu` (at `bus_id`) of step
-    /// `key`, taken at `now` (seconds); returns what is newly worth flagging.
+    /// Keeps the latest sample of GPU `gpu` (at `bus_id`), for `cohort top`.
+    pub(crate) fn observe(&mut self, gpu: u32, bus_id: &str, sample: &Result<GpuSample, String>) {
+        self.node.insert(
+            gpu,
+            NodeGpu {
+                bus_id: bus_id.to_owned(),
+                last: sample.clone(),
+            },
+        );
+    }
+
+    /// Adds one sample (or the error that stood for it) of GPU `gpu` (its index on the node
+    /// and its number within the step, at `bus_id`) of step `key`, taken at `now` (seconds);
+    /// returns what is newly worth flagging.
     pub(crate) fn record(
         &mut self,
         key: StepKey,
         uid: u32,
-        gpu: u32,
+        (gpu, ordinal): (u32, u32),
         bus_id: &str,
-        sample: Result<GpuSample, String>,
+        sample: &Result<GpuSample, String>,
         now: u64,
     ) -> Vec<Flag> {
         let step = self.steps.entry(key).or_default();
         step.uid = uid;
         let account = step.gpus.entry(gpu).or_insert_with(|| GpuAccount {
             bus_id: bus_id.to_owned(),
+            ordinal,
             ..GpuAccount::default()
         });
         let sample = match sample {
-            Ok(sample) => sample,
+            Ok(sample) => sample.clone(),
             Err(e) => {
-                account.error = Some(e);
+                account.error = Some(e.clone());
                 return Vec::new();
             }
         };
         let mut flags = Vec::new();
         account.error = None;
+        account.series.add(&sample, now, self.settings.interval);
         account.samples += 1;
         account.util_sum += u64::from(sample.util);
         account.memory_max = account.memory_max.max(sample.memory_used);
@@ -175,6 +320,63 @@ impl Accounts {
         }
         account.last = Some(sample);
         flags
+    }
+
+    /// The series of step `key`'s GPUs on this node, running or recently ended, when `uid`
+    /// may see the step (`None`: root); empty otherwise.
+    pub(crate) fn series(&self, key: StepKey, uid: Option<u32>) -> Vec<GpuSeries> {
+        let account = self
+            .steps
+            .get(&key)
+            .or_else(|| self.ended.get(&key).map(|(_, account)| account));
+        let Some(account) = account.filter(|a| uid.is_none_or(|uid| uid == a.uid)) else {
+            return Vec::new();
+        };
+        account
+            .gpus
+            .iter()
+            .map(|(gpu, a)| GpuSeries {
+                ordinal: a.ordinal,
+                gpu: *gpu,
+                bus_id: a.bus_id.clone(),
+                points: a.series.windows.iter().map(Window::point).collect(),
+            })
+            .collect()
+    }
+
+    /// Every GPU of the node (`gpus`: index, bus id, model) for `cohort top`, with its latest
+    /// sample and the running step that holds it; the step and its owner only where `uid`
+    /// may see them (`None`: root).
+    pub(crate) fn top(
+        &self,
+        gpus: &[(u32, String, Option<String>)],
+        uid: Option<u32>,
+        now: u64,
+    ) -> Vec<TopGpu> {
+        gpus.iter()
+            .map(|(index, bus_id, model)| {
+                let latest = self.node.get(index).filter(|n| &n.bus_id == bus_id);
+                let holder = self
+                    .steps
+                    .iter()
+                    .find_map(|(key, step)| Some((key, step, step.gpus.get(index)?)));
+                let visible = holder.filter(|(_, step, _)| uid.is_none_or(|uid| uid == step.uid));
+                TopGpu {
+                    index: *index,
+                    bus_id: bus_id.clone(),
+                    model: model.clone(),
+                    sample: latest.and_then(|n| n.last.clone().ok()),
+                    error: latest.and_then(|n| n.last.clone().err()),
+                    in_use: holder.is_some(),
+                    step: visible.map(|((job, step, _), _, _)| format!("{job}.{step}")),
+                    uid: visible.map(|(_, step, _)| step.uid),
+                    idle_seconds: visible.and_then(|(_, _, a)| {
+                        let idle = now.saturating_sub(a.idle_since?);
+                        (idle >= self.settings.idle_after).then_some(idle)
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// One line per GPU of each step `uid` may see (`None`: every step), for `cohort status`.
@@ -280,7 +482,7 @@ mod tests {
         let mut flags = Vec::new();
         for t in (0..=120).step_by(5) {
             let util = if (30..50).contains(&t) { 95 } else { 0 };
-            flags.extend(accounts.record(KEY, 1000, 0, "0000:17:00.0", Ok(sample(util)), t));
+            flags.extend(accounts.record(KEY, 1000, (0, 0), "0000:17:00.0", &Ok(sample(util)), t));
         }
         // Idle from 0 to 30 (30 s: not yet), busy to 50, idle from 50: flagged at 110.
         assert_eq!(
@@ -317,9 +519,9 @@ mod tests {
         };
         // Errors from before the step are not its own.
         assert!(accounts
-            .record(KEY, 1000, 3, "b", Ok(with(4, vec![])), 0)
+            .record(KEY, 1000, (3, 0), "b", &Ok(with(4, vec![])), 0)
             .is_empty());
-        let flags = accounts.record(KEY, 1000, 3, "b", Ok(with(6, vec![79])), 5);
+        let flags = accounts.record(KEY, 1000, (3, 0), "b", &Ok(with(6, vec![79])), 5);
         assert_eq!(
             flags,
             vec![
@@ -341,19 +543,71 @@ mod tests {
             ..with(6, vec![])
         };
         assert!(accounts
-            .record(KEY, 1000, 3, "b", Ok(without), 6)
+            .record(KEY, 1000, (3, 0), "b", &Ok(without), 6)
             .is_empty());
         assert!(accounts
-            .record(KEY, 1000, 3, "b", Ok(with(6, vec![])), 7)
+            .record(KEY, 1000, (3, 0), "b", &Ok(with(6, vec![])), 7)
             .is_empty());
         let line = &accounts.lines(Some(1000), 10)[0];
         assert!(line.contains("ECC ERRORS +2; XID 79"), "{line}");
         assert!(line.contains("throttled: hw_thermal_slowdown"), "{line}");
         assert!(accounts.lines(Some(1001), 10).is_empty());
         // A failed sample is shown, and the step is forgotten once it stops running.
-        accounts.record(KEY, 1000, 3, "b", Err("GPU is lost".into()), 10);
+        accounts.record(KEY, 1000, (3, 0), "b", &Err("GPU is lost".into()), 10);
         assert!(accounts.lines(None, 10)[0].ends_with("cannot sample: GPU is lost"));
-        accounts.retain(&[]);
+        accounts.retain(&[], 10);
         assert!(accounts.lines(None, 10).is_empty());
+    }
+
+    #[test]
+    fn a_step_s_series_is_bounded_kept_after_its_end_and_shown_to_its_owner_alone() {
+        let mut accounts = Accounts::new(settings());
+        // Ten times the windows a series keeps, one sample every 5 s.
+        let samples = u64::try_from(SERIES_WINDOWS).unwrap() * 10;
+        for i in 0..samples {
+            let util = if i < samples / 2 { 20 } else { 80 };
+            accounts.record(KEY, 1000, (2, 1), "c", &Ok(sample(util)), i * 5);
+        }
+        let series = accounts.series(KEY, Some(1000));
+        assert_eq!(series.len(), 1);
+        let (gpu, ordinal) = (series[0].gpu, series[0].ordinal);
+        assert_eq!((gpu, ordinal, series[0].bus_id.as_str()), (2, 1, "c"));
+        let points = &series[0].points;
+        assert!(points.len() <= SERIES_WINDOWS && points.len() > SERIES_WINDOWS / 4);
+        // Windows merged evenly: the first half's mean is 20, the second's 80, nothing lost.
+        assert_eq!(points[0].t, 0);
+        assert!((points[0].util - 20.0).abs() < 1e-9);
+        assert!((points[points.len() - 1].util - 80.0).abs() < 1e-9);
+        assert!(points.windows(2).all(|w| w[0].t < w[1].t));
+        assert_eq!(points[0].power_w, Some(300.0));
+        assert_eq!(points[0].temperature_c, Some(60));
+        assert!(accounts.series(KEY, Some(1001)).is_empty());
+        // Ended, the series waits for the plugin, then goes.
+        accounts.retain(&[], samples * 5);
+        assert!(accounts.lines(None, samples * 5).is_empty());
+        assert_eq!(accounts.series(KEY, None).len(), 1);
+        accounts.retain(&[], samples * 5 + ENDED_KEEP + 1);
+        assert!(accounts.series(KEY, None).is_empty());
+    }
+
+    #[test]
+    fn top_shows_every_gpu_and_only_the_asker_s_own_steps() {
+        let mut accounts = Accounts::new(settings());
+        let gpus = vec![
+            (0, "a".to_owned(), Some("A100".to_owned())),
+            (1, "b".to_owned(), None),
+        ];
+        accounts.observe(0, "a", &Ok(sample(0)));
+        accounts.observe(1, "b", &Err("GPU is lost".into()));
+        accounts.record(KEY, 1000, (0, 0), "a", &Ok(sample(0)), 0);
+        accounts.record(KEY, 1000, (0, 0), "a", &Ok(sample(0)), 70);
+        let mine = accounts.top(&gpus, Some(1000), 70);
+        assert_eq!(mine[0].step.as_deref(), Some("12.0"));
+        assert_eq!((mine[0].uid, mine[0].idle_seconds), (Some(1000), Some(70)));
+        assert_eq!(mine[0].sample.as_ref().map(|s| s.util), Some(0));
+        assert!(!mine[1].in_use && mine[1].error.as_deref() == Some("GPU is lost"));
+        let theirs = accounts.top(&gpus, Some(1001), 70);
+        assert!(theirs[0].in_use && theirs[0].step.is_none() && theirs[0].uid.is_none());
+        assert_eq!(accounts.top(&gpus, None, 70)[0].uid, Some(1000));
     }
 }

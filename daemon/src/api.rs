@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cohort_proto::daemon::{ErrorCode, Request, Response, StatusDoc, API_VERSION};
+use cohort_proto::daemon::{
+    check_node_name, ErrorCode, Request, Response, StatusDoc, TopNode, API_VERSION, MAX_TOP_NODES,
+};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -122,7 +124,8 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
                 return;
             }
         };
-        if write_response(&mut stream, &response).await.is_err() {
+        if let Err(e) = write_response(&mut stream, &response).await {
+            debug!("answer not written: {e}");
             return;
         }
     }
@@ -228,6 +231,62 @@ pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option
                 return error(ErrorCode::Internal, "the gang actor is gone");
             }
             Response::Recorded
+        }
+        Request::GetStepGpus {
+            job_id,
+            step_id,
+            attempt,
+        } => {
+            // Root (the plugin) or the step's owner; anyone else gets nothing, as for a step
+            // that ran no GPUs here.
+            let uid = match caller_uid {
+                Some(0) => None,
+                Some(uid) => Some(uid),
+                None => Some(u32::MAX),
+            };
+            Response::StepGpus {
+                series: shared
+                    .accounts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .series((job_id, step_id, attempt), uid),
+            }
+        }
+        Request::GetTop { nodes } => {
+            if nodes.len() > MAX_TOP_NODES {
+                return error(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "top: at most {MAX_TOP_NODES} nodes at once, not {}",
+                        nodes.len()
+                    ),
+                );
+            }
+            for (i, node) in nodes.iter().enumerate() {
+                if let Err(e) = check_node_name(&format!("nodes[{i}]"), node) {
+                    return error(ErrorCode::BadRequest, format!("top: {e}"));
+                }
+            }
+            let uid = match caller_uid {
+                Some(0) => None,
+                Some(uid) => Some(uid),
+                None => Some(u32::MAX),
+            };
+            let mut answers =
+                vec![crate::top::local(&shared.node, &shared.accounts, &shared.gang, uid).await];
+            let ctx = Arc::new(shared.node.clone());
+            let mut asked = tokio::task::JoinSet::new();
+            for (i, node) in nodes.into_iter().enumerate() {
+                if node == shared.node.node {
+                    continue;
+                }
+                let ctx = Arc::clone(&ctx);
+                asked.spawn(async move { (i, crate::top::remote(ctx, node, uid).await) });
+            }
+            let mut others: Vec<(usize, TopNode)> = asked.join_all().await;
+            others.sort_by_key(|(i, _)| *i);
+            answers.extend(others.into_iter().map(|(_, top)| top));
+            Response::Top { nodes: answers }
         }
         Request::GetStatus => {
             let (respond, answer) = oneshot::channel();

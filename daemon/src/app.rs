@@ -18,7 +18,7 @@ use cohort_topology::gpu_sample::{GpuSampler, NvmlSampler, ScriptedSampler};
 use crate::accounting::Accounts;
 use crate::api::{self, Shared};
 use crate::config::{Config, TopologySource};
-use crate::{gang, limits, topo};
+use crate::{gang, limits, top, topo};
 
 /// After a failed accept (out of file descriptors, say), waits a moment rather than spinning.
 async fn accept_failed(what: &str, e: &std::io::Error) {
@@ -71,8 +71,9 @@ fn sampler(settings: &crate::config::Accounting) -> Result<Box<dyn GpuSampler>, 
     }
 }
 
-/// Samples the running steps' GPUs every `interval`, off the runtime's threads (NVML blocks),
-/// and logs what is newly flagged.
+/// Samples every GPU of the node every `interval`, off the runtime's threads (NVML blocks):
+/// the latest sample of each for `cohort top`, and those of running steps into their
+/// accounts; logs what is newly flagged, and Xid errors of GPUs no step holds.
 async fn account_gpus(
     sampler: Box<dyn GpuSampler>,
     accounts: Arc<std::sync::Mutex<Accounts>>,
@@ -94,43 +95,64 @@ async fn account_gpus(
             return;
         }
         let Ok(running) = answer.await else { return };
-        let snapshot = topology.borrow().clone();
-        // (step, owner, GPU index, bus id) of every GPU to sample.
-        let wanted: Vec<(gang::StepKey, u32, u32, String)> = running
-            .iter()
-            .flat_map(|(key, uid, gpus)| {
-                let snapshot = snapshot.clone();
-                gpus.iter().filter_map(move |&gpu| {
-                    let bus_id = snapshot.as_ref()?.topology.gpu(gpu)?.bus_id.to_string();
-                    Some((*key, *uid, gpu, bus_id))
-                })
+        let gpus: Vec<(u32, String)> = topology
+            .borrow()
+            .as_ref()
+            .map(|s| {
+                s.topology
+                    .gpus
+                    .iter()
+                    .map(|g| (g.index, g.bus_id.to_string()))
+                    .collect()
             })
+            .unwrap_or_default();
+        let in_use: std::collections::BTreeSet<u32> = running
+            .iter()
+            .flat_map(|(_, _, gpus)| gpus.iter().map(|(gpu, _)| *gpu))
             .collect();
-        let keys: Vec<gang::StepKey> = running.iter().map(|(key, _, _)| *key).collect();
         let sampler = Arc::clone(&sampler);
-        let sampled = tokio::task::spawn_blocking(move || {
+        let (unclaimed, sampled) = tokio::task::spawn_blocking(move || {
             let mut sampler = sampler
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            wanted
+            let unclaimed = sampler.begin_round();
+            let sampled: Vec<_> = gpus
                 .into_iter()
-                .map(|(key, uid, gpu, bus_id)| {
-                    let sample = sampler.sample(&bus_id);
-                    (key, uid, gpu, bus_id, sample)
+                .map(|(gpu, bus_id)| {
+                    let sample = sampler.sample(&bus_id, in_use.contains(&gpu));
+                    (gpu, bus_id, sample)
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            (unclaimed, sampled)
         })
         .await
         .unwrap_or_default();
         let now = crate::accounting::now();
+        let keys: Vec<gang::StepKey> = running.iter().map(|(key, _, _)| *key).collect();
         let mut accounts = accounts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        accounts.retain(&keys);
-        for (key, uid, gpu, bus_id, sample) in sampled {
-            for flag in accounts.record(key, uid, gpu, &bus_id, sample, now) {
-                warn!("{flag}");
+        accounts.retain(&keys, now);
+        for (gpu, bus_id, sample) in sampled {
+            accounts.observe(gpu, &bus_id, &sample);
+            let mut held = false;
+            for (key, uid, gpus) in &running {
+                for &(index, number) in gpus.iter().filter(|(index, _)| *index == gpu) {
+                    held = true;
+                    for flag in accounts.record(*key, *uid, (index, number), &bus_id, &sample, now)
+                    {
+                        warn!("{flag}");
+                    }
+                }
             }
+            if let (false, Ok(sample)) = (held, &sample) {
+                for xid in &sample.xids {
+                    warn!("GPU {bus_id} reported Xid {xid} while no step of this node used it");
+                }
+            }
+        }
+        for (bus_id, xid) in unclaimed {
+            warn!("GPU {bus_id} reported Xid {xid}, and the topology has no such GPU");
         }
     }
 }
@@ -266,8 +288,14 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
                     Some(ticket) => {
                         let span = tracing::info_span!("peer", from = %from);
                         let (key, gang_tx) = (Arc::clone(&key), gang_tx.clone());
+                        let shared = Arc::clone(&shared);
                         connections.spawn(async move {
-                            gang::serve_peer(stream, key, gang_tx).await;
+                            if let Some((mut stream, asker)) = gang::serve_peer(stream, key, gang_tx).await {
+                                let answer = top::local(&shared.node, &shared.accounts, &shared.gang, asker).await;
+                                if let Err(e) = crate::peer::send(&mut stream, &cohort_proto::peer::PeerMsg::Top(Box::new(answer))).await {
+                                    warn!("peer {from}: {e}");
+                                }
+                            }
                             drop(ticket);
                         }.instrument(span));
                     }

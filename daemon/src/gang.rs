@@ -93,8 +93,8 @@ pub(crate) enum GangCommand {
         nodes: Vec<String>,
         ranks: usize,
         uid: u32,
-        /// This node's ranks' GPUs.
-        gpus: Vec<u32>,
+        /// This node's ranks' GPUs: index on the node, number within the step.
+        gpus: Vec<(u32, u32)>,
         /// This node's ranks.
         local: usize,
     },
@@ -116,7 +116,7 @@ pub(crate) enum GangCommand {
     /// The steps running on this node with their owner and this node's GPUs, for the GPU
     /// accounting.
     RunningGpus {
-        respond: oneshot::Sender<Vec<(StepKey, u32, Vec<u32>)>>,
+        respond: oneshot::Sender<Vec<RunningStep>>,
     },
     /// Check deadlines.
     Tick,
@@ -154,13 +154,17 @@ struct StepRecord {
     uid: u32,
     nodes: Vec<String>,
     ranks: usize,
-    /// This node's ranks' GPUs.
-    gpus: Vec<u32>,
+    /// This node's ranks' GPUs: index on the node, number within the step.
+    gpus: Vec<(u32, u32)>,
     /// This node's ranks.
     local: usize,
     ended: usize,
     failed: Vec<(u32, String, i32)>,
 }
+
+/// A running step, for the GPU accounting: its key, its owner, and this node's GPUs (index on
+/// the node, number within the step).
+pub(crate) type RunningStep = (StepKey, u32, Vec<(u32, u32)>);
 
 /// Steps remembered for `cohort status`.
 const RECORDS: usize = 256;
@@ -522,7 +526,13 @@ fn describe((job, step, attempt): StepKey, record: &StepRecord) -> String {
 }
 
 impl StepRecord {
-    fn new(uid: u32, nodes: Vec<String>, ranks: usize, gpus: Vec<u32>, local: usize) -> Self {
+    fn new(
+        uid: u32,
+        nodes: Vec<String>,
+        ranks: usize,
+        gpus: Vec<(u32, u32)>,
+        local: usize,
+    ) -> Self {
         StepRecord {
             uid,
             nodes,
@@ -535,14 +545,25 @@ impl StepRecord {
     }
 }
 
-/// The GPUs of `node`'s ranks in `plan` (each once) and how many ranks it runs.
-pub(crate) fn local_gpus(plan: &cohort_proto::plan::Plan, node: &str) -> (Vec<u32>, usize) {
-    let mine: Vec<&cohort_proto::plan::RankPlan> =
-        plan.ranks.iter().filter(|r| r.host == node).collect();
-    let mut gpus: Vec<u32> = mine.iter().filter_map(|r| r.gpu).collect();
-    gpus.sort_unstable();
-    gpus.dedup();
-    (gpus, mine.len())
+/// The GPUs of `node`'s ranks in `plan` (each once, with its number within the step) and how
+/// many ranks it runs.
+pub(crate) fn local_gpus(plan: &cohort_proto::plan::Plan, node: &str) -> (Vec<(u32, u32)>, usize) {
+    // The step's GPUs numbered in the order of the lowest rank using each.
+    let mut by_rank: Vec<&cohort_proto::plan::RankPlan> = plan.ranks.iter().collect();
+    by_rank.sort_by_key(|r| r.rank);
+    let mut numbers: BTreeMap<(&str, u32), u32> = BTreeMap::new();
+    for r in &by_rank {
+        if let Some(gpu) = r.gpu {
+            let next = u32::try_from(numbers.len()).unwrap_or(u32::MAX);
+            numbers.entry((r.host.as_str(), gpu)).or_insert(next);
+        }
+    }
+    let gpus = numbers
+        .iter()
+        .filter(|((host, _), _)| *host == node)
+        .map(|((_, gpu), number)| (*gpu, *number))
+        .collect();
+    (gpus, by_rank.iter().filter(|r| r.host == node).count())
 }
 
 fn remember(records: &mut BTreeMap<StepKey, StepRecord>, key: StepKey, record: StepRecord) {
@@ -709,7 +730,7 @@ pub(crate) fn peer_listener(address: SocketAddr) -> std::io::Result<tokio::net::
 }
 
 /// Resolves a node's daemon: the configured map first, then the node name on the peer port.
-async fn resolve(ctx: &NodeContext, node: &str) -> Result<SocketAddr, String> {
+pub(crate) async fn resolve(ctx: &NodeContext, node: &str) -> Result<SocketAddr, String> {
     if let Some(address) = ctx.peer_nodes.get(node) {
         return Ok(*address);
     }
@@ -779,23 +800,26 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
     match answer {
         PeerMsg::Plan(plan) => Ok(*plan),
         PeerMsg::Abort { reason, .. } => Err(reason),
-        PeerMsg::Summary(_) | PeerMsg::TaskFailed { .. } => {
-            Err(format!("the leader {leader} answered out of turn"))
-        }
+        PeerMsg::Summary(_)
+        | PeerMsg::TaskFailed { .. }
+        | PeerMsg::TopRequest { .. }
+        | PeerMsg::Top(_) => Err(format!("the leader {leader} answered out of turn")),
     }
 }
 
 /// Serves one incoming peer connection: authenticate, take a summary, wait for the actor.
+/// A `cohort top` request is not the gang's: the authenticated stream and the asker's uid
+/// are handed back for `top.rs` to answer.
 pub(crate) async fn serve_peer(
     mut stream: TcpStream,
     key: Arc<Vec<u8>>,
     commands: mpsc::Sender<GangCommand>,
-) {
+) -> Option<(TcpStream, Option<u32>)> {
     let peer_address = stream.peer_addr().ok();
     let who = peer_address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     if let Err(e) = peer::handshake(&mut stream, &key, false, Duration::from_secs(10)).await {
         warn!("refused peer {who}: {e}");
-        return;
+        return None;
     }
     // An authenticated peer sends its message at once; one that does not is not waited for.
     let message = tokio::time::timeout(PEER_MESSAGE_LIMIT, peer::receive::<PeerMsg>(&mut stream))
@@ -814,7 +838,7 @@ pub(crate) async fn serve_peer(
                     },
                 )
                 .await;
-                return;
+                return None;
             }
             summary
         }
@@ -834,15 +858,16 @@ pub(crate) async fn serve_peer(
                     status,
                 })
                 .await;
-            return;
+            return None;
         }
+        Ok(PeerMsg::TopRequest { asker }) => return Some((stream, asker)),
         Ok(other) => {
             warn!("peer {who} sent {other:?} instead of a summary");
-            return;
+            return None;
         }
         Err(e) => {
             warn!("peer {who}: {e}");
-            return;
+            return None;
         }
     };
     let limit = Duration::from_millis(summary.timeout_ms) + ORPHAN_LIMIT;
@@ -856,13 +881,14 @@ pub(crate) async fn serve_peer(
         respond,
     };
     if commands.send(command).await.is_err() {
-        return;
+        return None;
     }
     if let Ok(Ok(answer)) = tokio::time::timeout(limit, answer).await {
         if let Err(e) = peer::send(&mut stream, &answer).await {
             warn!("peer {who}: {e}");
         }
     }
+    None
 }
 
 #[cfg(test)]
@@ -969,7 +995,7 @@ mod tests {
                     nodes: vec!["n0".into(), "n1".into()],
                     ranks: 2,
                     uid,
-                    gpus: vec![0],
+                    gpus: vec![(0, 0)],
                     local: 1,
                 })
                 .await

@@ -19,6 +19,7 @@ mod gang;
 mod limits;
 mod peer;
 mod planning;
+mod top;
 mod topo;
 mod trace;
 

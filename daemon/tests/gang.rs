@@ -393,3 +393,49 @@ fn running_as_root() -> Option<()> {
     }
     root.then_some(())
 }
+
+/// `cohort top --nodes`, through node0's daemon: node1, which holds the cluster key, answers
+/// with its GPUs over the peer protocol; node2, with another key, is refused at the handshake
+/// and named with the reason; a name that is no node name is refused by field.
+#[test]
+fn top_asks_the_peers_holding_the_key_and_names_those_it_cannot() {
+    let cluster = Cluster::start(3, Some(2));
+    let ask = |nodes: Vec<String>| -> Response {
+        let mut stream = UnixStream::connect(&cluster.sockets[0]).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write_frame(
+            &mut stream,
+            &Request::Hello {
+                api_version: API_VERSION,
+                client: "test".into(),
+            },
+        )
+        .unwrap();
+        let _: Response = read_frame(&mut stream).unwrap();
+        write_frame(&mut stream, &Request::GetTop { nodes }).unwrap();
+        read_frame(&mut stream).unwrap()
+    };
+    let Response::Top { nodes: top } = ask(vec!["node1".into(), "node2".into()]) else {
+        panic!("no top");
+    };
+    let names: Vec<&str> = top.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(names, ["node0", "node1", "node2"]);
+    assert!(!top[0].gpus.is_empty() && top[0].error.is_none());
+    assert_eq!(top[1].error, None);
+    assert_eq!(top[1].gpus.len(), top[0].gpus.len());
+    assert!(top[1].gpus.iter().all(|g| !g.in_use && g.step.is_none()));
+    assert!(
+        top[2].error.is_some() && top[2].gpus.is_empty(),
+        "{:?}",
+        top[2]
+    );
+    match ask(vec!["no/de".into()]) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("nodes[0]"), "{message}");
+        }
+        other => panic!("a bad node name was answered {other:?}"),
+    }
+}

@@ -35,6 +35,105 @@ pub enum Request {
     Join(JoinRequest),
     /// A task of a step ended (sent by the plugin from slurmstepd).
     TaskExit(TaskExit),
+    /// The GPU series of one step on this node, for its trial's system metrics (root, or the
+    /// step's owner); answered with `StepGpus`, empty when the node holds none.
+    GetStepGpus {
+        /// Slurm job id.
+        job_id: u32,
+        /// Slurm step id.
+        step_id: u32,
+        /// The launch attempt.
+        #[serde(default)]
+        attempt: u32,
+    },
+    /// `cohort top`: this node's GPUs and steps, then those of `nodes`, which this daemon asks
+    /// over the authenticated peer protocol; answered with `Top`.
+    GetTop {
+        /// Other nodes to ask (at most [`MAX_TOP_NODES`]).
+        #[serde(default)]
+        nodes: Vec<String>,
+    },
+}
+
+/// The most nodes one `GetTop` may ask about.
+pub const MAX_TOP_NODES: usize = 1024;
+
+/// One GPU of a step on one node, sampled over the step's life: what becomes the trial's
+/// `sys/gpuN/...` metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuSeries {
+    /// The GPU's number within the step: GPUs numbered in the order of the lowest rank using
+    /// each, so `0` is rank 0's GPU on every node count.
+    pub ordinal: u32,
+    /// The GPU's index on its node.
+    pub gpu: u32,
+    /// Its PCI bus id.
+    pub bus_id: String,
+    /// The series, oldest first; each point covers the samples of one window.
+    pub points: Vec<GpuPoint>,
+}
+
+/// A window of samples of one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuPoint {
+    /// When the window started (seconds since the Unix epoch).
+    pub t: u64,
+    /// Mean utilisation, percent.
+    pub util: f64,
+    /// Most memory in use, bytes.
+    pub memory_used: u64,
+    /// Mean power, watts, where reported.
+    #[serde(default)]
+    pub power_w: Option<f64>,
+    /// Highest temperature, degrees Celsius, where reported.
+    #[serde(default)]
+    pub temperature_c: Option<u32>,
+}
+
+/// One node as `cohort top` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopNode {
+    /// The node's name.
+    pub node: String,
+    /// Why the node could not be asked (its other fields are then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Every GPU of the node, with its latest sample.
+    #[serde(default)]
+    pub gpus: Vec<TopGpu>,
+    /// The steps the asker may see, one line each, as `cohort status` shows them.
+    #[serde(default)]
+    pub steps: Vec<String>,
+}
+
+/// One GPU of a node, as `cohort top` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopGpu {
+    /// Its index on the node.
+    pub index: u32,
+    /// Its PCI bus id.
+    pub bus_id: String,
+    /// Its model, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The latest sample, once the accounting took one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<GpuSample>,
+    /// Why the latest sample failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether a running step holds it.
+    #[serde(default)]
+    pub in_use: bool,
+    /// The step holding it (`12.0`), when the asker may see it (root, or its owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The step's owner, when the asker may see the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Seconds it has been idle while the step held it, past the daemon's `idle_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
 }
 
 /// The end of one task.
@@ -308,6 +407,16 @@ pub enum Response {
     Joined(Box<StepPlan>),
     /// Answer to `TaskExit`.
     Recorded,
+    /// Answer to `GetStepGpus`.
+    StepGpus {
+        /// The step's GPUs on this node.
+        series: Vec<GpuSeries>,
+    },
+    /// Answer to `GetTop`.
+    Top {
+        /// This node first, then the nodes asked, in their order.
+        nodes: Vec<TopNode>,
+    },
     /// The request failed.
     Error {
         /// What kind of failure, stable across releases.
@@ -469,5 +578,59 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn gpu_answers_go_through_json_and_back() {
+        // Internally tagged variants cannot hold a bare sequence: each answer is checked whole.
+        let answers = [
+            Response::StepGpus {
+                series: vec![GpuSeries {
+                    ordinal: 1,
+                    gpu: 3,
+                    bus_id: "0000:17:00.0".into(),
+                    points: vec![GpuPoint {
+                        t: 5,
+                        util: 97.5,
+                        memory_used: 1 << 30,
+                        power_w: Some(250.0),
+                        temperature_c: None,
+                    }],
+                }],
+            },
+            Response::Top {
+                nodes: vec![TopNode {
+                    node: "node1".into(),
+                    error: None,
+                    gpus: vec![TopGpu {
+                        index: 0,
+                        bus_id: "0000:17:00.0".into(),
+                        model: Some("A100".into()),
+                        sample: Some(GpuSample::default()),
+                        error: None,
+                        in_use: true,
+                        step: Some("12.0".into()),
+                        uid: Some(1000),
+                        idle_seconds: Some(600),
+                    }],
+                    steps: vec!["12.0 attempt 0".into()],
+                }],
+            },
+        ];
+        for answer in answers {
+            let text = serde_json::to_string(&answer).unwrap();
+            assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), answer);
+        }
+        let request = Request::GetTop {
+            nodes: vec!["node2".into()],
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);
+        let message = crate::peer::PeerMsg::TopRequest { asker: Some(1000) };
+        let text = serde_json::to_string(&message).unwrap();
+        assert_eq!(
+            serde_json::from_str::<crate::peer::PeerMsg>(&text).unwrap(),
+            message
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod daemon;
 pub mod env;
 pub mod frame;
+pub mod hostlist;
 pub mod peer;
 pub mod plan;
 pub mod search;

@@ -1,7 +1,8 @@
 //! Messages between daemons during a gang start, after the cluster-key handshake.
 //!
 //! A follower connects to the leader (the step's first node), sends its `Summary`, and waits on
-//! the same connection for `Plan` or `Abort`.
+//! the same connection for `Plan` or `Abort`. A daemon relaying `cohort top --nodes` sends
+//! `TopRequest` and reads `Top`.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,14 @@ pub enum PeerMsg {
         /// Its wait status.
         status: i32,
     },
+    /// `cohort top` on another node: this node's GPUs and steps, as `asker` may see them.
+    TopRequest {
+        /// The uid of the user asking (`None`: root), as the asking daemon's socket saw it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asker: Option<u32>,
+    },
+    /// The answer to `TopRequest`.
+    Top(Box<crate::daemon::TopNode>),
     /// The gang failed; every node fails the step with this reason.
     Abort {
         /// Slurm job id.

@@ -1,11 +1,13 @@
-//! The plugin's conversations with the local cohortd: join the step, report task exits; each
-//! with a deadline.
+//! The plugin's conversations with the local cohortd: join the step, report task exits, take
+//! the step's GPU series at its end; each with a deadline.
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use cohort_proto::daemon::{JoinRequest, Request, Response, StepPlan, TaskExit, API_VERSION};
+use cohort_proto::daemon::{
+    GpuSeries, JoinRequest, Request, Response, StepPlan, TaskExit, API_VERSION,
+};
 use cohort_proto::frame::{read_frame, write_frame, FrameError};
 
 use crate::args::PluginConfig;
@@ -47,6 +49,22 @@ pub(crate) fn report_exit(socket: &Path, exit: &TaskExit) -> Result<(), String> 
     write_frame(&mut stream, &Request::TaskExit(exit.clone())).map_err(talk(socket))?;
     match read_frame::<Response>(&mut stream).map_err(talk(socket))? {
         Response::Recorded => Ok(()),
+        Response::Error { message, .. } => Err(message),
+        other => Err(format!("cohortd answered {other:?}")),
+    }
+}
+
+/// The series of the step's GPUs on this node (best effort, a few seconds at most).
+pub(crate) fn step_gpus(socket: &Path, key: (u32, u32, u32)) -> Result<Vec<GpuSeries>, String> {
+    let mut stream = connect(socket, Duration::from_secs(3))?;
+    let request = Request::GetStepGpus {
+        job_id: key.0,
+        step_id: key.1,
+        attempt: key.2,
+    };
+    write_frame(&mut stream, &request).map_err(talk(socket))?;
+    match read_frame::<Response>(&mut stream).map_err(talk(socket))? {
+        Response::StepGpus { series } => Ok(series),
         Response::Error { message, .. } => Err(message),
         other => Err(format!("cohortd answered {other:?}")),
     }

@@ -397,7 +397,7 @@ fn join_request(spank: Spank, config: &PluginConfig) -> Result<(JoinRequest, Dev
     let node_list = ffi::getenv(spank, "SLURM_STEP_NODELIST")
         .or_else(|| ffi::getenv(spank, "SLURM_JOB_NODELIST"))
         .ok_or("the step's node list (SLURM_STEP_NODELIST) is not set")?;
-    let nodes = args::expand_hostlist(&node_list)?;
+    let nodes = cohort_proto::hostlist::expand(&node_list)?;
     if nodes.len() != n_nodes as usize || node_index >= n_nodes {
         return Err(format!(
             "node list {node_list:?} has {} nodes, Slurm says {n_nodes}",
@@ -652,7 +652,30 @@ fn requeue_after_warning(step: &StepData) {
     }
 }
 
-/// `slurm_spank_exit`: says so when the step ran through Cohort.
+/// The node's GPU series of the step into its trial (best effort: a line in slurmd's log when
+/// they cannot be taken or written).
+fn record_system_metrics(step: &StepData, recording: &record::Recording) {
+    let result = client::step_gpus(&step.socket, step.key).and_then(|series| {
+        record::system_metrics(
+            recording,
+            step.key.0,
+            step.key.1,
+            step.key.2,
+            (step.uid, step.gid),
+            &step.node,
+            &series,
+            step.timeout,
+        )
+    });
+    if let Err(e) = result {
+        ffi::info(&format!(
+            "could not record the step's GPU metrics in the catalog: {e}"
+        ));
+    }
+}
+
+/// `slurm_spank_exit`: the node's GPU series into the step's trial, its end recorded on rank
+/// 0's node, the requeue after a warning; says so when the step ran through Cohort.
 #[allow(unsafe_code)] // an exported SPANK symbol
 #[unsafe(no_mangle)]
 pub extern "C" fn slurm_spank_exit(
@@ -662,6 +685,9 @@ pub extern "C" fn slurm_spank_exit(
 ) -> c_int {
     guarded("exit", || {
         if let Some(step) = STEP.get() {
+            if let Some(recording) = &step.recording {
+                record_system_metrics(step, recording);
+            }
             if let Some(recording) = step.recording.as_ref().filter(|r| r.rank0_here) {
                 let result =
                     record::step_ended(recording, step.key.0, step.key.1, (step.uid, step.gid));

@@ -9,6 +9,8 @@
 //! completed at the step's end; readers merge the two, so a failure is never lost to a
 //! `completed` written by another node at the same moment. Those two hooks run as root in
 //! slurmstepd: what they write is given to the job's user.
+//! At the step's end every node adds the GPU series its cohortd sampled as the trial's system
+//! metrics (`sys/gpu0/util`, ...), in a segment of its own.
 //! On a filesystem that maps root to nobody (NFS `root_squash`) they cannot write, and say so
 //! in slurmd's log; the trial then stays `running`.
 
@@ -17,8 +19,10 @@ use std::path::PathBuf;
 use cohort_catalog::catalog::{
     new_state, read_state, record_step_failure, record_step_stop, write_state, write_state_owned,
 };
+use cohort_catalog::system::{publish_system_metrics, SystemRow};
 use cohort_catalog::{Catalog, NewExperiment};
 use cohort_proto::catalog::{Restart, StateRecord, StepFailure, TrialState, CATALOG_VERSION};
+use cohort_proto::daemon::{GpuPoint, GpuSeries};
 
 /// What a node knows about the step's trial.
 #[derive(Debug, Clone)]
@@ -359,6 +363,81 @@ pub fn requeue_noted(
         }
         true
     })
+}
+
+/// The system metrics of one GPU series point (names under `sys/gpuN/`, N the GPU's number
+/// within the step), at `step` seconds since the trial started.
+fn system_row(series: &GpuSeries, point: &GpuPoint, started: f64) -> SystemRow {
+    let prefix = format!("sys/gpu{}", series.ordinal);
+    #[allow(clippy::cast_precision_loss)]
+    let t = point.t as f64;
+    let mut values = vec![
+        (format!("{prefix}/util"), point.util),
+        (
+            format!("{prefix}/memory_gib"),
+            #[allow(clippy::cast_precision_loss)]
+            {
+                point.memory_used as f64 / f64::from(1u32 << 30)
+            },
+        ),
+    ];
+    if let Some(w) = point.power_w {
+        values.push((format!("{prefix}/power_w"), w));
+    }
+    if let Some(c) = point.temperature_c {
+        values.push((format!("{prefix}/temperature_c"), f64::from(c)));
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let step = (t - started).max(0.0).round() as i64;
+    SystemRow {
+        step,
+        wall: t,
+        values,
+    }
+}
+
+/// At the step's end on every node: the node's GPU series (from its cohortd) into the trial
+/// as system metrics, one segment per node and launch, given to `owner`. Runs as root.
+#[allow(clippy::too_many_arguments)]
+pub fn system_metrics(
+    recording: &Recording,
+    job: u32,
+    step: u32,
+    launch: u32,
+    owner: (u32, u32),
+    node: &str,
+    series: &[GpuSeries],
+    wait: std::time::Duration,
+) -> Result<(), String> {
+    if series.iter().all(|s| s.points.is_empty()) {
+        return Ok(());
+    }
+    let dir = trial_dir_within(recording, job, step, wait)?;
+    let started = read_state(&dir)
+        .ok()
+        .flatten()
+        .and_then(|state| state.started)
+        .or_else(|| {
+            #[allow(clippy::cast_precision_loss)]
+            series
+                .iter()
+                .flat_map(|s| s.points.first())
+                .map(|p| p.t as f64)
+                .reduce(f64::min)
+        })
+        .unwrap_or(0.0);
+    let rows: Vec<SystemRow> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(move |p| system_row(s, p, started)))
+        .collect();
+    publish_system_metrics(
+        &dir,
+        &format!("{node}-{job}.{step}-{launch}"),
+        &rows,
+        Some(owner),
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// At the step's end on rank 0's node: completed, unless a failure was recorded.

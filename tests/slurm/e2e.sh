@@ -118,8 +118,10 @@ ok "device lists: CUDA_VISIBLE_DEVICES and ROCR_VISIBLE_DEVICES narrowed per tas
 # 1d. GPU accounting: node1's cohortd samples the step's four GPUs every second (scripted
 #     samples, these nodes having no GPUs; see cluster.sh): `cohort status` shows each with its
 #     utilisation, the idle GPU, the ECC errors and the Xid flagged, the daemon's log says so,
-#     another user sees none of it, and the GPUs leave the status with the step.
-timeout 60 srun -N1 -n4 -w node1 --gpus-per-task=1 --cohort sleep 7 > "$L/acct-step.out" 2>&1 &
+#     another user sees none of it, and the GPUs leave the status with the step; `cohort top`
+#     shows them, and node2's over the peer protocol; the step's trial gets their series.
+export COHORT_CATALOG=$L/acct-catalog
+timeout 60 srun -N1 -n4 -w node1 --gpus-per-task=1 --cohort --cohort-exp gpu-acct sleep 7 > "$L/acct-step.out" 2>&1 &
 acct_step=$!
 for _ in $(seq 1 100); do
     "$COHORT" status --socket "$L/run/node1/cohortd.sock" > "$L/acct.out" 2>&1 || true
@@ -136,6 +138,20 @@ grep -q "GPU 1 allocated but idle for" "$L/log/cohortd-node1.log" \
 grep -q "GPU 3 reported Xid 79" "$L/log/cohortd-node1.log" || fail "no Xid in the daemon's log"
 other=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$COHORT" status --socket "$L/run/node1/cohortd.sock" 2>&1)
 [[ $other != *"GPU 0"* ]] || fail "another user sees the step's GPUs:\n$other"
+# cohort top: node1's GPUs with the step and its user, node2's through node1's daemon over
+# the peer protocol; another user sees the GPUs held but not whose; an unknown node is named.
+"$COHORT" top --once --socket "$L/run/node1/cohortd.sock" --nodes node2 > "$L/top.out" 2>&1 \
+    || fail "cohort top:\n$(cat "$L/top.out")"
+grep -q "^node1: 4 GPU(s), 4 held by running steps" "$L/top.out" || fail "top's node1:\n$(cat "$L/top.out")"
+grep -Eq "^  0 .* 97% .* root" "$L/top.out" || fail "top's GPU 0:\n$(cat "$L/top.out")"
+grep -q "IDLE for" "$L/top.out" || fail "top's idle GPU:\n$(cat "$L/top.out")"
+grep -q "^node2: 4 GPU(s), 0 held by running steps" "$L/top.out" || fail "top's node2:\n$(cat "$L/top.out")"
+other=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$COHORT" top --once --socket "$L/run/node1/cohortd.sock" 2>&1)
+[[ $other == *"(another user's)"* && $other != *root* ]] || fail "another user's top:\n$other"
+if "$COHORT" top --once --socket "$L/run/node1/cohortd.sock" --nodes node9 > "$L/top9.out" 2>&1; then
+    fail "top of an unknown node exited 0"
+fi
+grep -q "^node9: cannot ask: " "$L/top9.out" || fail "top of an unknown node:\n$(cat "$L/top9.out")"
 wait "$acct_step" || fail "the accounted step failed:\n$(cat "$L/acct-step.out")"
 for _ in $(seq 1 50); do
     "$COHORT" status --socket "$L/run/node1/cohortd.sock" > "$L/acct.out" 2>&1
@@ -143,7 +159,24 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 ! grep -q "GPUs of running steps" "$L/acct.out" || fail "the ended step's GPUs are still shown:\n$(cat "$L/acct.out")"
-ok "GPU accounting: utilisation per GPU, the idle one, ECC and Xid errors flagged in status and log; only root sees them"
+# The step's trial got its GPUs' series as system metrics, written by node1 at the step's end.
+for _ in $(seq 1 50); do
+    "$COHORT" trials gpu-acct --json > "$L/acct-trials.json" 2>&1 && grep -q "sys/gpu3/util" "$L/acct-trials.json" && break
+    sleep 0.2
+done
+python3 - "$L/acct-trials.json" <<'EOF' || fail "the trial's GPU metrics:\n$(cat "$L/acct-trials.json")"
+import json, sys
+[trial] = json.load(open(sys.argv[1]))
+m = trial["metrics"]
+assert m["sys/gpu0/util"]["last"] == 97 and m["sys/gpu0/util"]["count"] >= 3, m["sys/gpu0/util"]
+assert m["sys/gpu1/util"]["max"] == 0, m["sys/gpu1/util"]
+assert m["sys/gpu2/memory_gib"]["last"] == 20 and m["sys/gpu3/power_w"]["last"] == 250, m
+assert m["sys/gpu3/temperature_c"]["last"] == 55, m
+EOF
+"$COHORT" metrics gpu-acct/1 > "$L/acct-metrics.out" 2>&1 || fail "cohort metrics:\n$(cat "$L/acct-metrics.out")"
+grep -q "sys/gpu0/util" "$L/acct-metrics.out" || fail "cohort metrics shows no GPU metrics:\n$(cat "$L/acct-metrics.out")"
+unset COHORT_CATALOG
+ok "GPU accounting: utilisation per GPU, the idle one, ECC and Xid errors flagged in status and log; only root sees them; cohort top here and over peers; the series in the trial as sys/gpuN metrics"
 
 # 2. The collectives across nodes (TCP between namespaces), checked; then the sbatch example.
 timeout 120 srun -N4 --ntasks-per-node=2 --cohort "$COHORT" bench allreduce -b 4 -e 1M -f 16 -n 2 -w 1 \

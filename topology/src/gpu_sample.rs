@@ -23,8 +23,9 @@ pub trait GpuSampler: Send {
         Vec::new()
     }
 
-    /// One sample of the GPU at `bus_id`.
-    fn sample(&mut self, bus_id: &str) -> Result<GpuSample, String>;
+    /// One sample of the GPU at `bus_id`; `in_use` says whether a running step holds it
+    /// (NVML reads the GPU either way; a script describes GPUs while steps hold them).
+    fn sample(&mut self, bus_id: &str, in_use: bool) -> Result<GpuSample, String>;
 }
 
 /// Samples through NVML (`libnvidia-ml.so.1`, loaded at run time).
@@ -111,7 +112,7 @@ impl GpuSampler for NvmlSampler {
         unclaimed
     }
 
-    fn sample(&mut self, bus_id: &str) -> Result<GpuSample, String> {
+    fn sample(&mut self, bus_id: &str, _in_use: bool) -> Result<GpuSample, String> {
         let device = self
             .nvml
             .device_by_pci_bus_id(bus_id)
@@ -157,8 +158,9 @@ impl GpuSampler for NvmlSampler {
 }
 
 /// A stand-in for NVML on machines without a GPU: replays, for each GPU, the samples a test
-/// (or a demonstration) wrote down, one per call, repeating the last one when they run out.
-/// A GPU without samples is an error, as NVML's would be.
+/// (or a demonstration) wrote down, one per call while a step holds the GPU, repeating the
+/// last one when they run out. A GPU no step holds reads idle (utilisation 0, no memory in
+/// use) and its script waits. A GPU without samples is an error, as NVML's would be.
 #[derive(Debug, Clone, Default)]
 pub struct ScriptedSampler {
     script: BTreeMap<String, Vec<GpuSample>>,
@@ -176,12 +178,18 @@ impl ScriptedSampler {
 }
 
 impl GpuSampler for ScriptedSampler {
-    fn sample(&mut self, bus_id: &str) -> Result<GpuSample, String> {
+    fn sample(&mut self, bus_id: &str, in_use: bool) -> Result<GpuSample, String> {
         let samples = self
             .script
             .get(bus_id)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| format!("the script has no samples of GPU {bus_id}"))?;
+        if !in_use {
+            return Ok(GpuSample {
+                memory_total: samples[0].memory_total,
+                ..GpuSample::default()
+            });
+        }
         let taken = self.taken.entry(bus_id.to_owned()).or_insert(0);
         let sample = samples[(*taken).min(samples.len() - 1)].clone();
         *taken += 1;
@@ -213,12 +221,15 @@ mod tests {
             "0000:17:00.0".to_owned(),
             vec![idle.clone(), busy.clone()],
         )]));
-        assert_eq!(sampler.sample("0000:17:00.0").unwrap(), idle);
-        assert_eq!(sampler.sample("0000:17:00.0").unwrap(), busy);
-        let held = sampler.sample("0000:17:00.0").unwrap();
+        // Unused, the GPU reads idle and the script waits for a step.
+        let unused = sampler.sample("0000:17:00.0", false).unwrap();
+        assert_eq!((unused.util, unused.xids.len()), (0, 0));
+        assert_eq!(sampler.sample("0000:17:00.0", true).unwrap(), idle);
+        assert_eq!(sampler.sample("0000:17:00.0", true).unwrap(), busy);
+        let held = sampler.sample("0000:17:00.0", true).unwrap();
         assert_eq!((held.util, held.xids), (90, vec![]));
         assert!(sampler
-            .sample("0000:18:00.0")
+            .sample("0000:18:00.0", true)
             .unwrap_err()
             .contains("no samples of GPU 0000:18:00.0"));
     }

@@ -1,0 +1,100 @@
+//! `cohort top`: this node's GPUs and steps as the asker may see them, and other nodes' asked
+//! over the authenticated peer protocol. A user sees every GPU's utilisation (as
+//! `nvidia-smi` on the node shows it to anyone) but the steps and owners of their own steps
+//! only; root sees all. A peer's answer is built for the uid the asking daemon's socket saw,
+//! which peers take on trust: they hold the cluster key.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cohort_proto::daemon::TopNode;
+use cohort_proto::peer::PeerMsg;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accounting::Accounts;
+use crate::gang::{GangCommand, NodeContext};
+use crate::peer;
+
+/// How long one node gets to answer, connection and handshake included.
+const NODE_LIMIT: Duration = Duration::from_secs(5);
+
+/// This node as `uid` may see it (`None`: root).
+pub(crate) async fn local(
+    ctx: &NodeContext,
+    accounts: &std::sync::Mutex<Accounts>,
+    gang: &mpsc::Sender<GangCommand>,
+    uid: Option<u32>,
+) -> TopNode {
+    let gpus: Vec<(u32, String, Option<String>)> = ctx
+        .topology
+        .borrow()
+        .as_ref()
+        .map(|s| {
+            s.topology
+                .gpus
+                .iter()
+                .map(|g| (g.index, g.bus_id.to_string(), g.model.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (respond, answer) = oneshot::channel();
+    let steps = if gang
+        .send(GangCommand::ListSteps { uid, respond })
+        .await
+        .is_ok()
+    {
+        answer.await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let gpus = accounts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .top(&gpus, uid, crate::accounting::now());
+    TopNode {
+        node: ctx.node.clone(),
+        error: None,
+        gpus,
+        steps,
+    }
+}
+
+/// Asks `node`'s daemon for its part of `cohort top`, as `uid` may see it; a node that cannot
+/// be asked within [`NODE_LIMIT`] comes back with the reason.
+pub(crate) async fn remote(ctx: Arc<NodeContext>, node: String, uid: Option<u32>) -> TopNode {
+    let asked = tokio::time::timeout(NODE_LIMIT, async {
+        let address = crate::gang::resolve(&ctx, &node).await?;
+        let mut stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+        peer::handshake(&mut stream, &ctx.key, true, NODE_LIMIT).await?;
+        peer::send(&mut stream, &PeerMsg::TopRequest { asker: uid }).await?;
+        match peer::receive::<PeerMsg>(&mut stream).await? {
+            PeerMsg::Top(top) => Ok(*top),
+            other => Err(format!(
+                "answered {} instead of its GPUs (an older cohortd?)",
+                kind(&other)
+            )),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {} s", NODE_LIMIT.as_secs())));
+    asked.unwrap_or_else(|e| TopNode {
+        node: node.clone(),
+        error: Some(e),
+        gpus: Vec::new(),
+        steps: Vec::new(),
+    })
+}
+
+fn kind(message: &PeerMsg) -> &'static str {
+    match message {
+        PeerMsg::Summary(_) => "a summary",
+        PeerMsg::Plan(_) => "a plan",
+        PeerMsg::TaskFailed { .. } => "a task failure",
+        PeerMsg::TopRequest { .. } => "a request",
+        PeerMsg::Top(_) => "its GPUs",
+        PeerMsg::Abort { .. } => "an abort",
+    }
+}
