@@ -70,7 +70,9 @@ pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 /// Serves one connection until the client closes it, breaks the protocol or goes idle.
 pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
     let idle = shared.idle;
-    let caller_uid = stream.peer_cred().ok().map(|cred| cred.uid());
+    let cred = stream.peer_cred().ok();
+    let caller_uid = cred.map(|cred| cred.uid());
+    let caller_pid = cred.and_then(|cred| cred.pid()).filter(|pid| *pid > 0);
     match read_request(&mut stream, idle).await {
         Ok(Some(Request::Hello {
             api_version,
@@ -117,7 +119,7 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
     loop {
         let response = match read_request(&mut stream, idle).await {
             Ok(None) => return,
-            Ok(Some(request)) => answer(&shared, request, caller_uid).await,
+            Ok(Some(request)) => answer(&shared, request, caller_uid, caller_pid).await,
             Err(e) => {
                 warn!("{e}");
                 let _ = write_response(&mut stream, &error(ErrorCode::BadRequest, e)).await;
@@ -135,8 +137,15 @@ fn uid_text(uid: Option<u32>) -> String {
     uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"))
 }
 
-/// Answers one request; job operations are refused to anyone but root.
-pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option<u32>) -> Response {
+/// Answers one request; job operations are refused to anyone but root. `caller_pid` is the
+/// caller's process (a joining slurmstepd), watched so that a step whose slurmstepd dies without
+/// reporting its tasks does not stay running.
+pub(crate) async fn answer(
+    shared: &Shared,
+    request: Request,
+    caller_uid: Option<u32>,
+    caller_pid: Option<i32>,
+) -> Response {
     let snapshot = shared.topology.borrow().clone();
     match request {
         Request::Join(join) => {
@@ -194,6 +203,9 @@ pub(crate) async fn answer(shared: &Shared, request: Request, caller_uid: Option
                         local,
                     })
                     .await;
+            }
+            if let (Ok(_), Some(pid)) = (&result, caller_pid) {
+                let _ = shared.gang.send(GangCommand::Watch { key, pid }).await;
             }
             match result {
                 Ok(plan) => Response::Joined(Box::new(plan)),

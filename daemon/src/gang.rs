@@ -98,6 +98,9 @@ pub(crate) enum GangCommand {
         /// This node's ranks.
         local: usize,
     },
+    /// The process that joined a started step here (slurmstepd), to watch: if it goes away
+    /// before every local task's end was reported, the step counts as ended.
+    Watch { key: StepKey, pid: i32 },
     /// A local task ended.
     TaskExit { exit: TaskExit },
     /// Another node says one of its tasks failed.
@@ -135,9 +138,9 @@ impl GangCommand {
             GangCommand::Summary { summary, .. } => {
                 Some((summary.job_id, summary.step_id, summary.attempt))
             }
-            GangCommand::Started { key, .. } | GangCommand::PeerTaskFailed { key, .. } => {
-                Some(*key)
-            }
+            GangCommand::Started { key, .. }
+            | GangCommand::PeerTaskFailed { key, .. }
+            | GangCommand::Watch { key, .. } => Some(*key),
             GangCommand::TaskExit { exit } => Some((exit.job_id, exit.step_id, exit.attempt)),
             #[cfg(test)]
             GangCommand::Panic { key } => Some(*key),
@@ -160,6 +163,22 @@ struct StepRecord {
     local: usize,
     ended: usize,
     failed: Vec<(u32, String, i32)>,
+    /// The process that joined (slurmstepd) and its start time, while watched.
+    stepd: Option<(i32, u64)>,
+    /// Whether that process went away before every local task's end was reported.
+    lost: bool,
+}
+
+/// How often the processes that joined running steps are looked for.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// A process's start time (clock ticks after boot, `/proc/PID/stat` field 22), which tells it
+/// from a later process given the same pid; `None` when there is no such process.
+fn process_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: fields after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// A running step, for the GPU accounting: its key, its owner, and this node's GPUs (index on
@@ -271,6 +290,7 @@ pub(crate) async fn run(ctx: NodeContext, mut commands: mpsc::Receiver<GangComma
         gangs: BTreeMap::new(),
         finished: BTreeSet::new(),
         records: BTreeMap::new(),
+        watched: Instant::now(),
     };
     while let Some(command) = commands.recv().await {
         let step = command.step();
@@ -302,6 +322,8 @@ struct Actor {
     gangs: BTreeMap<StepKey, Gang>,
     finished: BTreeSet<StepKey>,
     records: BTreeMap<StepKey, StepRecord>,
+    /// When the watched processes were last looked for.
+    watched: Instant,
 }
 
 impl Actor {
@@ -437,9 +459,42 @@ impl Actor {
                 gang.followers
                     .insert(summary.node_index, (summary, peer_ip, respond));
             }
-            GangCommand::Tick => {}
+            GangCommand::Watch { key, pid } => {
+                if let (Some(record), Some(start)) =
+                    (self.records.get_mut(&key), process_start(pid))
+                {
+                    record.stepd = Some((pid, start));
+                }
+            }
+            GangCommand::Tick => {
+                if self.watched.elapsed() >= WATCH_EVERY {
+                    self.watched = Instant::now();
+                    self.look_for_lost_steps();
+                }
+            }
             #[cfg(test)]
             GangCommand::Panic { key } => panic!("a test's panic while handling step {key:?}"),
+        }
+    }
+
+    /// Running steps whose slurmstepd went away without reporting every local task's end
+    /// (killed, or its node's slurmd restarted uncleanly) count as ended, so their GPUs are no
+    /// longer shown held nor flagged idle.
+    fn look_for_lost_steps(&mut self) {
+        for ((job, step, attempt), record) in &mut self.records {
+            let Some((pid, start)) = record.stepd else {
+                continue;
+            };
+            if record.ended >= record.local || process_start(pid) == Some(start) {
+                continue;
+            }
+            warn!(
+                "step {job}.{step} attempt {attempt}: slurmstepd (pid {pid}) is gone, {} of {} local task end(s) unreported; the step counts as ended",
+                record.local - record.ended,
+                record.local
+            );
+            record.lost = true;
+            record.ended = record.local;
         }
     }
 
@@ -504,7 +559,9 @@ impl Actor {
 
 /// One line of `cohort status` for a step.
 fn describe((job, step, attempt): StepKey, record: &StepRecord) -> String {
-    let state = if record.failed.is_empty() {
+    let state = if let (true, Some((pid, _))) = (record.lost, record.stepd) {
+        format!("ended: its slurmstepd (pid {pid}) went away without reporting its tasks' ends")
+    } else if record.failed.is_empty() {
         if record.ended > 0 {
             format!("{} local task(s) ended", record.ended)
         } else {
@@ -541,6 +598,8 @@ impl StepRecord {
             local,
             ended: 0,
             failed: Vec::new(),
+            stepd: None,
+            lost: false,
         }
     }
 }

@@ -439,3 +439,98 @@ fn top_asks_the_peers_holding_the_key_and_names_those_it_cannot() {
         other => panic!("a bad node name was answered {other:?}"),
     }
 }
+
+/// A step whose joining process (slurmstepd, here a Python client standing in for it) is
+/// killed before any of its tasks' ends is reported stops counting as running within a few
+/// seconds, and the status says why, instead of holding the node's GPUs for ever.
+#[test]
+fn a_step_whose_slurmstepd_died_stops_counting_as_running() {
+    if running_as_root().is_none() {
+        // Only root may join a step.
+        return;
+    }
+    let cluster = Cluster::start(1, None);
+    let hello = serde_json::to_string(&Request::Hello {
+        api_version: API_VERSION,
+        client: "stepd".into(),
+    })
+    .unwrap();
+    let join = serde_json::to_string(&Request::Join(JoinRequest {
+        job_id: 41,
+        step_id: 0,
+        attempt: 0,
+        nodes: vec!["node0".into()],
+        node_index: 0,
+        ranks: vec![0],
+        world_size: 1,
+        gpus: vec![0],
+        gpu_ids: Vec::new(),
+        topology_addr: None,
+        timeout_ms: 5000,
+        store_port: None,
+        uid: 0,
+    }))
+    .unwrap();
+    // Joins, says so, then stays until killed (as a slurmstepd whose tasks run).
+    let script = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+def send(m):
+    b = m.encode(); s.sendall(struct.pack('<I', len(b)) + b)
+def recv():
+    n = struct.unpack('<I', s.recv(4, socket.MSG_WAITALL))[0]; return s.recv(n, socket.MSG_WAITALL).decode()
+send(sys.argv[2]); recv(); send(sys.argv[3]); print(recv()[:40], flush=True)
+time.sleep(600)
+"#;
+    let mut stepd = Command::new("python3")
+        .args(["-c", script])
+        .arg(&cluster.sockets[0])
+        .arg(&hello)
+        .arg(&join)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(stepd.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("joined"), "{line}");
+    let steps = || -> Vec<String> {
+        let mut stream = UnixStream::connect(&cluster.sockets[0]).unwrap();
+        write_frame(
+            &mut stream,
+            &Request::Hello {
+                api_version: API_VERSION,
+                client: "test".into(),
+            },
+        )
+        .unwrap();
+        let _: Response = read_frame(&mut stream).unwrap();
+        write_frame(&mut stream, &Request::GetStatus).unwrap();
+        match read_frame(&mut stream).unwrap() {
+            Response::Status(status) => status.steps,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(steps()[0].ends_with("running"), "{:?}", steps());
+    stepd.kill().unwrap();
+    stepd.wait().unwrap();
+    let started = Instant::now();
+    loop {
+        let now = steps();
+        if now[0].contains("its slurmstepd") {
+            assert!(
+                now[0].contains("went away without reporting its tasks' ends"),
+                "{now:?}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
