@@ -206,6 +206,21 @@ pub fn load(
     experiment: &Experiment,
     options: LoadOptions,
 ) -> Result<Loaded, CatalogError> {
+    load_with_progress(catalog, experiment, options, &|_, _| {})
+}
+
+/// [`load`], telling `progress` (trials done, trials in all) as trials are read: about two
+/// hundred times over a load, from the reading threads.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_with_progress(
+    catalog: &Catalog,
+    experiment: &Experiment,
+    options: LoadOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Loaded, CatalogError> {
     let mut warnings = Vec::new();
     let mut stats = LoadStats {
         shared_fs: fsutil::shared_fs_kind(catalog.root()),
@@ -273,32 +288,43 @@ pub fn load(
         Whole(TrialSummary),
         Skipped,
     }
+    let total = dirs.len();
+    let every = (total / 200).max(64);
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<(Found, Vec<Warning>)> = dirs
         .into_par_iter()
         .map(|(name, prev)| {
-            let dir = trials_dir.join(&name);
-            let mut warnings = Vec::new();
-            let prev_summary = prev.map(|i| &index[i]);
-            let unchanged = prev_summary.is_some_and(|p| match &trials_fd {
-                Some(fd) => is_unchanged_at(fd, &name, p),
-                None => is_unchanged(&dir, p),
-            });
-            if let (true, Some(i)) = (unchanged, prev) {
-                return (Found::Unchanged(i), warnings);
-            }
-            let found = match summarize_changed(&dir, prev_summary, &mut warnings) {
-                Ok(Some(summary)) if prev.is_some() => Found::Updated(summary),
-                Ok(Some(summary)) => Found::Whole(summary),
-                Ok(None) => Found::Skipped,
-                Err(e) => {
-                    warnings.push(Warning {
-                        path: dir.clone(),
-                        problem: format!("{}; skipped", strip_path(&e, &dir)),
-                    });
-                    Found::Skipped
+            let read = || {
+                let dir = trials_dir.join(&name);
+                let mut warnings = Vec::new();
+                let prev_summary = prev.map(|i| &index[i]);
+                let unchanged = prev_summary.is_some_and(|p| match &trials_fd {
+                    Some(fd) => is_unchanged_at(fd, &name, p),
+                    None => is_unchanged(&dir, p),
+                });
+                if let (true, Some(i)) = (unchanged, prev) {
+                    return (Found::Unchanged(i), warnings);
                 }
+                let found = match summarize_changed(&dir, prev_summary, &mut warnings) {
+                    Ok(Some(summary)) if prev.is_some() => Found::Updated(summary),
+                    Ok(Some(summary)) => Found::Whole(summary),
+                    Ok(None) => Found::Skipped,
+                    Err(e) => {
+                        warnings.push(Warning {
+                            path: dir.clone(),
+                            problem: format!("{}; skipped", strip_path(&e, &dir)),
+                        });
+                        Found::Skipped
+                    }
+                };
+                (found, warnings)
             };
-            (found, warnings)
+            let read = read();
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n % every == 0 || n == total {
+                progress(n, total);
+            }
+            read
         })
         .collect();
     drop(previous);

@@ -34,7 +34,7 @@ pub mod tracker;
 
 pub use catalog::{Catalog, Experiment, NewExperiment, TrialRef};
 pub use error::{CatalogError, Warning};
-pub use index::{load, LoadOptions, Loaded};
+pub use index::{load, load_with_progress, LoadOptions, Loaded};
 pub use search_dir::SearchDir;
 pub use tracker::{StopReason, Tracker, TrackerOptions};
 

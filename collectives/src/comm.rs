@@ -94,14 +94,10 @@ impl Communicator {
             endpoints,
             store,
             same_host_peers,
+            ring,
         } = connect(&options, deadline)?;
         let (rank, size) = (options.rank, options.world_size);
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let ring = options
-            .plan
-            .as_ref()
-            .and_then(|plan| plan.rings.first().cloned())
-            .unwrap_or_else(|| (0..size).collect());
         let machines: Vec<String> = endpoints
             .iter()
             .map(|e| format!("{}/{}", e.host, e.boot_id))

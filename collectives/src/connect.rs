@@ -110,6 +110,9 @@ pub(crate) struct Connected {
     pub(crate) store: StoreClient,
     /// Ranks on this machine reached over shared memory (this one not included).
     pub(crate) same_host_peers: usize,
+    /// The ring order: the plan's, or rank 0's through the store for a rank given only its
+    /// node's share of the plan.
+    pub(crate) ring: Vec<u32>,
 }
 
 /// Connects this rank to every other: rendezvous through the store, shared-memory rings with
@@ -127,7 +130,76 @@ pub(crate) fn connect(options: &CommOptions, deadline: Instant) -> Result<Connec
         endpoints: rendezvous.endpoints,
         store: rendezvous.store,
         same_host_peers,
+        ring: rendezvous.ring,
     })
+}
+
+/// The store key of the ring order's chunk count; chunk `i` is under `plan/ring/i`.
+const RING_KEY: &str = "plan/ring";
+/// Ranks per chunk of the ring order in the store (each below the store's field limit).
+const RING_CHUNK: usize = 1 << 16;
+
+/// The ring order this rank uses, and rank 0's publication of it: rank 0 publishes its plan's
+/// first ring (the ranks in order when it has no whole plan) for ranks given only their node's
+/// share of the plan, which read it; a rank with a whole plan uses its own.
+fn ring_order(
+    options: &CommOptions,
+    store: &mut StoreClient,
+    deadline: Instant,
+) -> Result<Vec<u32>, InitError> {
+    let size = options.world_size;
+    let own = options
+        .plan
+        .as_ref()
+        .filter(|plan| !plan.is_share())
+        .and_then(|plan| plan.rings.first().cloned());
+    if options.rank == 0 {
+        let ring = own.unwrap_or_else(|| (0..size).collect());
+        let chunks: Vec<&[u32]> = ring.chunks(RING_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|r| r.to_le_bytes()).collect();
+            store.set(&format!("{RING_KEY}/{i}"), &bytes, deadline)?;
+        }
+        store.set(RING_KEY, &chunks.len().to_le_bytes(), deadline)?;
+        return Ok(ring);
+    }
+    let share = options
+        .plan
+        .as_ref()
+        .is_some_and(cohort_proto::plan::Plan::is_share);
+    match own {
+        Some(ring) => Ok(ring),
+        None if !share => Ok((0..size).collect()),
+        None => {
+            let malformed = |what: &str| CommError::Store {
+                address: options.store.clone(),
+                detail: format!("rank 0 published a malformed ring order ({what})"),
+            };
+            let count = store.get(RING_KEY, deadline)?;
+            let count =
+                usize::from_le_bytes(count.try_into().map_err(|_| malformed("chunk count"))?);
+            let mut ring = Vec::with_capacity(size as usize);
+            for i in 0..count {
+                let bytes = store.get(&format!("{RING_KEY}/{i}"), deadline)?;
+                ring.extend(
+                    bytes
+                        .chunks_exact(4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                );
+            }
+            let mut seen = vec![false; size as usize];
+            for &r in &ring {
+                match seen.get_mut(r as usize) {
+                    Some(slot) if !*slot => *slot = true,
+                    _ => return Err(malformed("a rank twice or out of range").into()),
+                }
+            }
+            if ring.len() != size as usize {
+                return Err(malformed("not every rank").into());
+            }
+            Ok(ring)
+        }
+    }
 }
 
 /// The rendezvous: every rank has published its endpoint and read everyone's.
@@ -139,6 +211,8 @@ struct Rendezvous {
     endpoints: Vec<Endpoint>,
     /// Whether this rank offers RDMA, or why not.
     rdma_here: Result<(), String>,
+    /// The ring order.
+    ring: Vec<u32>,
 }
 
 impl Rendezvous {
@@ -146,7 +220,7 @@ impl Rendezvous {
     /// rank's endpoint and waits for every other's.
     fn run(options: &CommOptions, deadline: Instant) -> Result<Rendezvous, InitError> {
         let rank = options.rank;
-        let my_plan = options.plan.as_ref().map(|plan| &plan.ranks[rank as usize]);
+        let my_plan = options.plan.as_ref().and_then(|plan| plan.rank(rank));
         let host = my_plan.map_or_else(hostname, |p| p.host.clone());
         let bind_ip = my_plan.map_or("127.0.0.1", |p| p.address.as_str());
         if rank == 0 {
@@ -176,6 +250,7 @@ impl Rendezvous {
                 .map_err(|e| CommError::io("listener address", e))?,
             rdma: rdma_here.is_ok(),
         };
+        let ring = ring_order(options, &mut store, deadline)?;
         store.set(&format!("endpoint/{rank}"), &me.encode(), deadline)?;
         let mut endpoints = Vec::with_capacity(options.world_size as usize);
         for peer in 0..options.world_size {
@@ -192,6 +267,7 @@ impl Rendezvous {
             me,
             endpoints,
             rdma_here,
+            ring,
         })
     }
 

@@ -215,14 +215,20 @@ impl CommOptions {
             );
         }
         if let Some(plan) = &self.plan {
-            if plan.ranks.len() != self.world_size as usize {
+            if plan.world_size() != self.world_size {
                 return Err(InitError::Plan {
                     path: vars::PLAN.into(),
                     problem: format!(
                         "{} ranks, but COHORT_WORLD_SIZE is {}",
-                        plan.ranks.len(),
+                        plan.world_size(),
                         self.world_size
                     ),
+                });
+            }
+            if plan.rank(self.rank).is_none() {
+                return Err(InitError::Plan {
+                    path: vars::PLAN.into(),
+                    problem: format!("this node's share has no rank {}", self.rank),
                 });
             }
         }

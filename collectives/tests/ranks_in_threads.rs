@@ -460,6 +460,18 @@ fn with_hosts<R: Send + 'static>(
     algorithm: Algorithm,
     f: impl Fn(Communicator) -> R + Send + Sync + Copy + 'static,
 ) -> Vec<R> {
+    with_hosts_given(hosts, algorithm, false, f)
+}
+
+/// [`with_hosts`]; with `shares`, the ring goes through the hosts last to first and every
+/// rank off rank 0's host is given only its host's share of the plan, as the daemons give
+/// it: those ranks learn the ring from rank 0 through the store.
+fn with_hosts_given<R: Send + 'static>(
+    hosts: &[usize],
+    algorithm: Algorithm,
+    shares: bool,
+    f: impl Fn(Communicator) -> R + Send + Sync + Copy + 'static,
+) -> Vec<R> {
     use cohort_proto::plan::{Plan, RankPlan, PLAN_FORMAT, PLAN_VERSION};
     let host_of: Vec<usize> = hosts
         .iter()
@@ -484,13 +496,29 @@ fn with_hosts<R: Send + 'static>(
                 ..RankPlan::default()
             })
             .collect(),
-        rings: vec![(0..size).collect()],
+        rings: vec![if shares {
+            (0..hosts.len())
+                .rev()
+                .flat_map(|h| {
+                    let host_of = &host_of;
+                    (0..size).filter(move |&r| host_of[r as usize] == h)
+                })
+                .collect()
+        } else {
+            (0..size).collect()
+        }],
+        world_size: None,
     };
     let store = format!("127.0.0.1:{}", free_port());
     let threads: Vec<_> = (0..size)
         .map(|rank| {
             let mut options = options(rank, size, &store, Transport::Auto, algorithm);
-            options.plan = Some(plan.clone());
+            let host = &plan.ranks[rank as usize].host;
+            options.plan = Some(if shares && host != "node0" {
+                plan.share(host)
+            } else {
+                plan.clone()
+            });
             std::thread::spawn(move || f(Communicator::new(options).unwrap()))
         })
         .collect();
@@ -537,6 +565,25 @@ fn two_level_allreduce_across_simulated_hosts() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn ranks_given_their_node_s_share_follow_rank_0_s_ring() {
+    for hosts in [&[2usize, 2][..], &[1, 2, 3]] {
+        let size: usize = hosts.iter().sum();
+        let results = with_hosts_given(hosts, Algorithm::Auto, true, |comm| {
+            let rank = comm.rank() as usize;
+            let mut data: Vec<f32> = (0..10_007).map(|i| f32::test_value(rank, i)).collect();
+            comm.allreduce(&mut data, ReduceOp::Sum).unwrap();
+            data
+        });
+        for data in &results {
+            assert!(
+                data == &reference::<f32>(size, 10_007, ReduceOp::Sum),
+                "{hosts:?}"
+            );
         }
     }
 }

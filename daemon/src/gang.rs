@@ -16,7 +16,7 @@ use cohort_proto::daemon::{ErrorCode, JoinRequest, StepPlan, TaskExit};
 use cohort_proto::peer::{PeerMsg, Summary};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::peer;
 use crate::planning::{assemble, NodePart};
@@ -544,7 +544,7 @@ impl Actor {
                 StepRecord::new(
                     request.uid,
                     request.nodes.clone(),
-                    plan.plan.ranks.len(),
+                    plan.plan.world_size() as usize,
                     gpus,
                     local,
                 ),
@@ -607,22 +607,16 @@ impl StepRecord {
 /// The GPUs of `node`'s ranks in `plan` (each once, with its number within the step) and how
 /// many ranks it runs.
 pub(crate) fn local_gpus(plan: &cohort_proto::plan::Plan, node: &str) -> (Vec<(u32, u32)>, usize) {
-    // The step's GPUs numbered in the order of the lowest rank using each.
-    let mut by_rank: Vec<&cohort_proto::plan::RankPlan> = plan.ranks.iter().collect();
-    by_rank.sort_by_key(|r| r.rank);
-    let mut numbers: BTreeMap<(&str, u32), u32> = BTreeMap::new();
-    for r in &by_rank {
+    let mine: Vec<&cohort_proto::plan::RankPlan> =
+        plan.ranks.iter().filter(|r| r.host == node).collect();
+    let mut gpus: BTreeMap<u32, u32> = BTreeMap::new();
+    for r in &mine {
         if let Some(gpu) = r.gpu {
-            let next = u32::try_from(numbers.len()).unwrap_or(u32::MAX);
-            numbers.entry((r.host.as_str(), gpu)).or_insert(next);
+            // A leader of an earlier release numbers none: the index stands in.
+            gpus.entry(gpu).or_insert(r.gpu_number.unwrap_or(gpu));
         }
     }
-    let gpus = numbers
-        .iter()
-        .filter(|((host, _), _)| *host == node)
-        .map(|((_, gpu), number)| (*gpu, *number))
-        .collect();
-    (gpus, by_rank.iter().filter(|r| r.host == node).count())
+    (gpus.into_iter().collect(), mine.len())
 }
 
 fn remember(records: &mut BTreeMap<StepKey, StepRecord>, key: StepKey, record: StepRecord) {
@@ -661,6 +655,18 @@ async fn tell_task_failed(ctx: NodeContext, node: String, key: StepKey, rank: u3
     }
 }
 
+/// How long the last gang start this process led took to gather its nodes' joins (from the
+/// leader's own join) and to build the plan: in the debug log, and printed by `--bench-gang`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phases {
+    pub(crate) nodes: usize,
+    pub(crate) joins: Duration,
+    pub(crate) planning: Duration,
+}
+
+/// The phases of the last gang start decided with a plan.
+pub(crate) static LAST_PHASES: std::sync::Mutex<Option<Phases>> = std::sync::Mutex::new(None);
+
 /// The end of a gang: a plan for everyone, or a reason for everyone.
 enum Outcome {
     Plan(Box<StepPlan>),
@@ -672,18 +678,41 @@ fn decide(ctx: &NodeContext, gang: &mut Gang, now: Instant) -> Option<Outcome> {
         return (now.duration_since(gang.created) > ORPHAN_LIMIT)
             .then(|| Outcome::Fail("the leader node never joined the step".into()));
     };
-    let expected: BTreeSet<u32> = (1..u32::try_from(request.nodes.len()).unwrap_or(0)).collect();
-    let present: BTreeSet<u32> = gang.followers.keys().copied().collect();
-    if present.is_superset(&expected) {
-        return Some(match build_plan(ctx, gang) {
+    let nodes = u32::try_from(request.nodes.len()).unwrap_or(u32::MAX);
+    // Counted before compared: the comparison is linear in the nodes, and runs as each
+    // summary arrives only once as many are there as expected.
+    let complete = gang.followers.len() + 1 >= request.nodes.len()
+        && (1..nodes).all(|i| gang.followers.contains_key(&i));
+    if complete {
+        let joined = Instant::now();
+        let built = build_plan(ctx, gang);
+        let phases = Phases {
+            nodes: request.nodes.len(),
+            joins: joined.saturating_duration_since(
+                deadline
+                    .checked_sub(Duration::from_millis(request.timeout_ms))
+                    .unwrap_or(gang.created),
+            ),
+            planning: joined.elapsed(),
+        };
+        debug!(
+            nodes = phases.nodes,
+            joins_ms = phases.joins.as_millis(),
+            planning_ms = phases.planning.as_millis(),
+            "every node joined; plan built"
+        );
+        *LAST_PHASES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(phases);
+        return Some(match built {
             Ok(plan) => Outcome::Plan(Box::new(plan)),
             Err(e) => Outcome::Fail(e.into()),
         });
     }
     if now >= *deadline {
-        let missing: Vec<&str> = expected
-            .difference(&present)
-            .filter_map(|&i| request.nodes.get(i as usize).map(String::as_str))
+        let missing: Vec<&str> = (1..nodes)
+            .filter(|i| !gang.followers.contains_key(i))
+            .filter_map(|i| request.nodes.get(i as usize).map(String::as_str))
             .collect();
         return Some(Outcome::Fail(JoinError::Failed(format!(
             "nodes missing at the deadline ({:.1} s): {}",
@@ -751,8 +780,25 @@ fn finish(gang: Gang, outcome: Outcome) {
                 generation = plan.generation,
                 "plan sent to every node"
             );
-            for (_, _, respond) in gang.followers.into_values() {
-                let _ = respond.send(PeerMsg::Plan(plan.clone()));
+            // Each follower gets its own share of the plan, made in one pass: what a node
+            // receives does not grow with the job. The node of rank 0 gets the whole plan,
+            // whose ring order rank 0 publishes in the rendezvous store for the others.
+            let rank0_host = plan.plan.rank(0).map(|r| r.host.clone());
+            let mut shares = plan.plan.shares();
+            for (summary, _, respond) in gang.followers.into_values() {
+                let part = if rank0_host.as_deref() == Some(summary.node.as_str()) {
+                    plan.plan.clone()
+                } else {
+                    shares
+                        .remove(&summary.node)
+                        .unwrap_or_else(|| plan.plan.share(&summary.node))
+                };
+                let _ = respond.send(PeerMsg::Plan(Box::new(StepPlan {
+                    generation: plan.generation,
+                    store: plan.store.clone(),
+                    secret: plan.secret.clone(),
+                    plan: part,
+                })));
             }
             if let Some((_, _, respond)) = gang.leader {
                 let _ = respond.send(Ok(*plan));

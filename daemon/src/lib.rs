@@ -47,6 +47,9 @@ struct Args {
     /// Runs of --bench-gang.
     #[arg(long, default_value_t = 5, requires = "bench_gang")]
     repeats: u32,
+    /// The followers' side of --bench-gang, which starts it in a second process.
+    #[arg(long, value_name = "ADDRESS", hide = true, requires = "bench_gang")]
+    bench_followers_of: Option<std::net::SocketAddr>,
     /// Write the man page cohortd.8 (from these same definitions) into DIR and exit.
     #[arg(long, value_name = "DIR", hide = true)]
     generate_man: Option<PathBuf>,
@@ -94,10 +97,14 @@ pub fn main() -> ExitCode {
             .worker_threads(2)
             .enable_all()
             .build();
-        return match runtime
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(bench::gang(nodes, args.repeats.max(1))))
-        {
+        return match runtime.map_err(anyhow::Error::from).and_then(|rt| {
+            rt.block_on(async {
+                match args.bench_followers_of {
+                    Some(leader) => bench::followers(nodes, leader).await,
+                    None => bench::gang(nodes, args.repeats.max(1)).await,
+                }
+            })
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cohortd: {e:#}");
@@ -133,6 +140,19 @@ pub fn main() -> ExitCode {
         };
     }
     trace::init(&config);
+    // A leader holds one connection per node of a starting step: take every open file the
+    // hard limit allows (the packaged unit sets it to 65,536).
+    if let Ok((soft, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        if soft < hard {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                hard,
+                hard,
+            );
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cohortd")

@@ -141,12 +141,14 @@ pub(crate) fn assemble(parts: Vec<NodePart>, world_size: u32) -> Result<Plan, St
             ranks.iter().map(|r| r.rank).collect::<Vec<_>>()
         ));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         format: PLAN_FORMAT.to_owned(),
         version: PLAN_VERSION,
         ranks,
         rings: vec![ring],
+        world_size: None,
     };
+    plan.number_gpus();
     plan.check().map_err(|e| e.to_string())?;
     Ok(plan)
 }

@@ -184,18 +184,34 @@ impl Drop for Cluster {
     }
 }
 
+/// The node of rank 0 gets the whole plan; every other node its share (its own ranks, as the
+/// whole plan has them), with the same rendezvous: what a node receives does not grow with the
+/// job.
 #[test]
-fn every_node_gets_the_same_plan() {
+fn every_node_gets_its_share_of_one_plan() {
     let cluster = Cluster::start(3, None);
     let results = cluster.join(11, &[0, 1, 2], 3, 5000);
     let plans: Vec<StepPlan> = results.into_iter().map(|r| r.unwrap()).collect();
-    for plan in &plans[1..] {
-        assert_eq!(
-            plan, &plans[0],
-            "the same plan, secret and store on every node"
-        );
-    }
     let plan = &plans[0];
+    assert!(!plan.plan.is_share());
+    for (node, share) in plans.iter().enumerate().skip(1) {
+        assert_eq!(
+            (share.generation, &share.store, &share.secret),
+            (plan.generation, &plan.store, &plan.secret),
+            "the same rendezvous on every node"
+        );
+        assert!(share.plan.is_share() && share.plan.rings.is_empty());
+        assert_eq!(share.plan.world_size(), 6);
+        let own: Vec<_> = plan
+            .plan
+            .ranks
+            .iter()
+            .filter(|r| r.host == format!("node{node}"))
+            .cloned()
+            .collect();
+        assert_eq!(share.plan.ranks, own, "node{node}'s share");
+        share.plan.check().unwrap();
+    }
     assert_eq!(plan.plan.ranks.len(), 6);
     assert_eq!(plan.secret.len(), 64);
     for (rank, entry) in plan.plan.ranks.iter().enumerate() {
@@ -218,7 +234,7 @@ fn every_node_gets_the_same_plan() {
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(again[0].generation, 1);
-    assert_eq!(again[2], again[0]);
+    assert_eq!(again[2].secret, again[0].secret);
     assert_ne!(again[0].secret, plans[0].secret);
     let stale = cluster.join_attempt(11, 0, &[0], 3, 1000);
     assert!(
@@ -264,7 +280,7 @@ fn a_node_without_the_cluster_key_is_refused() {
 #[test]
 fn the_gang_benchmark_runs_the_real_protocol() {
     let out = Command::new(COHORTD)
-        .args(["--bench-gang", "32", "--repeats", "2"])
+        .args(["--bench-gang", "256", "--repeats", "2"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -275,10 +291,14 @@ fn the_gang_benchmark_runs_the_real_protocol() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("32 nodes, step 1: plan on every node after"),
+        text.contains("256 nodes, step 1: plan on every node after"),
         "{text}"
     );
-    assert!(text.contains("32 nodes: median"), "{text}");
+    assert!(text.contains("256 nodes: median"), "{text}");
+    assert!(
+        text.contains("joins") && text.contains("distribution"),
+        "{text}"
+    );
 }
 
 /// The attacks of a local user who talks to cohortd directly, with a client speaking the

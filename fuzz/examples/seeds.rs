@@ -157,6 +157,7 @@ fn peer_msg() {
                 rank(3, "n1", 1),
             ],
             rings: vec![vec![0, 1, 2, 3], vec![1, 0, 3, 2]],
+            world_size: None,
         },
         secret: "00".repeat(32),
         store: "10.0.0.1:29500".into(),

@@ -130,10 +130,9 @@ pub fn rank_env(
     launch: &Launch<'_>,
 ) -> Result<Vec<(&'static str, String)>, String> {
     let me = plan
-        .ranks
-        .get(rank as usize)
+        .rank(rank)
         .ok_or_else(|| format!("rank {rank} is not in the plan"))?;
-    let world = plan.ranks.len().to_string();
+    let world = plan.world_size().to_string();
     let local_world = plan
         .ranks
         .iter()
@@ -206,6 +205,7 @@ mod tests {
                 rank(2, "n2", 0, ""),
             ],
             rings: vec![vec![0, 1, 2]],
+            world_size: None,
         }
     }
 

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 /// The value of [`Plan::format`].
 pub const PLAN_FORMAT: &str = "cohort.plan";
 
-/// The major version this crate writes and reads.
+/// The major version of a whole plan (every rank), which this crate writes and reads.
 pub const PLAN_VERSION: u32 = 1;
+
+/// The major version of a node's share of a plan (its own ranks, [`Plan::world_size`] set),
+/// which this crate writes and reads; a reader of version 1 alone refuses it by its version.
+pub const PLAN_SHARE_VERSION: u32 = 2;
 
 /// Why a plan could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +44,12 @@ pub struct Plan {
     /// Every rank, indexed by rank.
     pub ranks: Vec<RankPlan>,
     /// Ring orders of ranks; ring `r` uses NIC `r` of every host where hosts have several.
+    /// Empty in a node's share: rank 0 publishes the ring order in the rendezvous store.
     pub rings: Vec<Vec<u32>>,
+    /// In a node's share of the plan ([`PLAN_SHARE_VERSION`]): the step's number of ranks,
+    /// `ranks` holding only the node's own, by rank. Absent: `ranks` holds every rank.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<u32>,
 }
 
 /// What one rank is given.
@@ -64,6 +73,10 @@ pub struct RankPlan {
     /// in the form it was given (index, UUID or MIG instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_slot: Option<u32>,
+    /// Its GPU's number within the step (the trial's `sys/gpuN` metrics): the step's GPUs
+    /// numbered in the order of the lowest rank using each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_number: Option<u32>,
     /// NICs (names) it should use, closest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nics: Vec<String>,
@@ -86,11 +99,13 @@ pub struct RankPlan {
 }
 
 impl Plan {
-    /// Parses and checks a plan: every rank present once, in order, and every ring a
-    /// permutation of the ranks.
+    /// Parses and checks a plan: a whole plan (every rank present once, in order, every
+    /// ring a permutation of the ranks) or a node's share.
     pub fn from_json(bytes: &[u8]) -> Result<Plan, PlanError> {
         let plan: Plan = serde_json::from_slice(bytes)?;
-        if plan.format != PLAN_FORMAT || plan.version != PLAN_VERSION {
+        if plan.format != PLAN_FORMAT
+            || !(plan.version == PLAN_VERSION || plan.version == PLAN_SHARE_VERSION)
+        {
             return Err(PlanError::Unsupported {
                 format: plan.format,
                 version: plan.version,
@@ -100,8 +115,106 @@ impl Plan {
         Ok(plan)
     }
 
+    /// The step's number of ranks.
+    pub fn world_size(&self) -> u32 {
+        self.world_size
+            .unwrap_or_else(|| u32::try_from(self.ranks.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Whether this is one node's share of the plan rather than the whole plan.
+    pub fn is_share(&self) -> bool {
+        self.world_size.is_some()
+    }
+
+    /// Rank `rank`'s entry, when the plan holds it.
+    pub fn rank(&self, rank: u32) -> Option<&RankPlan> {
+        match self.ranks.get(rank as usize) {
+            Some(entry) if entry.rank == rank => Some(entry),
+            _ => self
+                .ranks
+                .binary_search_by_key(&rank, |r| r.rank)
+                .ok()
+                .map(|i| &self.ranks[i]),
+        }
+    }
+
+    /// Numbers the step's GPUs (`RankPlan::gpu_number`) in the order of the lowest rank using
+    /// each, a GPU being a host and an index; for a whole plan.
+    pub fn number_gpus(&mut self) {
+        let mut numbers: std::collections::HashMap<(String, u32), u32> =
+            std::collections::HashMap::new();
+        let mut order: Vec<usize> = (0..self.ranks.len()).collect();
+        order.sort_by_key(|&i| self.ranks[i].rank);
+        for i in order {
+            let rank = &mut self.ranks[i];
+            if let Some(gpu) = rank.gpu {
+                let next = u32::try_from(numbers.len()).unwrap_or(u32::MAX);
+                rank.gpu_number = Some(*numbers.entry((rank.host.clone(), gpu)).or_insert(next));
+            }
+        }
+    }
+
+    /// Every host's share (see [`Plan::share`]), by host, made in one pass over the ranks.
+    pub fn shares(&self) -> std::collections::HashMap<String, Plan> {
+        let mut shares: std::collections::HashMap<String, Plan> = std::collections::HashMap::new();
+        for rank in &self.ranks {
+            shares
+                .entry(rank.host.clone())
+                .or_insert_with(|| Plan {
+                    format: PLAN_FORMAT.to_owned(),
+                    version: PLAN_SHARE_VERSION,
+                    ranks: Vec::new(),
+                    rings: Vec::new(),
+                    world_size: Some(self.world_size()),
+                })
+                .ranks
+                .push(rank.clone());
+        }
+        for share in shares.values_mut() {
+            share.ranks.sort_by_key(|r| r.rank);
+        }
+        shares
+    }
+
+    /// The share of host `host`: its ranks, the world size, no rings. What a node's launcher
+    /// needs of the step's plan, whatever the number of nodes.
+    pub fn share(&self, host: &str) -> Plan {
+        Plan {
+            format: PLAN_FORMAT.to_owned(),
+            version: PLAN_SHARE_VERSION,
+            ranks: self
+                .ranks
+                .iter()
+                .filter(|r| r.host == host)
+                .cloned()
+                .collect(),
+            rings: Vec::new(),
+            world_size: Some(self.world_size()),
+        }
+    }
+
     /// Checks the plan's consistency.
     pub fn check(&self) -> Result<(), PlanError> {
+        if let Some(world) = self.world_size {
+            if let Some(pair) = self.ranks.windows(2).find(|w| w[0].rank >= w[1].rank) {
+                return Err(PlanError::Inconsistent(format!(
+                    "a share lists rank {} after rank {}",
+                    pair[1].rank, pair[0].rank
+                )));
+            }
+            if let Some(rank) = self.ranks.iter().find(|r| r.rank >= world) {
+                return Err(PlanError::Inconsistent(format!(
+                    "a share of {world} ranks lists rank {}",
+                    rank.rank
+                )));
+            }
+            if !self.rings.is_empty() {
+                return Err(PlanError::Inconsistent(
+                    "a share has rings (only a whole plan has)".into(),
+                ));
+            }
+            return Ok(());
+        }
         for (index, rank) in self.ranks.iter().enumerate() {
             if rank.rank as usize != index {
                 return Err(PlanError::Inconsistent(format!(
@@ -160,6 +273,7 @@ mod tests {
                 })
                 .collect(),
             rings,
+            world_size: None,
         }
     }
 

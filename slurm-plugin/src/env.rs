@@ -130,7 +130,10 @@ pub fn task_env(
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
     if matches!(bind, Bind::All | Bind::Gpu) {
-        let me = &step.plan.ranks[rank as usize];
+        let me = step
+            .plan
+            .rank(rank)
+            .ok_or_else(|| format!("rank {rank} is not in this node's plan"))?;
         env.extend(narrowed(
             devices,
             me.device_slot,

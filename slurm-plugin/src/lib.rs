@@ -330,7 +330,7 @@ pub extern "C" fn slurm_spank_user_init(
                         .zip(ffi::getenv(spank, "SLURM_ARRAY_TASK_ID"))
                         .map(|(job, task)| format!("{job}_{task}")),
                     nodes: request.nodes.clone(),
-                    rank0_here: plan.plan.ranks.first().is_some_and(|r| r.host == *node),
+                    rank0_here: plan.plan.rank(0).is_some_and(|r| r.host == *node),
                 });
                 match started {
                     Ok(recording) => Some(recording),
@@ -518,7 +518,11 @@ pub extern "C" fn slurm_spank_task_init(
             }
         }
         if step.bind == Bind::All {
-            let me = &step.plan.plan.ranks[rank as usize];
+            let me = step
+                .plan
+                .plan
+                .rank(rank)
+                .ok_or_else(|| format!("rank {rank} is not in this node's plan"))?;
             let cpus = parse_cpus(&me.cpus);
             if !cpus.is_empty() && ffi::bind_cpus(&cpus)?.is_empty() {
                 // The plan's CPUs are not this task's to use (a cgroup, or a topology file
@@ -621,11 +625,7 @@ pub extern "C" fn slurm_spank_task_exit(
 
 /// Whether this node hosts rank 0.
 fn rank0_here(step: &StepData) -> bool {
-    step.plan
-        .plan
-        .ranks
-        .first()
-        .is_some_and(|r| r.host == step.node)
+    step.plan.plan.rank(0).is_some_and(|r| r.host == step.node)
 }
 
 /// After rank 0 stopped at the time-limit warning: requeues the job when it asked

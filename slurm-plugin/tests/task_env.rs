@@ -27,6 +27,7 @@ fn step() -> StepPlan {
             version: PLAN_VERSION,
             ranks: vec![rank(0, "n1", 0), rank(1, "n1", 1), rank(2, "n2", 0)],
             rings: vec![vec![0, 1, 2]],
+            world_size: None,
         },
         secret: "s".repeat(64),
         store: "10.0.0.1:40000".into(),

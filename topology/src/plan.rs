@@ -117,18 +117,22 @@ impl Topology {
                     cpus: cpus.to_string(),
                     nccl_topo: None,
                     device_slot: None,
+                    gpu_number: None,
                     gpu_vendor: gpu
                         .and_then(|index| self.gpu(index))
                         .map(|g| g.vendor.as_str().to_owned()),
                 }
             })
             .collect();
-        Ok(Plan {
+        let mut plan = Plan {
             format: PLAN_FORMAT.to_owned(),
             version: PLAN_VERSION,
             ranks,
             rings: vec![(0..n).collect()],
-        })
+            world_size: None,
+        };
+        plan.number_gpus();
+        Ok(plan)
     }
 }
 

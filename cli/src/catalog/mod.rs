@@ -83,15 +83,87 @@ fn parse_trial_ref(text: &str) -> Result<(String, u64)> {
     Ok((experiment.to_owned(), id))
 }
 
+/// How long a load runs before it says how long it will take.
+const SAY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a load that reads many trials says on stderr: on a terminal, a line kept up to date
+/// (trials read, share, time left); elsewhere, once, how long it will take.
+struct LoadProgress {
+    started: std::time::Instant,
+    terminal: bool,
+    /// When the line was last drawn, and whether anything was said.
+    state: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
+}
+
+impl LoadProgress {
+    fn new() -> LoadProgress {
+        LoadProgress {
+            started: std::time::Instant::now(),
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            state: std::sync::Mutex::new((None, false)),
+        }
+    }
+
+    fn tell(&self, done: usize, total: usize) {
+        let elapsed = self.started.elapsed();
+        if elapsed < SAY_AFTER || done == 0 || done >= total {
+            return;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.terminal {
+            if state
+                .0
+                .is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(200))
+            {
+                return;
+            }
+            eprint!(
+                "\r\x1b[Kcohort: reading trials: {} of {} ({}%), about {} left",
+                done,
+                total,
+                done * 100 / total,
+                format::duration_text(left)
+            );
+            *state = (Some(std::time::Instant::now()), true);
+        } else if !state.1 {
+            eprintln!(
+                "cohort: reading {} trials without a current index takes about {} more (`cohort index` keeps one)",
+                total,
+                format::duration_text(left)
+            );
+            state.1 = true;
+        }
+    }
+
+    fn done(&self) {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.terminal && state.1 {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
 fn load(catalog: &Catalog, experiment: &Experiment, use_index: bool) -> Result<Loaded> {
-    let loaded = cohort_catalog::load(
+    let progress = LoadProgress::new();
+    let loaded = cohort_catalog::load_with_progress(
         catalog,
         experiment,
         LoadOptions {
             use_index,
             write: IndexWrite::Auto,
         },
-    )?;
+        &|done, total| progress.tell(done, total),
+    );
+    progress.done();
+    let loaded = loaded?;
     warn_all(&loaded.warnings);
     note_staleness(&loaded);
     Ok(loaded)
