@@ -113,6 +113,10 @@ pub struct NewExperiment {
     pub searcher: Option<String>,
 }
 
+/// The number of the last trial this process created, by trials directory.
+static LAST_TRIAL: std::sync::Mutex<std::collections::BTreeMap<PathBuf, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// A trial's location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrialRef {
@@ -366,10 +370,23 @@ impl Catalog {
     ) -> Result<TrialRef, CatalogError> {
         let trials = experiment.trials_dir();
         fsutil::mkdir_if_absent(&trials)?;
-        let existing = std::fs::read_dir(&trials)
-            .map(|entries| entries.count() as u64)
-            .unwrap_or(0);
-        let mut id = existing + 1;
+        // Where to start looking for a free number: after this process's last trial of the
+        // experiment, else after as many as the directory holds (listed once per process, so
+        // creating N trials costs N, not N^2). Other writers' trials are stepped over.
+        let hint = LAST_TRIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&trials)
+            .copied();
+        let mut id = match hint {
+            Some(last) => last + 1,
+            None => {
+                std::fs::read_dir(&trials)
+                    .map(|entries| entries.count() as u64)
+                    .unwrap_or(0)
+                    + 1
+            }
+        };
         let dir = loop {
             let dir = trials.join(trial_dir_name(id));
             if fsutil::mkdir_if_absent(&dir)? {
@@ -377,6 +394,10 @@ impl Catalog {
             }
             id += 1;
         };
+        LAST_TRIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(trials.clone(), id);
         let record = TrialRecord {
             format: "cohort.trial".into(),
             version: CATALOG_VERSION,

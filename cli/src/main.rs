@@ -289,6 +289,9 @@ enum BenchCommand {
     Search(search_cmd::BenchSearchArgs),
     /// The cost of one TPE decision against one random sample, at a number of results.
     Sampler(search_cmd::BenchSamplerArgs),
+    /// The search controller with many concurrent trials (a simulated launcher): its CPU use
+    /// and how soon a result leads to the next launch.
+    Controller(search_cmd::BenchControllerArgs),
 }
 
 pub(crate) fn parse_gpu_list(text: &str) -> Result<GpuList, String> {
@@ -586,6 +589,7 @@ fn run() -> Result<ExitCode> {
             search_cmd::bench(&args.sim, args.random_trials, args.png.as_deref())
         }
         Command::Bench(BenchCommand::Sampler(args)) => search_cmd::bench_sampler(args),
+        Command::Bench(BenchCommand::Controller(args)) => search_cmd::bench_controller(args),
         Command::Run(args) => {
             let mut env = Vec::new();
             if let Some(seconds) = args.timeout {

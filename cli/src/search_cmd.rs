@@ -9,8 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use cohort_catalog::Catalog;
 use cohort_proto::search::Event;
 use cohort_search::compare::{CompareError, Comparison};
 use cohort_search::controller::Controller;
@@ -719,5 +722,189 @@ fn status(
         ));
     }
     write_out(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `cohort bench controller`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchControllerArgs {
+    /// Trials in all.
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) trials: u64,
+    /// Trials running at once.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) concurrent: u64,
+    /// Mean seconds a simulated trial runs (each between half and one and a half of it).
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) trial_seconds: f64,
+    /// The controller's polling interval, milliseconds (a Slurm search polls every 1,000).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) interval_ms: u64,
+    /// Directory for the temporary catalog (default: the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// The experiment `cohort bench controller` searches: ASHA with the TPE sampler, six
+/// hyperparameters; trials and concurrency from the arguments.
+const BENCH_CONTROLLER_SPEC: &str = r#"
+name = "bench-controller"
+command = ["true"]
+[searcher]
+name = "asha"
+metric = "loss"
+smaller_is_better = true
+max_trials = TRIALS
+max_concurrent_trials = CONCURRENT
+max_length = 256
+divisor = 4
+max_rungs = 4
+mode = "aggressive"
+seed = 1
+sampler = "tpe"
+[hyperparameters]
+x1 = { type = "double", minval = 0.0, maxval = 1.0 }
+x2 = { type = "double", minval = 0.0, maxval = 1.0 }
+x3 = { type = "double", minval = 0.0, maxval = 1.0 }
+x4 = { type = "double", minval = 0.0, maxval = 1.0 }
+x5 = { type = "double", minval = 0.0, maxval = 1.0 }
+x6 = { type = "double", minval = 0.0, maxval = 1.0 }
+"#;
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).map_or(
+        Duration::ZERO,
+        |usage| {
+            let t = |tv: nix::sys::time::TimeVal| {
+                Duration::from_secs(u64::try_from(tv.tv_sec()).unwrap_or(0))
+                    + Duration::from_micros(u64::try_from(tv.tv_usec()).unwrap_or(0))
+            };
+            t(usage.user_time()) + t(usage.system_time())
+        },
+    )
+}
+
+/// `cohort bench controller`: the search controller driving many concurrent trials through a
+/// simulated launcher (no processes; each trial writes its metric into the catalog when its
+/// time is up): the controller thread's CPU use, and how soon a result leads to the next
+/// launch.
+pub(crate) fn bench_controller(args: &BenchControllerArgs) -> Result<ExitCode> {
+    use cohort_search::launch::simulated::SimulatedLauncher;
+    if args.concurrent == 0 || args.trials < args.concurrent {
+        bail!("--concurrent must be at least 1 and --trials at least --concurrent");
+    }
+    if !(args.trial_seconds.is_finite() && args.trial_seconds > 0.0) {
+        bail!("--trial-seconds must be positive");
+    }
+    let text = BENCH_CONTROLLER_SPEC
+        .replace("TRIALS", &args.trials.to_string())
+        .replace("CONCURRENT", &args.concurrent.to_string());
+    let dir = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .context("a directory for the catalog")?;
+    let file = dir.path().join("bench-controller.toml");
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    let spec = ExperimentSpec::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let catalog = Catalog::open_or_create(dir.path().join("catalog"))?;
+    let mut controller = Controller::start(&catalog, &spec)?;
+    let mut launcher = SimulatedLauncher::new(
+        catalog.clone(),
+        spec.name.clone(),
+        spec.searcher.metric.clone(),
+        Duration::from_secs_f64(args.trial_seconds),
+        1,
+    );
+    let interval = Duration::from_millis(args.interval_ms);
+    let started = Instant::now();
+    let cpu_start = thread_cpu();
+    // (when the round began, how long it took, launches in it).
+    let mut rounds: Vec<(Instant, Duration, usize)> = Vec::new();
+    let mut max_running = 0usize;
+    loop {
+        let begun = Instant::now();
+        let before = launcher.started.len();
+        let more = controller.step(&mut launcher)?;
+        let took = begun.elapsed();
+        rounds.push((begun, took, launcher.started.len() - before));
+        let ended = launcher.ended().len();
+        max_running = max_running.max(launcher.started.len() - ended);
+        if !more {
+            break;
+        }
+        if took < interval {
+            std::thread::sleep(interval - took);
+        }
+    }
+    let wall = started.elapsed();
+    let cpu = thread_cpu() - cpu_start;
+    let ended = launcher.ended();
+    // Seen: from a result written to the start of the round that saw it.
+    let mut seen: Vec<Duration> = ended
+        .values()
+        .filter_map(|&at| {
+            rounds
+                .iter()
+                .find(|(begun, _, _)| *begun >= at)
+                .map(|(begun, _, _)| *begun - at)
+        })
+        .collect();
+    // Decided: a round that launched after the first one, whole (every decision it made
+    // happened within it).
+    let mut decided: Vec<Duration> = rounds
+        .iter()
+        .skip(1)
+        .filter(|(_, _, launched)| *launched > 0)
+        .map(|(_, took, _)| *took)
+        .collect();
+    // Each decision: from the start of the round that saw the results to its launch.
+    let first_round_end = rounds.first().map(|(begun, took, _)| *begun + *took);
+    let mut each: Vec<Duration> = launcher
+        .started
+        .values()
+        .filter(|(_, at)| first_round_end.is_some_and(|end| *at > end))
+        .filter_map(|(_, at)| {
+            rounds
+                .iter()
+                .rev()
+                .find(|(begun, _, _)| begun <= at)
+                .map(|(begun, _, _)| *at - *begun)
+        })
+        .collect();
+    seen.sort();
+    decided.sort();
+    each.sort();
+    let pct = |v: &[Duration], p: f64| -> f64 {
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        v.get(((v.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    write_out(&format!(
+        "{} launches of {} trials, up to {max_running} at once, over {:.1} s; polling every {} ms\n\
+         controller thread: {:.2} s of CPU = {:.2}% of one core (target < 5%)\n\
+         a result seen by the controller after: median {:.0} ms, p99 {:.0} ms (at most one poll interval)\n\
+         a decision launched after the round saw the results: median {:.1} ms, p99 {:.1} ms, max {:.1} ms (target < 100 ms)\n\
+         a whole round that decided and launched: median {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+        launcher.started.len(),
+        args.trials,
+        wall.as_secs_f64(),
+        args.interval_ms,
+        cpu.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        pct(&seen, 0.5),
+        pct(&seen, 0.99),
+        pct(&each, 0.5),
+        pct(&each, 0.99),
+        pct(&each, 1.0),
+        pct(&decided, 0.5),
+        pct(&decided, 0.99),
+        pct(&decided, 1.0),
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -469,6 +469,44 @@ fn the_tpe_sampler_is_previewed_simulated_deterministically_and_timed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--results must be at least 10"));
 }
 
+/// `cohort bench controller`: a small search through the simulated launcher runs every trial
+/// (ASHA promotes some, so there are more launches than trials) and reports each figure.
+#[test]
+fn the_controller_benchmark_runs_a_search_through_simulated_trials() {
+    let out = cohort(&[
+        "bench",
+        "controller",
+        "--trials",
+        "40",
+        "--concurrent",
+        "10",
+        "--trial-seconds",
+        "0.1",
+        "--interval-ms",
+        "20",
+    ]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let launches: u64 = shown
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(launches >= 40, "{shown}");
+    assert!(
+        shown.contains("launches of 40 trials, up to 10 at once"),
+        "{shown}"
+    );
+    assert!(shown.contains("% of one core (target < 5%)"), "{shown}");
+    assert!(
+        shown.contains("a decision launched after the round saw the results: median"),
+        "{shown}"
+    );
+    let out = cohort(&["bench", "controller", "--trials", "5", "--concurrent", "10"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--trials at least --concurrent"));
+}
+
 /// The local search's file as a random search of 14 trials, 2 at a time, with the TPE sampler.
 fn tpe_search_file(dir: &Path) -> std::path::PathBuf {
     let file = search_file(dir);

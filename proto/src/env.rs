@@ -92,8 +92,7 @@ pub mod nccl {
 /// when NCCL hints are switched off.
 pub fn nccl_env(plan: &Plan, rank: u32) -> Result<Vec<(&'static str, String)>, String> {
     let me = plan
-        .ranks
-        .get(rank as usize)
+        .rank(rank)
         .ok_or_else(|| format!("rank {rank} is not in the plan"))?;
     let mut env = Vec::new();
     if !me.hcas.is_empty() {

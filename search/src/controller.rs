@@ -339,6 +339,8 @@ pub struct Controller {
     events: std::fs::File,
     /// Length of `events.jsonl`: every record written so far, each ended by its newline.
     events_len: u64,
+    /// Whether events were written since the last flush.
+    unsynced: bool,
     /// What opening found wrong and repaired, for the caller to show.
     warnings: Vec<Warning>,
     /// Trials waiting for a slot (new, promoted, or to restart).
@@ -450,6 +452,7 @@ impl Controller {
             _lease: lease,
             events,
             events_len: scan.whole,
+            unsynced: false,
             warnings,
             pending: Vec::new(),
             running: BTreeMap::new(),
@@ -616,13 +619,13 @@ impl Controller {
     }
 
     /// Appends `event` and its newline to the log and fsyncs it: committed when this returns.
+    /// Appends `event` to the log; [`Controller::commit`] makes it durable, which happens
+    /// before any launch and at the end of each round, so that a round's records cost one
+    /// flush.
     fn record(&mut self, event: &Event) -> Result<(), ControllerError> {
         let mut line = serde_json::to_vec(event).unwrap_or_default();
         line.push(b'\n');
-        let written = self
-            .events
-            .write_all(&line)
-            .and_then(|()| self.events.sync_data());
+        let written = self.events.write_all(&line);
         if let Err(e) = written {
             // A part written (a full disk) would be glued to the next record: cut it off.
             // Should that fail too, the next controller cuts it off when it opens the log.
@@ -633,6 +636,22 @@ impl Controller {
             });
         }
         self.events_len += line.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every recorded event durable (one `fdatasync`).
+    fn commit(&mut self) -> Result<(), ControllerError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.events
+            .sync_data()
+            .map_err(|e| ControllerError::State {
+                path: self.dir.events().display().to_string(),
+                problem: format!("cannot record: {e}"),
+            })?;
+        self.unsynced = false;
         Ok(())
     }
 
@@ -694,6 +713,14 @@ impl Controller {
     /// One round: launch what fits, see what ended, decide. Returns false when the search is
     /// over.
     pub fn step(&mut self, launcher: &mut dyn Launcher) -> Result<bool, ControllerError> {
+        let more = self.round(launcher);
+        let committed = self.commit();
+        let more = more?;
+        committed?;
+        Ok(more)
+    }
+
+    fn round(&mut self, launcher: &mut dyn Launcher) -> Result<bool, ControllerError> {
         if self.done {
             return Ok(false);
         }
@@ -729,7 +756,11 @@ impl Controller {
         } else {
             self.fill(launcher)?;
         }
-        self.reap()?;
+        // What ended is decided on at once: its slot, or its promotion, is launched in this
+        // round rather than the next.
+        if self.reap()? > 0 && !self.dir.stop().exists() {
+            self.fill(launcher)?;
+        }
         if self.running.is_empty() && self.pending.is_empty() {
             // Nothing runs and nothing waits: ask once more, then end.
             self.fill(launcher)?;
@@ -811,6 +842,8 @@ impl Controller {
         if jobs.is_empty() {
             return Ok(());
         }
+        // Assignments are durable before anything is launched.
+        self.commit()?;
         // A copy started just before a controller died, unrecorded, still runs or waits: the
         // launcher finds it rather than start the trial twice.
         let started = launcher.start(&jobs);
@@ -835,13 +868,15 @@ impl Controller {
         failure.map_or(Ok(()), |e| Err(ControllerError::Other(e)))
     }
 
-    fn reap(&mut self) -> Result<(), ControllerError> {
+    /// Takes the trials that ended and decides on each; returns how many ended.
+    fn reap(&mut self) -> Result<usize, ControllerError> {
         let mut ended: Vec<(u64, Outcome)> = Vec::new();
         for (trial, (_, handle)) in &mut self.running {
             if let Some(outcome) = handle.poll() {
                 ended.push((*trial, outcome));
             }
         }
+        let count = ended.len();
         for (trial, outcome) in ended {
             let Some((slot, _)) = self.running.remove(&trial) else {
                 continue;
@@ -923,7 +958,7 @@ impl Controller {
                 }
             }
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Runs the search to its end, polling every `interval`.

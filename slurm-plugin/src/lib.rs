@@ -301,7 +301,7 @@ pub extern "C" fn slurm_spank_user_init(
             Some(text) => Bind::parse(&text)?,
             None => Bind::All,
         };
-        let plan_path = write_plan(plan, request.job_id, request.step_id)?;
+        let plan_path = write_plan(plan, request.job_id, request.step_id, node)?;
         let experiment =
             ffi::getopt(spank, &OPT_EXP).or_else(|| ffi::getenv(spank, vars::EXPERIMENT));
         let recording = match experiment {
@@ -450,11 +450,12 @@ fn bind_store() -> Result<u16, String> {
 
 /// Writes the plan where the job's tasks can read it (this hook runs as the job's user), and
 /// only they: mode 0600.
-fn write_plan(plan: &StepPlan, job: u32, step: u32) -> Result<String, String> {
+fn write_plan(plan: &StepPlan, job: u32, step: u32, node: &str) -> Result<String, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into());
-    let path = format!("{dir}/cohort-plan-{job}.{step}.json");
+    // Named by node too: each node's plan is its own share, and TMPDIR may be shared.
+    let path = format!("{dir}/cohort-plan-{job}.{step}-{node}.json");
     let tmp = format!("{path}.{}", std::process::id());
     let mut file = std::fs::OpenOptions::new()
         .write(true)

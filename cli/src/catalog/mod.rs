@@ -132,7 +132,7 @@ impl LoadProgress {
             *state = (Some(std::time::Instant::now()), true);
         } else if !state.1 {
             eprintln!(
-                "cohort: reading {} trials without a current index takes about {} more (`cohort index` keeps one)",
+                "cohort: reading {} trials takes about {} more",
                 total,
                 format::duration_text(left)
             );

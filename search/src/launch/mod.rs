@@ -18,6 +18,7 @@ use crate::space::Values;
 
 mod array;
 pub mod local;
+pub mod simulated;
 pub mod slurm;
 
 /// What to start.
