@@ -15,11 +15,11 @@ use crate::log::{names_payload, push_frame, Kind, PointsBuilder};
 /// The prefix of every system metric's name.
 pub const SYSTEM_PREFIX: &str = "sys/";
 
-/// One row of system metrics: a step (seconds since the trial started), the wall time and
+/// One row of system metrics: a step (seconds since the trial was created), the wall time and
 /// the values by name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SystemRow {
-    /// Seconds since the trial started, the step of every value in the row.
+    /// Seconds since the trial was created, the step of every value in the row.
     pub step: i64,
     /// When the row was sampled (seconds since the Unix epoch).
     pub wall: f64,

@@ -140,8 +140,8 @@ const RING_KEY: &str = "plan/ring";
 const RING_CHUNK: usize = 1 << 16;
 
 /// The ring order this rank uses, and rank 0's publication of it: rank 0 publishes its plan's
-/// first ring (the ranks in order when it has no whole plan) for ranks given only their node's
-/// share of the plan, which read it; a rank with a whole plan uses its own.
+/// first ring (the ranks in order when its plan has none) for ranks given a share of the plan
+/// without rings, which read it; a rank whose plan has rings uses its own.
 fn ring_order(
     options: &CommOptions,
     store: &mut StoreClient,
@@ -151,7 +151,6 @@ fn ring_order(
     let own = options
         .plan
         .as_ref()
-        .filter(|plan| !plan.is_share())
         .and_then(|plan| plan.rings.first().cloned());
     if options.rank == 0 {
         let ring = own.unwrap_or_else(|| (0..size).collect());

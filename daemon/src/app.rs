@@ -290,7 +290,8 @@ pub(crate) async fn run(config: Config, key: Vec<u8>) -> Result<()> {
                         let (key, gang_tx) = (Arc::clone(&key), gang_tx.clone());
                         let shared = Arc::clone(&shared);
                         connections.spawn(async move {
-                            if let Some((mut stream, asker)) = gang::serve_peer(stream, key, gang_tx).await {
+                            let name: Arc<str> = Arc::from(shared.node.node.as_str());
+                            if let Some((mut stream, asker)) = gang::serve_peer(stream, key, name, gang_tx).await {
                                 let answer = top::local(&shared.node, &shared.accounts, &shared.gang, asker).await;
                                 if let Err(e) = crate::peer::send(&mut stream, &cohort_proto::peer::PeerMsg::Top(Box::new(answer))).await {
                                     warn!("peer {from}: {e}");

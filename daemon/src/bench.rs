@@ -5,7 +5,7 @@
 //! the usual limit of 20,000 open files). Prints the time from the leader's join to the last
 //! node holding its share of the plan, split into the joins (until the leader holds every
 //! node's), the planning and the distribution, and the leader process's peak memory; checks
-//! that the shares, put together, are the plan.
+//! that every node got one rendezvous and its own rank, and the leader the ring.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -17,7 +17,6 @@ use anyhow::{bail, Context, Result};
 use cohort_proto::daemon::{JoinRequest, StepPlan};
 use cohort_proto::plan::RankPlan;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::gang::{self, GangCommand, NodeContext};
@@ -63,16 +62,18 @@ fn request(names: &[String], node: u32, step: u32) -> JoinRequest {
     }
 }
 
-/// A digest of ranks (sorted by rank) as JSON: what the leader planned for the followers
-/// equals what they received when the digests are equal.
-fn digest<'a>(ranks: impl Iterator<Item = &'a RankPlan>) -> String {
-    let mut ranks: Vec<&RankPlan> = ranks.collect();
-    ranks.sort_by_key(|r| r.rank);
-    let mut hash = Sha256::new();
+/// What the followers' shares hold, put together: how many ranks, and the first rank found
+/// on another host than its own simulated node (rank r runs on node r here), if any.
+fn tally<'a>(ranks: impl Iterator<Item = &'a RankPlan>) -> (usize, Option<u32>) {
+    let mut count = 0;
+    let mut misplaced = None;
     for rank in ranks {
-        hash.update(serde_json::to_vec(rank).unwrap_or_default());
+        count += 1;
+        if rank.host != format!("node{}", rank.rank) {
+            misplaced = misplaced.or(Some(rank.rank));
+        }
     }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    (count, misplaced)
 }
 
 /// Runs the benchmark for `nodes` nodes, `repeats` times, and prints each figure and the median.
@@ -103,6 +104,7 @@ pub(crate) async fn gang(nodes: u32, repeats: u32) -> Result<()> {
             tokio::spawn(gang::serve_peer(
                 stream,
                 Arc::clone(&accept_key),
+                Arc::from("node0"),
                 accept_commands.clone(),
             ));
         }
@@ -156,16 +158,26 @@ pub(crate) async fn gang(nodes: u32, repeats: u32) -> Result<()> {
         if read == 0 {
             bail!("the followers' process ended without a report");
         }
+        // The leader's own share: rank 0, and the ring through every rank.
+        let own = &plan.plan;
+        if own.ranks.len() != 1
+            || own.rank(0).map(|r| r.host.as_str()) != Some("node0")
+            || own.rings.first().map(Vec::len) != Some(nodes as usize)
+        {
+            bail!("the leader's own share is not rank 0 with the ring");
+        }
         let want = format!(
             "{} {} {} {}",
             plan.generation,
             plan.store,
             plan.secret,
-            digest(plan.plan.ranks.iter().filter(|r| r.host != "node0"))
+            nodes - 1
         );
         match line.trim().strip_prefix("ok ") {
             Some(got) if got == want => {}
-            Some(_) => bail!("the followers' shares differ from the leader's plan"),
+            Some(got) => {
+                bail!("the followers' shares ({got}) differ from the leader's plan ({want})")
+            }
             None => bail!("the followers: {}", line.trim()),
         }
         let phases = gang::LAST_PHASES
@@ -195,7 +207,7 @@ pub(crate) async fn gang(nodes: u32, repeats: u32) -> Result<()> {
 }
 
 /// The followers' process: for each step number read on stdin, nodes 1..N join the leader at
-/// `leader` at once; prints `ok GENERATION STORE SECRET DIGEST` once every one holds its share
+/// `leader` at once; prints `ok GENERATION STORE SECRET RANKS` once every one holds its share
 /// and they agree, else what went wrong.
 pub(crate) async fn followers(nodes: u32, leader: SocketAddr) -> Result<()> {
     open_files(u64::from(nodes) + 256, nodes)?;
@@ -238,16 +250,16 @@ pub(crate) async fn followers(nodes: u32, leader: SocketAddr) -> Result<()> {
                     (s.generation, &s.store, &s.secret, s.plan.world_size())
                         == (first.generation, &first.store, &first.secret, nodes)
                 });
-                if agree {
-                    format!(
-                        "ok {} {} {} {}",
-                        first.generation,
-                        first.store,
-                        first.secret,
-                        digest(shares.iter().flat_map(|s| s.plan.ranks.iter()))
-                    )
-                } else {
-                    "the followers got different rendezvous".to_owned()
+                match (
+                    agree,
+                    tally(shares.iter().flat_map(|s| s.plan.ranks.iter())),
+                ) {
+                    (false, _) => "the followers got different rendezvous".to_owned(),
+                    (true, (_, Some(rank))) => format!("rank {rank} is on another node's share"),
+                    (true, (count, None)) => format!(
+                        "ok {} {} {} {count}",
+                        first.generation, first.store, first.secret
+                    ),
                 }
             }
         };

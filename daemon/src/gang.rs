@@ -635,7 +635,7 @@ async fn tell_task_failed(ctx: NodeContext, node: String, key: StepKey, rank: u3
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        peer::handshake(&mut stream, &ctx.key, true, Duration::from_secs(5)).await?;
+        peer::handshake(&mut stream, &ctx.key, true, &node, Duration::from_secs(5)).await?;
         peer::send(
             &mut stream,
             &PeerMsg::TaskFailed {
@@ -780,28 +780,30 @@ fn finish(gang: Gang, outcome: Outcome) {
                 generation = plan.generation,
                 "plan sent to every node"
             );
-            // Each follower gets its own share of the plan, made in one pass: what a node
-            // receives does not grow with the job. The node of rank 0 gets the whole plan,
-            // whose ring order rank 0 publishes in the rendezvous store for the others.
+            // Every node, the leader's own included, gets its share of the plan, all made in
+            // one pass: what a node receives does not grow with the nodes. The node of rank 0
+            // also gets the ring order, which rank 0 publishes in the rendezvous store for the
+            // others.
             let rank0_host = plan.plan.rank(0).map(|r| r.host.clone());
             let mut shares = plan.plan.shares();
-            for (summary, _, respond) in gang.followers.into_values() {
-                let part = if rank0_host.as_deref() == Some(summary.node.as_str()) {
-                    plan.plan.clone()
-                } else {
-                    shares
-                        .remove(&summary.node)
-                        .unwrap_or_else(|| plan.plan.share(&summary.node))
-                };
-                let _ = respond.send(PeerMsg::Plan(Box::new(StepPlan {
+            let mut part_of = |node: &str| {
+                let mut share = shares.remove(node).unwrap_or_else(|| plan.plan.share(node));
+                if rank0_host.as_deref() == Some(node) {
+                    share.rings.clone_from(&plan.plan.rings);
+                }
+                StepPlan {
                     generation: plan.generation,
                     store: plan.store.clone(),
                     secret: plan.secret.clone(),
-                    plan: part,
-                })));
+                    plan: share,
+                }
+            };
+            for (summary, _, respond) in gang.followers.into_values() {
+                let _ = respond.send(PeerMsg::Plan(Box::new(part_of(&summary.node))));
             }
-            if let Some((_, _, respond)) = gang.leader {
-                let _ = respond.send(Ok(*plan));
+            if let Some((request, _, respond)) = gang.leader {
+                let own = part_of(request.nodes.first().map_or("", String::as_str));
+                let _ = respond.send(Ok(own));
             }
         }
         Outcome::Fail(reason) => {
@@ -869,7 +871,7 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    peer::handshake(&mut stream, &ctx.key, true, limit)
+    peer::handshake(&mut stream, &ctx.key, true, &leader, limit)
         .await
         .map_err(|e| format!("leader {leader} ({address}): {e}"))?;
     let local_ip = stream
@@ -918,11 +920,13 @@ pub(crate) async fn follow(ctx: NodeContext, request: JoinRequest) -> Result<Ste
 pub(crate) async fn serve_peer(
     mut stream: TcpStream,
     key: Arc<Vec<u8>>,
+    node: Arc<str>,
     commands: mpsc::Sender<GangCommand>,
 ) -> Option<(TcpStream, Option<u32>)> {
     let peer_address = stream.peer_addr().ok();
     let who = peer_address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-    if let Err(e) = peer::handshake(&mut stream, &key, false, Duration::from_secs(10)).await {
+    if let Err(e) = peer::handshake(&mut stream, &key, false, &node, Duration::from_secs(10)).await
+    {
         warn!("refused peer {who}: {e}");
         return None;
     }

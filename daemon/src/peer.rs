@@ -55,13 +55,18 @@ pub(crate) fn generate_key(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn tag(key: &[u8], role: &[u8], theirs: &[u8], mine: &[u8]) -> [u8; 32] {
+fn tag(key: &[u8], role: &[u8], node: &str, theirs: &[u8], mine: &[u8]) -> [u8; 32] {
     // HMAC takes keys of any length, so this cannot fail; an all-zero tag would never verify.
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         return [0; 32];
     };
     mac.update(role);
     mac.update(&PEER_VERSION.to_le_bytes());
+    // The accepting node's name, length first: a proof made for one node never verifies at
+    // another, so a listener that is no node (a user's, named in `cohort top --nodes`) cannot
+    // pass a daemon's proof on to a real node.
+    mac.update(&u32::try_from(node.len()).unwrap_or(u32::MAX).to_le_bytes());
+    mac.update(node.as_bytes());
     mac.update(theirs);
     mac.update(mine);
     mac.finalize().into_bytes().into()
@@ -71,14 +76,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Runs the handshake; both sides prove the key over both fresh nonces.
+/// Runs the handshake; both sides prove the key over both fresh nonces and the accepting node's
+/// name: `node` is the node the initiator asked for, or the acceptor's own name.
 pub(crate) async fn handshake(
     stream: &mut TcpStream,
     key: &[u8],
     initiator: bool,
+    node: &str,
     limit: Duration,
 ) -> Result<(), String> {
-    tokio::time::timeout(limit, handshake_inner(stream, key, initiator))
+    tokio::time::timeout(limit, handshake_inner(stream, key, initiator, node))
         .await
         .map_err(|_| "the handshake timed out".to_owned())?
 }
@@ -87,6 +94,7 @@ async fn handshake_inner(
     stream: &mut TcpStream,
     key: &[u8],
     initiator: bool,
+    node: &str,
 ) -> Result<(), String> {
     let io = |e: std::io::Error| format!("during the handshake: {e}");
     let mut mine = [0u8; 32];
@@ -114,13 +122,17 @@ async fn handshake_inner(
         (b"accept", b"connect")
     };
     stream
-        .write_all(&tag(key, my_role, nonce, &mine))
+        .write_all(&tag(key, my_role, node, nonce, &mine))
         .await
         .map_err(io)?;
     let mut proof = [0u8; 32];
     stream.read_exact(&mut proof).await.map_err(io)?;
-    if !same(&proof, &tag(key, their_role, &mine, nonce)) {
-        return Err("the peer does not hold the cluster key".into());
+    if !same(&proof, &tag(key, their_role, node, &mine, nonce)) {
+        return Err(if initiator {
+            format!("the peer does not hold the cluster key, or is not node {node}")
+        } else {
+            format!("the peer does not hold the cluster key, or did not ask for this node ({node})")
+        });
     }
     Ok(())
 }
@@ -154,17 +166,58 @@ mod tests {
         let (mut a, mut b) = pair().await;
         let limit = Duration::from_secs(5);
         let (x, y) = tokio::join!(
-            handshake(&mut a, &key, true, limit),
-            handshake(&mut b, &key, false, limit)
+            handshake(&mut a, &key, true, "node2", limit),
+            handshake(&mut b, &key, false, "node2", limit)
         );
         assert_eq!((x, y), (Ok(()), Ok(())));
         let other = b"fedcba9876543210fedcba9876543210".to_vec();
         let (mut a, mut b) = pair().await;
         let (x, y) = tokio::join!(
-            handshake(&mut a, &key, true, limit),
-            handshake(&mut b, &other, false, limit)
+            handshake(&mut a, &key, true, "node2", limit),
+            handshake(&mut b, &other, false, "node2", limit)
         );
         assert!(x.is_err() && y.is_err(), "{x:?} {y:?}");
+        // A daemon that asked for another node is refused, with the key.
+        let (mut a, mut b) = pair().await;
+        let (x, y) = tokio::join!(
+            handshake(&mut a, &key, true, "evil", limit),
+            handshake(&mut b, &key, false, "node2", limit)
+        );
+        assert!(x.is_err(), "{x:?}");
+        assert!(y.unwrap_err().contains("did not ask for this node (node2)"));
+    }
+
+    /// A listener without the key, which a daemon dialled (as `cohort top --nodes` would a
+    /// name a user gave), passes everything between that daemon and a real node: the proof
+    /// the daemon made for the listener's name does not verify at the node.
+    #[tokio::test]
+    async fn a_proof_relayed_to_another_node_is_refused() {
+        let key = b"0123456789abcdef0123456789abcdef".to_vec();
+        let limit = Duration::from_secs(5);
+        // The daemon dials the relay; the relay dials the real node.
+        let (mut daemon, mut relay_in) = pair().await;
+        let (mut relay_out, mut node) = pair().await;
+        async fn copy(from: &mut TcpStream, to: &mut TcpStream, n: usize) -> std::io::Result<()> {
+            let mut buf = vec![0u8; n];
+            from.read_exact(&mut buf).await?;
+            to.write_all(&buf).await
+        }
+        let relay = async move {
+            // Hellos both ways, then the proofs both ways.
+            let _ = copy(&mut relay_in, &mut relay_out, 44).await;
+            let _ = copy(&mut relay_out, &mut relay_in, 44).await;
+            let _ = copy(&mut relay_in, &mut relay_out, 32).await;
+            let _ = copy(&mut relay_out, &mut relay_in, 32).await;
+        };
+        let (_, at_node, _) = tokio::join!(
+            handshake(&mut daemon, &key, true, "relay.example", limit),
+            handshake(&mut node, &key, false, "node2", limit),
+            relay
+        );
+        assert!(
+            at_node.unwrap_err().contains("did not ask for this node"),
+            "the node took a relayed proof"
+        );
     }
 
     #[test]

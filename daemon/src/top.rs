@@ -2,7 +2,9 @@
 //! over the authenticated peer protocol. A user sees every GPU's utilisation (as
 //! `nvidia-smi` on the node shows it to anyone) but the steps and owners of their own steps
 //! only; root sees all. A peer's answer is built for the uid the asking daemon's socket saw,
-//! which peers take on trust: they hold the cluster key.
+//! which peers take on trust: they hold the cluster key. The handshake binds the name asked
+//! for, so a name that is no node (a user's listener) learns nothing it could pass on, and at
+//! most `ASKING_AT_ONCE` nodes are asked at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +18,18 @@ use crate::accounting::Accounts;
 use crate::gang::{GangCommand, NodeContext};
 use crate::peer;
 
-/// How long one node gets to answer, connection and handshake included.
+/// How long one node gets to answer, waiting for a turn, connection and handshake included.
 const NODE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The most other nodes this daemon asks at once, for all its callers together: however many
+/// `cohort top --nodes` users run, the daemon's open files and the other nodes' peer slots,
+/// which gang starts need, stay far from their limits.
+const ASKING_AT_ONCE: usize = 64;
+
+fn asking() -> &'static tokio::sync::Semaphore {
+    static ASKING: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    ASKING.get_or_init(|| tokio::sync::Semaphore::new(ASKING_AT_ONCE))
+}
 
 /// This node as `uid` may see it (`None`: root).
 pub(crate) async fn local(
@@ -64,11 +76,15 @@ pub(crate) async fn local(
 /// be asked within [`NODE_LIMIT`] comes back with the reason.
 pub(crate) async fn remote(ctx: Arc<NodeContext>, node: String, uid: Option<u32>) -> TopNode {
     let asked = tokio::time::timeout(NODE_LIMIT, async {
+        let _turn = asking()
+            .acquire()
+            .await
+            .map_err(|_| "the daemon is stopping".to_owned())?;
         let address = crate::gang::resolve(&ctx, &node).await?;
         let mut stream = TcpStream::connect(address)
             .await
             .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-        peer::handshake(&mut stream, &ctx.key, true, NODE_LIMIT).await?;
+        peer::handshake(&mut stream, &ctx.key, true, &node, NODE_LIMIT).await?;
         peer::send(&mut stream, &PeerMsg::TopRequest { asker: uid }).await?;
         match peer::receive::<PeerMsg>(&mut stream).await? {
             PeerMsg::Top(top) => Ok(*top),

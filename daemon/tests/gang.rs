@@ -184,47 +184,48 @@ impl Drop for Cluster {
     }
 }
 
-/// The node of rank 0 gets the whole plan; every other node its share (its own ranks, as the
-/// whole plan has them), with the same rendezvous: what a node receives does not grow with the
-/// job.
+/// Every node gets its share of one plan (its own ranks), with the same rendezvous; the node
+/// of rank 0 also the ring order: what a node receives does not grow with the job.
 #[test]
 fn every_node_gets_its_share_of_one_plan() {
     let cluster = Cluster::start(3, None);
     let results = cluster.join(11, &[0, 1, 2], 3, 5000);
     let plans: Vec<StepPlan> = results.into_iter().map(|r| r.unwrap()).collect();
     let plan = &plans[0];
-    assert!(!plan.plan.is_share());
-    for (node, share) in plans.iter().enumerate().skip(1) {
+    assert_eq!(plan.secret.len(), 64);
+    assert!(plan.store.starts_with("127.0.0.1:"), "{}", plan.store);
+    let mut all = Vec::new();
+    for (node, share) in plans.iter().enumerate() {
         assert_eq!(
             (share.generation, &share.store, &share.secret),
             (plan.generation, &plan.store, &plan.secret),
             "the same rendezvous on every node"
         );
-        assert!(share.plan.is_share() && share.plan.rings.is_empty());
+        assert!(share.plan.is_share());
         assert_eq!(share.plan.world_size(), 6);
-        let own: Vec<_> = plan
+        share.plan.check().unwrap();
+        assert!(share
             .plan
             .ranks
             .iter()
-            .filter(|r| r.host == format!("node{node}"))
-            .cloned()
-            .collect();
-        assert_eq!(share.plan.ranks, own, "node{node}'s share");
-        share.plan.check().unwrap();
+            .all(|r| r.host == format!("node{node}")));
+        // Only rank 0's node has the ring.
+        assert_eq!(share.plan.rings.is_empty(), node != 0);
+        all.extend(share.plan.ranks.iter().cloned());
     }
-    assert_eq!(plan.plan.ranks.len(), 6);
-    assert_eq!(plan.secret.len(), 64);
-    for (rank, entry) in plan.plan.ranks.iter().enumerate() {
+    all.sort_by_key(|r| r.rank);
+    assert_eq!(all.len(), 6);
+    for (rank, entry) in all.iter().enumerate() {
         assert_eq!(entry.rank as usize, rank);
         assert_eq!(entry.host, format!("node{}", rank / 2));
         assert_eq!(entry.gpu, Some(u32::try_from(rank % 2).unwrap()));
+        assert_eq!(entry.gpu_number, Some(u32::try_from(rank).unwrap()));
         assert_eq!(entry.address, "127.0.0.1");
     }
     // The fixture node: GPU0 shares a switch with two HCAs (rails), GPU1 has the RoCE NIC.
-    assert_eq!(plan.plan.ranks[0].nics, ["mlx5_0", "mlx5_1"]);
-    assert_eq!(plan.plan.ranks[1].nics, ["mlx5_2"]);
+    assert_eq!(all[0].nics, ["mlx5_0", "mlx5_1"]);
+    assert_eq!(all[1].nics, ["mlx5_2"]);
     assert_eq!(plan.plan.rings, [vec![0, 1, 2, 3, 4, 5]]);
-    assert!(plan.store.starts_with("127.0.0.1:"), "{}", plan.store);
 
     // A requeued job launches the step again: a new attempt, a new plan and secret; the old
     // attempt is over, and joining it again is refused.

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::StepPlan;
 use crate::plan::RankPlan;
 
-/// The peer protocol version; a peer speaking another is refused.
-pub const PEER_VERSION: u32 = 1;
+/// The peer protocol version; a peer speaking another is refused. Version 2 binds the node
+/// name the connecting daemon asked for into both proofs of the handshake.
+pub const PEER_VERSION: u32 = 2;
 
 /// One message between daemons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! The plan of a job step: every rank's host, GPU, NICs and address, and the ring order(s).
 //!
-//! `cohort run` (and later the daemons at gang start) write it as JSON and give its path to
-//! every rank in `COHORT_PLAN`; the collectives read it to connect ranks and order rings.
+//! `cohort run` writes the whole plan; at a gang start each node gets its share (its own
+//! ranks, and the ring order on the node of rank 0). Either is written as JSON, its path given
+//! to every rank in `COHORT_PLAN`; the collectives read it to connect ranks and order rings.
 
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +45,8 @@ pub struct Plan {
     /// Every rank, indexed by rank.
     pub ranks: Vec<RankPlan>,
     /// Ring orders of ranks; ring `r` uses NIC `r` of every host where hosts have several.
-    /// Empty in a node's share: rank 0 publishes the ring order in the rendezvous store.
+    /// In a node's share, only the share of rank 0's node has them: rank 0 publishes the ring
+    /// order in the rendezvous store for the others.
     pub rings: Vec<Vec<u32>>,
     /// In a node's share of the plan ([`PLAN_SHARE_VERSION`]): the step's number of ranks,
     /// `ranks` holding only the node's own, by rank. Absent: `ranks` holds every rank.
@@ -98,6 +100,30 @@ pub struct RankPlan {
     pub nccl_topo: Option<String>,
 }
 
+/// Every ring a permutation of `0..n`.
+fn check_rings(rings: &[Vec<u32>], n: usize) -> Result<(), PlanError> {
+    for (r, ring) in rings.iter().enumerate() {
+        let mut seen = vec![false; n];
+        for &rank in ring {
+            match seen.get_mut(rank as usize) {
+                Some(slot) if !*slot => *slot = true,
+                _ => {
+                    return Err(PlanError::Inconsistent(format!(
+                        "ring {r} lists rank {rank} twice or out of range"
+                    )))
+                }
+            }
+        }
+        if ring.len() != n {
+            return Err(PlanError::Inconsistent(format!(
+                "ring {r} has {} ranks, the plan {n}",
+                ring.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Plan {
     /// Parses and checks a plan: a whole plan (every rank present once, in order, every
     /// ring a permutation of the ranks) or a node's share.
@@ -110,6 +136,13 @@ impl Plan {
                 format: plan.format,
                 version: plan.version,
             });
+        }
+        if (plan.version == PLAN_SHARE_VERSION) != plan.world_size.is_some() {
+            return Err(PlanError::Inconsistent(format!(
+                "version {} with{} a world size: a share (version {PLAN_SHARE_VERSION}) has one, a whole plan none",
+                plan.version,
+                if plan.world_size.is_some() { "" } else { "out" }
+            )));
         }
         plan.check()?;
         Ok(plan)
@@ -208,12 +241,7 @@ impl Plan {
                     rank.rank
                 )));
             }
-            if !self.rings.is_empty() {
-                return Err(PlanError::Inconsistent(
-                    "a share has rings (only a whole plan has)".into(),
-                ));
-            }
-            return Ok(());
+            return check_rings(&self.rings, world as usize);
         }
         for (index, rank) in self.ranks.iter().enumerate() {
             if rank.rank as usize != index {
@@ -223,27 +251,7 @@ impl Plan {
                 )));
             }
         }
-        let n = self.ranks.len();
-        for (r, ring) in self.rings.iter().enumerate() {
-            let mut seen = vec![false; n];
-            for &rank in ring {
-                match seen.get_mut(rank as usize) {
-                    Some(slot) if !*slot => *slot = true,
-                    _ => {
-                        return Err(PlanError::Inconsistent(format!(
-                            "ring {r} lists rank {rank} twice or out of range"
-                        )))
-                    }
-                }
-            }
-            if ring.len() != n {
-                return Err(PlanError::Inconsistent(format!(
-                    "ring {r} has {} ranks, the plan {n}",
-                    ring.len()
-                )));
-            }
-        }
-        Ok(())
+        check_rings(&self.rings, self.ranks.len())
     }
 
     /// Serialises the plan as pretty-printed JSON.

@@ -10,8 +10,10 @@
 //! - `controller-N.json`: the lease, naming the controller's host and pid; each controller
 //!   publishes the next generation N (create-if-absent), only after finding the highest one
 //!   released or its holder gone, so of controllers racing exactly one drives the search;
-//! - `events.jsonl`: what the controller did, one JSON object per line, appended and fsynced
-//!   by the lease holder alone, which first cuts off a last line that a crash left torn;
+//! - `events.jsonl`: what the controller did, one JSON object per line, appended by the lease
+//!   holder alone (which first cuts off a last line that a crash left torn), and made durable
+//!   by one `fdatasync` before any launch, after a round's launches and at the end of each
+//!   round;
 //! - `stop`: asks the controller and every trial to stop (create-if-absent).
 //!
 //! Searchers are deterministic, so replaying the events through a fresh searcher rebuilds its
@@ -228,8 +230,8 @@ struct EventScan {
 }
 
 /// Reads events from `bytes` (the content of `path`). A line is committed once its newline is
-/// written: the controller writes a record and its newline at once and fsyncs before acting on
-/// it. So a tail with no newline, and whole lines at the end that are not records (a crash
+/// written: the controller writes a record and its newline at once, and flushes them before it
+/// launches anything that depends on them. So a tail with no newline, and whole lines at the end that are not records (a crash
 /// can leave zeros or garbage where a write was under way), were never committed. A damaged
 /// line before a record is not a crash's torn tail and is an error, so that the searcher is
 /// never replayed with a decision missing.
@@ -618,10 +620,9 @@ impl Controller {
         Ok(created.id)
     }
 
-    /// Appends `event` and its newline to the log and fsyncs it: committed when this returns.
-    /// Appends `event` to the log; [`Controller::commit`] makes it durable, which happens
-    /// before any launch and at the end of each round, so that a round's records cost one
-    /// flush.
+    /// Appends `event` and its newline to the log in one write; [`Controller::commit`] makes
+    /// it durable, which happens before any launch, after a round's launches and at the end of
+    /// each round, so that a round's records cost a flush or two rather than one each.
     fn record(&mut self, event: &Event) -> Result<(), ControllerError> {
         let mut line = serde_json::to_vec(event).unwrap_or_default();
         line.push(b'\n');
@@ -865,6 +866,9 @@ impl Controller {
                 }
             }
         }
+        // What was launched is durable at once: a controller that takes over adopts it rather
+        // than looking for it.
+        self.commit()?;
         failure.map_or(Ok(()), |e| Err(ControllerError::Other(e)))
     }
 

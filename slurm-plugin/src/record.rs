@@ -366,7 +366,7 @@ pub fn requeue_noted(
 }
 
 /// The system metrics of one GPU series point (names under `sys/gpuN/`, N the GPU's number
-/// within the step), at `step` seconds since the trial started.
+/// within the step), at `step` seconds since the trial was created.
 fn system_row(series: &GpuSeries, point: &GpuPoint, started: f64) -> SystemRow {
     let prefix = format!("sys/gpu{}", series.ordinal);
     #[allow(clippy::cast_precision_loss)]
@@ -413,10 +413,11 @@ pub fn system_metrics(
         return Ok(());
     }
     let dir = trial_dir_within(recording, job, step, wait)?;
-    let started = read_state(&dir)
+    // Counted from the trial's creation, which no launch changes: a requeued job's next launch
+    // goes on after the previous one's points.
+    let started = cohort_catalog::catalog::read_trial_record(&dir)
         .ok()
-        .flatten()
-        .and_then(|state| state.started)
+        .map(|record| record.created)
         .or_else(|| {
             #[allow(clippy::cast_precision_loss)]
             series

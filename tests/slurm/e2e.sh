@@ -89,7 +89,7 @@ fi
 for node in node1 node2 node3 node4; do
     [[ $(echo "$out" | awk -v n=$node 'NF == 8 && $5 == n' | wc -l) == 4 ]] || fail "4 tasks on $node"
 done
-ok "16 ranks, one GPU and its NIC each, the same plan on every node"
+ok "16 ranks, one GPU and its NIC each, every node its share of one plan"
 # 1b. NCCL's hints from the same plan: each rank's HCA (its NIC, port 1), the interface of its
 #     node's address, and the topology its node's cohortd exported (the daemons read theirs
 #     from a file, so NCCL must not probe the host's); a value the user sets wins.
