@@ -8,11 +8,13 @@
 //! node) in a file of its own, created if absent, and rank 0's node records the trial as
 //! completed at the step's end; readers merge the two, so a failure is never lost to a
 //! `completed` written by another node at the same moment. Those two hooks run as root in
-//! slurmstepd: what they write is given to the job's user.
+//! slurmstepd: they write with the job's user's filesystem identity (`as_owner`), and what
+//! they write is the user's.
 //! At the step's end every node adds the GPU series its cohortd sampled as the trial's system
 //! metrics (`sys/gpu0/util`, ...), in a segment of its own.
-//! On a filesystem that maps root to nobody (NFS `root_squash`) they cannot write, and say so
-//! in slurmd's log; the trial then stays `running`.
+//! Their writes carry the user's identity, not root's, so an NFS export that maps root to
+//! nobody (`root_squash`) does not refuse them; any write that fails is said in slurmd's log
+//! (the trial then stays `running`).
 
 use std::path::PathBuf;
 
@@ -262,6 +264,27 @@ impl TaskEnd {
     }
 }
 
+/// Runs `f` with this thread's filesystem identity (`setfsuid`, `setfsgid`) set to the job's
+/// owner: what the plugin writes into the user's catalog from slurmstepd, as root, is then
+/// opened, created and checked as the user, so a symbolic link or a directory the user
+/// controls leads nowhere the user could not write. Restored after, even on a panic; it
+/// changes only the calling thread, and nothing for a caller that is already the owner.
+fn as_owner<T>(owner: (u32, u32), f: impl FnOnce() -> T) -> T {
+    use nix::unistd::{setfsgid, setfsuid, Gid, Uid};
+    struct Restore(Uid, Gid);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            setfsuid(self.0);
+            setfsgid(self.1);
+        }
+    }
+    // The group first, while the thread may still change it.
+    let gid = setfsgid(Gid::from_raw(owner.1));
+    let uid = setfsuid(Uid::from_raw(owner.0));
+    let _restore = Restore(uid, gid);
+    f()
+}
+
 fn change(
     recording: &Recording,
     job: u32,
@@ -269,16 +292,18 @@ fn change(
     owner: (u32, u32),
     apply: impl FnOnce(&mut StateRecord) -> bool,
 ) -> Result<(), String> {
-    let Some(dir) = trial_dir(recording, job, step)? else {
-        return Err("the step's trial was never created (rank 0's node did not start)".into());
-    };
-    let mut state = read_state(&dir)
-        .map_err(|e| e.to_string())?
-        .unwrap_or_else(|| new_state(TrialState::Running));
-    if apply(&mut state) {
-        write_state_owned(&dir, &state, Some(owner)).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    as_owner(owner, || {
+        let Some(dir) = trial_dir(recording, job, step)? else {
+            return Err("the step's trial was never created (rank 0's node did not start)".into());
+        };
+        let mut state = read_state(&dir)
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| new_state(TrialState::Running));
+        if apply(&mut state) {
+            write_state_owned(&dir, &state, Some(owner)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
 }
 
 /// Records that rank `rank` on `node` ended with wait status `status`, when that is not a
@@ -298,46 +323,48 @@ pub fn task_ended(
     status: i32,
     wait: std::time::Duration,
 ) -> Result<(), String> {
-    let dir = trial_dir_within(recording, job, step, wait)?;
-    let end = TaskEnd::of(status);
-    if end == TaskEnd::Succeeded {
-        return Ok(());
-    }
-    let (exit_status, exit_signal) = describe(status);
-    let message = match (end, exit_status, &exit_signal) {
-        (TaskEnd::AtWarning, ..) => format!(
-            "rank {rank} on {node} stopped at Slurm's warning before the time limit (exit status {})",
-            cohort_proto::catalog::exit::AT_WARNING
-        ),
-        (TaskEnd::Stopped, Some(code), _) => format!(
-            "rank {rank} on {node} stopped at SIGTERM (exit status {code}): Slurm preempted, requeued or cancelled the job, or its time ran out"
-        ),
-        (TaskEnd::Stopped, ..) => format!(
-            "rank {rank} on {node} was ended by SIGTERM: Slurm preempted, requeued or cancelled the job, or its time ran out"
-        ),
-        (_, _, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
-        (_, Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
-        (_, None, None) => format!("rank {rank} on {node} failed"),
-    };
-    let failure = StepFailure {
-        format: "cohort.step-failure".into(),
-        version: CATALOG_VERSION,
-        job: job.to_string(),
-        step: step.to_string(),
-        launch,
-        rank,
-        node: node.to_owned(),
-        exit_status,
-        exit_signal,
-        message,
-        at: cohort_catalog::now(),
-    };
-    if end == TaskEnd::Failed {
-        record_step_failure(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
-    } else {
-        record_step_stop(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    as_owner(owner, || {
+        let dir = trial_dir_within(recording, job, step, wait)?;
+        let end = TaskEnd::of(status);
+        if end == TaskEnd::Succeeded {
+            return Ok(());
+        }
+        let (exit_status, exit_signal) = describe(status);
+        let message = match (end, exit_status, &exit_signal) {
+            (TaskEnd::AtWarning, ..) => format!(
+                "rank {rank} on {node} stopped at Slurm's warning before the time limit (exit status {})",
+                cohort_proto::catalog::exit::AT_WARNING
+            ),
+            (TaskEnd::Stopped, Some(code), _) => format!(
+                "rank {rank} on {node} stopped at SIGTERM (exit status {code}): Slurm preempted, requeued or cancelled the job, or its time ran out"
+            ),
+            (TaskEnd::Stopped, ..) => format!(
+                "rank {rank} on {node} was ended by SIGTERM: Slurm preempted, requeued or cancelled the job, or its time ran out"
+            ),
+            (_, _, Some(signal)) => format!("rank {rank} on {node} was killed by {signal}"),
+            (_, Some(code), None) => format!("rank {rank} on {node} exited with status {code}"),
+            (_, None, None) => format!("rank {rank} on {node} failed"),
+        };
+        let failure = StepFailure {
+            format: "cohort.step-failure".into(),
+            version: CATALOG_VERSION,
+            job: job.to_string(),
+            step: step.to_string(),
+            launch,
+            rank,
+            node: node.to_owned(),
+            exit_status,
+            exit_signal,
+            message,
+            at: cohort_catalog::now(),
+        };
+        if end == TaskEnd::Failed {
+            record_step_failure(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
+        } else {
+            record_step_stop(&dir, &failure, Some(owner)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
 }
 
 /// Records, on rank 0's node after the step, what `--cohort-requeue` did: `Ok(n)` the job
@@ -409,36 +436,38 @@ pub fn system_metrics(
     series: &[GpuSeries],
     wait: std::time::Duration,
 ) -> Result<(), String> {
-    if series.iter().all(|s| s.points.is_empty()) {
-        return Ok(());
-    }
-    let dir = trial_dir_within(recording, job, step, wait)?;
-    // Counted from the trial's creation, which no launch changes: a requeued job's next launch
-    // goes on after the previous one's points.
-    let started = cohort_catalog::catalog::read_trial_record(&dir)
-        .ok()
-        .map(|record| record.created)
-        .or_else(|| {
-            #[allow(clippy::cast_precision_loss)]
-            series
-                .iter()
-                .flat_map(|s| s.points.first())
-                .map(|p| p.t as f64)
-                .reduce(f64::min)
-        })
-        .unwrap_or(0.0);
-    let rows: Vec<SystemRow> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(move |p| system_row(s, p, started)))
-        .collect();
-    publish_system_metrics(
-        &dir,
-        &format!("{node}-{job}.{step}-{launch}"),
-        &rows,
-        Some(owner),
-    )
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    as_owner(owner, || {
+        if series.iter().all(|s| s.points.is_empty()) {
+            return Ok(());
+        }
+        let dir = trial_dir_within(recording, job, step, wait)?;
+        // Counted from the trial's creation, which no launch changes: a requeued job's next launch
+        // goes on after the previous one's points.
+        let started = cohort_catalog::catalog::read_trial_record(&dir)
+            .ok()
+            .map(|record| record.created)
+            .or_else(|| {
+                #[allow(clippy::cast_precision_loss)]
+                series
+                    .iter()
+                    .flat_map(|s| s.points.first())
+                    .map(|p| p.t as f64)
+                    .reduce(f64::min)
+            })
+            .unwrap_or(0.0);
+        let rows: Vec<SystemRow> = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(move |p| system_row(s, p, started)))
+            .collect();
+        publish_system_metrics(
+            &dir,
+            &format!("{node}-{job}.{step}-{launch}"),
+            &rows,
+            Some(owner),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
 }
 
 /// At the step's end on rank 0's node: completed, unless a failure was recorded.
@@ -729,5 +758,30 @@ mod tests {
             err.contains("COHORT_CATALOG") && err.contains("catalog=DIR"),
             "{err}"
         );
+    }
+
+    /// As root, the owner's filesystem identity: a directory only root may write is refused,
+    /// the owner's own takes the file as the owner's, and root's identity comes back after.
+    #[test]
+    fn writes_go_with_the_owner_s_filesystem_identity() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: changing the filesystem identity needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let roots = dir.path().join("root-only");
+        std::fs::create_dir(&roots).unwrap();
+        std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let theirs = dir.path().join("nobody");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = (65534, 65534);
+        assert!(as_owner(nobody, || std::fs::write(roots.join("x"), b"x")).is_err());
+        as_owner(nobody, || std::fs::write(theirs.join("x"), b"x")).unwrap();
+        let meta = std::fs::metadata(theirs.join("x")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), nobody);
+        std::fs::write(roots.join("y"), b"y").unwrap();
     }
 }
