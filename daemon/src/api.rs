@@ -133,6 +133,16 @@ pub(crate) async fn serve(mut stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
+/// Whose steps a caller sees: root every step (`None`), anyone else their own, an unknown
+/// caller none.
+fn seen_as(caller_uid: Option<u32>) -> Option<u32> {
+    match caller_uid {
+        Some(0) => None,
+        Some(uid) => Some(uid),
+        None => Some(u32::MAX),
+    }
+}
+
 fn uid_text(uid: Option<u32>) -> String {
     uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"))
 }
@@ -251,11 +261,7 @@ pub(crate) async fn answer(
         } => {
             // Root (the plugin) or the step's owner; anyone else gets nothing, as for a step
             // that ran no GPUs here.
-            let uid = match caller_uid {
-                Some(0) => None,
-                Some(uid) => Some(uid),
-                None => Some(u32::MAX),
-            };
+            let uid = seen_as(caller_uid);
             Response::StepGpus {
                 series: shared
                     .accounts
@@ -279,11 +285,7 @@ pub(crate) async fn answer(
                     return error(ErrorCode::BadRequest, format!("top: {e}"));
                 }
             }
-            let uid = match caller_uid {
-                Some(0) => None,
-                Some(uid) => Some(uid),
-                None => Some(u32::MAX),
-            };
+            let uid = seen_as(caller_uid);
             let mut answers =
                 vec![crate::top::local(&shared.node, &shared.accounts, &shared.gang, uid).await];
             let ctx = Arc::new(shared.node.clone());
@@ -301,23 +303,8 @@ pub(crate) async fn answer(
             Response::Top { nodes: answers }
         }
         Request::GetStatus => {
-            let (respond, answer) = oneshot::channel();
-            // Root sees every step; anyone else only their own (an unknown caller none).
-            let uid = match caller_uid {
-                Some(0) => None,
-                Some(uid) => Some(uid),
-                None => Some(u32::MAX),
-            };
-            let steps = if shared
-                .gang
-                .send(GangCommand::ListSteps { uid, respond })
-                .await
-                .is_ok()
-            {
-                answer.await.unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+            let uid = seen_as(caller_uid);
+            let steps = crate::gang::list_steps(&shared.gang, uid).await;
             let gpus = shared
                 .accounts
                 .lock()

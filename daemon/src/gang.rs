@@ -185,6 +185,20 @@ fn process_start(pid: i32) -> Option<u64> {
 /// the node, number within the step).
 pub(crate) type RunningStep = (StepKey, u32, Vec<(u32, u32)>);
 
+/// The lines of the steps `uid` may see (`None`: every step), from the gang actor; none when
+/// it is gone.
+pub(crate) async fn list_steps(gang: &mpsc::Sender<GangCommand>, uid: Option<u32>) -> Vec<String> {
+    let (respond, answer) = oneshot::channel();
+    if gang
+        .send(GangCommand::ListSteps { uid, respond })
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    answer.await.unwrap_or_default()
+}
+
 /// Steps remembered for `cohort status`.
 const RECORDS: usize = 256;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cohort_proto::daemon::TopNode;
 use cohort_proto::peer::PeerMsg;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::accounting::Accounts;
 use crate::gang::{GangCommand, NodeContext};
@@ -50,16 +50,7 @@ pub(crate) async fn local(
                 .collect()
         })
         .unwrap_or_default();
-    let (respond, answer) = oneshot::channel();
-    let steps = if gang
-        .send(GangCommand::ListSteps { uid, respond })
-        .await
-        .is_ok()
-    {
-        answer.await.unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let steps = crate::gang::list_steps(gang, uid).await;
     let gpus = accounts
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
