@@ -26,7 +26,7 @@ def main() -> int:
     if version.exists() and version.read_text().strip() == TORCH:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-cache-dir", "--no-deps",
                "--only-binary=:all:", "--python-version", "3.11", "-d", tmp]
         for platform in PLATFORMS:
             cmd += ["--platform", platform]
