@@ -4,9 +4,10 @@
 //! Collection first publishes a `gc-*.json` record naming what it will delete (readers drop
 //! those checkpoints from then on), then deletes. A collection interrupted between the two
 //! leaves files no longer referenced; the next one deletes them. Running it again changes
-//! nothing: it is idempotent.
+//! nothing: it is idempotent. A checkpoint that a model version points at is never deleted
+//! (`crate::model`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use cohort_proto::catalog::{Checkpoint, GcRecord, TrialSummary, CATALOG_VERSION};
@@ -40,7 +41,11 @@ pub struct Policy {
 
 /// The value of `metric` that a checkpoint is judged by: its own metadata's, else the value
 /// logged at the latest step not after the checkpoint's.
-fn value_at(ckpt: &Checkpoint, metric: &str, history: &[crate::read::Point]) -> Option<f64> {
+pub(crate) fn value_at(
+    ckpt: &Checkpoint,
+    metric: &str,
+    history: &[crate::read::Point],
+) -> Option<f64> {
     if let Some(value) = ckpt
         .metadata
         .get(metric)
@@ -91,12 +96,15 @@ pub fn kept(
 pub struct GcReport {
     /// Trials looked at.
     pub trials: usize,
-    /// Checkpoints kept.
+    /// Checkpoints kept by the policy.
     pub kept: usize,
     /// `(trial, path, bytes)` deleted (or to delete, in a dry run).
     pub deleted: Vec<(u64, String, u64)>,
     /// Bytes freed.
     pub freed: u64,
+    /// `(trial, path, versions)`: checkpoints the policy would delete but that model versions
+    /// (`NAME@K`) point at, so they are kept.
+    pub registered: Vec<(u64, String, Vec<String>)>,
 }
 
 fn remove(path: &Path) -> std::io::Result<()> {
@@ -108,16 +116,78 @@ fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Applies `policy` to one trial: records then deletes what it does not keep, and deletes
-/// leftovers an interrupted collection recorded but did not delete.
-pub fn collect_trial(
+/// Applies `policy` to the `trials` (each a trial's directory and summary), keeping every
+/// checkpoint a model version points at, and returns what it did.
+///
+/// Per trial, a `gc-*.json` record naming what will be deleted is published first; then the
+/// model registry is read again, and only checkpoints that no version points at are deleted
+/// (with the leftovers of interrupted collections). A registration racing the collection
+/// either is seen by that second look, or sees the record and reports it (see
+/// `model::register`). A dry run records and deletes nothing.
+///
+/// # Errors
+///
+/// A record that cannot be published, or a registry that cannot be read whole (collection
+/// never guesses what a version points at).
+pub fn collect(
+    catalog: &crate::Catalog,
+    trials: &[(std::path::PathBuf, TrialSummary)],
+    policy: &Policy,
+    dry_run: bool,
+    warnings: &mut Vec<Warning>,
+) -> Result<GcReport, CatalogError> {
+    let registered = crate::model::registered_checkpoints(catalog)?;
+    let mut report = GcReport::default();
+    let mut pending: Vec<(u64, String)> = Vec::new();
+    for (dir, summary) in trials {
+        pending.extend(collect_trial(
+            dir,
+            summary,
+            policy,
+            &registered,
+            dry_run,
+            &mut report,
+            warnings,
+        )?);
+    }
+    if dry_run || pending.is_empty() {
+        return Ok(report);
+    }
+    // Versions registered while the records were being written are kept too.
+    let registered = crate::model::registered_checkpoints(catalog)?;
+    for (trial, path) in pending {
+        if let Some(versions) = registered.get(&path) {
+            if let Some(at) = report.deleted.iter().position(|(_, p, _)| *p == path) {
+                let (_, _, size) = report.deleted.remove(at);
+                report.freed -= size;
+            }
+            report.registered.push((trial, path, versions.clone()));
+            continue;
+        }
+        if let Err(e) = remove(Path::new(&path)) {
+            warnings.push(Warning {
+                path: path.into(),
+                problem: format!(
+                    "cannot delete ({e}); it is no longer listed, the next `cohort ckpt gc` tries again"
+                ),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// Applies `policy` to one trial: records what it does not keep (checkpoints `registered`
+/// names are kept) and returns `(trial, path)` of everything to delete, the leftovers an
+/// interrupted collection recorded but did not delete among them.
+fn collect_trial(
     trial_dir: &Path,
     summary: &TrialSummary,
     policy: &Policy,
+    registered: &BTreeMap<String, Vec<String>>,
     dry_run: bool,
     report: &mut GcReport,
     warnings: &mut Vec<Warning>,
-) -> Result<(), CatalogError> {
+) -> Result<Vec<(u64, String)>, CatalogError> {
     report.trials += 1;
     let history = match &policy.keep_best {
         Some((_, metric)) => {
@@ -130,15 +200,25 @@ pub fn collect_trial(
     let ended = crate::read::shown_state(summary).is_some_and(|s| s.is_final());
     let keep = kept(&summary.checkpoints, policy, &history, ended);
     report.kept += keep.len();
-    let doomed: Vec<&Checkpoint> = summary
+    let mut doomed: Vec<&Checkpoint> = Vec::new();
+    for ckpt in summary
         .checkpoints
         .iter()
         .filter(|c| !keep.contains(&c.path))
-        .collect();
+    {
+        match registered.get(&ckpt.path) {
+            Some(versions) => {
+                report
+                    .registered
+                    .push((summary.id, ckpt.path.clone(), versions.clone()));
+            }
+            None => doomed.push(ckpt),
+        }
+    }
     let leftovers: Vec<&String> = summary
         .deleted
         .iter()
-        .filter(|p| Path::new(p).exists())
+        .filter(|p| Path::new(p).exists() && !registered.contains_key(*p))
         .collect();
     for ckpt in &doomed {
         let size = size_of(Path::new(&ckpt.path)).unwrap_or(0);
@@ -146,7 +226,7 @@ pub fn collect_trial(
         report.freed += size;
     }
     if dry_run {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if !doomed.is_empty() {
         let record = GcRecord {
@@ -161,17 +241,12 @@ pub fn collect_trial(
         let name = format!("gc-{:.0}-{}.json", record.at * 1000.0, fsutil::nonce());
         fsutil::publish_new(&trial_dir.join(name), &bytes)?;
     }
-    for path in doomed.iter().map(|c| &c.path).chain(leftovers) {
-        if let Err(e) = remove(Path::new(path)) {
-            warnings.push(Warning {
-                path: path.into(),
-                problem: format!(
-                    "cannot delete ({e}); it is no longer listed, the next `cohort ckpt gc` tries again"
-                ),
-            });
-        }
-    }
-    Ok(())
+    Ok(doomed
+        .iter()
+        .map(|c| &c.path)
+        .chain(leftovers)
+        .map(|p| (summary.id, p.clone()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -56,6 +56,46 @@ pub enum CatalogError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// No model of that name.
+    #[error("no model named {name:?} in the catalog at {}; `cohort model list` lists them", root.display())]
+    NoModel {
+        /// The name asked for.
+        name: String,
+        /// The catalog.
+        root: PathBuf,
+    },
+    /// A model has no such version or alias.
+    #[error("model {model:?} has no {what}")]
+    NoModelVersion {
+        /// The model.
+        model: String,
+        /// What was asked for, in words (`version 7`, `alias "production"`).
+        what: String,
+    },
+    /// A model version's checkpoint is no longer where it was registered.
+    #[error("{model}@{number}: its checkpoint {} is missing (deleted or moved since it was registered)", path.display())]
+    MissingCheckpoint {
+        /// The model.
+        model: String,
+        /// The version.
+        number: u64,
+        /// Where the checkpoint was.
+        path: PathBuf,
+    },
+    /// A checkpoint's bytes are not those registered.
+    #[error("{}: SHA-256 {found} differs from the {recorded} that {model}@{number} recorded: the checkpoint changed or is damaged", path.display())]
+    Checksum {
+        /// The model.
+        model: String,
+        /// The version.
+        number: u64,
+        /// The file or directory read.
+        path: PathBuf,
+        /// The sum the version recorded.
+        recorded: String,
+        /// The sum of what was read.
+        found: String,
+    },
     /// The ranks could not agree whether to stop (a rank died, the connection broke).
     #[error("the ranks could not agree whether to stop at step {step}: {problem}")]
     Agreement {

@@ -24,6 +24,7 @@ mod history_cache;
 pub mod index;
 pub mod json;
 pub mod log;
+pub mod model;
 pub mod query;
 pub mod read;
 pub mod search_dir;
@@ -86,6 +87,30 @@ pub fn default_root() -> Result<std::path::PathBuf, CatalogError> {
         }
     }
     Ok(PathBuf::from("cohort-catalog"))
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SSZ` (UTC).
+pub fn utc_time(t: f64) -> String {
+    #[allow(clippy::cast_possible_truncation)]
+    let secs = t as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Unix time in seconds.

@@ -578,13 +578,11 @@ fn checkpoint_collection_keeps_the_policy_and_never_points_at_deleted_files() {
         let summary = cohort_catalog::read::summarize(&trial.dir, None, &mut Vec::new())
             .unwrap()
             .unwrap();
-        let mut report = cohort_catalog::ckpt::GcReport::default();
-        cohort_catalog::ckpt::collect_trial(
-            &trial.dir,
-            &summary,
+        let report = cohort_catalog::ckpt::collect(
+            &catalog,
+            &[(trial.dir.clone(), summary)],
             &policy,
             false,
-            &mut report,
             &mut Vec::new(),
         )
         .unwrap();

@@ -100,6 +100,9 @@ enum Command {
     /// Checkpoints: list them, collect the ones a retention policy does not keep.
     #[command(subcommand)]
     Ckpt(catalog::CkptCommand),
+    /// Named model versions from trials' checkpoints: register, alias, list, show, export.
+    #[command(subcommand)]
+    Model(catalog::ModelCommand),
     /// Rebuild the index of one experiment (or all) from the trials' files.
     Index {
         /// The experiment (default: every experiment).
@@ -578,6 +581,7 @@ fn run() -> Result<ExitCode> {
             output,
         } => catalog::export(experiment, catalog, *format, output.as_deref()),
         Command::Ckpt(command) => catalog::ckpt(command),
+        Command::Model(command) => catalog::model_command(command),
         Command::Index {
             experiment,
             catalog,

@@ -354,3 +354,259 @@ fn bad_input_gets_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn models_are_registered_aliased_shown_exported_and_kept_from_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    let ck = dir.path().join("ckpts");
+    std::fs::create_dir(&ck).unwrap();
+    // A run that writes three checkpoints and logs its loss at each.
+    let script = format!(
+        "for s in 1 2 3; do printf 'weights %s\\n' $s > {ck}/w$s.pt; \
+         COHORT log metric val_loss=0.$((5 - s)) --step $s && COHORT log checkpoint {ck}/w$s.pt --step $s; done",
+        ck = ck.display()
+    );
+    ok(&run_trial(&cat, "train", "0.01", &script));
+    let registered = json(&ok(&cohort(
+        &cat,
+        &[
+            "model",
+            "register",
+            "mlp",
+            "--from",
+            "train/1",
+            "--checkpoint",
+            "best:val_loss",
+            "--description",
+            "the best of the first run",
+            "--json",
+        ],
+    )));
+    assert_eq!(registered["number"], 1);
+    assert_eq!(registered["checkpoint"]["step"], 3);
+    assert_eq!(registered["source"]["experiment"], "train");
+    assert_eq!(registered["source"]["command"][0], "sh");
+    assert_eq!(registered["hparams"]["lr"], 0.01);
+    assert_eq!(registered["metrics"]["val_loss"]["value"], 0.2);
+    assert_eq!(registered["checkpoint_present"], true);
+    // The recorded sum is the one sha256sum computes.
+    let sum = Command::new("sha256sum")
+        .arg(ck.join("w3.pt"))
+        .output()
+        .unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert_eq!(
+        registered["checkpoint"]["sha256"],
+        sum.split_whitespace().next().unwrap()
+    );
+    let text = ok(&cohort(
+        &cat,
+        &[
+            "model",
+            "register",
+            "mlp",
+            "--from",
+            "train/1",
+            "--checkpoint",
+            "1",
+        ],
+    ));
+    assert!(
+        text.starts_with("registered mlp@2: train/1 step 1"),
+        "{text}"
+    );
+
+    // Four registrations at once, as four processes: four distinct versions.
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(COHORT)
+                .args(["model", "register", "racy", "--from", "train/1", "--json"])
+                .env("COHORT_CATALOG", &cat)
+                .output()
+        })
+        .collect();
+    let mut numbers: Vec<u64> = children
+        .into_iter()
+        .map(|out| json(&ok(&out.unwrap()))["number"].as_u64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![1, 2, 3, 4]);
+
+    // Aliases and their history.
+    let moved = ok(&cohort(&cat, &["model", "alias", "mlp@1", "production"]));
+    assert_eq!(moved, "mlp: production -> version 1\n");
+    let moved = ok(&cohort(&cat, &["model", "alias", "mlp@2", "production"]));
+    assert_eq!(moved, "mlp: production moved from version 1 to 2\n");
+    ok(&cohort(
+        &cat,
+        &["model", "alias", "mlp@production", "staging"],
+    ));
+    let same = ok(&cohort(&cat, &["model", "alias", "mlp@2", "production"]));
+    assert!(same.contains("already points at version 2"), "{same}");
+    let shown = json(&ok(&cohort(&cat, &["model", "show", "mlp", "--json"])));
+    assert_eq!(
+        shown["aliases"],
+        serde_json::json!({"production": 2, "staging": 2})
+    );
+    let history = shown["alias_history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(
+        (history[1]["from"].as_u64(), history[1]["to"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(history[1]["by"]["user"].is_string() && history[1]["at"].is_f64());
+    let table = ok(&cohort(&cat, &["model", "show", "mlp"]));
+    assert!(
+        table.contains("Alias history") && table.contains("production"),
+        "{table}"
+    );
+    let version = json(&ok(&cohort(
+        &cat,
+        &["model", "show", "mlp@production", "--json"],
+    )));
+    assert_eq!(version["number"], 2);
+    assert_eq!(
+        version["aliases"],
+        serde_json::json!(["production", "staging"])
+    );
+    let one = ok(&cohort(&cat, &["model", "show", "mlp@1"]));
+    assert!(
+        one.contains("the best of the first run") && one.contains("val_loss"),
+        "{one}"
+    );
+    let list = json(&ok(&cohort(&cat, &["model", "list", "--json"])));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["name"], "mlp");
+    assert_eq!(list[0]["versions"], 2);
+    assert_eq!(list[0]["latest"], 2);
+    let listed = ok(&cohort(&cat, &["model", "list"]));
+    assert!(listed.contains("production=2"), "{listed}");
+
+    // Export: the copy, its sum verified, the model card.
+    let out = dir.path().join("export");
+    let exported = ok(&cohort(
+        &cat,
+        &["model", "export", "mlp@production", out.to_str().unwrap()],
+    ));
+    assert!(exported.contains("verified"), "{exported}");
+    assert_eq!(std::fs::read(out.join("w1.pt")).unwrap(), b"weights 1\n");
+    let card = json(&std::fs::read_to_string(out.join("model-card.json")).unwrap());
+    assert_eq!(card["registered_version"]["number"], 2);
+    assert!(std::fs::read_to_string(out.join("model-card.md"))
+        .unwrap()
+        .contains("## Provenance"));
+
+    // Collection keeps both registered checkpoints and says so.
+    let gc = ok(&cohort(
+        &cat,
+        &["ckpt", "gc", "train", "--keep-latest", "1"],
+    ));
+    assert!(gc.contains("registered as mlp@2"), "{gc}");
+    assert!(gc.contains("deleted 1"), "{gc}");
+    assert!(ck.join("w1.pt").exists() && ck.join("w3.pt").exists() && !ck.join("w2.pt").exists());
+
+    // A corrupted checkpoint: export names both sums; nothing is left in the directory.
+    std::fs::write(ck.join("w3.pt"), b"weights 9\n").unwrap();
+    let err = error(&cohort(
+        &cat,
+        &[
+            "model",
+            "export",
+            "mlp@1",
+            dir.path().join("bad").to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        err.contains(registered["checkpoint"]["sha256"].as_str().unwrap()),
+        "{err}"
+    );
+    assert!(err.contains("differs"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("bad")).unwrap().count(),
+        0
+    );
+    // Deleted by hand: show says it is missing; export says which file.
+    std::fs::remove_file(ck.join("w3.pt")).unwrap();
+    let table = ok(&cohort(&cat, &["model", "show", "mlp"]));
+    assert!(table.contains("w3.pt (missing)"), "{table}");
+    let err = error(&cohort(
+        &cat,
+        &[
+            "model",
+            "export",
+            "mlp@1",
+            dir.path().join("gone").to_str().unwrap(),
+        ],
+    ));
+    assert!(err.contains("w3.pt is missing"), "{err}");
+
+    // Bad input.
+    let err = error(&cohort(&cat, &["model", "show", "nope"]));
+    assert!(err.contains("no model named \"nope\""), "{err}");
+    let err = error(&cohort(&cat, &["model", "show", "mlp@9"]));
+    assert!(err.contains("has no version 9"), "{err}");
+    let err = error(&cohort(&cat, &["model", "show", "mlp@canary"]));
+    assert!(err.contains("has no alias \"canary\""), "{err}");
+    let err = error(&cohort(&cat, &["model", "alias", "mlp", "production"]));
+    assert!(err.contains("NAME@VERSION"), "{err}");
+    let err = error(&cohort(
+        &cat,
+        &[
+            "model",
+            "register",
+            "m",
+            "--from",
+            "train/1",
+            "--checkpoint",
+            "best",
+        ],
+    ));
+    assert!(err.contains("best:METRIC"), "{err}");
+    let err = error(&cohort(
+        &cat,
+        &["model", "register", "m", "--from", "train/7"],
+    ));
+    assert!(err.contains("has no trial 7"), "{err}");
+}
+
+#[test]
+fn a_registration_killed_while_hashing_leaves_no_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    // The checkpoint is a named pipe: hashing it blocks until bytes come, so the registration
+    // is killed at a known point, half-way through reading its checkpoint. (A test vehicle:
+    // real checkpoints are files; a large one takes as long to hash.)
+    let fifo = dir.path().join("weights.pt");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let script = format!("COHORT log checkpoint {} --step 1", fifo.display());
+    ok(&run_trial(&cat, "train", "0.1", &script));
+    let mut child = Command::new(COHORT)
+        .args(["model", "register", "mlp", "--from", "train/1"])
+        .env("COHORT_CATALOG", &cat)
+        .spawn()
+        .unwrap();
+    // Half of a checkpoint goes in, then the registration dies.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    std::io::Write::write_all(&mut writer, &[1u8; 4096]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(writer);
+    let list = json(&ok(&cohort(&cat, &["model", "list", "--json"])));
+    assert_eq!(list, serde_json::json!([]), "no half model");
+    let err = error(&cohort(&cat, &["model", "show", "mlp"]));
+    assert!(err.contains("no model named"), "{err}");
+    // A checkpoint that can be read registers as version 1.
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::write(&fifo, b"w").unwrap();
+    let version = json(&ok(&cohort(
+        &cat,
+        &["model", "register", "mlp", "--from", "train/1", "--json"],
+    )));
+    assert_eq!(version["number"], 1);
+}

@@ -1,6 +1,6 @@
 //! The experiment catalog's JSON records: the catalog marker, experiments, trials, trial
 //! states, the header and events of a trial's metric log, checkpoint deletions, the notes of
-//! Slurm steps and the index.
+//! Slurm steps, the index, and the model registry (models, their versions, alias moves).
 //!
 //! Each record carries `format` and `version`; readers ignore unknown fields and refuse another
 //! format or major version. The binary framing of metric logs is described in
@@ -343,6 +343,138 @@ pub struct SegmentHeader {
     pub writer: Writer,
     /// When the segment was started (Unix seconds).
     pub created: f64,
+}
+
+/// `models/<slug>-<hash>/model.json`: a named model (published once; the first wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Always `cohort.model`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The model's name, as users type it.
+    pub name: String,
+    /// When it was first registered (Unix seconds).
+    pub created: f64,
+    /// Who registered it first.
+    pub created_by: Writer,
+}
+
+/// Where a model version came from: a trial of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSource {
+    /// The experiment's name.
+    pub experiment: String,
+    /// The trial's number.
+    pub trial: u64,
+    /// The trial's state when the version was registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TrialState>,
+    /// The command the trial ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The Slurm job (and step) that produced it, when Slurm ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// The Slurm step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_step: Option<String>,
+    /// The nodes it ran on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+}
+
+/// The checkpoint a model version points at, as it was when registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCheckpoint {
+    /// Absolute path of the checkpoint file or directory.
+    pub path: String,
+    /// `file` or `directory`.
+    pub kind: String,
+    /// Size in bytes (of every file under it, for a directory).
+    pub size: u64,
+    /// SHA-256 in hex: of the file's bytes, or for a directory of the lines `<sha256>  <relative
+    /// path>` of its files sorted by path (what `sha256sum` prints for them), as described in
+    /// `docs/catalog-format.md`.
+    pub sha256: String,
+    /// Training step it was taken at.
+    pub step: i64,
+    /// When the trial recorded it (Unix seconds).
+    pub at: f64,
+    /// The metadata recorded with it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// A metric's value at a model version's checkpoint: the latest point at or before its step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricAt {
+    /// The step of that point.
+    pub step: i64,
+    /// Its value.
+    #[serde(with = "float_text")]
+    pub value: f64,
+}
+
+/// `models/<slug>-<hash>/versions/<number>.json`: one version of a model, written once and
+/// never changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    /// Always `cohort.model-version`.
+    pub format: String,
+    /// Major version of the record.
+    pub version: u32,
+    /// The model's name.
+    pub model: String,
+    /// The version's number, from 1.
+    pub number: u64,
+    /// The trial it came from.
+    pub source: ModelSource,
+    /// Its checkpoint.
+    pub checkpoint: ModelCheckpoint,
+    /// The trial's hyperparameters.
+    #[serde(default)]
+    pub hparams: BTreeMap<String, serde_json::Value>,
+    /// The trial's metrics at the checkpoint's step.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricAt>,
+    /// Free text given at registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// When it was registered (Unix seconds).
+    pub registered: f64,
+    /// Who registered it.
+    pub registered_by: Writer,
+    /// Random token of the registering process: tells it whether the published record is its own.
+    pub nonce: String,
+}
+
+/// `models/<slug>-<hash>/aliases/<alias>/<sequence>.json`: one move of an alias, written once.
+/// The highest sequence number is where the alias points now; the others are its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AliasMove {
+    /// Always `cohort.model-alias`.
+    pub format: String,
+    /// Major version.
+    pub version: u32,
+    /// The model's name.
+    pub model: String,
+    /// The alias.
+    pub alias: String,
+    /// This move's number among the alias's moves, from 1.
+    pub sequence: u64,
+    /// The version it pointed at before (none for its first move).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u64>,
+    /// The version it points at from now on (none: removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+    /// Who moved it.
+    pub by: Writer,
+    /// When (Unix seconds).
+    pub at: f64,
+    /// Random token of the mover.
+    pub nonce: String,
 }
 
 /// `slurm/<job>.<step>.json` in an experiment's directory: which trial a Slurm step records

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use cohort_catalog::ckpt::{GcReport, Policy};
+use cohort_catalog::ckpt::Policy;
 use cohort_catalog::index::{IndexWrite, LoadOptions};
 
 use super::format::{json_out, table, time_text};
@@ -133,19 +133,13 @@ pub(crate) fn ckpt(command: &CkptCommand) -> Result<ExitCode> {
                 keep_best: keep_best.zip(by.clone()),
                 smaller_is_better: !*max,
             };
-            let mut report = GcReport::default();
             let mut warnings = Vec::new();
-            for trial in &trials {
-                let dir = experiment.summary_dir(trial);
-                cohort_catalog::ckpt::collect_trial(
-                    &dir,
-                    trial,
-                    &policy,
-                    *dry_run,
-                    &mut report,
-                    &mut warnings,
-                )?;
-            }
+            let trials: Vec<_> = trials
+                .into_iter()
+                .map(|trial| (experiment.summary_dir(&trial), trial))
+                .collect();
+            let report =
+                cohort_catalog::ckpt::collect(&catalog, &trials, &policy, *dry_run, &mut warnings)?;
             warn_all(&warnings);
             if *json {
                 json_out(&report)?;
@@ -157,10 +151,24 @@ pub(crate) fn ckpt(command: &CkptCommand) -> Result<ExitCode> {
                         if *dry_run { "would delete" } else { "deleted" }
                     ));
                 }
+                for (id, path, versions) in &report.registered {
+                    text.push_str(&format!(
+                        "kept trial {id}: {path} (registered as {})\n",
+                        versions.join(", ")
+                    ));
+                }
                 text.push_str(&format!(
-                    "{} trial(s): kept {} checkpoint(s), {} {} ({} bytes)\n",
+                    "{} trial(s): kept {} checkpoint(s){}, {} {} ({} bytes)\n",
                     report.trials,
                     report.kept,
+                    if report.registered.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " and {} that model versions point at",
+                            report.registered.len()
+                        )
+                    },
                     if *dry_run { "would delete" } else { "deleted" },
                     report.deleted.len(),
                     report.freed

@@ -1,11 +1,11 @@
 //! The catalog commands: `exp`, `trials`, `trial show`, `metrics`, `compare`, `plot`,
-//! `export`, `ckpt`, `index`, `log metric`, `log checkpoint`.
+//! `export`, `ckpt`, `index`, `log metric`, `log checkpoint`, `model`.
 //!
 //! Tables by default, `--json` with the shapes documented in `docs/catalog.md`. Files that a
 //! query skipped are named on stderr as `cohort: warning: FILE: problem`; the rest is shown.
 //! This module holds what the commands share (the catalog option, loading an experiment or a
 //! trial, warnings); `query.rs` the queries, `admin.rs` checkpoint collection and the index,
-//! `log.rs` `cohort log`, and `format.rs` the tables and JSON they print.
+//! `log.rs` `cohort log`, `model.rs` `cohort model`, and `format.rs` the tables and JSON they print.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,10 +19,12 @@ use cohort_proto::catalog::TrialSummary;
 mod admin;
 mod format;
 mod log;
+mod model;
 mod query;
 
 pub(crate) use admin::{ckpt, index, CkptCommand};
 pub(crate) use log::{log, LogCommand};
+pub(crate) use model::{model_command, ModelCommand};
 pub(crate) use query::{
     compare, exp, export, metrics, plot, trial_show, trials, ExpCommand, ExportFormat, MetricsArgs,
     PlotArgs, TrialsArgs,
