@@ -426,3 +426,63 @@ fn an_unchanged_answer_is_not_sent_again() {
     );
     assert_eq!((status, body.as_str()), (304, ""));
 }
+
+#[test]
+fn the_models_are_the_clis_models() {
+    let dir = catalog();
+    let ui = start(dir.path(), "127.0.0.1:0");
+    let (status, body) = get(ui.port, "/api/models");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["models"], serde_json::json!([]));
+    // A checkpoint for trial 3, registered and aliased.
+    let weights = dir.path().join("w.pt");
+    std::fs::write(&weights, b"weights").unwrap();
+    let cohort = |args: &[&str]| {
+        let out = Command::new(COHORT)
+            .args(args)
+            .arg("--catalog")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    cohort(&[
+        "log",
+        "checkpoint",
+        weights.to_str().unwrap(),
+        "--step",
+        "99",
+        "--experiment",
+        "synth",
+        "--trial",
+        "3",
+    ]);
+    cohort(&["model", "register", "synth-best", "--from", "synth/3"]);
+    cohort(&["model", "alias", "synth-best@1", "production"]);
+    let (_, body) = get(ui.port, "/api/models");
+    assert_eq!(
+        json(&body)["models"],
+        cohort_json(dir.path(), &["model", "list"])
+    );
+    let (status, body) = get(ui.port, "/api/models/synth-best");
+    assert_eq!(status, 200, "{body}");
+    let mut page = json(&body);
+    assert_eq!(
+        page.as_object_mut().unwrap().remove("warnings"),
+        Some(serde_json::json!([]))
+    );
+    assert_eq!(
+        page,
+        cohort_json(dir.path(), &["model", "show", "synth-best"])
+    );
+    assert_eq!(page["versions"][0]["metrics"]["val_loss"]["step"], 99);
+    let (status, body) = get(ui.port, "/api/models/nothing");
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("no model named"),
+        "{body}"
+    );
+}

@@ -28,7 +28,7 @@ from ._native import (
     __version__,
     init,
 )
-from .catalog import Catalog, Experiment, Trial, Metric
+from .catalog import Catalog, Experiment, Trial, Metric, Model, ModelVersion
 
 __all__ = [
     "Catalog",
@@ -37,6 +37,8 @@ __all__ = [
     "CommError",
     "Experiment",
     "Metric",
+    "Model",
+    "ModelVersion",
     "Tracker",
     "Trial",
     "init",

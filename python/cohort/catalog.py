@@ -71,6 +71,70 @@ class Metric:
         return len(self.steps)
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """A version of a registered model, as ``cohort model show NAME@K --json`` gives it: the
+    source trial (``source``: experiment, trial, state, command, Slurm job), the checkpoint
+    (``checkpoint``: path, kind, size, sha256, step), the trial's hyperparameters, its metrics
+    at the checkpoint's step (``{name: {"step", "value"}}``), who registered it and when, the
+    aliases pointing at it now, and whether its checkpoint is still there."""
+
+    model: str
+    number: int
+    source: Dict[str, Any]
+    checkpoint: Dict[str, Any]
+    hparams: Dict[str, Any]
+    metrics: Dict[str, Dict[str, Any]]
+    registered: float
+    registered_by: Dict[str, Any]
+    aliases: List[str] = field(default_factory=list)
+    checkpoint_present: bool = True
+    description: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The version as the CLI's JSON object."""
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A registered model, as ``cohort model show NAME --json`` gives it: its versions, where
+    each alias points now, and every move of an alias (``alias_history``, oldest first)."""
+
+    name: str
+    created: float
+    created_by: Dict[str, Any]
+    aliases: Dict[str, int]
+    versions: List[ModelVersion]
+    alias_history: List[Dict[str, Any]] = field(default_factory=list)
+
+    def version(self, which: Union[None, int, str] = None) -> ModelVersion:
+        """Version ``which``: a number, an alias, or the latest when None. Raises
+        ``KeyError`` naming the versions and aliases there are."""
+        if which is None and self.versions:
+            return self.versions[-1]
+        number = self.aliases.get(which) if isinstance(which, str) else which
+        for version in self.versions:
+            if version.number == number:
+                return version
+        raise KeyError(
+            f"model {self.name!r} has no version {which!r}: versions "
+            f"{[v.number for v in self.versions]}, aliases {sorted(self.aliases)}"
+        )
+
+
+def _known(cls: Any, values: Dict[str, Any]) -> Dict[str, Any]:
+    """The fields of ``values`` that ``cls`` has (a newer catalog may write more)."""
+    names = set(cls.__dataclass_fields__)
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _model(values: Dict[str, Any]) -> Model:
+    values = _known(Model, values)
+    values["versions"] = [ModelVersion(**_known(ModelVersion, v)) for v in values["versions"]]
+    return Model(**values)
+
+
 def _arrays(raw: bytes, kind: str) -> Any:
     try:
         import numpy
@@ -126,6 +190,14 @@ class Catalog:
             self.path, experiment, sort, bool(desc), list(where or []), limit
         )
         return [Trial(**t) for t in json.loads(text)]
+
+    def models(self) -> List[Model]:
+        """Every registered model (``cohort model list``), with its versions and aliases."""
+        return [_model(m) for m in json.loads(_native.models_json(self.path))]
+
+    def model(self, name: str) -> Model:
+        """The registered model ``name``. Raises ``cohort.CatalogError`` when there is none."""
+        return _model(json.loads(_native.models_json(self.path, name))[0])
 
     def metrics(self, experiment: str, trial: int, name: str) -> Metric:
         """The history of metric ``name`` of trial ``trial``. Raises ``KeyError`` naming the

@@ -22,6 +22,7 @@ pub(crate) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(trials_json, module)?)?;
     module.add_function(wrap_pyfunction!(metric_arrays, module)?)?;
     module.add_function(wrap_pyfunction!(export_bytes, module)?)?;
+    module.add_function(wrap_pyfunction!(models_json, module)?)?;
     Ok(())
 }
 
@@ -77,6 +78,26 @@ fn experiments_json(py: Python<'_>, root: PathBuf) -> PyResult<String> {
                     .map(|e| experiment_json(e, e.trial_count()))
                     .collect::<Vec<_>>(),
             )
+        })
+        .map_err(errors::catalog)?;
+    json_text(&serde_json::Value::Array(list))
+}
+
+/// The registered models, each as `cohort model show NAME --json` prints it (versions,
+/// aliases, alias history); only `name` when given.
+#[pyfunction]
+#[pyo3(signature = (root, name=None))]
+fn models_json(py: Python<'_>, root: PathBuf, name: Option<String>) -> PyResult<String> {
+    use cohort_catalog::model;
+    let list = py
+        .detach(|| {
+            let catalog = Catalog::open(&root)?;
+            let mut warnings = Vec::new();
+            let models = match &name {
+                Some(name) => vec![model::model(&catalog, name, &mut warnings)?],
+                None => model::models(&catalog, &mut warnings)?,
+            };
+            Ok::<_, CatalogError>(models.iter().map(model::model_json).collect::<Vec<_>>())
         })
         .map_err(errors::catalog)?;
     json_text(&serde_json::Value::Array(list))

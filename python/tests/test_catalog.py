@@ -104,3 +104,42 @@ def test_errors_name_what_is_wrong(filled, tmp_path):
         view.metrics("sweep", 1, "lost")
     with pytest.raises(cohort.CatalogError, match="has no trial 99"):
         view.metrics("sweep", 99, "loss")
+
+
+def test_models_equal_the_clis_and_name_their_versions(catalog, cohort_bin, tmp_path):
+    with cohort.init("train", hparams={"lr": 0.01}) as t:
+        for step, loss in [(1, 0.5), (2, 0.2), (3, 0.4)]:
+            t.log({"val_loss": loss}, step)
+            weights = tmp_path / f"w{step}.pt"
+            weights.write_bytes(b"weights %d" % step)
+            t.checkpoint(weights, step)
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [cohort_bin, "model", *args, "--catalog", str(catalog)],
+        check=True, capture_output=True, text=True,
+    )
+    run("register", "mlp", "--from", "train/1", "--checkpoint", "best:val_loss")
+    run("register", "mlp", "--from", "train/1")
+    run("alias", "mlp@1", "production")
+    run("alias", "mlp@2", "production")
+
+    models = cohort.Catalog(catalog).models()
+    assert [m.name for m in models] == ["mlp"]
+    mlp = models[0]
+    assert mlp.aliases == {"production": 2}
+    assert [(h["from"], h["to"]) for h in mlp.alias_history] == [(None, 1), (1, 2)]
+    best = mlp.version(1)
+    assert best.checkpoint["step"] == 2
+    assert best.metrics["val_loss"] == {"step": 2, "value": 0.2}
+    assert best.hparams == {"lr": 0.01}
+    assert best.checkpoint_present
+    assert mlp.version("production").number == 2
+    assert mlp.version().number == 2
+    with pytest.raises(KeyError, match="aliases"):
+        mlp.version("canary")
+
+    shown = cli_json(cohort_bin, catalog, "model", "show", "mlp")
+    assert [v.to_dict() for v in cohort.Catalog(catalog).model("mlp").versions] == [
+        {"description": None, **version} for version in shown["versions"]
+    ]
+    with pytest.raises(cohort.CatalogError, match="no model named"):
+        cohort.Catalog(catalog).model("nope")

@@ -514,6 +514,80 @@ function searchPage(name) {
   });
 }
 
+// ---- registered models ---------------------------------------------------------------------
+
+function modelsPage() {
+  setCrumbs([["experiments", "#/"], ["models"]]);
+  const body = el("tbody");
+  const note = el("p", { class: "muted" });
+  main.replaceChildren(el("h1", { text: "Models" }), note,
+    el("div", { class: "tablewrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, ...["model", "versions", "latest", "registered", "aliases"].map((h) => el("th", { text: h })))),
+      body)));
+  return poller(async () => {
+    const { data, changed } = await getJSON("api/models");
+    if (!changed && body.childElementCount) return;
+    body.replaceChildren(...data.models.map((m) => el("tr", {},
+      el("td", {}, el("a", { href: "#/m/" + enc(m.name), text: m.name })),
+      el("td", { class: "num", text: String(m.versions) }),
+      el("td", { class: "num", text: m.latest === null ? "-" : String(m.latest) }),
+      el("td", { text: when(m.latest_registered) }),
+      el("td", {}, ...Object.entries(m.aliases).map(([a, v]) => el("span", { class: "pill", text: `${a} → ${v}` }))))));
+    note.textContent = data.models.length ? "" : "No models registered yet (cohort model register NAME --from EXPERIMENT/NUMBER).";
+    if (data.warnings.length) note.textContent = data.warnings.length + " damaged file(s) skipped: " + data.warnings.slice(0, 3).join("; ");
+  });
+}
+
+function modelPage(name) {
+  setCrumbs([["experiments", "#/"], ["models", "#/models"], [name]]);
+  const head = el("div"), versions = el("tbody"), history = el("tbody"), detail = el("div");
+  main.replaceChildren(head,
+    el("h2", { text: "Versions" }),
+    el("div", { class: "tablewrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, ...["version", "aliases", "trial", "step", "metrics at the step", "checkpoint", "bytes", "sha256", "registered", "by"].map((h) => el("th", { text: h })))),
+      versions)),
+    el("h2", { text: "Alias history" }),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["when", "alias", "from", "to", "by"].map((h) => el("th", { text: h })))), history),
+    detail);
+  return poller(async () => {
+    const { data: m, changed } = await getJSON("api/models/" + enc(name));
+    if (!changed && versions.childElementCount) return;
+    head.replaceChildren(el("h1", { text: "Model " + m.name }),
+      el("p", { class: "muted", text: `created ${when(m.created)} by ${m.created_by.user}` }));
+    if (m.warnings.length) head.append(el("p", { class: "error", text: "skipped: " + m.warnings.join("; ") }));
+    versions.replaceChildren(...m.versions.slice().reverse().map((v) => el("tr", {},
+      el("td", { class: "num", text: String(v.number) }),
+      el("td", {}, ...v.aliases.map((a) => el("span", { class: "pill", text: a }))),
+      el("td", {}, el("a", { href: "#/e/" + enc(v.source.experiment) + "/t/" + v.source.trial, text: `${v.source.experiment}/${v.source.trial}` })),
+      el("td", { class: "num", text: String(v.checkpoint.step) }),
+      el("td", { text: Object.entries(v.metrics).map(([k, x]) => `${k} ${fmt(x.value)}`).join(", ") || "-" }),
+      el("td", { class: v.checkpoint_present ? "" : "error", text: v.checkpoint.path + (v.checkpoint_present ? "" : " (missing)") }),
+      el("td", { class: "num", text: String(v.checkpoint.size) }),
+      el("td", { class: "mono", title: v.checkpoint.sha256, text: v.checkpoint.sha256.slice(0, 12) }),
+      el("td", { text: when(v.registered) }),
+      el("td", { text: v.registered_by.user }))));
+    history.replaceChildren(...m.alias_history.slice().reverse().map((h) => el("tr", {},
+      el("td", { text: when(h.at) }), el("td", { text: h.alias }),
+      el("td", { class: "num", text: h.from === null || h.from === undefined ? "-" : String(h.from) }),
+      el("td", { class: "num", text: h.to === null || h.to === undefined ? "(removed)" : String(h.to) }),
+      el("td", { text: `${h.by.user}@${h.by.host}` }))));
+    if (!m.alias_history.length) history.replaceChildren(el("tr", {}, el("td", { colspan: 5, class: "muted", text: "no alias set yet" })));
+    const latest = m.versions[m.versions.length - 1];
+    detail.replaceChildren();
+    if (latest) {
+      detail.append(el("h2", { text: `Version ${latest.number}` + (latest.description ? `: ${latest.description}` : "") }),
+        el("div", { class: "row" },
+          el("div", { class: "panel" }, el("h2", { text: "Provenance" }), el("table", { class: "kv" },
+            ...[["trial", `${latest.source.experiment}/${latest.source.trial}` + (latest.source.state ? ` (${latest.source.state})` : "")],
+              ["slurm job", latest.source.slurm_job || "-"], ["nodes", (latest.source.nodes || []).join(", ") || "-"],
+              ["command", (latest.source.command || []).join(" ") || "-"], ["sha256", latest.checkpoint.sha256]]
+              .map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: v }))))),
+          el("div", { class: "panel" }, el("h2", { text: "Hyperparameters" }), el("table", { class: "kv" },
+            ...Object.entries(latest.hparams).map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: value(v) })))))));
+    }
+  });
+}
+
 // ---- routing -------------------------------------------------------------------------------
 
 function show() {
@@ -526,6 +600,8 @@ function show() {
     else if (parts[0] === "e" && parts[2] === "t" && parts.length === 4) page = trialPage(parts[1], Number(parts[3]));
     else if (parts[0] === "e" && parts[2] === "compare") page = comparePage(parts[1], q);
     else if (parts[0] === "e" && parts[2] === "search") page = searchPage(parts[1]);
+    else if (parts[0] === "models" && parts.length === 1) page = modelsPage();
+    else if (parts[0] === "m" && parts.length === 2) page = modelPage(parts[1]);
     else { main.replaceChildren(el("p", { class: "error", text: "No such page: " + location.hash })); page = null; }
   } catch (e) {
     main.replaceChildren(el("p", { class: "error", text: String(e) }));

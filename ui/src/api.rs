@@ -1,8 +1,8 @@
 //! The JSON the pages read. Shapes are the CLI's where the CLI has one (`cohort exp list`,
 //! `exp show`, `trials`, `trial show` with `--json`: `cohort_catalog::json`), plus what only a
-//! page needs (a compact table, downsampled curves, a search's events). Errors are
-//! `{"error": "..."}` with 400 (a bad query, naming what is wrong) or 404 (no such experiment
-//! or trial).
+//! page needs (a compact table, downsampled curves, a search's events); the registered models
+//! are `cohort model list` and `model show`'s JSON. Errors are `{"error": "..."}` with 400 (a
+//! bad query, naming what is wrong) or 404 (no such experiment, trial or model).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
@@ -50,7 +50,10 @@ impl IntoResponse for Failure {
 
 fn catalog_error(e: &CatalogError) -> Failure {
     let status = match e {
-        CatalogError::NoExperiment { .. } | CatalogError::NoTrial { .. } => StatusCode::NOT_FOUND,
+        CatalogError::NoExperiment { .. }
+        | CatalogError::NoTrial { .. }
+        | CatalogError::NoModel { .. }
+        | CatalogError::NoModelVersion { .. } => StatusCode::NOT_FOUND,
         CatalogError::BadQuery(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -683,6 +686,49 @@ pub(crate) async fn search(
             "plan": plan,
             "events": events,
         }))
+    })
+    .await;
+    match answer {
+        Ok(value) => json_answer(&headers, None, &value),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `GET /api/models`: every registered model as `cohort model list --json` shows it.
+pub(crate) async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let answer = blocking(move || {
+        let mut warnings = Vec::new();
+        let models = cohort_catalog::model::models(&shared.catalog, &mut warnings)
+            .map_err(|e| catalog_error(&e))?;
+        let list: Vec<serde_json::Value> = models
+            .iter()
+            .map(cohort_catalog::model::model_summary_json)
+            .collect();
+        Ok(serde_json::json!({"models": list, "warnings": warnings_json(&warnings)}))
+    })
+    .await;
+    match answer {
+        Ok(value) => json_answer(&headers, None, &value),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `GET /api/models/NAME`: `cohort model show NAME --json` (versions, aliases, their
+/// history), with the files skipped.
+pub(crate) async fn model(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = blocking(move || {
+        let mut warnings = Vec::new();
+        let model = cohort_catalog::model::model(&shared.catalog, &name, &mut warnings)
+            .map_err(|e| catalog_error(&e))?;
+        let mut value = cohort_catalog::model::model_json(&model);
+        if let Some(object) = value.as_object_mut() {
+            object.insert("warnings".into(), warnings_json(&warnings));
+        }
+        Ok(value)
     })
     .await;
     match answer {

@@ -159,6 +159,8 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/experiments/{name}/series", get(api::series))
         .route("/api/experiments/{name}/search", get(api::search))
+        .route("/api/models", get(api::models))
+        .route("/api/models/{name}", get(api::model))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),

@@ -37,11 +37,19 @@ def cohort_bin():
 
 @pytest.fixture(scope="session")
 def catalog(tmp_path_factory, cohort_bin):
-    """A catalog with `synth` (60 finished trials, 3 metrics, 200 steps) and `search` (a local
-    ASHA search of a shell worker)."""
+    """A catalog with `synth` (60 finished trials, 3 metrics, 200 steps), a model registered
+    from its trial 3, and `search` (a local ASHA search of a shell worker)."""
     root = tmp_path_factory.mktemp("ui") / "catalog"
     run(cohort_bin, "bench", "catalog", "generate", "--catalog", str(root), "--trials", "60",
         "--metrics", "3", "--steps", "200")
+    # A model: trial 3's checkpoint, registered twice, its alias moved once.
+    weights = root.parent / "weights.pt"
+    weights.write_bytes(b"weights")
+    run(cohort_bin, "log", "checkpoint", str(weights), "--step", "150", "--experiment", "synth",
+        "--trial", "3", "--catalog", str(root))
+    for version in ("1", "2"):
+        run(cohort_bin, "model", "register", "synth-best", "--from", "synth/3", "--catalog", str(root))
+        run(cohort_bin, "model", "alias", "synth-best@" + version, "production", "--catalog", str(root))
     worker = root.parent / "worker.sh"
     worker.write_text(textwrap.dedent(f"""\
         #!/bin/sh

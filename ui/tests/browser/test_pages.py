@@ -39,6 +39,8 @@ def test_every_page_loads_without_console_errors(driver, ui):
         "compare": ("#/e/synth/compare?ids=1,2,3", "table th a"),
         "search": ("#/e/search/search", "h2"),
         "search-experiment": ("#/e/search", ".tablewrap tbody tr td a"),
+        "models": ("#/models", ".tablewrap tbody tr td a"),
+        "model": ("#/m/synth-best", ".tablewrap tbody tr td a"),
     }
     for name, (fragment, ready) in pages.items():
         open_page(driver, ui, fragment)
@@ -131,4 +133,23 @@ def test_a_live_trials_new_points_appear_without_a_reload(driver, ui, catalog):
     finally:
         writer.stdin.close()
         writer.wait(timeout=30)
+    assert not console_errors(driver)
+
+
+def test_the_model_page_shows_versions_aliases_and_their_history(driver, ui):
+    open_page(driver, ui, "#/models")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".tablewrap tbody tr td a"), what="the models")
+    assert "production → 2" in driver.find_element(By.ID, "main").text
+    driver.find_element(By.LINK_TEXT, "synth-best").click()
+    wait_for(lambda: "Alias history" in driver.find_element(By.ID, "main").text, what="the model page")
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".tablewrap tbody tr"), what="the versions")
+    versions = [r.text for r in driver.find_elements(By.CSS_SELECTOR, ".tablewrap tbody tr")]
+    assert versions[0].startswith("2 production synth/3 150"), versions
+    text = driver.find_element(By.ID, "main").text
+    model = api(ui, "api/models/synth-best")
+    assert model["versions"][0]["checkpoint"]["sha256"][:12] in text
+    assert [(h["from"], h["to"]) for h in model["alias_history"]] == [(None, 1), (1, 2)]
+    # The source trial is one click away.
+    driver.find_elements(By.LINK_TEXT, "synth/3")[0].click()
+    wait_for(lambda: "trial 3" in driver.find_element(By.ID, "main").text, what="the trial page")
     assert not console_errors(driver)
