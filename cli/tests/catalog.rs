@@ -610,3 +610,38 @@ fn a_registration_killed_while_hashing_leaves_no_version() {
     )));
     assert_eq!(version["number"], 1);
 }
+
+#[test]
+fn a_directory_checkpoints_sum_is_the_one_the_documented_shell_pipeline_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = dir.path().join("catalog");
+    let ckpt = dir.path().join("ckpt");
+    std::fs::create_dir_all(ckpt.join("shards/b")).unwrap();
+    std::fs::write(ckpt.join("config.json"), "{}\n").unwrap();
+    std::fs::write(ckpt.join("shards/0.bin"), vec![1u8; 10_000]).unwrap();
+    std::fs::write(ckpt.join("shards/b/Z.bin"), b"z").unwrap();
+    std::fs::write(ckpt.join("shards/a b.bin"), b"space").unwrap();
+    std::os::unix::fs::symlink(ckpt.join("config.json"), ckpt.join("link.json")).unwrap();
+    let script = format!("COHORT log checkpoint {} --step 5", ckpt.display());
+    ok(&run_trial(&cat, "train", "0.1", &script));
+    let version = json(&ok(&cohort(
+        &cat,
+        &[
+            "model", "register", "sharded", "--from", "train/1", "--json",
+        ],
+    )));
+    assert_eq!(version["checkpoint"]["kind"], "directory");
+    // docs/catalog-format.md, "A checkpoint's SHA-256".
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg("cd \"$1\" && find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum")
+        .arg("sh")
+        .arg(&ckpt)
+        .output()
+        .unwrap();
+    let shell = String::from_utf8_lossy(&shell.stdout);
+    assert_eq!(
+        version["checkpoint"]["sha256"],
+        shell.split_whitespace().next().unwrap()
+    );
+}
