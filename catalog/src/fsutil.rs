@@ -176,6 +176,135 @@ pub(crate) fn publish_new_owned(
     }
 }
 
+/// How [`publish_batch`] puts one file in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    /// As [`publish_new`]: only if nothing has the name yet.
+    New,
+    /// As [`replace`]: over whatever has the name.
+    Replace,
+}
+
+/// Several files, each put in place by the rule of [`publish_new`] or [`replace`], with the
+/// same guarantees (each file whole and fsynced before its name appears, each directory
+/// fsynced after), but in phases: every temporary file is written, then all are fsynced at
+/// once (from several threads: the device serves them together), then every name is linked or
+/// renamed, then the directories are fsynced the same way. N files cost a few waits rather
+/// than 2N. Returns, per file, what [`publish_new`] returns (`true` for
+/// a replaced one).
+///
+/// # Errors
+///
+/// As [`publish_new`] and [`replace`], naming the file; temporary files are removed. Files put
+/// in place before the error stay (each is whole).
+pub(crate) fn publish_batch(files: &[(PathBuf, Vec<u8>, Put)]) -> Result<Vec<bool>, CatalogError> {
+    let mut temps: Vec<PathBuf> = Vec::with_capacity(files.len());
+    let cleanup = |temps: &[PathBuf]| {
+        for tmp in temps {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for (target, bytes, _) in files {
+        let tmp = temp_beside(target);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut file| file.write_all(bytes));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            cleanup(&temps);
+            return Err(io(target, "cannot write")(e));
+        }
+        temps.push(tmp);
+    }
+    let synced = in_parallel(
+        temps.iter().zip(files).collect(),
+        |(tmp, (target, _, _))| {
+            File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io(target, "cannot write"))
+        },
+    );
+    if let Err(e) = synced {
+        cleanup(&temps);
+        return Err(e);
+    }
+    let mut published = Vec::with_capacity(files.len());
+    let mut result = Ok(());
+    for (tmp, (target, _, put)) in temps.iter().zip(files) {
+        let done = match put {
+            Put::New => match std::fs::hard_link(tmp, target) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(io(target, "cannot create")(e)),
+            },
+            Put::Replace => std::fs::rename(tmp, target)
+                .map(|()| true)
+                .map_err(io(target, "cannot replace")),
+        };
+        match done {
+            Ok(p) => published.push(p),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    cleanup(&temps);
+    let mut dirs: Vec<&Path> = files[..published.len()]
+        .iter()
+        .filter_map(|(target, _, _)| target.parent())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let _ = in_parallel(dirs, |dir| {
+        sync_dir(dir);
+        Ok(())
+    });
+    result.map(|()| published)
+}
+
+/// Most threads [`in_parallel`] starts.
+const SYNC_THREADS: usize = 16;
+
+/// Runs `work` on every item, on up to [`SYNC_THREADS`] threads: for fsyncs, which wait on the
+/// device rather than the processor, and which a device serves together when they come
+/// together (50 fsyncs of new files: 35 ms one after the other, 5 ms from 16 threads, on a
+/// virtual disk). Returns the first error.
+fn in_parallel<T: Send>(
+    items: Vec<T>,
+    work: impl Fn(T) -> Result<(), CatalogError> + Sync,
+) -> Result<(), CatalogError> {
+    if items.len() <= 1 {
+        return items.into_iter().try_for_each(work);
+    }
+    let threads = items.len().min(SYNC_THREADS);
+    let queue = std::sync::Mutex::new(items);
+    let first_error = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop();
+                let Some(item) = next else { break };
+                if let Err(e) = work(item) {
+                    first_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .get_or_insert(e);
+                }
+            });
+        }
+    });
+    first_error
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .map_or(Ok(()), Err)
+}
+
 /// `mkdir` that treats an existing directory as success. Returns whether this call created it.
 ///
 /// # Errors

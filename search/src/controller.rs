@@ -356,6 +356,8 @@ pub struct Controller {
     /// Trials an earlier controller created but died before assigning: (trial, hyperparameters).
     /// The replayed searcher asks for them again, and gets these rather than new ones.
     unassigned: Vec<(u64, Values)>,
+    /// Trials the searcher stopped this round, to note in their states at its end.
+    stopped: Vec<(PathBuf, StopNote)>,
     done: bool,
 }
 
@@ -462,6 +464,7 @@ impl Controller {
             hparams: BTreeMap::new(),
             adopt: Vec::new(),
             unassigned: Vec::new(),
+            stopped: Vec::new(),
             done: false,
         };
         controller.replay(&scan.events)?;
@@ -606,18 +609,41 @@ impl Controller {
             .collect()
     }
 
-    /// A new catalog trial for `values`, or the unassigned one an earlier controller made.
-    fn new_trial(&mut self, values: &Values) -> Result<u64, ControllerError> {
-        if let Some(pos) = self.unassigned.iter().position(|(_, h)| h == values) {
-            return Ok(self.unassigned.remove(pos).0);
+    /// The catalog trial of each decision that needs a new one (it has hyperparameters): the
+    /// unassigned one an earlier controller made for the same values, else one created now
+    /// (all of the round's together). `None` for decisions that go on with their trial.
+    fn new_trials<T, U>(
+        &mut self,
+        decided: &[(u64, Option<Values>, T, U)],
+    ) -> Result<Vec<Option<u64>>, ControllerError> {
+        let mut ids: Vec<Option<u64>> = Vec::with_capacity(decided.len());
+        let mut create: Vec<(usize, Values)> = Vec::new();
+        for (i, (_, hparams, _, _)) in decided.iter().enumerate() {
+            let Some(values) = hparams else {
+                ids.push(None);
+                continue;
+            };
+            match self.unassigned.iter().position(|(_, h)| h == values) {
+                Some(pos) => ids.push(Some(self.unassigned.remove(pos).0)),
+                None => {
+                    ids.push(None);
+                    create.push((i, values.clone()));
+                }
+            }
         }
-        let created = self.catalog.create_trial(
+        let command = command_of(&self.spec);
+        let created = self.catalog.create_trials(
             &self.experiment,
-            values.clone(),
-            command_of(&self.spec),
+            create
+                .iter()
+                .map(|(_, values)| (values.clone(), command.clone()))
+                .collect(),
             Some(TrialState::Queued),
         )?;
-        Ok(created.id)
+        for ((i, _), trial) in create.into_iter().zip(created) {
+            ids[i] = Some(trial.id);
+        }
+        Ok(ids)
     }
 
     /// Appends `event` and its newline to the log in one write; [`Controller::commit`] makes
@@ -762,6 +788,9 @@ impl Controller {
         if self.reap()? > 0 && !self.dir.stop().exists() {
             self.fill(launcher)?;
         }
+        // What the searcher stopped is noted in the trials' states once the round's launches
+        // are out.
+        note_stopped(std::mem::take(&mut self.stopped));
         if self.running.is_empty() && self.pending.is_empty() {
             // Nothing runs and nothing waits: ask once more, then end.
             self.fill(launcher)?;
@@ -780,53 +809,59 @@ impl Controller {
     /// of this round's together (a Slurm launcher may submit them as job arrays).
     fn fill(&mut self, launcher: &mut dyn Launcher) -> Result<(), ControllerError> {
         let mut round: Vec<TrialSlot> = Vec::new();
-        while self.running.len() + round.len() < self.slots() {
-            let slot = if self.pending.is_empty() {
-                match self.searcher.next() {
-                    Next::Train {
-                        trial: search_trial,
-                        hparams,
-                        until,
-                    } => {
-                        let trial = match (hparams.clone(), self.by_search.get(&search_trial)) {
-                            (Some(values), _) => {
-                                let id = self.new_trial(&values)?;
-                                self.hparams.insert(id, values);
-                                id
-                            }
-                            (None, Some(&trial)) => trial,
-                            (None, None) => {
-                                return Err(ControllerError::Other(format!(
-                                "the searcher resumed trial {search_trial}, which it never created"
-                            )))
-                            }
-                        };
-                        self.by_search.insert(search_trial, trial);
-                        let model = hparams
-                            .is_some()
-                            .then(|| self.searcher.last_fit())
-                            .flatten();
-                        self.record(&Event::Assign {
-                            search_trial,
-                            trial,
-                            until,
-                            hparams,
-                            model,
-                        })?;
-                        TrialSlot {
-                            trial,
-                            search_trial,
-                            hparams: self.hparams.get(&trial).cloned().unwrap_or_default(),
-                            until,
-                            attempt: 0,
-                        }
-                    }
-                    Next::Wait | Next::Done => break,
+        while self.running.len() + round.len() < self.slots() && !self.pending.is_empty() {
+            round.push(self.pending.remove(0));
+        }
+        // The searcher's decisions first, then their new trials created together (one disk
+        // wait for all, not one per file), then the assignments recorded in order.
+        let mut decided: Vec<(u64, Option<Values>, u64, Option<crate::tpe::Fit>)> = Vec::new();
+        while self.running.len() + round.len() + decided.len() < self.slots() {
+            match self.searcher.next() {
+                Next::Train {
+                    trial,
+                    hparams,
+                    until,
+                } => {
+                    let model = hparams
+                        .is_some()
+                        .then(|| self.searcher.last_fit())
+                        .flatten();
+                    decided.push((trial, hparams, until, model));
                 }
-            } else {
-                self.pending.remove(0)
+                Next::Wait | Next::Done => break,
+            }
+        }
+        let ids = self.new_trials(&decided)?;
+        for ((search_trial, hparams, until, model), id) in decided.into_iter().zip(ids) {
+            let trial = match (id, self.by_search.get(&search_trial)) {
+                (Some(id), _) => {
+                    if let Some(values) = &hparams {
+                        self.hparams.insert(id, values.clone());
+                    }
+                    id
+                }
+                (None, Some(&trial)) => trial,
+                (None, None) => {
+                    return Err(ControllerError::Other(format!(
+                        "the searcher resumed trial {search_trial}, which it never created"
+                    )))
+                }
             };
-            round.push(slot);
+            self.by_search.insert(search_trial, trial);
+            self.record(&Event::Assign {
+                search_trial,
+                trial,
+                until,
+                hparams,
+                model,
+            })?;
+            round.push(TrialSlot {
+                trial,
+                search_trial,
+                hparams: self.hparams.get(&trial).cloned().unwrap_or_default(),
+                until,
+                attempt: 0,
+            });
         }
         let jobs: Vec<Job> = round
             .iter()
@@ -906,11 +941,10 @@ impl Controller {
                                     attempt: 0,
                                     ..slot
                                 }),
-                                Decision::Stop => note_stopped(
-                                    &self.trial_dir(trial),
-                                    slot.until,
-                                    self.searcher.position(slot.search_trial),
-                                ),
+                                Decision::Stop => self.stopped.push((
+                                    self.trial_dir(trial),
+                                    (slot.until, self.searcher.position(slot.search_trial)),
+                                )),
                                 Decision::Complete => {}
                             }
                         }
@@ -1000,8 +1034,14 @@ impl Running for Ended {
 }
 
 /// Records that the searcher stopped a trial at `length` (it may resume it later).
-fn note_stopped(dir: &Path, length: u64, position: Option<(usize, usize)>) {
-    let _ = cohort_catalog::catalog::update_state(dir, |s| {
+/// Why a trial was stopped: the length it reached, and its bracket and rung.
+type StopNote = (u64, Option<(usize, usize)>);
+
+/// Marks trials the searcher stopped (`(directory, length, bracket and rung)`) as killed with
+/// why, all at once: informational, so done after the round's launches, and a failure is
+/// ignored (the event log has the decision).
+fn note_stopped(stopped: Vec<(PathBuf, StopNote)>) {
+    let _ = cohort_catalog::catalog::update_states(stopped, |(length, position), s| {
         s.state = TrialState::Killed;
         s.message = Some(match position {
             Some((bracket, rung)) => format!(
