@@ -211,6 +211,11 @@ pub struct Asha {
     values: BTreeMap<u64, Values>,
     /// What the model was last fitted on, when it chose the latest new trial.
     last_fit: Option<crate::tpe::Fit>,
+    /// Counts the results reported: the model is fitted again only when it changes.
+    reported: u64,
+    /// The model fitted when `reported` was the first value: `None` with too few results;
+    /// with how many results it was fitted on and their length.
+    fitted: Option<(u64, Option<crate::tpe::Model>, usize, u64)>,
 }
 
 /// Number of brackets a mode uses out of `max_rungs`.
@@ -317,6 +322,8 @@ impl Asha {
             sampler: Sampler::Random,
             values: BTreeMap::new(),
             last_fit: None,
+            reported: 0,
+            fitted: None,
         }
     }
 
@@ -332,12 +339,23 @@ impl Asha {
         match self.sampler {
             Sampler::Random => space::sample(&self.hparams, &mut self.rng),
             Sampler::Tpe => {
-                let (results, length) = model_results(&self.brackets, &self.values);
-                let (values, fit) = crate::tpe::next_values(
+                let settings = crate::tpe::TpeSettings::default();
+                // One fit per set of results: a round's new trials are drawn from the same
+                // model, as fitting again on the same results would give it.
+                if self.fitted.as_ref().map(|f| f.0) != Some(self.reported) {
+                    let (results, length) = model_results(&self.brackets, &self.values);
+                    let model = crate::tpe::Model::fit(&self.hparams, &results, &settings);
+                    self.fitted = Some((self.reported, model, results.len(), length));
+                }
+                let Some((_, model, results, length)) = &self.fitted else {
+                    return space::sample(&self.hparams, &mut self.rng);
+                };
+                let (values, fit) = crate::tpe::next_from(
                     &self.hparams,
-                    &results,
-                    length,
-                    &crate::tpe::TpeSettings::default(),
+                    model.as_ref(),
+                    *results,
+                    *length,
+                    &settings,
                     &mut self.rng,
                 );
                 self.last_fit = fit;
@@ -478,6 +496,7 @@ impl Searcher for Asha {
             f64::INFINITY
         };
         self.brackets[bi].results[rung].push((signed, trial));
+        self.reported += 1;
         self.running.remove(&trial);
         let Some(next) = next else {
             return Decision::Complete;

@@ -56,14 +56,15 @@ pub fn min_results(hparams: &BTreeMap<String, Hparam>) -> usize {
 pub const MIN_RESULTS: usize = 10;
 
 /// One hyperparameter as the model sees it.
-enum Dim<'a> {
+#[derive(Debug, Clone)]
+enum Dim {
     /// A range mapped to `[0, 1]`.
-    Range(&'a Hparam),
+    Range(Hparam),
     /// Categories by index.
-    Categories(&'a [serde_json::Value]),
+    Categories(Vec<serde_json::Value>),
 }
 
-impl Dim<'_> {
+impl Dim {
     /// The value's position in the model's space: `[0, 1]` for ranges, the category's index.
     fn encode(&self, value: &serde_json::Value) -> Option<f64> {
         match self {
@@ -288,6 +289,106 @@ fn erfc(x: f64) -> f64 {
 /// What the model was fitted on for one choice (as the search's event log records it).
 pub use cohort_proto::search::ModelFit as Fit;
 
+/// The densities fitted on one set of results: drawn from as often as wanted until the
+/// results change (a search's controller makes a round's decisions from one fit).
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The hyperparameters that do not vary.
+    fixed: Values,
+    /// Per varying hyperparameter: its name, how it maps to the model's space, and the good
+    /// and bad groups' densities.
+    dims: Vec<(String, Dim, Density, Density)>,
+}
+
+impl Model {
+    /// The model of `results` (`(hyperparameters, score)`, smaller scores better, all at one
+    /// length) over `hparams`, or `None` when there are too few results (see
+    /// [`min_results`]). Draws nothing from any generator.
+    pub fn fit(
+        hparams: &BTreeMap<String, Hparam>,
+        results: &[(&Values, f64)],
+        settings: &TpeSettings,
+    ) -> Option<Model> {
+        if results.len() < min_results(hparams) {
+            return None;
+        }
+        let mut order: Vec<usize> = (0..results.len()).collect();
+        // Non-finite scores (failed or diverged trials) are the worst.
+        let key = |i: usize| {
+            let s = results[i].1;
+            if s.is_finite() {
+                s
+            } else {
+                f64::INFINITY
+            }
+        };
+        order.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let good = ((settings.gamma * results.len() as f64).ceil() as usize)
+            .clamp(1, results.len() - 1);
+        let (good, bad) = order.split_at(good);
+        let mut fixed = Values::new();
+        let mut dims = Vec::new();
+        for (name, hparam) in hparams {
+            let dim = match hparam {
+                Hparam::Const(value) => {
+                    fixed.insert(name.clone(), value.clone());
+                    continue;
+                }
+                Hparam::Categorical(values) => Dim::Categories(values.clone()),
+                _ => Dim::Range(hparam.clone()),
+            };
+            let positions = |group: &[usize]| -> Vec<f64> {
+                group
+                    .iter()
+                    .filter_map(|&i| results[i].0.get(name).and_then(|v| dim.encode(v)))
+                    .collect()
+            };
+            let (l, g) = match &dim {
+                Dim::Categories(values) => (
+                    Density::shares(&positions(good), values.len()),
+                    Density::shares(&positions(bad), values.len()),
+                ),
+                Dim::Range(_) => (
+                    Density::parzen(&positions(good)),
+                    Density::parzen(&positions(bad)),
+                ),
+            };
+            dims.push((name.clone(), dim, l, g));
+        }
+        Some(Model { fixed, dims })
+    }
+
+    /// A new trial's hyperparameters: `candidates` points drawn from the good densities, the
+    /// one with the highest ratio of good to bad density.
+    pub fn draw(&self, settings: &TpeSettings, rng: &mut impl Rng) -> Values {
+        let mut best: Option<(f64, Vec<f64>)> = None;
+        for _ in 0..settings.candidates.max(1) {
+            let point: Vec<f64> = self.dims.iter().map(|(_, _, l, _)| l.sample(rng)).collect();
+            let score: f64 = self
+                .dims
+                .iter()
+                .zip(&point)
+                .map(|((_, _, l, g), &x)| l.log_pdf(x) - g.log_pdf(x))
+                .sum();
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, point));
+            }
+        }
+        let mut chosen = self.fixed.clone();
+        if let Some((_, point)) = best {
+            for ((name, dim, _, _), x) in self.dims.iter().zip(point) {
+                chosen.insert(name.clone(), dim.decode(x));
+            }
+        }
+        chosen
+    }
+}
+
 /// A new trial's hyperparameters from the model fitted on `results` (`(hyperparameters, score)`
 /// with smaller scores better, all at one length), or `None` when there are too few results
 /// (see [`min_results`]) or this draw is one of the `random_fraction` kept random. Consumes the
@@ -304,71 +405,7 @@ pub fn suggest(
     if rng.gen_range(0.0..1.0) < settings.random_fraction {
         return None;
     }
-    let mut order: Vec<usize> = (0..results.len()).collect();
-    // Non-finite scores (failed or diverged trials) are the worst.
-    let key = |i: usize| {
-        let s = results[i].1;
-        if s.is_finite() {
-            s
-        } else {
-            f64::INFINITY
-        }
-    };
-    order.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let good =
-        ((settings.gamma * results.len() as f64).ceil() as usize).clamp(1, results.len() - 1);
-    let (good, bad) = order.split_at(good);
-    let mut chosen = Values::new();
-    let mut models: Vec<(&String, Dim<'_>, Density, Density)> = Vec::new();
-    for (name, hparam) in hparams {
-        let dim = match hparam {
-            Hparam::Const(value) => {
-                chosen.insert(name.clone(), value.clone());
-                continue;
-            }
-            Hparam::Categorical(values) => Dim::Categories(values),
-            _ => Dim::Range(hparam),
-        };
-        let positions = |group: &[usize]| -> Vec<f64> {
-            group
-                .iter()
-                .filter_map(|&i| results[i].0.get(name).and_then(|v| dim.encode(v)))
-                .collect()
-        };
-        let (l, g) = match &dim {
-            Dim::Categories(values) => (
-                Density::shares(&positions(good), values.len()),
-                Density::shares(&positions(bad), values.len()),
-            ),
-            Dim::Range(_) => (
-                Density::parzen(&positions(good)),
-                Density::parzen(&positions(bad)),
-            ),
-        };
-        models.push((name, dim, l, g));
-    }
-    let mut best: Option<(f64, Vec<f64>)> = None;
-    for _ in 0..settings.candidates.max(1) {
-        let point: Vec<f64> = models.iter().map(|(_, _, l, _)| l.sample(rng)).collect();
-        let score: f64 = models
-            .iter()
-            .zip(&point)
-            .map(|((_, _, l, g), &x)| l.log_pdf(x) - g.log_pdf(x))
-            .sum();
-        if best.as_ref().is_none_or(|(b, _)| score > *b) {
-            best = Some((score, point));
-        }
-    }
-    let (_, point) = best?;
-    for ((name, dim, _, _), x) in models.iter().zip(point) {
-        chosen.insert((*name).clone(), dim.decode(x));
-    }
-    Some(chosen)
+    Model::fit(hparams, results, settings).map(|model| model.draw(settings, rng))
 }
 
 /// [`suggest`], else a random sample: a new trial's hyperparameters, and the fit when the
@@ -380,26 +417,43 @@ pub fn next_values(
     settings: &TpeSettings,
     rng: &mut impl Rng,
 ) -> (Values, Option<Fit>) {
-    match suggest(hparams, results, settings, rng) {
-        Some(values) => (
-            values,
-            Some(Fit {
-                results: results.len() as u64,
-                length,
-            }),
-        ),
-        None => (space::sample(hparams, rng), None),
+    let model = Model::fit(hparams, results, settings);
+    next_from(hparams, model.as_ref(), results.len(), length, settings, rng)
+}
+
+/// [`next_values`] from a model already fitted on `results` results at `length` (`None`: too
+/// few results): the same choices from the same generator, without fitting again.
+pub fn next_from(
+    hparams: &BTreeMap<String, Hparam>,
+    model: Option<&Model>,
+    results: usize,
+    length: u64,
+    settings: &TpeSettings,
+    rng: &mut impl Rng,
+) -> (Values, Option<Fit>) {
+    if let Some(model) = model {
+        if rng.gen_range(0.0..1.0) >= settings.random_fraction {
+            return (
+                model.draw(settings, rng),
+                Some(Fit {
+                    results: results as u64,
+                    length,
+                }),
+            );
+        }
     }
+    (space::sample(hparams, rng), None)
 }
 
 /// The cost of one decision, for `cohort bench sampler`: the mean time of a model choice
 /// fitted on `results` results over `dims` double hyperparameters (scored by their distance to
-/// the middle), and of a random sample of the same space, over `decisions` decisions each.
+/// the middle), of a choice drawn from one fit (as a round's decisions are), and of a random
+/// sample of the same space, over `decisions` decisions each.
 pub fn time_decisions(
     results: usize,
     dims: usize,
     decisions: usize,
-) -> (std::time::Duration, std::time::Duration) {
+) -> (std::time::Duration, std::time::Duration, std::time::Duration) {
     use rand::SeedableRng;
     let hparams: BTreeMap<String, Hparam> = (1..=dims)
         .map(|d| {
@@ -439,12 +493,18 @@ pub fn time_decisions(
     }
     let model = start.elapsed();
     let start = std::time::Instant::now();
+    let fitted = Model::fit(&hparams, &scored, &settings);
+    for _ in 0..decisions {
+        std::hint::black_box(fitted.as_ref().map(|m| m.draw(&settings, &mut rng)));
+    }
+    let draw = start.elapsed();
+    let start = std::time::Instant::now();
     for _ in 0..decisions {
         std::hint::black_box(space::sample(&hparams, &mut rng));
     }
     let random = start.elapsed();
     let n = u32::try_from(decisions).unwrap_or(u32::MAX);
-    (model / n, random / n)
+    (model / n, draw / n, random / n)
 }
 
 #[cfg(test)]
@@ -711,5 +771,31 @@ mod tests {
         // Some were the model's, some kept random (random_fraction 0.1).
         assert!(first.iter().any(|(_, fit)| fit.is_some()));
         assert!(first.iter().any(|(_, fit)| fit.is_none()));
+        // One fit drawn from twenty times chooses what twenty fits would.
+        let model = Model::fit(&h, &results, &TpeSettings::default());
+        assert!(model.is_some());
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let from_one_fit: Vec<_> = (0..20)
+            .map(|_| {
+                next_from(
+                    &h,
+                    model.as_ref(),
+                    results.len(),
+                    8,
+                    &TpeSettings::default(),
+                    &mut rng,
+                )
+            })
+            .collect();
+        assert_eq!(first, from_one_fit);
+        // Too few results: no model, random samples, and the generator used the same way.
+        let few = &results[..3];
+        assert!(Model::fit(&h, few, &TpeSettings::default()).is_none());
+        let mut a = ChaCha8Rng::seed_from_u64(5);
+        let mut b = ChaCha8Rng::seed_from_u64(5);
+        assert_eq!(
+            next_values(&h, few, 8, &TpeSettings::default(), &mut a),
+            next_from(&h, None, 3, 8, &TpeSettings::default(), &mut b)
+        );
     }
 }
