@@ -328,8 +328,8 @@ impl Model {
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss
         )]
-        let good = ((settings.gamma * results.len() as f64).ceil() as usize)
-            .clamp(1, results.len() - 1);
+        let good =
+            ((settings.gamma * results.len() as f64).ceil() as usize).clamp(1, results.len() - 1);
         let (good, bad) = order.split_at(good);
         let mut fixed = Values::new();
         let mut dims = Vec::new();
@@ -418,7 +418,14 @@ pub fn next_values(
     rng: &mut impl Rng,
 ) -> (Values, Option<Fit>) {
     let model = Model::fit(hparams, results, settings);
-    next_from(hparams, model.as_ref(), results.len(), length, settings, rng)
+    next_from(
+        hparams,
+        model.as_ref(),
+        results.len(),
+        length,
+        settings,
+        rng,
+    )
 }
 
 /// [`next_values`] from a model already fitted on `results` results at `length` (`None`: too
@@ -453,7 +460,11 @@ pub fn time_decisions(
     results: usize,
     dims: usize,
     decisions: usize,
-) -> (std::time::Duration, std::time::Duration, std::time::Duration) {
+) -> (
+    std::time::Duration,
+    std::time::Duration,
+    std::time::Duration,
+) {
     use rand::SeedableRng;
     let hparams: BTreeMap<String, Hparam> = (1..=dims)
         .map(|d| {
