@@ -413,9 +413,8 @@ impl Catalog {
     ///
     /// # Errors
     ///
-    /// As [`Catalog::create_trial`]. Trials whose number was taken before an error stay
-    /// (a directory without records is not a trial: readers skip it, and a search's
-    /// controller uses it again).
+    /// As [`Catalog::create_trial`]. Numbers taken before an error stay taken (a directory
+    /// without records is not a trial: readers skip it, and later trials step over it).
     pub fn create_trials(
         &self,
         experiment: &Experiment,

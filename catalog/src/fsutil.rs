@@ -282,22 +282,32 @@ fn in_parallel<T: Send>(
     let threads = items.len().min(SYNC_THREADS);
     let queue = std::sync::Mutex::new(items);
     let first_error = std::sync::Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let next = queue
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .pop();
-                let Some(item) = next else { break };
-                if let Err(e) = work(item) {
-                    first_error
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get_or_insert(e);
-                }
-            });
+    let drain = || loop {
+        let next = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let Some(item) = next else { break };
+        if let Err(e) = work(item) {
+            first_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_or_insert(e);
         }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            // Where no more threads can be started (a low process limit), fewer do the work.
+            if std::thread::Builder::new()
+                .name("cohort-sync".into())
+                .spawn_scoped(scope, drain)
+                .is_err()
+            {
+                break;
+            }
+        }
+        // This thread works too, so the work is done even if no thread could be started.
+        drain();
     });
     first_error
         .into_inner()

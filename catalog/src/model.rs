@@ -401,9 +401,12 @@ pub fn models(catalog: &Catalog, warnings: &mut Vec<Warning>) -> Result<Vec<Mode
         }
         match read_model(&entry.path(), warnings) {
             Ok(Some(model)) => found.push(model),
+            // A registration that died before publishing `model.json` left only the
+            // directory (the next registration of that name completes it).
+            Ok(None) if !entry.path().join(VERSIONS_DIR).exists() => {}
             Ok(None) => warnings.push(Warning {
                 path: entry.path(),
-                problem: "no model.json (being created, or not a model); skipped".into(),
+                problem: "versions but no model.json (damaged, or not a model); skipped".into(),
             }),
             Err(e) => warnings.push(Warning {
                 path: entry.path().join(MODEL_FILE),
@@ -423,29 +426,53 @@ pub fn models(catalog: &Catalog, warnings: &mut Vec<Warning>) -> Result<Vec<Mode
 ///
 /// # Errors
 ///
-/// [`CatalogError::Io`] when the registry cannot be listed: collection must then not run.
+/// [`CatalogError::Io`] when the registry cannot be listed, [`CatalogError::Malformed`] naming
+/// a version that cannot be read: collection must then not run.
 pub fn registered_checkpoints(
     catalog: &Catalog,
 ) -> Result<BTreeMap<String, Vec<String>>, CatalogError> {
-    let mut warnings = Vec::new();
+    let base = catalog.root().join(MODELS_DIR);
+    let entries = match std::fs::read_dir(&base) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => {
+            return Err(CatalogError::Io {
+                path: base,
+                what: "cannot list",
+                source,
+            })
+        }
+    };
     let mut registered: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for model in models(catalog, &mut warnings)? {
-        for version in &model.versions {
+    // Every model directory's versions, whether or not its `model.json` can be read (a
+    // registration killed before publishing it leaves none): only the versions say what
+    // must be kept, and aliases and damaged model records do not matter here.
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let mut warnings = Vec::new();
+        let versions = numbered_records::<ModelVersion>(
+            &entry.path().join(VERSIONS_DIR),
+            "cohort.model-version",
+            &mut warnings,
+        )?;
+        // A version that cannot be read cannot be protected: collection must not guess.
+        if let Some(warning) = warnings.first() {
+            return Err(CatalogError::Malformed {
+                path: warning.path.clone(),
+                problem: format!(
+                    "{}: checkpoint collection needs every model version readable, to keep the checkpoints they point at",
+                    warning.problem
+                ),
+            });
+        }
+        for (_, version) in versions {
             registered
                 .entry(version.checkpoint.path.clone())
                 .or_default()
-                .push(format!("{}@{}", model.record.name, version.number));
+                .push(format!("{}@{}", version.model, version.number));
         }
-    }
-    // A version that cannot be read cannot be protected: collection must not guess.
-    if let Some(warning) = warnings.first() {
-        return Err(CatalogError::Malformed {
-            path: warning.path.clone(),
-            problem: format!(
-                "{}: checkpoint collection needs every model version readable, to keep the checkpoints they point at",
-                warning.problem
-            ),
-        });
     }
     Ok(registered)
 }
@@ -526,6 +553,11 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
                 walk(base, &rel, out)?;
             } else if meta.is_file() {
                 out.push(rel);
+            } else {
+                return Err(CatalogError::Malformed {
+                    path,
+                    problem: "is neither a regular file nor a directory (a pipe, socket or device), which a checkpoint cannot hold".into(),
+                });
             }
         }
         Ok(())
@@ -544,6 +576,12 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
 /// directory to a new directory, created here).
 fn hash_and_copy(path: &Path, copy_to: Option<&Path>) -> Result<Digest256, CatalogError> {
     let meta = std::fs::metadata(path).map_err(io_error(path, "cannot stat"))?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(CatalogError::Malformed {
+            path: path.to_path_buf(),
+            problem: "is neither a regular file nor a directory (a pipe, socket or device), so it cannot be a checkpoint".into(),
+        });
+    }
     let create = |to: &Path| -> Result<std::fs::File, CatalogError> {
         std::fs::OpenOptions::new()
             .write(true)
@@ -593,7 +631,11 @@ fn hash_and_copy(path: &Path, copy_to: Option<&Path>) -> Result<Digest256, Catal
             }
             None => hash_stream(&from, None, &mut hasher)?,
         };
-        listing.update(format!("{}  {}\n", hex(&hasher.finalize()), rel.display()).as_bytes());
+        // The path's bytes as they are, as `sha256sum` prints a name (not made valid UTF-8).
+        listing.update(hex(&hasher.finalize()).as_bytes());
+        listing.update(b"  ");
+        listing.update(rel.as_os_str().as_encoded_bytes());
+        listing.update(b"\n");
     }
     Ok(Digest256 {
         kind: "directory",
@@ -809,9 +851,13 @@ fn is_ours(path: &Path, nonce: &str) -> bool {
         .is_some_and(|v| v.get("nonce").and_then(|n| n.as_str()) == Some(nonce))
 }
 
-/// After a version is published: a checkpoint collection that started before may have
-/// recorded its checkpoint as deleted. Collection looks at the registry after recording and
-/// keeps what a version points at, so the file stays unless it is already gone.
+/// After a version is published: a checkpoint collection that ran at the same time may have
+/// recorded its checkpoint for deletion before it could see the version. Collection reads the
+/// registry again after recording and keeps what a version points at; a collection whose
+/// second reading came before this version was published may still delete the file. Each
+/// side writes, then reads the other's record, so when collection missed the version this
+/// reading sees collection's record: the registration then fails, saying so, whether or not
+/// the file is still there.
 fn check_not_collected(
     trial_dir: &Path,
     version: &ModelVersion,
@@ -820,13 +866,11 @@ fn check_not_collected(
     let Some(summary) = crate::read::summarize(trial_dir, None, warnings)? else {
         return Ok(());
     };
-    let path = Path::new(&version.checkpoint.path);
-    if summary.deleted.contains(&version.checkpoint.path) && !path.exists() {
-        return Err(CatalogError::MissingCheckpoint {
-            model: version.model.clone(),
-            number: version.number,
-            path: path.to_path_buf(),
-        });
+    if summary.deleted.contains(&version.checkpoint.path) {
+        return Err(CatalogError::BadQuery(format!(
+            "{}@{} was recorded, but a checkpoint collection (`cohort ckpt gc`) running at the same time recorded its checkpoint {} for deletion and may delete it: register another checkpoint, or copy this one elsewhere and check `cohort model show {}@{}`",
+            version.model, version.number, version.checkpoint.path, version.model, version.number
+        )));
     }
     Ok(())
 }
@@ -855,11 +899,13 @@ pub fn move_alias(
     let dir = found.dir.join(ALIASES_DIR);
     fsutil::mkdir_if_absent(&dir)?;
     let moves_dir = dir.join(alias);
+    let mut taken = 0;
     for _ in 0..RACE_RETRIES {
         // The last move decides where this one starts, and this one takes the number after
         // it: if another move takes that number first, the publish fails and this one is
         // decided again, so every move starts where the one before it ended.
-        let last = highest_number(&moves_dir);
+        // A number seen taken counts even when a listing (stale on NFS) does not show it yet.
+        let last = highest_number(&moves_dir).max(taken);
         let from = if last == 0 {
             None
         } else {
@@ -895,6 +941,7 @@ pub fn move_alias(
             return Ok(Some(record));
         }
         // Another move took this number: decide again from the alias as it is now.
+        taken = sequence;
     }
     Err(CatalogError::BadQuery(format!(
         "could not move alias {alias} of {name} after {RACE_RETRIES} tries: too many moves at once"
@@ -905,6 +952,11 @@ pub fn move_alias(
 pub fn checkpoint_present(version: &ModelVersion) -> bool {
     Path::new(&version.checkpoint.path).exists()
 }
+
+/// The model card's names, beside an exported checkpoint.
+const CARD_JSON: &str = "model-card.json";
+/// See [`CARD_JSON`].
+const CARD_MARKDOWN: &str = "model-card.md";
 
 /// What [`export`] wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -1032,9 +1084,15 @@ pub fn export(model: &Model, version: &ModelVersion, dir: &Path) -> Result<Expor
         |n| n.to_string_lossy().into_owned(),
     );
     std::fs::create_dir_all(dir).map_err(io_error(dir, "cannot create directory"))?;
+    if file == CARD_JSON || file == CARD_MARKDOWN {
+        return Err(CatalogError::BadQuery(format!(
+            "the checkpoint {} has the name of the model card the export writes beside it; export it by hand",
+            source.display()
+        )));
+    }
     let target = dir.join(&file);
-    let card_json = dir.join("model-card.json");
-    let card_markdown_path = dir.join("model-card.md");
+    let card_json = dir.join(CARD_JSON);
+    let card_markdown_path = dir.join(CARD_MARKDOWN);
     for path in [&target, &card_json, &card_markdown_path] {
         if path.symlink_metadata().is_ok() {
             return Err(CatalogError::BadQuery(format!(

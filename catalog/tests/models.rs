@@ -544,3 +544,76 @@ fn collection_refuses_to_run_when_a_version_cannot_be_read() {
     );
     assert!(files.iter().all(|f| f.exists()));
 }
+
+#[test]
+fn collection_runs_past_what_does_not_say_what_to_keep() {
+    let (dir, catalog) = setup();
+    let (trial, files) = trial_with_checkpoints(&catalog, dir.path(), &[0.9, 0.4]);
+    model::register(
+        &catalog,
+        "m",
+        "exp",
+        trial,
+        &CheckpointChoice::Step(0),
+        None,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    // A first registration of another name killed before its model.json, and a damaged
+    // alias move: neither says what to keep, and neither stops collection.
+    std::fs::create_dir_all(catalog.model_dir("half")).unwrap();
+    let aliases = catalog.model_dir("m").join("aliases/production");
+    std::fs::create_dir_all(&aliases).unwrap();
+    std::fs::write(aliases.join("000001.json"), "{ torn").unwrap();
+    let mut warnings = Vec::new();
+    let listed = model::models(&catalog, &mut warnings).unwrap();
+    assert_eq!(listed.len(), 1, "the half-made model is skipped");
+    assert_eq!(warnings.len(), 1, "the torn move is named: {warnings:?}");
+    let experiment = catalog.experiment("exp").unwrap();
+    let trial_dir = experiment.trial_dir(trial);
+    let summary = cohort_catalog::read::summarize(&trial_dir, None, &mut Vec::new())
+        .unwrap()
+        .unwrap();
+    let policy = cohort_catalog::ckpt::Policy {
+        keep_latest: Some(1),
+        ..Default::default()
+    };
+    let report = cohort_catalog::ckpt::collect(
+        &catalog,
+        &[(trial_dir, summary)],
+        &policy,
+        false,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(report.registered.len(), 1);
+    assert!(files[0].exists() && files[1].exists());
+}
+
+#[test]
+fn a_checkpoint_named_like_the_model_card_is_not_exported_over_it() {
+    let (dir, catalog) = setup();
+    let tracker = Tracker::open(&catalog, "exp", None, TrackerOptions::default()).unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let card_named = sub.join("model-card.json");
+    std::fs::write(&card_named, "weights").unwrap();
+    tracker.checkpoint(&card_named, 1, BTreeMap::new()).unwrap();
+    let trial = tracker.trial().unwrap().id;
+    tracker.finish(TrialState::Completed).unwrap();
+    let version = model::register(
+        &catalog,
+        "m",
+        "exp",
+        trial,
+        &CheckpointChoice::Latest,
+        None,
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let read = model::model(&catalog, "m", &mut Vec::new()).unwrap();
+    let err = model::export(&read, &version, &dir.path().join("out"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("name of the model card"), "{err}");
+}

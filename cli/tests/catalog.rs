@@ -574,41 +574,78 @@ fn models_are_registered_aliased_shown_exported_and_kept_from_collection() {
 fn a_registration_killed_while_hashing_leaves_no_version() {
     let dir = tempfile::tempdir().unwrap();
     let cat = dir.path().join("catalog");
-    // The checkpoint is a named pipe: hashing it blocks until bytes come, so the registration
-    // is killed at a known point, half-way through reading its checkpoint. (A test vehicle:
-    // real checkpoints are files; a large one takes as long to hash.)
-    let fifo = dir.path().join("weights.pt");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
+    // A 16 GiB sparse checkpoint: hashing it takes long enough that the registration is
+    // killed half-way through reading it, which the test sees in /proc (the file's read
+    // position) before it kills.
+    let weights = dir.path().join("weights.pt");
+    std::fs::File::create(&weights)
         .unwrap()
-        .success());
-    let script = format!("COHORT log checkpoint {} --step 1", fifo.display());
+        .set_len(16 << 30)
+        .unwrap();
+    let script = format!("COHORT log checkpoint {} --step 1", weights.display());
     ok(&run_trial(&cat, "train", "0.1", &script));
     let mut child = Command::new(COHORT)
         .args(["model", "register", "mlp", "--from", "train/1"])
         .env("COHORT_CATALOG", &cat)
         .spawn()
         .unwrap();
-    // Half of a checkpoint goes in, then the registration dies.
-    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    std::io::Write::write_all(&mut writer, &[1u8; 4096]).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let reading = |pid: u32| -> bool {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target == weights)
+                && std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .is_ok_and(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("pos:"))
+                        .and_then(|p| p.trim().parse::<u64>().ok())
+                        .is_some_and(|pos| pos > 0 && pos < 16 << 30)
+                })
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reading(child.id()) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the registration ended before it was seen reading its checkpoint"
+        );
+        assert!(std::time::Instant::now() < deadline, "never seen reading");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
-    drop(writer);
     let list = json(&ok(&cohort(&cat, &["model", "list", "--json"])));
     assert_eq!(list, serde_json::json!([]), "no half model");
     let err = error(&cohort(&cat, &["model", "show", "mlp"]));
     assert!(err.contains("no model named"), "{err}");
-    // A checkpoint that can be read registers as version 1.
-    std::fs::remove_file(&fifo).unwrap();
-    std::fs::write(&fifo, b"w").unwrap();
+    // The same checkpoint, small now, registers as version 1.
+    std::fs::File::options()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(1)
+        .unwrap();
     let version = json(&ok(&cohort(
         &cat,
         &["model", "register", "mlp", "--from", "train/1", "--json"],
     )));
     assert_eq!(version["number"], 1);
+    // A pipe is no checkpoint: refused at once, not waited on.
+    let fifo = dir.path().join("pipe.pt");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    ok(&cohort(
+        &cat,
+        &[
+            "log", "checkpoint", fifo.to_str().unwrap(), "--step", "2", "--experiment", "train",
+            "--trial", "1",
+        ],
+    ));
+    let err = error(&cohort(&cat, &["model", "register", "mlp", "--from", "train/1"]));
+    assert!(err.contains("neither a regular file nor a directory"), "{err}");
 }
 
 #[test]
@@ -634,7 +671,7 @@ fn a_directory_checkpoints_sum_is_the_one_the_documented_shell_pipeline_gives() 
     // docs/catalog-format.md, "A checkpoint's SHA-256".
     let shell = Command::new("sh")
         .arg("-c")
-        .arg("cd \"$1\" && find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -d '\\n' sha256sum | sha256sum")
+        .arg("cd \"$1\" && find -L . -type f -printf '%P\\n' | LC_ALL=C sort | xargs -r -d '\\n' sha256sum | sha256sum")
         .arg("sh")
         .arg(&ckpt)
         .output()

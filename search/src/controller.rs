@@ -357,7 +357,7 @@ pub struct Controller {
     /// The replayed searcher asks for them again, and gets these rather than new ones.
     unassigned: Vec<(u64, Values)>,
     /// Trials the searcher stopped this round, to note in their states at its end.
-    stopped: Vec<(PathBuf, StopNote)>,
+    stopped: Vec<(u64, PathBuf, StopNote)>,
     done: bool,
 }
 
@@ -789,8 +789,16 @@ impl Controller {
             self.fill(launcher)?;
         }
         // What the searcher stopped is noted in the trials' states once the round's launches
-        // are out.
-        note_stopped(std::mem::take(&mut self.stopped));
+        // are out; one the searcher promoted again within the round runs already, and keeps
+        // the state its launch gave it.
+        let stopped: Vec<(PathBuf, StopNote)> = std::mem::take(&mut self.stopped)
+            .into_iter()
+            .filter(|(trial, _, _)| {
+                !self.running.contains_key(trial) && !self.pending.iter().any(|s| s.trial == *trial)
+            })
+            .map(|(_, dir, note)| (dir, note))
+            .collect();
+        note_stopped(stopped);
         if self.running.is_empty() && self.pending.is_empty() {
             // Nothing runs and nothing waits: ask once more, then end.
             self.fill(launcher)?;
@@ -942,6 +950,7 @@ impl Controller {
                                     ..slot
                                 }),
                                 Decision::Stop => self.stopped.push((
+                                    trial,
                                     self.trial_dir(trial),
                                     (slot.until, self.searcher.position(slot.search_trial)),
                                 )),
