@@ -636,16 +636,33 @@ fn a_registration_killed_while_hashing_leaves_no_version() {
     assert_eq!(version["number"], 1);
     // A pipe is no checkpoint: refused at once, not waited on.
     let fifo = dir.path().join("pipe.pt");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     ok(&cohort(
         &cat,
         &[
-            "log", "checkpoint", fifo.to_str().unwrap(), "--step", "2", "--experiment", "train",
-            "--trial", "1",
+            "log",
+            "checkpoint",
+            fifo.to_str().unwrap(),
+            "--step",
+            "2",
+            "--experiment",
+            "train",
+            "--trial",
+            "1",
         ],
     ));
-    let err = error(&cohort(&cat, &["model", "register", "mlp", "--from", "train/1"]));
-    assert!(err.contains("neither a regular file nor a directory"), "{err}");
+    let err = error(&cohort(
+        &cat,
+        &["model", "register", "mlp", "--from", "train/1"],
+    ));
+    assert!(
+        err.contains("neither a regular file nor a directory"),
+        "{err}"
+    );
 }
 
 #[test]
