@@ -63,14 +63,16 @@ EOF
 unset COHORT_CATALOG
 ok "a preempted 2-node job: both ranks stopped at step $at, the trial went preempted then on from there, every step logged once"
 
-# 7d. Time limit: a job of one minute with `--signal=USR2@50` and `--cohort-requeue`: the
+# 7d. Time limit: a job of two minutes with `--signal=USR2@50` and `--cohort-requeue`: the
 #     warning stops both ranks at one step, they checkpoint and exit 75, rank 0's node requeues
-#     the job, and the next launch finishes the run in the same trial.
+#     the job, and the next launch finishes the run in the same trial. Slurm may send the
+#     signal up to 60 s before it is due (sbatch(1), --signal): with a one-minute job it could
+#     come as the job starts, before the workers are running.
 export COHORT_CATALOG=$L/timelimit-catalog
-job=$(sbatch --parsable -N2 -w node[3-4] --time=1 --signal=USR2@50 --requeue -o "$L/timelimit.out" \
+job=$(sbatch --parsable -N2 -w node[3-4] --time=2 --signal=USR2@50 --requeue -o "$L/timelimit.out" \
     --open-mode=append --wrap \
     "srun --cohort --cohort-exp timelimit --cohort-requeue=2 $PY $WORKER 100000 --step-seconds 0.1 --after-resume 20")
-for _ in $(seq 1 600); do
+for _ in $(seq 1 900); do
     grep -q "^rank 0 stopped at step" "$L/timelimit.out" 2>/dev/null && break
     sleep 0.2
 done
