@@ -191,7 +191,7 @@ pub(crate) fn read_record<T: DeserializeOwned>(
     parse_record(path, &fsutil::read(path)?, format)
 }
 
-fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
+pub(crate) fn to_json(value: &impl serde::Serialize) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
     bytes
@@ -360,7 +360,7 @@ impl Catalog {
     }
 
     /// Creates a trial: takes the next free number by `mkdir`, then publishes its record and
-    /// (if `state` is given) its first state.
+    /// (if `state` is given) its first state ([`Catalog::create_trials`] of one).
     pub fn create_trial(
         &self,
         experiment: &Experiment,
@@ -368,53 +368,24 @@ impl Catalog {
         command: Vec<String>,
         state: Option<TrialState>,
     ) -> Result<TrialRef, CatalogError> {
-        let trials = experiment.trials_dir();
-        fsutil::mkdir_if_absent(&trials)?;
-        let mut id = self.first_free_hint(&trials);
-        let dir = loop {
-            let dir = trials.join(trial_dir_name(id));
-            if fsutil::mkdir_if_absent(&dir)? {
-                break dir;
-            }
-            id += 1;
-        };
-        self.note_last_trial(&trials, id);
-        let record = TrialRecord {
-            format: "cohort.trial".into(),
-            version: CATALOG_VERSION,
-            experiment: experiment.record.name.clone(),
-            id,
-            hparams,
-            created: fsutil::now(),
-            created_by: fsutil::writer(),
-            command,
-        };
-        fsutil::publish_new(&dir.join(TRIAL_FILE), &to_json(&record))?;
-        let trial = TrialRef {
-            experiment: experiment.record.name.clone(),
-            id,
-            dir,
-        };
-        if let Some(state) = state {
-            let mut record = new_state(state);
-            if state == TrialState::Queued {
-                record.queued = Some(record.updated);
-            }
-            write_state(&trial.dir, &record)?;
-        }
-        Ok(trial)
+        let mut created = self.create_trials(experiment, vec![(hparams, command)], state)?;
+        created.pop().ok_or_else(|| CatalogError::Malformed {
+            path: experiment.trials_dir(),
+            problem: "no trial was created".into(),
+        })
     }
 
-    /// Creates several trials at once, as [`Catalog::create_trial`] creates one, each with its
-    /// hyperparameters and command, all with the first state `state` when given: numbers are
-    /// taken one after the other, then the records of all are written and made durable
-    /// together (`fsutil`'s batch), which costs about one disk wait instead of one per file.
-    /// A search's controller creates a round's new trials this way.
+    /// Creates several trials at once, each with its hyperparameters and command, all with the
+    /// first state `state` when given: numbers are taken one after the other by `mkdir`, then
+    /// the records of all (`trial.json` published once, `state.json` replaced) are written and
+    /// made durable together (`fsutil`'s batch), which costs about one disk wait instead of one
+    /// per file. A search's controller creates a round's new trials this way.
     ///
     /// # Errors
     ///
-    /// As [`Catalog::create_trial`]. Numbers taken before an error stay taken (a directory
-    /// without records is not a trial: readers skip it, and later trials step over it).
+    /// [`CatalogError::Io`] naming the directory or file that cannot be created or written.
+    /// Numbers taken before an error stay taken (a directory without records is not a trial:
+    /// readers skip it, and later trials step over it).
     pub fn create_trials(
         &self,
         experiment: &Experiment,

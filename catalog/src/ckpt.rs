@@ -60,6 +60,36 @@ pub(crate) fn value_at(
         .filter(|v| v.is_finite())
 }
 
+/// `checkpoints`, the latest first (highest step, then the latest written).
+pub(crate) fn latest_first(checkpoints: &[Checkpoint]) -> Vec<&Checkpoint> {
+    let mut by_step: Vec<&Checkpoint> = checkpoints.iter().collect();
+    by_step.sort_by(|a, b| b.step.cmp(&a.step).then(b.at.total_cmp(&a.at)));
+    by_step
+}
+
+/// The checkpoints with a value of `metric` (see `value_at`), with it, the best first (the
+/// later of equal ones first).
+pub(crate) fn best_first<'a>(
+    checkpoints: &'a [Checkpoint],
+    metric: &str,
+    smaller_is_better: bool,
+    history: &[crate::read::Point],
+) -> Vec<(f64, &'a Checkpoint)> {
+    let mut scored: Vec<(f64, &Checkpoint)> = latest_first(checkpoints)
+        .into_iter()
+        .filter_map(|c| value_at(c, metric, history).map(|v| (v, c)))
+        .collect();
+    scored.sort_by(|(a, ca), (b, cb)| {
+        let order = if smaller_is_better {
+            a.total_cmp(b)
+        } else {
+            b.total_cmp(a)
+        };
+        order.then(cb.step.cmp(&ca.step))
+    });
+    scored
+}
+
 /// The paths `policy` keeps of `checkpoints`. `history` is the metric's history when the
 /// policy keeps the best. A trial that has not ended always keeps its latest checkpoint.
 pub fn kept(
@@ -68,24 +98,16 @@ pub fn kept(
     history: &[crate::read::Point],
     ended: bool,
 ) -> BTreeSet<String> {
-    let mut by_step: Vec<&Checkpoint> = checkpoints.iter().collect();
-    by_step.sort_by(|a, b| b.step.cmp(&a.step).then(b.at.total_cmp(&a.at)));
     let mut keep = BTreeSet::new();
     let latest = policy.keep_latest.unwrap_or(0).max(usize::from(!ended));
-    keep.extend(by_step.iter().take(latest).map(|c| c.path.clone()));
-    if let Some((n, metric)) = &policy.keep_best {
-        let mut scored: Vec<(f64, &Checkpoint)> = by_step
+    keep.extend(
+        latest_first(checkpoints)
             .iter()
-            .filter_map(|c| value_at(c, metric, history).map(|v| (v, *c)))
-            .collect();
-        scored.sort_by(|(a, ca), (b, cb)| {
-            let order = if policy.smaller_is_better {
-                a.total_cmp(b)
-            } else {
-                b.total_cmp(a)
-            };
-            order.then(cb.step.cmp(&ca.step))
-        });
+            .take(latest)
+            .map(|c| c.path.clone()),
+    );
+    if let Some((n, metric)) = &policy.keep_best {
+        let scored = best_first(checkpoints, metric, policy.smaller_is_better, history);
         keep.extend(scored.iter().take(*n).map(|(_, c)| c.path.clone()));
     }
     keep

@@ -63,7 +63,10 @@ fn temp_beside(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.tmp-{}-{}", std::process::id(), nonce()))
 }
 
-fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> CatalogError + 'a {
+pub(crate) fn io<'a>(
+    path: &'a Path,
+    what: &'static str,
+) -> impl FnOnce(std::io::Error) -> CatalogError + 'a {
     move |source| CatalogError::Io {
         path: path.to_path_buf(),
         what,

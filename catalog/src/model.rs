@@ -27,9 +27,9 @@ use cohort_proto::catalog::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{experiment_dir_name, read_record, strip_path, Catalog};
+use crate::catalog::{experiment_dir_name, read_record, strip_path, to_json, Catalog};
 use crate::error::{CatalogError, Warning};
-use crate::fsutil;
+use crate::fsutil::{self, io};
 
 /// The registry's directory, in the catalog's root.
 const MODELS_DIR: &str = "models";
@@ -186,6 +186,13 @@ impl Model {
             .collect()
     }
 
+    /// Every move of every alias, oldest first.
+    pub fn alias_history(&self) -> Vec<&AliasMove> {
+        let mut moves: Vec<&AliasMove> = self.aliases.values().flatten().collect();
+        moves.sort_by(|a, b| a.at.total_cmp(&b.at).then(a.sequence.cmp(&b.sequence)));
+        moves
+    }
+
     /// The aliases pointing at version `number` now.
     pub fn aliases_of(&self, number: u64) -> Vec<String> {
         self.current_aliases()
@@ -294,12 +301,6 @@ fn record_name(number: u64) -> String {
     format!("{number:06}.json")
 }
 
-fn to_json(value: &impl Serialize) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    bytes.push(b'\n');
-    bytes
-}
-
 /// Reads the model in `dir`; `None` when it has no `model.json`.
 fn read_model(dir: &Path, warnings: &mut Vec<Warning>) -> Result<Option<Model>, CatalogError> {
     let path = dir.join(MODEL_FILE);
@@ -382,43 +383,43 @@ pub fn model(
 ///
 /// [`CatalogError::Io`] when the registry's directory exists but cannot be listed.
 pub fn models(catalog: &Catalog, warnings: &mut Vec<Warning>) -> Result<Vec<Model>, CatalogError> {
-    let base = catalog.root().join(MODELS_DIR);
-    let entries = match std::fs::read_dir(&base) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(CatalogError::Io {
-                path: base,
-                what: "cannot list",
-                source,
-            })
-        }
-    };
+    let dirs = model_dirs(catalog)?;
     let mut found = Vec::new();
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        match read_model(&entry.path(), warnings) {
+    for dir in dirs {
+        match read_model(&dir, warnings) {
             Ok(Some(model)) => found.push(model),
             // A registration that died before publishing `model.json` left only the
             // directory (the next registration of that name completes it).
-            Ok(None) if !entry.path().join(VERSIONS_DIR).exists() => {}
+            Ok(None) if !dir.join(VERSIONS_DIR).exists() => {}
             Ok(None) => warnings.push(Warning {
-                path: entry.path(),
                 problem: "versions but no model.json (damaged, or not a model); skipped".into(),
+                path: dir,
             }),
-            Err(e) => warnings.push(Warning {
-                path: entry.path().join(MODEL_FILE),
-                problem: format!(
-                    "{}; skipped",
-                    strip_path(&e, &entry.path().join(MODEL_FILE))
-                ),
-            }),
+            Err(e) => {
+                let path = dir.join(MODEL_FILE);
+                warnings.push(Warning {
+                    problem: format!("{}; skipped", strip_path(&e, &path)),
+                    path,
+                });
+            }
         }
     }
     found.sort_by(|a, b| a.record.name.cmp(&b.record.name));
     Ok(found)
+}
+
+/// The registry's model directories (none when it has none yet), leaving out dot-files.
+fn model_dirs(catalog: &Catalog) -> Result<Vec<PathBuf>, CatalogError> {
+    let base = catalog.root().join(MODELS_DIR);
+    match std::fs::read_dir(&base) {
+        Ok(entries) => Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(&base, "cannot list")(e)),
+    }
 }
 
 /// Every checkpoint a model version points at, with the versions (`NAME@K`) pointing at it:
@@ -431,29 +432,15 @@ pub fn models(catalog: &Catalog, warnings: &mut Vec<Warning>) -> Result<Vec<Mode
 pub fn registered_checkpoints(
     catalog: &Catalog,
 ) -> Result<BTreeMap<String, Vec<String>>, CatalogError> {
-    let base = catalog.root().join(MODELS_DIR);
-    let entries = match std::fs::read_dir(&base) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => {
-            return Err(CatalogError::Io {
-                path: base,
-                what: "cannot list",
-                source,
-            })
-        }
-    };
+    let dirs = model_dirs(catalog)?;
     let mut registered: BTreeMap<String, Vec<String>> = BTreeMap::new();
     // Every model directory's versions, whether or not its `model.json` can be read (a
     // registration killed before publishing it leaves none): only the versions say what
     // must be kept, and aliases and damaged model records do not matter here.
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
+    for dir in dirs {
         let mut warnings = Vec::new();
         let versions = numbered_records::<ModelVersion>(
-            &entry.path().join(VERSIONS_DIR),
+            &dir.join(VERSIONS_DIR),
             "cohort.model-version",
             &mut warnings,
         )?;
@@ -492,38 +479,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn io_error<'a>(
-    path: &'a Path,
-    what: &'static str,
-) -> impl FnOnce(std::io::Error) -> CatalogError + 'a {
-    move |source| CatalogError::Io {
-        path: path.to_path_buf(),
-        what,
-        source,
-    }
-}
-
 /// Streams `from` into the hash, and into `to` when given; returns the bytes read.
 fn hash_stream(
     from: &Path,
     to: Option<&mut std::fs::File>,
     hasher: &mut Sha256,
 ) -> Result<u64, CatalogError> {
-    let mut file = std::fs::File::open(from).map_err(io_error(from, "cannot open"))?;
+    let mut file = std::fs::File::open(from).map_err(io(from, "cannot open"))?;
     let mut to = to;
     let mut buffer = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = file
-            .read(&mut buffer)
-            .map_err(io_error(from, "cannot read"))?;
+        let n = file.read(&mut buffer).map_err(io(from, "cannot read"))?;
         if n == 0 {
             return Ok(total);
         }
         hasher.update(&buffer[..n]);
         if let Some(out) = to.as_deref_mut() {
             out.write_all(&buffer[..n])
-                .map_err(io_error(from, "cannot copy"))?;
+                .map_err(io(from, "cannot copy"))?;
         }
         total += n as u64;
     }
@@ -534,14 +508,14 @@ fn hash_stream(
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
     fn walk(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), CatalogError> {
         let here = base.join(rel);
-        for entry in std::fs::read_dir(&here).map_err(io_error(&here, "cannot list"))? {
-            let entry = entry.map_err(io_error(&here, "cannot list"))?;
+        for entry in std::fs::read_dir(&here).map_err(io(&here, "cannot list"))? {
+            let entry = entry.map_err(io(&here, "cannot list"))?;
             let path = entry.path();
             let link = entry
                 .file_type()
-                .map_err(io_error(&path, "cannot stat"))?
+                .map_err(io(&path, "cannot stat"))?
                 .is_symlink();
-            let meta = std::fs::metadata(&path).map_err(io_error(&path, "cannot stat"))?;
+            let meta = std::fs::metadata(&path).map_err(io(&path, "cannot stat"))?;
             let rel = rel.join(entry.file_name());
             if meta.is_dir() {
                 if link {
@@ -575,7 +549,7 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, CatalogError> {
 /// Hashes the checkpoint at `path`, copying it to `copy_to` when given (a file to a file, a
 /// directory to a new directory, created here).
 fn hash_and_copy(path: &Path, copy_to: Option<&Path>) -> Result<Digest256, CatalogError> {
-    let meta = std::fs::metadata(path).map_err(io_error(path, "cannot stat"))?;
+    let meta = std::fs::metadata(path).map_err(io(path, "cannot stat"))?;
     if !meta.is_dir() && !meta.is_file() {
         return Err(CatalogError::Malformed {
             path: path.to_path_buf(),
@@ -587,10 +561,10 @@ fn hash_and_copy(path: &Path, copy_to: Option<&Path>) -> Result<Digest256, Catal
             .write(true)
             .create_new(true)
             .open(to)
-            .map_err(io_error(to, "cannot create"))
+            .map_err(io(to, "cannot create"))
     };
     let finish = |file: std::fs::File, to: &Path| -> Result<(), CatalogError> {
-        file.sync_all().map_err(io_error(to, "cannot write"))
+        file.sync_all().map_err(io(to, "cannot write"))
     };
     if !meta.is_dir() {
         let mut hasher = Sha256::new();
@@ -612,7 +586,7 @@ fn hash_and_copy(path: &Path, copy_to: Option<&Path>) -> Result<Digest256, Catal
     let mut listing = Sha256::new();
     let mut size = 0;
     if let Some(to) = copy_to {
-        std::fs::create_dir(to).map_err(io_error(to, "cannot create directory"))?;
+        std::fs::create_dir(to).map_err(io(to, "cannot create directory"))?;
     }
     for rel in files_under(path)? {
         let mut hasher = Sha256::new();
@@ -622,7 +596,7 @@ fn hash_and_copy(path: &Path, copy_to: Option<&Path>) -> Result<Digest256, Catal
                 let target = to.join(&rel);
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)
-                        .map_err(io_error(parent, "cannot create directory"))?;
+                        .map_err(io(parent, "cannot create directory"))?;
                 }
                 let mut out = create(&target)?;
                 let n = hash_stream(&from, Some(&mut out), &mut hasher)?;
@@ -671,47 +645,31 @@ fn choose<'a>(
         steps.dedup();
         steps.join(", ")
     };
-    let latest_first =
-        |a: &&Checkpoint, b: &&Checkpoint| b.step.cmp(&a.step).then(b.at.total_cmp(&a.at));
     match choice {
-        CheckpointChoice::Latest => {
-            let mut all: Vec<&Checkpoint> = checkpoints.iter().collect();
-            all.sort_by(latest_first);
-            Ok(all[0])
-        }
-        CheckpointChoice::Step(step) => {
-            let mut at: Vec<&Checkpoint> = checkpoints.iter().filter(|c| c.step == *step).collect();
-            at.sort_by(latest_first);
-            at.first().copied().ok_or_else(|| {
+        CheckpointChoice::Latest => Ok(crate::ckpt::latest_first(checkpoints)[0]),
+        CheckpointChoice::Step(step) => crate::ckpt::latest_first(checkpoints)
+            .into_iter()
+            .find(|c| c.step == *step)
+            .ok_or_else(|| {
                 CatalogError::BadQuery(format!(
                     "trial {trial} has no checkpoint at step {step}; it has steps {}",
                     steps()
                 ))
-            })
-        }
+            }),
         CheckpointChoice::Best {
             metric,
             smaller_is_better,
         } => {
             let points = history.get(metric).map_or(&[][..], Vec::as_slice);
-            let mut scored: Vec<(f64, &Checkpoint)> = checkpoints
-                .iter()
-                .filter_map(|c| crate::ckpt::value_at(c, metric, points).map(|v| (v, c)))
-                .filter(|(v, _)| v.is_finite())
-                .collect();
-            scored.sort_by(|(a, ca), (b, cb)| {
-                let order = if *smaller_is_better {
-                    a.total_cmp(b)
-                } else {
-                    b.total_cmp(a)
-                };
-                order.then(cb.step.cmp(&ca.step))
-            });
-            scored.first().map(|(_, c)| *c).ok_or_else(|| {
-                CatalogError::BadQuery(format!(
-                    "no checkpoint of trial {trial} has a value of {metric:?} (in its metadata or logged at or before its step)"
-                ))
-            })
+            crate::ckpt::best_first(checkpoints, metric, *smaller_is_better, points)
+                .into_iter()
+                .find(|(v, _)| v.is_finite())
+                .map(|(_, c)| c)
+                .ok_or_else(|| {
+                    CatalogError::BadQuery(format!(
+                        "no checkpoint of trial {trial} has a value of {metric:?} (in its metadata or logged at or before its step)"
+                    ))
+                })
         }
     }
 }
@@ -863,10 +821,7 @@ fn check_not_collected(
     version: &ModelVersion,
     warnings: &mut Vec<Warning>,
 ) -> Result<(), CatalogError> {
-    let Some(summary) = crate::read::summarize(trial_dir, None, warnings)? else {
-        return Ok(());
-    };
-    if summary.deleted.contains(&version.checkpoint.path) {
+    if crate::read::collected(trial_dir, warnings)?.contains(&version.checkpoint.path) {
         return Err(CatalogError::BadQuery(format!(
             "{}@{} was recorded, but a checkpoint collection (`cohort ckpt gc`) running at the same time recorded its checkpoint {} for deletion and may delete it: register another checkpoint, or copy this one elsewhere and check `cohort model show {}@{}`",
             version.model, version.number, version.checkpoint.path, version.model, version.number
@@ -1083,7 +1038,7 @@ pub fn export(model: &Model, version: &ModelVersion, dir: &Path) -> Result<Expor
         || "checkpoint".to_owned(),
         |n| n.to_string_lossy().into_owned(),
     );
-    std::fs::create_dir_all(dir).map_err(io_error(dir, "cannot create directory"))?;
+    std::fs::create_dir_all(dir).map_err(io(dir, "cannot create directory"))?;
     if file == CARD_JSON || file == CARD_MARKDOWN {
         return Err(CatalogError::BadQuery(format!(
             "the checkpoint {} has the name of the model card the export writes beside it; export it by hand",
@@ -1121,7 +1076,7 @@ pub fn export(model: &Model, version: &ModelVersion, dir: &Path) -> Result<Expor
     }
     if let Err(e) = std::fs::rename(&partial, &target) {
         remove_all(&partial);
-        return Err(io_error(&target, "cannot rename the verified copy to")(e));
+        return Err(io(&target, "cannot rename the verified copy to")(e));
     }
     let aliases = model.aliases_of(version.number);
     let card = Card {
@@ -1176,9 +1131,8 @@ pub fn version_json(model: &Model, version: &ModelVersion) -> serde_json::Value 
 /// A model as `cohort model show NAME --json` shows it: its versions, its aliases now and
 /// every move of them, oldest first.
 pub fn model_json(model: &Model) -> serde_json::Value {
-    let mut history: Vec<&AliasMove> = model.aliases.values().flatten().collect();
-    history.sort_by(|a, b| a.at.total_cmp(&b.at).then(a.sequence.cmp(&b.sequence)));
-    let history: Vec<serde_json::Value> = history
+    let history: Vec<serde_json::Value> = model
+        .alias_history()
         .into_iter()
         .map(|m| {
             serde_json::json!({

@@ -25,6 +25,44 @@ fn is_gc(name: &str) -> bool {
     name.starts_with("gc-") && name.ends_with(".json")
 }
 
+/// The checkpoints the collection records `names` (in the trial's directory `dir`) name as
+/// deleted; an unreadable record is a warning.
+fn read_gc_records(dir: &Path, names: &[String], warnings: &mut Vec<Warning>) -> BTreeSet<String> {
+    let mut deleted = BTreeSet::new();
+    for name in names {
+        let path = dir.join(name);
+        match read_record::<GcRecord>(&path, "cohort.ckpt-gc") {
+            Ok(gc) => deleted.extend(gc.deleted),
+            Err(e) => warnings.push(warn(&path, format!("{}; ignored", strip_path(&e, &path)))),
+        }
+    }
+    deleted
+}
+
+/// The checkpoints that collection recorded as deleted in the trial's directory `dir`, without
+/// reading its metric logs.
+///
+/// # Errors
+///
+/// [`CatalogError::Io`] when the directory cannot be listed.
+pub fn collected(
+    dir: &Path,
+    warnings: &mut Vec<Warning>,
+) -> Result<BTreeSet<String>, CatalogError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|source| CatalogError::Io {
+            path: dir.to_path_buf(),
+            what: "cannot list",
+            source,
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_gc(n))
+        .collect();
+    names.sort();
+    Ok(read_gc_records(dir, &names, warnings))
+}
+
 fn warn(path: &Path, problem: impl Into<String>) -> Warning {
     Warning {
         path: path.to_path_buf(),
@@ -272,14 +310,7 @@ pub fn summarize_changed(
             None
         }
     };
-    let mut deleted = BTreeSet::new();
-    for name in &gc_files {
-        let path = dir.join(name);
-        match read_record::<GcRecord>(&path, "cohort.ckpt-gc") {
-            Ok(gc) => deleted.extend(gc.deleted),
-            Err(e) => warnings.push(warn(&path, format!("{}; ignored", strip_path(&e, &path)))),
-        }
-    }
+    let deleted = read_gc_records(dir, &gc_files, warnings);
 
     let mut summary = match previous {
         Some(prev) => prev.clone(),

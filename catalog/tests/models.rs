@@ -41,6 +41,16 @@ fn setup() -> (tempfile::TempDir, Catalog) {
     (dir, catalog)
 }
 
+/// Registers trial `trial` of `exp` as the next version of `name`, without a description.
+fn register(
+    catalog: &Catalog,
+    name: &str,
+    trial: u64,
+    choice: &CheckpointChoice,
+) -> Result<cohort_proto::catalog::ModelVersion, CatalogError> {
+    model::register(catalog, name, "exp", trial, choice, None, &mut Vec::new())
+}
+
 fn sha256_of(path: &Path) -> String {
     model::hash_checkpoint(path).unwrap().sha256
 }
@@ -110,27 +120,9 @@ fn each_checkpoint_choice_registers_the_checkpoint_it_names_with_its_provenance(
 fn a_trial_without_checkpoints_or_a_bad_name_records_nothing() {
     let (dir, catalog) = setup();
     let (trial, _) = trial_with_checkpoints(&catalog, dir.path(), &[]);
-    let err = model::register(
-        &catalog,
-        "mlp",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap_err();
+    let err = register(&catalog, "mlp", trial, &CheckpointChoice::Latest).unwrap_err();
     assert!(err.to_string().contains("recorded no checkpoint"), "{err}");
-    let err = model::register(
-        &catalog,
-        "a@b",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap_err();
+    let err = register(&catalog, "a@b", trial, &CheckpointChoice::Latest).unwrap_err();
     assert!(err.to_string().contains("'@'"), "{err}");
     let err = model::register(
         &catalog,
@@ -154,17 +146,9 @@ fn registrations_at_once_get_distinct_versions() {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 scope.spawn(|| {
-                    model::register(
-                        &catalog,
-                        "racy",
-                        "exp",
-                        trial,
-                        &CheckpointChoice::Latest,
-                        None,
-                        &mut Vec::new(),
-                    )
-                    .unwrap()
-                    .number
+                    register(&catalog, "racy", trial, &CheckpointChoice::Latest)
+                        .unwrap()
+                        .number
                 })
             })
             .collect();
@@ -181,16 +165,7 @@ fn registrations_at_once_get_distinct_versions() {
 fn a_version_left_half_written_by_a_crash_is_ignored_and_its_number_reused() {
     let (dir, catalog) = setup();
     let (trial, _) = trial_with_checkpoints(&catalog, dir.path(), &[0.5]);
-    model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    register(&catalog, "m", trial, &CheckpointChoice::Latest).unwrap();
     // What a registration killed between writing its record and linking it leaves: a
     // temporary file with part of a record.
     let versions = catalog.model_dir("m").join("versions");
@@ -203,16 +178,7 @@ fn a_version_left_half_written_by_a_crash_is_ignored_and_its_number_reused() {
     let read = model::model(&catalog, "m", &mut warnings).unwrap();
     assert_eq!(read.versions.len(), 1);
     assert!(warnings.is_empty(), "{warnings:?}");
-    let next = model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let next = register(&catalog, "m", trial, &CheckpointChoice::Latest).unwrap();
     assert_eq!(next.number, 2);
 }
 
@@ -221,16 +187,7 @@ fn alias_moves_are_recorded_with_where_they_came_from() {
     let (dir, catalog) = setup();
     let (trial, _) = trial_with_checkpoints(&catalog, dir.path(), &[0.5, 0.4]);
     for _ in 0..3 {
-        model::register(
-            &catalog,
-            "m",
-            "exp",
-            trial,
-            &CheckpointChoice::Latest,
-            None,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        register(&catalog, "m", trial, &CheckpointChoice::Latest).unwrap();
     }
     let mv =
         |alias: &str, to: Option<u64>| model::move_alias(&catalog, "m", alias, to, &mut Vec::new());
@@ -284,16 +241,7 @@ fn alias_moves_at_once_form_one_chain() {
     let (dir, catalog) = setup();
     let (trial, _) = trial_with_checkpoints(&catalog, dir.path(), &[0.5]);
     for _ in 0..4 {
-        model::register(
-            &catalog,
-            "m",
-            "exp",
-            trial,
-            &CheckpointChoice::Latest,
-            None,
-            &mut Vec::new(),
-        )
-        .unwrap();
+        register(&catalog, "m", trial, &CheckpointChoice::Latest).unwrap();
     }
     std::thread::scope(|scope| {
         for to in 1..=4u64 {
@@ -322,16 +270,7 @@ fn alias_moves_at_once_form_one_chain() {
 fn export_verifies_the_checkpoint_and_writes_a_model_card() {
     let (dir, catalog) = setup();
     let (trial, files) = trial_with_checkpoints(&catalog, dir.path(), &[0.5, 0.3]);
-    let version = model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let version = register(&catalog, "m", trial, &CheckpointChoice::Latest).unwrap();
     model::move_alias(&catalog, "m", "production", Some(1), &mut Vec::new()).unwrap();
     let read = model::model(&catalog, "m", &mut Vec::new()).unwrap();
     let out = dir.path().join("out");
@@ -408,16 +347,7 @@ fn a_directory_checkpoint_is_hashed_over_its_files_and_copied_whole() {
     tracker.checkpoint(&ckpt, 10, BTreeMap::new()).unwrap();
     let trial = tracker.trial().unwrap().id;
     tracker.finish(TrialState::Completed).unwrap();
-    let version = model::register(
-        &catalog,
-        "sharded",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let version = register(&catalog, "sharded", trial, &CheckpointChoice::Latest).unwrap();
     assert_eq!(version.checkpoint.kind, "directory");
     assert_eq!(version.checkpoint.size, 8003);
     let read = model::model(&catalog, "sharded", &mut Vec::new()).unwrap();
@@ -439,16 +369,7 @@ fn collection_keeps_the_checkpoints_versions_point_at() {
     let (dir, catalog) = setup();
     let (trial, files) = trial_with_checkpoints(&catalog, dir.path(), &[0.9, 0.4, 0.7, 0.2]);
     // The worst checkpoint (step 0) is registered; the policy keeps only the latest.
-    model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Step(0),
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    register(&catalog, "m", trial, &CheckpointChoice::Step(0)).unwrap();
     let experiment = catalog.experiment("exp").unwrap();
     let trial_dir = experiment.trial_dir(trial);
     let summary = cohort_catalog::read::summarize(&trial_dir, None, &mut Vec::new())
@@ -505,16 +426,7 @@ fn collection_keeps_the_checkpoints_versions_point_at() {
 fn collection_refuses_to_run_when_a_version_cannot_be_read() {
     let (dir, catalog) = setup();
     let (trial, files) = trial_with_checkpoints(&catalog, dir.path(), &[0.9, 0.4]);
-    model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Step(0),
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    register(&catalog, "m", trial, &CheckpointChoice::Step(0)).unwrap();
     std::fs::write(
         catalog.model_dir("m").join("versions/000002.json"),
         "{ damaged",
@@ -549,16 +461,7 @@ fn collection_refuses_to_run_when_a_version_cannot_be_read() {
 fn collection_runs_past_what_does_not_say_what_to_keep() {
     let (dir, catalog) = setup();
     let (trial, files) = trial_with_checkpoints(&catalog, dir.path(), &[0.9, 0.4]);
-    model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Step(0),
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    register(&catalog, "m", trial, &CheckpointChoice::Step(0)).unwrap();
     // A first registration of another name killed before its model.json, and a damaged
     // alias move: neither says what to keep, and neither stops collection.
     std::fs::create_dir_all(catalog.model_dir("half")).unwrap();
@@ -601,16 +504,7 @@ fn a_checkpoint_named_like_the_model_card_is_not_exported_over_it() {
     tracker.checkpoint(&card_named, 1, BTreeMap::new()).unwrap();
     let trial = tracker.trial().unwrap().id;
     tracker.finish(TrialState::Completed).unwrap();
-    let version = model::register(
-        &catalog,
-        "m",
-        "exp",
-        trial,
-        &CheckpointChoice::Latest,
-        None,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let version = register(&catalog, "m", trial, &CheckpointChoice::Latest).unwrap();
     let read = model::model(&catalog, "m", &mut Vec::new()).unwrap();
     let err = model::export(&read, &version, &dir.path().join("out"))
         .unwrap_err()

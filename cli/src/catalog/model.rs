@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
+use cohort_catalog::format_number;
 use cohort_catalog::model::{self, CheckpointChoice, Model, VersionRef};
-use cohort_catalog::{format_number, Catalog};
 use cohort_proto::catalog::ModelVersion;
 
 use super::format::{hparam_text, json_out, table, time_text};
@@ -95,10 +95,6 @@ pub(crate) fn model_command(command: &ModelCommand) -> Result<ExitCode> {
     result
 }
 
-fn open(catalog: &CatalogArg) -> Result<Catalog> {
-    Ok(Catalog::open(super::catalog_root(catalog.path())?)?)
-}
-
 fn run(command: &ModelCommand, warnings: &mut Vec<cohort_catalog::Warning>) -> Result<ExitCode> {
     match command {
         ModelCommand::Register {
@@ -109,7 +105,7 @@ fn run(command: &ModelCommand, warnings: &mut Vec<cohort_catalog::Warning>) -> R
             catalog,
             json,
         } => {
-            let catalog = open(catalog)?;
+            let catalog = catalog.open()?;
             let (experiment, trial) = parse_trial_ref(from)?;
             let choice: CheckpointChoice = checkpoint.parse()?;
             let version = model::register(
@@ -144,7 +140,7 @@ fn run(command: &ModelCommand, warnings: &mut Vec<cohort_catalog::Warning>) -> R
             catalog,
             json,
         } => {
-            let catalog = open(catalog)?;
+            let catalog = catalog.open()?;
             let (name, version) = model::parse_ref(target)?;
             let to = match (version, remove) {
                 (Some(VersionRef::Number(n)), false) => Some(n),
@@ -183,7 +179,7 @@ fn run(command: &ModelCommand, warnings: &mut Vec<cohort_catalog::Warning>) -> R
             }
         }
         ModelCommand::List { catalog, json } => {
-            let catalog = open(catalog)?;
+            let catalog = catalog.open()?;
             let found = model::models(&catalog, warnings)?;
             if *json {
                 let list: Vec<serde_json::Value> =
@@ -217,7 +213,7 @@ fn run(command: &ModelCommand, warnings: &mut Vec<cohort_catalog::Warning>) -> R
             catalog,
             json,
         } => {
-            let catalog = open(catalog)?;
+            let catalog = catalog.open()?;
             let (name, which) = model::parse_ref(target)?;
             let found = model::model(&catalog, &name, warnings)?;
             match which {
@@ -239,7 +235,7 @@ fn run(command: &ModelCommand, warnings: &mut Vec<cohort_catalog::Warning>) -> R
             catalog,
             json,
         } => {
-            let catalog = open(catalog)?;
+            let catalog = catalog.open()?;
             let (name, which) = model::parse_ref(target)?;
             let found = model::model(&catalog, &name, warnings)?;
             let version = found.version(which.as_ref())?;
@@ -328,8 +324,7 @@ fn model_text(model: &Model) -> String {
         })
         .collect();
     text.push_str(&table(&header, &rows));
-    let mut moves: Vec<_> = model.aliases.values().flatten().collect();
-    moves.sort_by(|a, b| a.at.total_cmp(&b.at).then(a.sequence.cmp(&b.sequence)));
+    let moves = model.alias_history();
     if !moves.is_empty() {
         text.push_str("\nAlias history\n");
         let header = ["WHEN", "ALIAS", "FROM", "TO", "BY"].map(String::from);
